@@ -1,0 +1,98 @@
+"""The input contract shared by every operation of the package.
+
+Images arrive as ``[B, C, H, W]`` batches or single ``[C, H, W]`` images, floating point in
+``[0, 1]`` or ``uint8`` in ``[0, 255]``. Every path computes in float32 (float64 stays float64)
+and hands the result back in the caller's dtype; ``uint8`` results are rounded and clamped.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+ACCEPTED_DTYPES = FLOAT_DTYPES + (torch.uint8,)
+_ACCEPTED_NAMES = ", ".join(str(dtype).removeprefix("torch.") for dtype in ACCEPTED_DTYPES)
+UINT8_MAX = 255.0
+
+
+def as_image_batch(x: object, name: str = "x") -> tuple[torch.Tensor, bool]:
+    """Check ``x`` against the image contract and view it as a ``[B, C, H, W]`` batch.
+
+    Returns the batch and whether ``x`` was a single ``[C, H, W]`` image (so the caller can
+    drop the batch dimension again). Raises ``TypeError`` for non-tensors and unsupported
+    dtypes, ``ValueError`` for a wrong rank or an empty image inside a non-empty batch.
+
+    Example:
+        >>> batch, single = as_image_batch(torch.rand(3, 8, 8))
+        >>> batch.shape, single
+        (torch.Size([1, 3, 8, 8]), True)
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [B, C, H, W] or [C, H, W]. Got {type(x).__name__}")
+    if x.dtype not in ACCEPTED_DTYPES:
+        raise TypeError(f"{name} must have dtype {_ACCEPTED_NAMES}. Got {x.dtype}")
+    if x.dim() not in (3, 4):
+        raise ValueError(
+            f"{name} must have shape [B, C, H, W] or [C, H, W]. Got {x.dim()} dimensions: {tuple(x.shape)}"
+        )
+    single = x.dim() == 3
+    batch = x.unsqueeze(0) if single else x
+    if batch.shape[0] > 0 and min(batch.shape[1:]) == 0:
+        raise ValueError(f"{name} must have C, H, W >= 1. Got shape {tuple(x.shape)}")
+    return batch, single
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype every path computes in for inputs of ``dtype``: float64 or float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """Images as floats in [0, 1] of the compute dtype (uint8 is divided by 255)."""
+    converted = x.to(compute_dtype(x.dtype))
+    if x.dtype == torch.uint8:
+        converted = converted / UINT8_MAX
+    return converted
+
+
+def from_unit_float(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Back to the caller's dtype; uint8 is rounded half-to-even and clamped to [0, 255]."""
+    if dtype == torch.uint8:
+        return (x * UINT8_MAX).round().clamp(0, UINT8_MAX).to(torch.uint8)
+    return x.to(dtype)
+
+
+def real_scalar(value: object, name: str, device: torch.device) -> float:
+    """A finite-or-infinite real parameter as a Python float; NaN, complex and bool are rejected.
+
+    A 0-dim tensor is accepted when it lives on the images' ``device``.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.dim() > 1:
+            raise ValueError(f"{name} must be a number or a one-element tensor. Got shape {tuple(value.shape)}")
+        if value.device != device:
+            raise ValueError(f"{name} is on {value.device} but the images are on {device}: mixed devices")
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be a real number. Got a tensor of dtype {value.dtype}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number. Got {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be NaN")
+    return value
+
+
+def window_parameters(window_size: object, overlap: object) -> tuple[int, int]:
+    """Check the window geometry: integers with ``window_size >= 1`` and ``0 <= overlap < window_size``."""
+    for name, value in (("window_size", window_size), ("overlap", overlap)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int. Got {type(value).__name__}")
+    if window_size < 1:
+        raise ValueError(f"window_size must be >= 1. Got {window_size}")
+    if not 0 <= overlap < window_size:
+        raise ValueError(f"overlap must satisfy 0 <= overlap < window_size ({window_size}). Got {overlap}")
+    return window_size, overlap

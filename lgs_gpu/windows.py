@@ -1,0 +1,103 @@
+"""Window geometry of LGS (paper eq. 8), shared by every path and by the tests.
+
+Along an axis of length ``L`` the windows have ``extent = min(window_size, L)`` and start at
+``0, stride, 2*stride, ...`` (``stride = window_size - overlap``) while ``start < L - window_size``,
+plus a last window clamped to start at ``L - window_size``. Every pixel is therefore covered by
+at least one full window, and no border strip is left unprotected. When ``L <= window_size`` a
+single window covers ``[0, L)``. A 2-D window is the product of a row window and a column window.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AxisWindows:
+    """The windows along one image axis.
+
+    Attributes:
+        length: the axis length ``L``.
+        extent: the length of every window on this axis, ``min(window_size, L)``.
+        starts: the first index of each window, strictly increasing.
+    """
+
+    length: int
+    extent: int
+    starts: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.starts)
+
+    @functools.cached_property
+    def covering(self) -> tuple[list[int], list[int]]:
+        """For every pixel, the index of the first window covering it and how many do.
+
+        Windows covering a pixel form a contiguous run of indices because the starts increase.
+        """
+        first, count = [], []
+        lo = 0
+        for pixel in range(self.length):
+            while self.starts[lo] + self.extent <= pixel:
+                lo += 1
+            hi = lo
+            while hi + 1 < self.count and self.starts[hi + 1] <= pixel:
+                hi += 1
+            first.append(lo)
+            count.append(hi - lo + 1)
+        return first, count
+
+    @property
+    def max_cover(self) -> int:
+        """The largest number of windows that cover one pixel on this axis."""
+        return max(self.covering[1])
+
+
+@functools.lru_cache(maxsize=512)
+def axis_windows(length: int, window_size: int, overlap: int) -> AxisWindows:
+    """The windows along an axis of ``length`` pixels.
+
+    Example:
+        >>> axis_windows(32, 15, 5).starts
+        (0, 10, 17)
+    """
+    if length < 1:
+        raise ValueError(f"an image axis must have length >= 1. Got {length}")
+    if length <= window_size:
+        return AxisWindows(length, length, (0,))
+    stride = window_size - overlap
+    last = length - window_size
+    starts = list(range(0, last, stride)) + [last]
+    return AxisWindows(length, window_size, tuple(starts))
+
+
+@functools.lru_cache(maxsize=256)
+def starts_tensor(length: int, window_size: int, overlap: int, device: torch.device) -> torch.Tensor:
+    """``axis_windows(...).starts`` as an int32 tensor on ``device`` (cached: built once per shape)."""
+    starts = axis_windows(length, window_size, overlap).starts
+    return torch.tensor(starts, dtype=torch.int32, device=device)
+
+
+@functools.lru_cache(maxsize=256)
+def covering_tensors(length: int, window_size: int, overlap: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``axis_windows(...).covering`` as two int32 tensors of ``length`` on ``device`` (cached)."""
+    first, count = axis_windows(length, window_size, overlap).covering
+    return (
+        torch.tensor(first, dtype=torch.int32, device=device),
+        torch.tensor(count, dtype=torch.int32, device=device),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def membership_matrix(
+    length: int, window_size: int, overlap: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``[n_windows, length]`` matrix with 1 where a window covers a pixel, else 0 (cached)."""
+    windows = axis_windows(length, window_size, overlap)
+    pixels = torch.arange(length, device=device)
+    starts = torch.tensor(windows.starts, device=device)[:, None]
+    return ((pixels >= starts) & (pixels < starts + windows.extent)).to(dtype)

@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="lgs-gpu",
+    version="0.1.0",
+    description="Local Gradients Smoothing (WACV 2019) as fused Triton kernels, with a reference and a torch path",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["lgs_gpu", "lgs_gpu.*"]),
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "numpy",
+        "pillow",
+        "tqdm",
+        "matplotlib",
+        "scikit-image",
+    ],
+    extras_require={
+        "triton": ["triton>=3.1"],
+        "test": ["pytest", "hypothesis", "pytest-benchmark", "scipy", "ruff"],
+    },
+    entry_points={"console_scripts": ["lgs-gpu=lgs_gpu.cli:main"]},
+)

@@ -1,0 +1,27 @@
+"""Shared fixtures. Triton kernels run interpreted on CPU tensors in this suite."""
+
+import os
+
+# Must be set before lgs_gpu.kernels.lgs_triton (which defines the kernels) is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lgs_gpu.data import bundled_photographs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def photographs() -> dict[str, torch.Tensor]:
+    """The bundled photographs at full resolution, ``[3, H, W]`` uint8."""
+    return bundled_photographs()
+
+
+@pytest.fixture(scope="session")
+def photo_batch() -> torch.Tensor:
+    """Four real photographs at 224 px with a planted random-noise patch in two of them, uint8."""
+    batch = torch.stack(list(bundled_photographs(224).values()))
+    generator = torch.Generator().manual_seed(0)
+    batch[0, :, 10:50, 150:190] = torch.randint(0, 256, (3, 40, 40), generator=generator, dtype=torch.uint8)
+    batch[2, :, 170:214, 20:64] = torch.randint(0, 256, (3, 44, 44), generator=generator, dtype=torch.uint8)
+    return batch

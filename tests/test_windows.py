@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from lgs_gpu.windows import axis_windows, covering_tensors, membership_matrix
+
+
+@pytest.mark.parametrize(
+    "length, window_size, overlap, starts, extent",
+    [
+        (1, 15, 5, (0,), 1),
+        (14, 15, 5, (0,), 14),
+        (15, 15, 5, (0,), 15),
+        (16, 15, 5, (0, 1), 15),
+        (25, 15, 5, (0, 10), 15),  # 25 - 15 = 10 is a regular start: no duplicate last window
+        (32, 15, 5, (0, 10, 17), 15),
+        (299, 15, 5, tuple(range(0, 284, 10)) + (284,), 15),
+        (10, 3, 0, (0, 3, 6, 7), 3),
+        (6, 3, 2, (0, 1, 2, 3), 3),
+    ],
+)
+def test_axis_windows_by_hand(length, window_size, overlap, starts, extent):
+    windows = axis_windows(length, window_size, overlap)
+    assert windows.starts == starts
+    assert windows.extent == extent
+
+
+@pytest.mark.parametrize("length", [1, 2, 14, 15, 16, 29, 30, 31, 224, 299, 300])
+@pytest.mark.parametrize("window_size, overlap", [(15, 5), (8, 0), (5, 4), (1, 0)])
+def test_every_pixel_is_covered_by_full_windows(length, window_size, overlap):
+    windows = axis_windows(length, window_size, overlap)
+    assert windows.extent == min(window_size, length)
+    assert all(start + windows.extent <= length for start in windows.starts)
+    assert list(windows.starts) == sorted(set(windows.starts))
+    covered = torch.zeros(length, dtype=torch.bool)
+    for start in windows.starts:
+        covered[start : start + windows.extent] = True
+    assert covered.all()
+    assert windows.starts[-1] == length - windows.extent  # the last window is clamped to the border
+
+
+@pytest.mark.parametrize("length, window_size, overlap", [(1, 15, 5), (37, 15, 5), (299, 15, 5), (20, 5, 4)])
+def test_covering_runs_and_membership_agree(length, window_size, overlap):
+    members = membership_matrix(length, window_size, overlap, torch.device("cpu"), torch.float32).bool()
+    first, count = covering_tensors(length, window_size, overlap, torch.device("cpu"))
+    for pixel in range(length):
+        covering = torch.nonzero(members[:, pixel]).flatten().tolist()
+        assert covering == list(range(first[pixel], first[pixel] + count[pixel]))
+    assert axis_windows(length, window_size, overlap).max_cover == int(count.max())
+
+
+def test_axis_windows_rejects_empty_axis():
+    with pytest.raises(ValueError, match="length"):
+        axis_windows(0, 15, 5)
