@@ -32,6 +32,28 @@ def safe_sqrt(value: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.where(positive, value, 1).sqrt(), 0)
 
 
+def sobel(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-correlations of a padded image with Sobel x (:data:`SOBEL_X`) and its transpose.
+
+    Each written as the kernel reads, pairing the +w and -w taps of a row (Sx) or column (Sy)
+    first, so that a flat neighbourhood gives exactly 0 (``conv2d`` or another summation order
+    can leave ~1e-16 there, and LGS takes a square root and a min of these values).
+
+    Args:
+        padded: ``[..., H + 2, W + 2]`` images padded by one pixel.
+    Returns:
+        ``(Sx, Sy)``, each ``[..., H, W]``.
+    """
+    height, width = padded.shape[-2] - 2, padded.shape[-1] - 2
+
+    def tap(row: int, col: int) -> torch.Tensor:  # padded[r + row, c + col] for every output pixel
+        return padded[..., row : row + height, col : col + width]
+
+    sobel_x = (tap(0, 2) - tap(0, 0)) + 2 * (tap(1, 2) - tap(1, 0)) + (tap(2, 2) - tap(2, 0))
+    sobel_y = (tap(2, 0) - tap(0, 0)) + 2 * (tap(2, 1) - tap(0, 1)) + (tap(2, 2) - tap(0, 2))
+    return sobel_x, sobel_y
+
+
 def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     """Eq. 5: ``m = sqrt(sum_c (Sx_c^2 + Sy_c^2))`` with 3x3 Sobel and replicate padding.
 
@@ -40,13 +62,8 @@ def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, H, W]`` gradient magnitude, joint over channels.
     """
-    batch, channels, height, width = x.shape
-    sobel_x = torch.tensor(SOBEL_X, dtype=x.dtype, device=x.device)
-    kernels = torch.stack([sobel_x, sobel_x.T])[:, None]  # [2, 1, 3, 3]: Sx, Sy
-    padded = F.pad(x.reshape(batch * channels, 1, height, width), (1, 1, 1, 1), mode="replicate")
-    responses = F.conv2d(padded, kernels)  # cross-correlation, [B*C, 2, H, W]
-    squared = responses.square().sum(dim=1).reshape(batch, channels, height, width).sum(dim=1)
-    return safe_sqrt(squared)
+    sobel_x, sobel_y = sobel(F.pad(x, (1, 1, 1, 1), mode="replicate"))
+    return safe_sqrt((sobel_x.square() + sobel_y.square()).sum(dim=1))
 
 
 def normalise(magnitude: torch.Tensor) -> torch.Tensor:

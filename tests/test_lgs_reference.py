@@ -79,3 +79,15 @@ def test_negative_threshold_keeps_every_window_and_zero_gradient_pixels_untouche
     expected = x.clone()
     expected[..., [19, 21]] = 0.0
     torch.testing.assert_close(out, expected)
+
+
+def test_reference_sobel_is_the_cross_correlation_with_the_kernels():
+    from lgs_gpu.reference import SOBEL_X, sobel
+
+    padded = torch.rand(2, 3, 12, 17, dtype=torch.float64)
+    kernel_x = torch.tensor(SOBEL_X, dtype=torch.float64)
+    kernels = torch.stack([kernel_x, kernel_x.T])[:, None]
+    expected = torch.nn.functional.conv2d(padded.reshape(6, 1, 12, 17), kernels).reshape(2, 3, 2, 10, 15)
+    sobel_x, sobel_y = sobel(padded)
+    torch.testing.assert_close(sobel_x, expected[:, :, 0])
+    torch.testing.assert_close(sobel_y, expected[:, :, 1])
