@@ -36,7 +36,7 @@ from .._validate import compute_dtype
 from ..windows import axis_windows, covering_tensors, starts_tensor
 
 # 2**23: adding then subtracting it rounds a float32 in [0, 2**22) half-to-even (torch.round).
-_ROUND_MAGIC = 8388608.0
+_ROUND_MAGIC = tl.constexpr(8388608.0)
 
 
 @triton.jit
@@ -274,7 +274,7 @@ class LaunchConfig:
 
 
 # The block sizes a launcher uses unless told otherwise; the AOT check compiles exactly these.
-DEFAULT_CONFIG = LaunchConfig(windows_per_program=16, sum_block_h=32, sum_block_w=64, block_h=16, block_w=64)
+DEFAULT_CONFIG = LaunchConfig(windows_per_program=16, sum_block_h=16, sum_block_w=16, block_h=8, block_w=32)
 RANGE_BLOCK = 256
 
 
