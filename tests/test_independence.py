@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from helpers import interpreter_config
 from lgs_gpu import lgs
 from lgs_gpu.kernels.lgs_triton import lgs_triton
+
+from helpers import interpreter_config
 
 
 def run(x, backend):

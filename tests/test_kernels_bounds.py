@@ -7,9 +7,10 @@ NaN-filled buffer: any read outside the view would put a NaN into the output.
 import pytest
 import torch
 
-from helpers import assert_lgs_close, interpreter_config
 from lgs_gpu import lgs
 from lgs_gpu.kernels.lgs_triton import LaunchConfig, lgs_triton
+
+from helpers import assert_lgs_close, interpreter_config
 
 
 def view_in_nan_buffer(images: torch.Tensor, pad: int = 3, channels_last: bool = False) -> torch.Tensor:

@@ -4,10 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import assert_lgs_close, interpreter_config, mismatch_fraction
 from lgs_gpu import lgs, lgs_map
 from lgs_gpu._validate import from_unit_float, to_unit_float
 from lgs_gpu.kernels.lgs_triton import lgs_triton
+
+from helpers import assert_lgs_close, interpreter_config, mismatch_fraction
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]
 SHAPES = [(1, 1, 1, 1), (1, 3, 14, 14), (2, 3, 15, 15), (3, 4, 16, 300), (2, 1, 224, 224), (1, 3, 299, 299), (5, 3, 37, 41)]
@@ -120,3 +121,10 @@ def test_other_parameters(backend, params):
     expected = lgs(x, **params, backend="reference")
     out = run_triton(x, **params) if backend == "triton" else lgs(x, **params, backend=backend)
     assert_lgs_close(out, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_matches_reference_on_a_full_batch(dtype):
+    x = textured_images((5, 3, 299, 299), dtype, seed=8)
+    assert_lgs_close(run_triton(x), lgs(x, backend="reference"))

@@ -127,7 +127,7 @@ def compile_all(architectures: tuple[int, ...] = ARCHITECTURES, workers: int = 2
         raise RuntimeError("unset TRITON_INTERPRET to compile kernels ahead of time")
     jobs = [(*config, arch) for config in kernel_configurations() for arch in architectures]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(compile_one, *zip(*jobs)))
+        return list(pool.map(compile_one, *zip(*jobs, strict=True)))
 
 
 def markdown_table(reports: list[KernelReport]) -> str:

@@ -259,7 +259,7 @@ class LaunchConfig:
     block_h: int | None = None  # suppress kernel: tile rows
     block_w: int | None = None  # suppress kernel: tile columns
 
-    def resolved(self) -> "LaunchConfig":
+    def resolved(self) -> LaunchConfig:
         """This config with every ``None`` replaced by the default, checked."""
         values = {
             name: getattr(DEFAULT_CONFIG, name) if value is None else value for name, value in vars(self).items()

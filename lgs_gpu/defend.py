@@ -1,0 +1,73 @@
+"""Defend image files with LGS: the work behind ``lgs-gpu defend``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .imageio import find_images, read_image, write_image
+from .lgs import lgs, lgs_map
+
+
+@dataclass
+class DefendSummary:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
+
+
+def defend_files(
+    inputs: list[str | Path],
+    output_dir: str | Path,
+    *,
+    smoothing_factor: float = 2.3,
+    threshold: float = 0.1,
+    window_size: int = 15,
+    overlap: int = 5,
+    backend: str = "auto",
+    device: str = "cpu",
+    save_map: bool = False,
+    output_format: str = "png",
+    progress: bool = True,
+) -> DefendSummary:
+    """Defend every PNG / JPEG under ``inputs`` and write the results under ``output_dir``.
+
+    Outputs keep the inputs' names (folders keep their structure) with the suffix of
+    ``output_format`` (``"png"``, lossless, by default; ``"same"`` keeps the input's). With
+    ``save_map`` the map ``ĝ`` is written beside each output as ``<name>_map.png``. No input is
+    ever overwritten (checked before any work), every write is atomic, and an unreadable image
+    is skipped and reported, not fatal.
+    """
+    if output_format not in ("png", "jpg", "same"):
+        raise ValueError(f"output_format must be 'png', 'jpg' or 'same'. Got {output_format!r}")
+    output_dir = Path(output_dir)
+    jobs = []
+    inputs_resolved = set()
+    for path, relative in find_images(inputs):
+        suffix = path.suffix if output_format == "same" else f".{output_format}"
+        target = output_dir / relative.with_suffix(suffix)
+        jobs.append((path, target, target.with_name(f"{target.stem}_map.png")))
+        inputs_resolved.add(path.resolve())
+    for _, target, map_target in jobs:
+        for candidate in (target, map_target) if save_map else (target,):
+            if candidate.resolve() in inputs_resolved:
+                raise ValueError(f"refusing to overwrite the input {candidate}: choose another output folder")
+
+    summary = DefendSummary()
+    for path, target, map_target in tqdm(jobs, desc="lgs-gpu defend", unit="image", disable=not progress):
+        try:
+            image = read_image(path)
+        except (RuntimeError, OSError, ValueError) as error:
+            summary.skipped.append((path, f"cannot decode: {error}"))
+            continue
+        image = image.to(device)
+        with torch.no_grad():
+            defended = lgs(image, smoothing_factor, threshold, window_size, overlap, backend)
+            write_image(defended, target)
+            if save_map:
+                suppressed = lgs_map(image, threshold, window_size, overlap, backend)
+                write_image((suppressed * 255).round().to(torch.uint8), map_target)
+        summary.written.append(target)
+    return summary

@@ -1,0 +1,74 @@
+"""The lgs-gpu command: defend files and folders safely, and the demo on bundled photographs."""
+
+import json
+
+import pytest
+import torch
+from torchvision.io import decode_image, write_png
+
+from lgs_gpu import lgs, lgs_map
+from lgs_gpu.cli import main
+
+
+@pytest.fixture
+def image_folder(tmp_path, photo_batch):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    write_png(photo_batch[0], str(folder / "a.png"))
+    write_png(photo_batch[1], str(folder / "nested" / "b.png"))
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_defend_folder_writes_defended_images_and_maps(tmp_path, image_folder, photo_batch):
+    out = tmp_path / "out"
+    assert main(["defend", str(image_folder), "-o", str(out), "--save-map", "--backend", "torch"]) == 0
+    written = decode_image(str(out / "photos" / "nested" / "b.png"))
+    assert torch.equal(written, lgs(photo_batch[1], backend="torch"))
+    saved_map = decode_image(str(out / "photos" / "a_map.png"))
+    expected_map = (lgs_map(photo_batch[0], backend="torch") * 255).round().to(torch.uint8)
+    assert torch.equal(saved_map, expected_map)
+    assert not list(out.rglob("*.part"))  # no temporary file left behind
+
+
+def test_defend_never_overwrites_an_input(tmp_path, image_folder, capsys):
+    before = (image_folder / "a.png").read_bytes()
+    assert main(["defend", str(image_folder / "a.png"), "-o", str(image_folder)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (image_folder / "a.png").read_bytes() == before
+
+
+def test_defend_skips_corrupt_files_and_reports_them(tmp_path, image_folder, capsys):
+    (image_folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    assert main(["defend", str(image_folder), "-o", str(tmp_path / "out"), "--backend", "torch"]) == 0
+    captured = capsys.readouterr()
+    assert "defended 2 image(s)" in captured.out and "skipped" in captured.err and "broken.png" in captured.err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["missing.png"], "does not exist"),
+    (["notes.txt"], "not a PNG or JPEG"),
+])
+def test_defend_bad_inputs(tmp_path, image_folder, capsys, arguments, message):
+    paths = [str(image_folder / name) for name in arguments]
+    assert main(["defend", *paths, "-o", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_defend_rejects_bad_lgs_parameters(tmp_path, image_folder, capsys):
+    assert main(["defend", str(image_folder), "-o", str(tmp_path / "out"), "--overlap", "20"]) == 2
+    assert "overlap" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_writes_the_figure_and_finds_the_patches(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--size", "160", "--backend", "torch"]) == 0
+    assert (out / "lgs_demo.png").stat().st_size > 10_000
+    summary = json.loads((out / "lgs_demo.json").read_text())
+    assert len(summary["images"]) == 4
+    for record in summary["images"]:
+        # A noise patch is where LGS acts: nearly all of it is suppressed, far more than the rest.
+        assert record["patch_pixels_suppressed"] > 0.9
+        assert record["patch_mean_strength"] > 2 * record["other_mean_strength"]
+    assert "astronaut" in capsys.readouterr().out
