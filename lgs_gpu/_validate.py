@@ -65,8 +65,8 @@ def from_unit_float(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype)
 
 
-def real_scalar(value: object, name: str, device: torch.device) -> float:
-    """A finite-or-infinite real parameter as a Python float; NaN, complex and bool are rejected.
+def real_scalar(value: object, name: str, device: torch.device, finite: bool = False) -> float:
+    """A real parameter as a Python float; NaN (and with ``finite`` ±inf), complex and bool are rejected.
 
     A 0-dim tensor is accepted when it lives on the images' ``device``.
     """
@@ -83,6 +83,8 @@ def real_scalar(value: object, name: str, device: torch.device) -> float:
     value = float(value)
     if math.isnan(value):
         raise ValueError(f"{name} must not be NaN")
+    if finite and math.isinf(value):
+        raise ValueError(f"{name} must be finite. Got {value}")
     return value
 
 

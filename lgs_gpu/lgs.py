@@ -53,7 +53,8 @@ def _choose_backend(backend: str, batch: torch.Tensor) -> str:
 
 def _prepare(x: Any, smoothing_factor: Any, threshold: Any, window_size: Any, overlap: Any):
     batch, single = as_image_batch(x)
-    smoothing_factor = real_scalar(smoothing_factor, "smoothing_factor", batch.device)
+    # λ = ±inf would turn 0 * λ into NaN; γ = ±inf is meaningful (no window / every window passes).
+    smoothing_factor = real_scalar(smoothing_factor, "smoothing_factor", batch.device, finite=True)
     threshold = real_scalar(threshold, "threshold", batch.device)
     window_size, overlap = window_parameters(window_size, overlap)
     return batch, single, smoothing_factor, threshold, window_size, overlap
@@ -164,7 +165,7 @@ class LocalGradientsSmoothing(v2.Transform):
         super().__init__()
         for name, value in (("smoothing_factor", smoothing_factor), ("threshold", threshold)):
             if not isinstance(value, torch.Tensor):  # tensors are checked against the images' device
-                real_scalar(value, name, torch.device("cpu"))
+                real_scalar(value, name, torch.device("cpu"), finite=name == "smoothing_factor")
         window_parameters(window_size, overlap)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}. Got {backend!r}")

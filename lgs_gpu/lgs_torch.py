@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .reference import safe_sqrt
+from .reference import safe_sqrt, suppress
 from .windows import axis_windows, membership_matrix
 
 
@@ -64,6 +64,5 @@ def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -
 
 
 def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    """Eq. 7 on ``[B, C, H, W]`` images of the compute dtype; same shape out."""
-    suppressed = lgs_map(x, threshold, window_size, overlap)
-    return x * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
+    """LGS on ``[B, C, H, W]`` images of the compute dtype; same shape out."""
+    return suppress(x, lgs_map(x, threshold, window_size, overlap), smoothing_factor)

@@ -103,7 +103,11 @@ def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -
     return torch.where(window_mask(normalised, threshold, window_size, overlap), normalised, 0)
 
 
-def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    """Eq. 7: ``x * (1 - clip(λ·ĝ, 0, 1))``, the same factor for every channel. Shape of ``x``."""
-    suppressed = lgs_map(x, threshold, window_size, overlap)
+def suppress(x: torch.Tensor, suppressed: torch.Tensor, smoothing_factor: float) -> torch.Tensor:
+    """Eq. 7: ``x * (1 - clip(λ·ĝ, 0, 1))`` with ``ĝ`` ``[B, H, W]``, the same factor for every channel."""
     return x * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
+
+
+def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
+    """LGS on ``[B, C, H, W]`` images of the compute dtype; same shape out."""
+    return suppress(x, lgs_map(x, threshold, window_size, overlap), smoothing_factor)

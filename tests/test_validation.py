@@ -109,3 +109,26 @@ def test_single_image_gives_single_image(backend):
     x = torch.rand(3, 20, 20)
     assert lgs(x, backend=backend).shape == (3, 20, 20)
     assert lgs_map(x, backend=backend).shape == (1, 20, 20)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_infinite_smoothing_factor_is_rejected(value):
+    with pytest.raises(ValueError, match="smoothing_factor must be finite"):
+        lgs(torch.rand(1, 3, 16, 16), smoothing_factor=value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_infinite_thresholds_keep_no_window_or_every_window(backend):
+    x = torch.rand(2, 3, 20, 20)
+    assert torch.equal(lgs(x, threshold=math.inf, backend=backend), x)
+    torch.testing.assert_close(lgs(x, threshold=-math.inf, backend=backend), lgs(x, threshold=-1.0, backend=backend))
+
+
+def test_batches_beyond_the_grid_limit_are_chunked(monkeypatch):
+    from lgs_gpu.kernels import lgs_triton as module
+
+    monkeypatch.setattr(module, "MAX_GRID_BATCH", 2)
+    x = torch.rand(5, 3, 18, 20)
+    output, suppressed = module.lgs_triton(x, 2.3, 0.1, 15, 5, write_map=True)
+    torch.testing.assert_close(output, lgs(x, backend="torch"))
+    assert suppressed.shape == (5, 18, 20)

@@ -26,6 +26,7 @@ on load and computed in float32, float64 in float64.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -276,6 +277,8 @@ class LaunchConfig:
 # The block sizes a launcher uses unless told otherwise; the AOT check compiles exactly these.
 DEFAULT_CONFIG = LaunchConfig(windows_per_program=16, sum_block_h=16, sum_block_w=16, block_h=8, block_w=32)
 RANGE_BLOCK = 256
+# CUDA caps grid dimensions 1 and 2 at 65535: larger batches are launched in chunks.
+MAX_GRID_BATCH = 65535
 
 
 def lgs_triton(
@@ -301,6 +304,30 @@ def lgs_triton(
     if x.dim() != 4:
         raise ValueError(f"lgs_triton expects [B, C, H, W] images. Got shape {tuple(x.shape)}")
     config = (config or LaunchConfig()).resolved()
+    if x.shape[0] > MAX_GRID_BATCH:
+        parts = [
+            lgs_triton(x[start : start + MAX_GRID_BATCH], smoothing_factor, threshold, window_size, overlap,
+                       write_output, write_map, config)
+            for start in range(0, x.shape[0], MAX_GRID_BATCH)
+        ]
+        return tuple(torch.cat(chunks) if chunks[0] is not None else None for chunks in zip(*parts, strict=True))
+    # Launch on the tensor's GPU, not on whichever is current.
+    on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+    with on_device:
+        return _launch(x, smoothing_factor, threshold, window_size, overlap, write_output, write_map, config)
+
+
+def _launch(
+    x: torch.Tensor,
+    smoothing_factor: float,
+    threshold: float,
+    window_size: int,
+    overlap: int,
+    write_output: bool,
+    write_map: bool,
+    config: LaunchConfig,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Allocate, compute the grids and launch the three kernels for at most MAX_GRID_BATCH images."""
     batch, channels, height, width = x.shape
     device = x.device
     accumulate = compute_dtype(x.dtype)
