@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-# scikit-image's colour photographs: name -> loader name in skimage.data
+# scikit-image's colour photographs, by their loader names in skimage.data
 SKIMAGE_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
