@@ -33,9 +33,13 @@ DEFAULT_OVERLAP = 5
 _DIFFERENTIABLE_PATHS = {"torch": lgs_torch, "reference": reference}
 
 
-def _choose_backend(backend: str, batch: torch.Tensor) -> str:
+def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}. Got {backend!r}")
+
+
+def _choose_backend(backend: str, batch: torch.Tensor) -> str:
+    _check_backend(backend)
     needs_grad = torch.is_grad_enabled() and batch.requires_grad
     if backend == "auto":
         return "triton" if not needs_grad and triton_usable(batch) else "torch"
@@ -167,8 +171,7 @@ class LocalGradientsSmoothing(v2.Transform):
             if not isinstance(value, torch.Tensor):  # tensors are checked against the images' device
                 real_scalar(value, name, torch.device("cpu"), finite=name == "smoothing_factor")
         window_parameters(window_size, overlap)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}. Got {backend!r}")
+        _check_backend(backend)
         self.smoothing_factor = smoothing_factor
         self.threshold = threshold
         self.window_size = window_size

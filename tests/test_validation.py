@@ -69,6 +69,8 @@ def test_module_rejects_bad_parameters_at_construction():
         LocalGradientsSmoothing(window_size=4, overlap=4)
     with pytest.raises(ValueError, match="NaN"):
         LocalGradientsSmoothing(threshold=math.nan)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        LocalGradientsSmoothing(backend="gpu")
 
 
 def test_tensor_parameters_on_another_device_are_mixed_devices():
