@@ -16,6 +16,7 @@ setup(
         "tqdm",
         "matplotlib",
         "scikit-image",
+        "scikit-learn",  # its two sample photographs are part of the bundled set
     ],
     extras_require={
         "triton": ["triton>=3.1"],

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import PIL.Image
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from . import lgs_torch, reference
+from ._transform import ImageDefense
 from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
 from .kernels import triton_unusable_reason, triton_usable
 
@@ -141,7 +138,7 @@ def lgs_map(
     return suppressed[0] if single else suppressed
 
 
-class LocalGradientsSmoothing(v2.Transform):
+class LocalGradientsSmoothing(ImageDefense):
     """Local Gradients Smoothing as an ``nn.Module`` and a torchvision v2 transform.
 
     Works on ``[B, C, H, W]`` batches (e.g. in ``nn.Sequential`` before ``Normalize``) and, as a
@@ -156,7 +153,8 @@ class LocalGradientsSmoothing(v2.Transform):
         torch.Size([2, 3, 64, 64])
     """
 
-    _transformed_types = (tv_tensors.Image, PIL.Image.Image, lambda x: type(x) is torch.Tensor)
+    name = "lgs"
+    differentiable = True  # through the torch path, which "auto" picks when a gradient is needed
 
     def __init__(
         self,
@@ -178,12 +176,18 @@ class LocalGradientsSmoothing(v2.Transform):
         self.overlap = overlap
         self.backend = backend
 
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, PIL.Image.Image):
-            return TF.to_pil_image(self._defend(TF.pil_to_tensor(inpt)), mode=inpt.mode)
-        if isinstance(inpt, tv_tensors.Image):
-            return tv_tensors.wrap(self._defend(inpt.as_subclass(torch.Tensor)), like=inpt)
-        return self._defend(inpt)
+    @property
+    def spec(self) -> str:
+        extras = [
+            f"{key}={value}"
+            for key, value, default in (
+                ("threshold", self.threshold, DEFAULT_THRESHOLD),
+                ("window", self.window_size, DEFAULT_WINDOW_SIZE),
+                ("overlap", self.overlap, DEFAULT_OVERLAP),
+            )
+            if value != default
+        ]
+        return ",".join([f"lgs:{float(self.smoothing_factor):g}", *extras])
 
     def _defend(self, x: torch.Tensor) -> torch.Tensor:
         return lgs(x, self.smoothing_factor, self.threshold, self.window_size, self.overlap, self.backend)

@@ -1,0 +1,57 @@
+"""What every baseline defense shares: the input contract around a batch computation, and checks
+of the parameters with errors that say what is accepted."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from numbers import Real
+
+import torch
+
+from .._validate import as_image_batch, from_unit_float, to_unit_float
+
+
+def apply_defense(x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor], differentiable: bool) -> torch.Tensor:
+    """Run ``compute`` on ``x`` as a ``[B, C, H, W]`` batch of floats in [0, 1].
+
+    ``compute`` receives the compute dtype (float32, or float64 for float64 input) and returns
+    the same shape; the result goes back to the caller's shape and dtype (uint8 rounded and
+    clamped). Non-differentiable defenses run without autograd, so their output never claims a
+    gradient it does not have.
+    """
+    batch, single = as_image_batch(x)
+    if batch.shape[0] == 0:
+        return x.clone()
+    with torch.set_grad_enabled(torch.is_grad_enabled() and differentiable):
+        output = from_unit_float(compute(to_unit_float(batch)), batch.dtype)
+    return output[0] if single else output
+
+
+def integer_parameter(value: object, name: str, low: int, high: int | None = None) -> int:
+    """An ``int`` in ``[low, high]`` (no upper bound when ``high`` is None)."""
+    accepted = f"an int in {low}..{high}" if high is not None else f"an int >= {low}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {accepted}. Got {value!r} ({type(value).__name__})")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {accepted}. Got {value}")
+    return value
+
+
+def odd_window(value: object, name: str = "window") -> int:
+    """A window side: an odd ``int >= 1`` (so the window has a centre pixel)."""
+    value = integer_parameter(value, name, 1)
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be odd (3, 5, 7, ...) so the window has a centre pixel. Got {value}")
+    return value
+
+
+def positive_real(value: object, name: str, allow_zero: bool = False) -> float:
+    """A finite real number ``> 0`` (``>= 0`` with ``allow_zero``)."""
+    accepted = "a finite real number " + (">= 0" if allow_zero else "> 0")
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be {accepted}. Got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {accepted}. Got {value}")
+    return value

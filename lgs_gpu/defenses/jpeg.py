@@ -1,0 +1,72 @@
+"""JPEG compression as a defense: encode at a quality, decode, continue with the decoded pixels.
+
+Checked against Pillow (``Image.save(format="JPEG", quality=q)`` with its default 4:2:0 chroma
+subsampling, then ``Image.open``): on CPU this uses torchvision's libjpeg-turbo codec and the
+bytes come out identical to Pillow's; on CUDA, torchvision's nvJPEG codec (batched, on the GPU),
+whose output is close to but not byte-identical with libjpeg's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+from .._transform import ImageDefense
+from .._validate import from_unit_float, to_unit_float
+from ._common import apply_defense, integer_parameter
+
+PAPER_QUALITIES = (80, 60, 40, 30, 20, 10)
+_READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+
+
+def _check_quality(quality: object) -> int:
+    return integer_parameter(quality, "quality", 1, 100)
+
+
+def _compress(batch: torch.Tensor, quality: int) -> torch.Tensor:
+    channels = batch.shape[1]
+    if channels not in _READ_MODES:
+        raise ValueError(f"JPEG encodes 1 (grayscale) or 3 (RGB) channels. Got {channels} channels")
+    pixels = from_unit_float(batch, torch.uint8)  # JPEG codes 8-bit samples: floats are quantised first
+    encoded = encode_jpeg(list(pixels.contiguous().unbind(0)), quality=quality)
+    decoded = decode_jpeg([data.cpu() for data in encoded], mode=_READ_MODES[channels], device=batch.device)
+    return to_unit_float(torch.stack(decoded)).to(batch.dtype)
+
+
+def jpeg(x: torch.Tensor, quality: int = 30) -> torch.Tensor:
+    """JPEG-compress and decompress images at ``quality`` (1..100), as Pillow does.
+
+    Args:
+        x: ``[B, C, H, W]`` or ``[C, H, W]`` images with 1 or 3 channels, float in [0, 1]
+            (quantised to 8 bits before encoding) or uint8; CPU or CUDA.
+        quality: JPEG quality, 1 (worst) to 100.
+    Returns:
+        Same shape, dtype and device. Not differentiable (attack it with BPDA).
+
+    Example:
+        >>> jpeg(torch.rand(2, 3, 32, 32), quality=30).shape
+        torch.Size([2, 3, 32, 32])
+    """
+    quality = _check_quality(quality)
+    return apply_defense(x, lambda batch: _compress(batch, quality), differentiable=False)
+
+
+class JPEG(ImageDefense):
+    """:func:`jpeg` as a module / transform. Example: ``JPEG(30)(torch.rand(2, 3, 32, 32))``."""
+
+    name = "jpeg"
+    differentiable = False
+
+    def __init__(self, quality: int = 30) -> None:
+        super().__init__()
+        self.quality = _check_quality(quality)
+
+    @property
+    def spec(self) -> str:
+        return f"jpeg:{self.quality}"
+
+    def _defend(self, x: torch.Tensor) -> torch.Tensor:
+        return jpeg(x, self.quality)
+
+    def extra_repr(self) -> str:
+        return f"quality={self.quality}"

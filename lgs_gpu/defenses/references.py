@@ -1,0 +1,58 @@
+"""The CPU library calls each defense is checked against, on one ``[H, W, C]`` numpy image.
+
+Shared by the parity tests and ``benchmarks/defense_parity.py`` (which measures the distances
+the README states). Images are float in [0, 1] (float64 unless given otherwise) or, for JPEG,
+uint8. These import Pillow / scipy / scikit-image lazily: the package itself does not need them
+at run time.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def pillow_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 ``[H, W, C]`` (C = 1 or 3) through Pillow's JPEG at ``quality`` (default 4:2:0)."""
+    from PIL import Image
+
+    squeezed = image[..., 0] if image.shape[-1] == 1 else image
+    buffer = io.BytesIO()
+    Image.fromarray(squeezed).save(buffer, format="JPEG", quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+    return decoded.reshape(image.shape)
+
+
+def skimage_tv_bregman(image: np.ndarray, weight: float) -> np.ndarray:
+    from skimage.restoration import denoise_tv_bregman
+
+    return denoise_tv_bregman(image, weight=weight, channel_axis=-1).reshape(image.shape)
+
+
+def scipy_median(image: np.ndarray, window: int) -> np.ndarray:
+    from scipy.ndimage import median_filter
+
+    return np.stack([median_filter(image[..., c], size=window, mode="reflect") for c in range(image.shape[-1])], -1)
+
+
+def scipy_gaussian(image: np.ndarray, window: int, sigma: float = 1.0) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    truncate = (window // 2) / sigma
+    return np.stack(
+        [gaussian_filter(image[..., c], sigma, truncate=truncate, mode="reflect") for c in range(image.shape[-1])], -1
+    )
+
+
+def skimage_bilateral(image: np.ndarray, window: int, sigma_spatial: float = 1.0) -> np.ndarray:
+    from skimage.restoration import denoise_bilateral
+
+    return denoise_bilateral(image, win_size=window, sigma_spatial=sigma_spatial, channel_axis=-1).reshape(
+        image.shape
+    )
+
+
+def numpy_bit_depth(image: np.ndarray, bits: int) -> np.ndarray:
+    levels = 2**bits - 1
+    return np.round(image * levels) / levels
