@@ -1,0 +1,121 @@
+"""Spec strings, the registry listing, composition and the LGS-masked filters."""
+
+import pytest
+import torch
+
+from lgs_gpu import defenses, lgs
+from lgs_gpu.defenses.registry import Identity
+
+
+def test_every_name_and_alias_builds_its_defense():
+    for info in defenses.available():
+        for name in (info.name, *info.aliases, info.name.upper()):
+            defense = defenses.get(name)
+            assert defense.name == info.name
+            assert defense.differentiable == info.differentiable, info.name
+        assert info.checked_against and isinstance(info.parameters, dict)
+        if info.main_parameter is not None:
+            assert info.main_parameter in info.parameters
+
+
+def test_the_paper_grid_is_complete():
+    grid = defenses.paper_grid()
+    assert grid[0] == "none"
+    expected = {
+        "lgs": ["lgs:2.3", "lgs:2.1", "lgs:1.9", "lgs:1.7", "lgs:1.5"],
+        "jpeg": [f"jpeg:{q}" for q in (80, 60, 40, 30, 20, 10)],
+        "tvm": ["tvm:10", "tvm:20", "tvm:30"],
+        "median": ["median:3"], "gaussian": ["gaussian:5"], "bilateral": ["bilateral:5"],
+        "bitdepth": ["bitdepth:1", "bitdepth:2", "bitdepth:3"],
+    }  # fmt: skip
+    for name, specs in expected.items():
+        assert [spec for spec in grid if spec.split(":")[0] == name] == specs
+
+
+@pytest.mark.parametrize("spec", defenses.paper_grid() + [
+    "lgs+median:3", "lgs:1.5,threshold=0.2+bilateral:5,style=textbook", "median:3|jpeg:30|bitdepth:3",
+    "gaussian:5,sigma=1.5", "tvm:10,max_iterations=20,tolerance=0.01", "lgs:1.7,window=9,overlap=3",
+])  # fmt: skip
+def test_spec_round_trips(spec):
+    defense = defenses.get(spec)
+    assert defenses.get(defense.spec).spec == defense.spec
+    assert defenses.get(f"  {spec.upper() if spec.islower() and '=' not in spec else spec} ").spec == defense.spec
+
+
+def test_spec_parameters_reach_the_defense():
+    assert defenses.get("jpeg:30").quality == 30
+    assert defenses.get("tvm:20").weight == 20.0
+    assert defenses.get("gaussian:7,sigma=2").sigma == 2.0
+    assert defenses.get("bilateral:5,sigma_color=0.1").sigma_color == 0.1
+    lgs_defense = defenses.get("lgs:1.7,threshold=0.15,window=9,overlap=3,backend=torch")
+    assert (lgs_defense.smoothing_factor, lgs_defense.threshold, lgs_defense.window_size, lgs_defense.overlap) == (
+        1.7, 0.15, 9, 3,
+    )  # fmt: skip
+    assert lgs_defense.backend == "torch"
+    assert isinstance(defenses.get("none"), Identity)
+
+
+def test_lgs_spec_is_the_lgs_core(photo_batch):
+    assert torch.equal(defenses.get("lgs:1.9,backend=torch")(photo_batch), lgs(photo_batch, 1.9, backend="torch"))
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("fog:3", "unknown defense 'fog'.*accepted: none"),
+    ("", "empty defense spec"),
+    ("jpeg:0", "1..100"),
+    ("jpeg:101", "1..100"),
+    ("jpeg:high", "quality"),
+    ("bitdepth:0", "1..8"),
+    ("bitdepth:9", "1..8"),
+    ("median:4", "odd"),
+    ("median:-3", ">= 1"),
+    ("gaussian:5,sgima=2", "no parameter 'sgima'.*sigma"),
+    ("gaussian:5,2", "key=value"),
+    ("tvm:0", "> 0"),
+    ("lgs:inf", "finite"),
+    ("lgs:2.3,overlap=20", "overlap"),
+    ("lgs:2.3,backend=cuda", "backend"),
+    ("none:3", "takes no parameters"),
+    ("median:3+lgs", "before '\\+' must be an lgs"),
+    ("lgs+lgs", "after 'lgs\\+'"),
+    ("lgs+median:3+gaussian:5", "one '\\+'"),
+    ("jpeg:30,quality=40", "given twice"),
+])  # fmt: skip
+def test_bad_specs_raise_value_errors_that_say_what_is_accepted(spec, match):
+    with pytest.raises(ValueError, match=match):
+        defenses.get(spec)
+
+
+def test_non_string_spec_is_a_type_error():
+    with pytest.raises(TypeError, match="spec is a string"):
+        defenses.get(30)
+
+
+def test_compose_applies_in_order_and_rounds_once(photo_batch):
+    x = photo_batch.float() / 255
+    chain = defenses.get("median:3|gaussian:5")
+    assert isinstance(chain, defenses.Compose) and chain.differentiable
+    expected = defenses.gaussian_filter(defenses.median_filter(x, 3), 5)
+    torch.testing.assert_close(chain(x), expected, rtol=0, atol=0)
+    assert not defenses.get("median:3|jpeg:30").differentiable
+
+
+def test_masked_filter_acts_only_inside_the_windows_lgs_keeps(photo_batch):
+    x = photo_batch.float() / 255
+    masked = defenses.get("lgs:2.3,backend=torch+median:3")
+    inside = masked.passing_windows(x)
+    assert inside.shape == (4, 1, 224, 224) and 0 < inside.float().mean() < 1
+    assert inside[0, 0, 10:50, 150:190].all() and inside[2, 0, 170:214, 20:64].all()  # the planted patches
+    defended = lgs(x, 2.3, backend="torch")
+    expected = torch.where(inside, defenses.median_filter(defended, 3), defended)
+    output = masked(x)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    assert torch.equal(output.expand_as(x)[~inside.expand_as(x)], x[~inside.expand_as(x)])
+
+
+def test_masked_filter_leaves_images_without_passing_windows_unchanged():
+    flat = torch.full((2, 3, 40, 40), 0.3)
+    flat[1, :, :, 20:] = 0.31  # one vertical edge: its windows average far below γ = 0.99
+    masked = defenses.get("lgs,threshold=0.99+gaussian:5")
+    assert not masked.passing_windows(flat).any()
+    assert torch.equal(masked(flat), flat)
