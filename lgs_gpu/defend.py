@@ -1,4 +1,4 @@
-"""Defend image files with LGS: the work behind ``lgs-gpu defend``."""
+"""Defend image files with LGS or any baseline defense: the work behind ``lgs-gpu defend``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ._transform import ImageDefense
+from .defenses import get
 from .imageio import find_images, read_image, write_image
-from .lgs import lgs, lgs_map
+from .lgs import LocalGradientsSmoothing, lgs_map
 
 
 @dataclass
@@ -18,15 +20,18 @@ class DefendSummary:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
 
 
+def _map_source(defense: ImageDefense) -> LocalGradientsSmoothing | None:
+    """The LGS whose map ``ĝ`` describes ``defense`` (None when it involves no LGS)."""
+    if isinstance(defense, LocalGradientsSmoothing):
+        return defense
+    return getattr(defense, "lgs", None)
+
+
 def defend_files(
     inputs: list[str | Path],
     output_dir: str | Path,
     *,
-    smoothing_factor: float = 2.3,
-    threshold: float = 0.1,
-    window_size: int = 15,
-    overlap: int = 5,
-    backend: str = "auto",
+    defense: str | ImageDefense = "lgs",
     device: str = "cpu",
     save_map: bool = False,
     output_format: str = "png",
@@ -34,14 +39,23 @@ def defend_files(
 ) -> DefendSummary:
     """Defend every PNG / JPEG under ``inputs`` and write the results under ``output_dir``.
 
-    Outputs keep the inputs' names (folders keep their structure) with the suffix of
-    ``output_format`` (``"png"``, lossless, by default; ``"same"`` keeps the input's). With
-    ``save_map`` the map ``ĝ`` is written beside each output as ``<name>_map.png``. No input is
-    ever overwritten (checked before any work), every write is atomic, and an unreadable image
-    is skipped and reported, not fatal.
+    ``defense`` is a defense module or a spec string of :func:`lgs_gpu.defenses.get`
+    (``"lgs"``, ``"jpeg:30"``, ``"lgs+median:3"`` ...). Outputs keep the inputs' names (folders
+    keep their structure) with the suffix of ``output_format`` (``"png"``, lossless, by default;
+    ``"same"`` keeps the input's). With ``save_map`` the LGS map ``ĝ`` is written beside each
+    output as ``<name>_map.png`` (LGS-based defenses only). No input is ever overwritten (checked
+    before any work), every write is atomic, and an unreadable image is skipped and reported,
+    not fatal.
     """
     if output_format not in ("png", "jpg", "same"):
         raise ValueError(f"output_format must be 'png', 'jpg' or 'same'. Got {output_format!r}")
+    if isinstance(defense, str):
+        defense = get(defense)
+    if not isinstance(defense, ImageDefense):
+        raise TypeError(f"defense must be a spec string or an lgs_gpu defense. Got {type(defense).__name__}")
+    map_source = _map_source(defense)
+    if save_map and map_source is None:
+        raise ValueError(f"save_map needs an LGS-based defense (lgs, lgs+<filter>). Got {defense.spec!r}")
     output_dir = Path(output_dir)
     jobs = []
     inputs_resolved = set()
@@ -64,10 +78,16 @@ def defend_files(
             continue
         image = image.to(device)
         with torch.no_grad():
-            defended = lgs(image, smoothing_factor, threshold, window_size, overlap, backend)
+            try:
+                defended = defense(image)
+            except ValueError as error:  # e.g. JPEG of a 4-channel image: this file only
+                summary.skipped.append((path, f"cannot defend: {error}"))
+                continue
             write_image(defended, target)
             if save_map:
-                suppressed = lgs_map(image, threshold, window_size, overlap, backend)
+                suppressed = lgs_map(
+                    image, map_source.threshold, map_source.window_size, map_source.overlap, map_source.backend
+                )
                 write_image((suppressed * 255).round().to(torch.uint8), map_target)
         summary.written.append(target)
     return summary

@@ -72,3 +72,44 @@ def test_demo_writes_the_figure_and_finds_the_patches(tmp_path, capsys):
         assert record["patch_pixels_suppressed"] > 0.9
         assert record["patch_mean_strength"] > 2 * record["other_mean_strength"]
     assert "astronaut" in capsys.readouterr().out
+
+
+def test_defend_with_a_baseline_defense_spec(tmp_path, image_folder, photo_batch):
+    from lgs_gpu.defenses import jpeg
+
+    out = tmp_path / "out"
+    assert main(["defend", str(image_folder), "-o", str(out), "--defense", "jpeg:30"]) == 0
+    assert torch.equal(decode_image(str(out / "photos" / "a.png")), jpeg(photo_batch[0], 30))
+
+
+def test_defend_with_a_masked_spec_and_its_map(tmp_path, image_folder, photo_batch):
+    from lgs_gpu import defenses
+
+    out = tmp_path / "out"
+    spec = "lgs:1.9,backend=torch+median:3"
+    assert main(["defend", str(image_folder), "-o", str(out), "--defense", spec, "--save-map"]) == 0
+    assert torch.equal(decode_image(str(out / "photos" / "a.png")), defenses.get(spec)(photo_batch[0]))
+    expected_map = (lgs_map(photo_batch[0], backend="torch") * 255).round().to(torch.uint8)
+    assert torch.equal(decode_image(str(out / "photos" / "a_map.png")), expected_map)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--defense", "fog:3"], "unknown defense 'fog'"),
+    (["--defense", "jpeg:300"], "1..100"),
+    (["--defense", "jpeg:30", "--smoothing-factor", "1.5"], "cannot be combined with --defense"),
+    (["--defense", "jpeg:30", "--save-map"], "LGS-based defense"),
+])  # fmt: skip
+def test_defend_rejects_bad_defense_arguments_before_any_work(tmp_path, image_folder, capsys, arguments, message):
+    assert main(["defend", str(image_folder), "-o", str(tmp_path / "out"), *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_defenses_command_lists_every_defense(capsys):
+    from lgs_gpu.defenses import available
+
+    assert main(["defenses"]) == 0
+    listing = capsys.readouterr().out
+    for info in available():
+        assert info.name in listing and info.checked_against in listing
+    assert "jpeg:10" in listing and "no (attack with BPDA)" in listing
