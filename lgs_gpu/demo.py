@@ -16,7 +16,7 @@ import torch
 from . import lgs_torch
 from ._files import atomic_write_bytes
 from ._validate import to_unit_float
-from .data import SKIMAGE_PHOTOGRAPHS, bundled_photographs
+from .data import DEMO_PHOTOGRAPHS, bundled_photographs
 from .lgs import lgs, lgs_map
 from .report import figure_lgs_stages
 
@@ -57,7 +57,7 @@ def run_demo(
     suppresses (ĝ > 0) and the mean suppression strength ``clip(λ ĝ, 0, 1)`` in each.
     """
     output_dir = Path(output_dir)
-    names = SKIMAGE_PHOTOGRAPHS
+    names = DEMO_PHOTOGRAPHS
     clean = torch.stack(list(bundled_photographs(size, names).values()))
     patched, boxes = plant_noise_patches(clean, patch_fraction, seed)
     patched = patched.to(device)
