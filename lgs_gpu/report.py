@@ -1,8 +1,11 @@
-"""Figures: the stages of LGS side by side, as in the paper's Figure 2."""
+"""Reports: the evaluation's tables as JSON / CSV / Markdown, and figures like the paper's
+Figure 2 (the stages of LGS) and Figure 4 (images under each defense with top-1 labels)."""
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 from pathlib import Path
 
 import torch
@@ -44,9 +47,104 @@ def figure_lgs_stages(rows: list[dict], path: str | Path, dpi: int = 110) -> Pat
             if axes_row is axes[0]:
                 axis.set_title(titles[column])
         axes_row[0].set_ylabel(row["name"] + ("\n" + row["note"] if row.get("note") else ""), fontsize=9)
+    return _save_figure(figure, path, dpi)
+
+
+def _save_figure(figure, path: str | Path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
+
+
+def figure_defended_examples(columns: list[dict], rows: list[str], path: str | Path, dpi: int = 100) -> Path:
+    """Figure 4 analogue: one column per image, one row per defense, each panel titled with top-1.
+
+    Args:
+        columns: dicts with ``name`` and ``panels``: ``{defense spec: (image [C, H, W], label text,
+            confidence)}`` for every spec in ``rows``.
+        rows: defense specs, top to bottom.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(rows), len(columns), figsize=(2.6 * len(columns), 2.5 * len(rows)), squeeze=False)
+    for column, entry in enumerate(columns):
+        for row, spec in enumerate(rows):
+            image, label, confidence = entry["panels"][spec]
+            axis = axes[row][column]
+            axis.imshow(_as_picture(image), vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_title(f"{label[:22]} ({confidence:.0%})", fontsize=8)
+            if column == 0:
+                axis.set_ylabel(spec, fontsize=9)
+        axes[0][column].set_title(f"{entry['name']}\n" + axes[0][column].get_title(), fontsize=8)
+    return _save_figure(figure, path, dpi)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1%}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A list of same-keyed dicts as a Markdown table (floats shown as percentages)."""
+    if not rows:
+        return "_(not run)_\n"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(row.get(key)) for key in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+TABLE_TITLES = {
+    "table1": "Table 1: top-1 accuracy, clean and under LaVAN (non-adaptive), with the attack's target rate",
+    "table2": "Table 2: top-1 accuracy under the universal adversarial patch (EoT), with its target rate",
+    "table3": "Table 3: LaVAN success rate (target is top-1 after the defense), non-adaptive vs BPDA",
+    "adaptive": "Adaptive attacks on LGS: accuracy and attack success by what the attacker differentiates",
+}
+
+
+def results_markdown(results: dict) -> str:
+    """The evaluation's tables as one Markdown document."""
+    config = results["config"]
+    lines = [
+        "# lgs_gpu evaluation",
+        "",
+        f"Model `{results['model']['name']}` ({results['model']['input_size']} px, weights {results['model']['weights']}); "
+        f"{results['images']['count']} images ({'bundled photographs' if config['data'] is None else config['data']}); "
+        f"labels: {results['label_source']}. LaVAN: {config['lavan_iterations']} steps; patch: {config['patch_steps']} "
+        f"steps; seed {config['seed']}.",
+        "",
+    ]
+    if results["images"]["skipped"]:
+        lines += [f"Skipped {len(results['images']['skipped'])} unreadable file(s).", ""]
+    for key, title in TABLE_TITLES.items():
+        lines += [f"## {title}", "", markdown_table(results["tables"][key])]
+    return "\n".join(lines)
+
+
+def write_results(results: dict, folder: Path) -> None:
+    """``results.json`` (everything), ``results.csv`` (long format) and ``results.md``, atomically."""
+    atomic_write_bytes(folder / "results.json", json.dumps(results, indent=1).encode())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["table", "defense", "column", "value"])
+    for table, rows in results["tables"].items():
+        for row in rows:
+            label = row.get("defense", "") + (f" / {row['attacker']}" if "attacker" in row else "")
+            for column, value in row.items():
+                if column not in ("defense", "attacker"):
+                    writer.writerow([table, label, column, "" if value is None else value])
+    atomic_write_bytes(folder / "results.csv", buffer.getvalue().encode())
+    atomic_write_bytes(folder / "results.md", results_markdown(results).encode())
