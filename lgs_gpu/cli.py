@@ -95,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the README's small run: 4 photographs, LaVAN 2%% and 4%% at 100 steps, no patch, "
                                "a short defense list")  # fmt: skip
 
+    bench = commands.add_parser("bench", help="time LGS and the baselines against the CPU libraries and the copy roof")
+    bench.add_argument("-o", "--output-dir", default="lgs-bench", help="folder for bench.json / .csv / .md / .png")
+    bench.add_argument("--batch", type=int, default=32)
+    bench.add_argument("--size", type=int, default=299)
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--per-image-sample", type=int, default=4, help="images per-image CPU libraries are timed on")
+    bench.add_argument("--no-reference", action="store_true", help="skip the (slow) literal reference")
+    bench.add_argument("--sweep-batches", default="", help="e.g. 1,8,32,64: also sweep LGS over batch sizes...")
+    bench.add_argument("--sweep-sizes", default="", help="...and image sizes, e.g. 224,299,512,1024")
+    bench.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
     demo = commands.add_parser("demo", help="LGS on bundled photographs with a planted noise patch")
     demo.add_argument("-o", "--output-dir", default="lgs-demo", help="folder for lgs_demo.png / .json")
     demo.add_argument("--size", type=int, default=299, help="image side in pixels (default 299)")
@@ -151,6 +162,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _integers(text: str, name: str) -> list[int]:
+    try:
+        return [int(value) for value in text.split(",") if value.strip()]
+    except ValueError as error:
+        raise ValueError(f"{name} must be comma-separated integers. Got {text!r}") from error
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import markdown, run_bench, sweep, write_report
+
+    batches, sizes = _integers(args.sweep_batches, "--sweep-batches"), _integers(args.sweep_sizes, "--sweep-sizes")
+    device = _device(args.device)
+    report = run_bench(args.batch, args.size, args.repeats, device, args.per_image_sample,
+                       include_reference=not args.no_reference)  # fmt: skip
+    if batches or sizes:
+        report["sweep"] = sweep(batches or [args.batch], sizes or [args.size], args.repeats, device)
+    write_report(report, args.output_dir)
+    print(markdown(report))
+    print(f"wrote {args.output_dir}/bench.json, bench.csv, bench.md, bench.png")
+    return 0
+
+
 def _print_defenses() -> None:
     from .defenses import available
 
@@ -179,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             for path, why in summary.skipped:
                 print(f"skipped {path}: {why}", file=sys.stderr)
             return 0 if summary.written or not summary.skipped else 1
+        if args.command == "bench":
+            return _bench(args)
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "defenses":

@@ -113,3 +113,20 @@ def test_defenses_command_lists_every_defense(capsys):
     for info in available():
         assert info.name in listing and info.checked_against in listing
     assert "jpeg:10" in listing and "no (attack with BPDA)" in listing
+
+
+def test_bench_smoke_writes_every_row_and_file(tmp_path, capsys):
+    out = tmp_path / "bench"
+    arguments = ["bench", "-o", str(out), "--batch", "2", "--size", "24", "--repeats", "1", "--per-image-sample", "1"]
+    assert main([*arguments, "--sweep-batches", "1,2", "--sweep-sizes", "16"]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert names[:2] == ["copy_ (roof)", "clone"] and "lgs torch" in names and "lgs reference" in names
+    assert sum(row["group"] == "baseline library" for row in report["rows"]) == 6
+    for row in report["rows"] + report["sweep"]:
+        assert all(value > 0 and value != float("inf") for key, value in row.items() if isinstance(value, float)), row
+    assert report["machine"]["versions"]["torch"] and len(report["sweep"]) == 2
+    assert (out / "bench.png").stat().st_size > 5000 and "x copy" in (out / "bench.md").read_text()
+    assert len((out / "bench.csv").read_text().splitlines()) == len(names) + 1
+    assert main(["bench", "-o", str(out), "--sweep-sizes", "big"]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err

@@ -1,0 +1,243 @@
+"""``lgs-gpu bench``: what each defense costs, against the CPU libraries and the copy roof.
+
+Every contender runs on the same ``[B, 3, S, S]`` float32 batch; contenders are interleaved in
+each round (these machines are noisy) and medians reported, as seconds per 1,000 images,
+images/s and a multiple of ``out.copy_(x)`` (one read + one write of the batch: the least a
+one-pass image transform can cost here). Per-image CPU-library contenders (Pillow, SciPy,
+scikit-image, the NumPy LGS) run on ``per_image_sample`` images of the batch and are scaled per
+image. Writes ``bench.json`` (machine, versions, date, rows), ``bench.csv``, ``bench.md`` and
+``bench.png`` (log-scale bars like the paper's Figure 3).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import defenses
+from ._files import atomic_write_bytes
+from .defenses import references
+from .kernels import triton_usable
+from .lgs import lgs
+
+# (spec of our batched defense, the CPU library call it is checked against on one HWC image)
+BASELINES = {
+    "jpeg:30": ("Pillow JPEG", lambda image: references.pillow_jpeg(image, 30)),
+    "tvm:10": ("scikit-image TV-Bregman", lambda image: references.skimage_tv_bregman(image, 10)),
+    "median:3": ("SciPy median", lambda image: references.scipy_median(image, 3)),
+    "gaussian:5": ("SciPy Gaussian", lambda image: references.scipy_gaussian(image, 5)),
+    "bilateral:5": ("scikit-image bilateral", lambda image: references.skimage_bilateral(image, 5)),
+    "bitdepth:3": ("NumPy bit depth", lambda image: references.numpy_bit_depth(image, 3)),
+}
+
+
+@dataclass
+class Row:
+    name: str
+    group: str  # "roof", "lgs", "baseline ours", "baseline library"
+    images_timed: int
+    median_seconds: float  # per call on images_timed images
+    seconds_per_1000: float
+    images_per_second: float
+    times_copy: float  # per image, as a multiple of the copy roof's per-image time
+
+
+@dataclass
+class Contender:
+    name: str
+    group: str
+    images: int
+    run: Callable[[], object]
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def contenders(x: torch.Tensor, per_image_sample: int, reference_sample: int, include_reference: bool) -> list[Contender]:
+    device = x.device
+    batch = x.shape[0]
+    out = torch.empty_like(x)
+    sample = min(per_image_sample, batch)
+    as_numpy = [image.permute(1, 2, 0).double().cpu().numpy() for image in x[:sample]]
+    as_uint8 = [(image * 255).round().astype(np.uint8) for image in as_numpy]
+    found = [
+        Contender("copy_ (roof)", "roof", batch, lambda: out.copy_(x)),
+        Contender("clone", "roof", batch, lambda: x.clone()),
+        Contender("lgs torch", "lgs", batch, lambda: lgs(x, backend="torch")),
+        Contender("lgs numpy/scipy per image", "lgs", sample, lambda: [references.numpy_lgs(i) for i in as_numpy]),
+    ]
+    if triton_usable(x) and device.type == "cuda":
+        found.append(Contender("lgs triton", "lgs", batch, lambda: lgs(x, backend="triton")))
+    if include_reference:
+        few = x[: min(reference_sample, batch)]
+        found.append(Contender("lgs reference", "lgs", few.shape[0], lambda: lgs(few, backend="reference")))
+    for spec, (library, call) in BASELINES.items():
+        defense = defenses.get(spec)
+        found.append(Contender(f"{spec} ours", "baseline ours", batch, lambda d=defense: d(x)))
+        inputs = as_uint8 if spec.startswith("jpeg") else as_numpy
+        found.append(Contender(f"{spec} {library}", "baseline library", sample, lambda c=call, i=inputs: [c(v) for v in i]))
+    return found
+
+
+def measure(found: list[Contender], device: torch.device, repeats: int) -> dict[str, list[float]]:
+    """Interleaved rounds: every contender once per round, after one warm-up call each."""
+    for contender in found:
+        contender.run()
+    times: dict[str, list[float]] = {contender.name: [] for contender in found}
+    for _ in range(repeats):
+        for contender in found:
+            _synchronise(device)
+            start = time.perf_counter()
+            contender.run()
+            _synchronise(device)
+            times[contender.name].append(time.perf_counter() - start)
+    return times
+
+
+def machine() -> dict:
+    import PIL
+    import scipy
+    import skimage
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "versions": {"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+                     "scikit-image": skimage.__version__, "pillow": PIL.__version__, "python": platform.python_version()},
+    }  # fmt: skip
+
+
+def photograph_batch(batch: int, size: int) -> torch.Tensor:
+    """``[batch, 3, size, size]`` float32 in [0, 1]: the bundled photographs, repeated.
+
+    Real images, not noise: iterative defenses (TV) stop when an image converges, so their cost
+    depends on content.
+    """
+    from .data import bundled
+
+    photographs = bundled(size).images.float() / 255
+    repeats = -(-batch // photographs.shape[0])
+    return photographs.repeat(repeats, 1, 1, 1)[:batch].contiguous()
+
+
+def run_bench(
+    batch: int = 32, size: int = 299, repeats: int = 5, device: str = "cpu", per_image_sample: int = 4,
+    reference_sample: int = 2, include_reference: bool = True,
+) -> dict:  # fmt: skip
+    """Time every contender on one ``[batch, 3, size, size]`` float32 batch; returns the report dict."""
+    if batch < 1 or size < 1 or repeats < 1:
+        raise ValueError(f"batch, size and repeats must be >= 1. Got {batch}, {size}, {repeats}")
+    device = torch.device(device)
+    x = photograph_batch(batch, size).to(device)
+    found = contenders(x, per_image_sample, reference_sample, include_reference)
+    times = measure(found, device, repeats)
+    roof = statistics.median(times["copy_ (roof)"]) / batch
+    rows = []
+    for contender in found:
+        median = statistics.median(times[contender.name])
+        per_image = median / contender.images
+        rows.append(Row(contender.name, contender.group, contender.images, median, per_image * 1000, 1 / per_image,
+                        per_image / roof))  # fmt: skip
+    return {
+        "machine": machine(),
+        "settings": {"batch": batch, "size": size, "repeats": repeats, "device": str(device), "dtype": "float32",
+                     "per_image_sample": min(per_image_sample, batch), "input": "bundled photographs, repeated"},  # fmt: skip
+        "rows": [asdict(row) for row in rows],
+    }
+
+
+def sweep(batches: list[int], sizes: list[int], repeats: int, device: str) -> list[dict]:
+    """LGS torch (and Triton on CUDA) against the copy roof over batch sizes and image sizes."""
+    results = []
+    for size in sizes:
+        for batch in batches:
+            x = photograph_batch(batch, size).to(device)
+            out = torch.empty_like(x)
+            found = [Contender("copy_ (roof)", "roof", batch, lambda out=out, x=x: out.copy_(x)),
+                     Contender("lgs torch", "lgs", batch, lambda x=x: lgs(x, backend="torch"))]  # fmt: skip
+            if x.is_cuda and triton_usable(x):
+                found.append(Contender("lgs triton", "lgs", batch, lambda x=x: lgs(x, backend="triton")))
+            times = measure(found, x.device, repeats)
+            roof = statistics.median(times["copy_ (roof)"])
+            for contender in found[1:]:
+                median = statistics.median(times[contender.name])
+                results.append({"path": contender.name, "batch": batch, "size": size, "median_seconds": median,
+                                "images_per_second": batch / median, "times_copy": median / roof})  # fmt: skip
+    return results
+
+
+def markdown(report: dict) -> str:
+    settings, info = report["settings"], report["machine"]
+    lines = [
+        f"# lgs_gpu benchmark ({info['date']})",
+        "",
+        f"{settings['batch']}x3x{settings['size']}x{settings['size']} float32 on {settings['device']} "
+        f"({info['processor']}, {info['cpu_count']} CPUs, {info['torch_threads']} torch threads, torch "
+        f"{info['versions']['torch']}); medians of {settings['repeats']} interleaved rounds; per-image library "
+        f"contenders timed on {settings['per_image_sample']} images.",
+        "",
+        "| contender | group | s per 1,000 images | images/s | x copy |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        lines.append(f"| {row['name']} | {row['group']} | {row['seconds_per_1000']:.3g} | {row['images_per_second']:.4g} "
+                     f"| {row['times_copy']:.3g} |")  # fmt: skip
+    if report.get("sweep"):
+        lines += ["", "## Sweep", "", "| path | batch | size | ms | images/s | x copy |", "|---|---|---|---|---|---|"]
+        for row in report["sweep"]:
+            lines.append(f"| {row['path']} | {row['batch']} | {row['size']} | {row['median_seconds'] * 1e3:.3g} | "
+                         f"{row['images_per_second']:.4g} | {row['times_copy']:.3g} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def figure(report: dict, path: Path) -> None:
+    """Log-scale horizontal bars of seconds per 1,000 images (the paper's Figure 3 analogue)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    colours = {"roof": "grey", "lgs": "tab:green", "baseline ours": "tab:blue", "baseline library": "tab:orange"}
+    figure, axis = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.2))
+    axis.barh([row["name"] for row in rows], [row["seconds_per_1000"] for row in rows],
+              color=[colours[row["group"]] for row in rows])  # fmt: skip
+    axis.set_xscale("log")
+    axis.invert_yaxis()
+    axis.set_xlabel(f"seconds per 1,000 images of {report['settings']['size']}x{report['settings']['size']}x3 (log)")
+    axis.set_title(f"{report['settings']['device']}: {report['machine']['processor']}", fontsize=9)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_report(report: dict, folder: str | Path) -> None:
+    folder = Path(folder)
+    atomic_write_bytes(folder / "bench.json", json.dumps(report, indent=1).encode())
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(report["rows"][0]))
+    writer.writeheader()
+    writer.writerows(report["rows"])
+    atomic_write_bytes(folder / "bench.csv", buffer.getvalue().encode())
+    atomic_write_bytes(folder / "bench.md", markdown(report).encode())
+    figure(report, folder / "bench.png")
