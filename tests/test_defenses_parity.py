@@ -152,3 +152,13 @@ def test_bit_depth_is_the_exact_formula(images, bits):
         assert np.array_equal(ours(bit_depth, unit(image), bits=bits), ref.numpy_bit_depth(unit(image), bits)), name
     halves = np.array([0.5, 1.5, 2.5, 3.5]).reshape(1, 4, 1) / 7  # exact .5 ties at 3 bits: half to even
     assert np.array_equal(ours(bit_depth, halves, bits=3), ref.numpy_bit_depth(halves, 3))
+
+
+def test_numpy_lgs_is_the_lgs_core(images):
+    # the benchmark's per-image NumPy/SciPy contender must compute LGS, or its timing means nothing
+    from lgs_gpu import lgs
+
+    for name in ("astronaut", "noise", "random_walk"):
+        image = unit(images[name])
+        expected = ours(lambda x: lgs(x, backend="reference"), image)
+        assert np.abs(ref.numpy_lgs(image) - expected).max() < 1e-12, name
