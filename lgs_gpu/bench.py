@@ -31,6 +31,7 @@ from ._files import atomic_write_bytes
 from .defenses import references
 from .kernels import triton_usable
 from .lgs import lgs
+from .report import save_figure
 
 # (spec of our batched defense, the CPU library call it is checked against on one HWC image)
 BASELINES = {
@@ -224,11 +225,7 @@ def figure(report: dict, path: Path) -> None:
     axis.invert_yaxis()
     axis.set_xlabel(f"seconds per 1,000 images of {report['settings']['size']}x{report['settings']['size']}x3 (log)")
     axis.set_title(f"{report['settings']['device']}: {report['machine']['processor']}", fontsize=9)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(figure, path, dpi=110)
 
 
 def write_report(report: dict, folder: str | Path) -> None:

@@ -47,10 +47,11 @@ def figure_lgs_stages(rows: list[dict], path: str | Path, dpi: int = 110) -> Pat
             if axes_row is axes[0]:
                 axis.set_title(titles[column])
         axes_row[0].set_ylabel(row["name"] + ("\n" + row["note"] if row.get("note") else ""), fontsize=9)
-    return _save_figure(figure, path, dpi)
+    return save_figure(figure, path, dpi)
 
 
-def _save_figure(figure, path: str | Path, dpi: int) -> Path:
+def save_figure(figure, path: str | Path, dpi: int) -> Path:
+    """Render a matplotlib figure to PNG and write it atomically; closes the figure."""
     import matplotlib.pyplot as plt
 
     figure.tight_layout()
@@ -86,7 +87,7 @@ def figure_defended_examples(columns: list[dict], rows: list[str], path: str | P
             if column == 0:
                 axis.set_ylabel(spec, fontsize=9)
         axes[0][column].set_title(f"{entry['name']}\n" + axes[0][column].get_title(), fontsize=8)
-    return _save_figure(figure, path, dpi)
+    return save_figure(figure, path, dpi)
 
 
 def _cell(value) -> str:
