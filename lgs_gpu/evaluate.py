@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from . import attacks, data, defenses
 from ._files import atomic_write_bytes
+from ._validate import from_unit_float, to_unit_float
 from .models import OFFLINE_DEFAULT, Classifier, load_model
 
 ATTACKS = ("lavan", "patch", "bpda", "adaptive")
@@ -198,17 +199,13 @@ def _attack(config, unit: Unit, model, batch: torch.Tensor, labels: torch.Tensor
         return batch, None
     if unit.attack == "patch":
         patched, _ = attacks.apply_patch(batch, patch["patch"].to(batch.device), seed=seed)
-        return _to_uint8(patched), torch.full_like(labels, patch["target"])
+        return from_unit_float(patched, torch.uint8), torch.full_like(labels, patch["target"])
     view = attacks.attacker_view(defenses.get(unit.defense) if unit.defense else None, unit.view)
     result = attacks.lavan(
         model, batch, labels, area_fraction=unit.fraction, iterations=config.lavan_iterations, defense=view,
         eot_samples=config.eot_samples, seed=seed,
     )  # fmt: skip
-    return _to_uint8(result.adversarial), result.targets
-
-
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return (images * 255).round().clamp(0, 255).to(torch.uint8)
+    return from_unit_float(result.adversarial, torch.uint8), result.targets
 
 
 def _score(model: Classifier, adversarial: torch.Tensor, specs: tuple[str, ...]) -> dict:
@@ -377,7 +374,6 @@ def _one_per_family(specs: list[str], limit: int = 8) -> list[str]:
 def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier, images: data.ImageSet) -> None:
     """``figure4_defenses.png`` and ``figure2_lgs_stages.png`` on the first batch of the strongest attack."""
     from . import lgs_torch
-    from ._validate import to_unit_float
     from .models import class_names
     from .report import figure_defended_examples, figure_lgs_stages
 
@@ -408,7 +404,8 @@ def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier
     unit_images = to_unit_float(adversarial)
     with torch.no_grad():
         normalised = lgs_torch.normalise(lgs_torch.gradient_magnitude(unit_images))
-        suppressed = lgs_torch.lgs_map(unit_images, float(lgs_defense.threshold), lgs_defense.window_size, lgs_defense.overlap)
+        kept = lgs_torch.window_mask(normalised, float(lgs_defense.threshold), lgs_defense.window_size, lgs_defense.overlap)
+        suppressed = torch.where(kept, normalised, 0)  # ĝ, from the normalised gradient computed once
         stage_rows = [
             {"name": images.names[i], "note": unit.key, "image": adversarial[i], "normalised": normalised[i],
              "suppressed": suppressed[i], "defended": lgs_defense(adversarial[i])}
