@@ -6,6 +6,8 @@ the equations and the meaning of every parameter. Three backends implement the s
 
 * ``"triton"``: fused kernels (:mod:`lgs_gpu.kernels.lgs_triton`) for CUDA tensors; no autograd.
 * ``"torch"``: vectorised PyTorch (:mod:`lgs_gpu.lgs_torch`), any device, differentiable.
+* ``"compiled"``: the torch path's stages fused by ``torch.compile`` (:mod:`lgs_gpu.lgs_compiled`)
+  for CPU tensors; no autograd; compiles on first use, so ``"auto"`` never picks it.
 * ``"reference"``: the literal equations (:mod:`lgs_gpu.reference`), slow, differentiable.
 * ``"auto"``: Triton for CUDA tensors when usable and no gradient is needed, else torch.
 """
@@ -21,13 +23,23 @@ from ._transform import ImageDefense
 from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
 from .kernels import triton_unusable_reason, triton_usable
 
-BACKENDS = ("auto", "triton", "torch", "reference")
+BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
 DEFAULT_SMOOTHING_FACTOR = 2.3
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_WINDOW_SIZE = 15
 DEFAULT_OVERLAP = 5
 
 _DIFFERENTIABLE_PATHS = {"torch": lgs_torch, "reference": reference}
+
+
+def _vectorised_path(path: str, batch: torch.Tensor):
+    """The module computing ``path`` on ``batch`` (unit-float, compute dtype) and the batch it expects."""
+    if path == "compiled" and min(batch.shape[-2:]) >= 3:  # smaller images have no interior: eager torch
+        from . import lgs_compiled
+
+        # Detached: no gradient is asked for here, and one compiled graph serves every input.
+        return lgs_compiled, batch.detach().contiguous()
+    return _DIFFERENTIABLE_PATHS.get(path, lgs_torch), batch
 
 
 def _check_backend(backend: str) -> None:
@@ -40,12 +52,14 @@ def _choose_backend(backend: str, batch: torch.Tensor) -> str:
     needs_grad = torch.is_grad_enabled() and batch.requires_grad
     if backend == "auto":
         return "triton" if not needs_grad and triton_usable(batch) else "torch"
+    if backend in ("triton", "compiled") and needs_grad:
+        raise ValueError(
+            f"the {backend} backend has no backward pass but the input requires grad; "
+            "use backend='torch' (or 'auto', which picks it) to differentiate through LGS"
+        )
+    if backend == "compiled" and batch.device.type != "cpu":
+        raise ValueError(f"backend='compiled' runs on CPU tensors; got {batch.device.type} (use 'triton' or 'auto')")
     if backend == "triton":
-        if needs_grad:
-            raise ValueError(
-                "the Triton backend has no backward pass but the input requires grad; "
-                "use backend='torch' (or 'auto', which picks it) to differentiate through LGS"
-            )
         reason = triton_unusable_reason(batch)
         if reason is not None:
             raise ValueError(f"backend='triton' is not available: {reason}")
@@ -78,7 +92,7 @@ def lgs(
         threshold: γ, a window is kept when its mean normalised gradient is strictly above it.
         window_size: side of the square windows, in pixels.
         overlap: pixels shared by neighbouring windows (``0 <= overlap < window_size``).
-        backend: ``"auto"``, ``"triton"``, ``"torch"`` or ``"reference"``.
+        backend: ``"auto"``, ``"triton"``, ``"compiled"``, ``"torch"`` or ``"reference"``.
     Returns:
         The defended images: same shape, dtype and device as ``x`` (uint8 rounded and clamped).
 
@@ -98,8 +112,11 @@ def lgs(
 
         output, _ = lgs_triton(batch, smoothing_factor, threshold, window_size, overlap)
     else:
-        module = _DIFFERENTIABLE_PATHS[path]
-        computed = module.lgs(to_unit_float(batch), smoothing_factor, threshold, window_size, overlap)
+        unit = to_unit_float(batch)
+        module, ready = _vectorised_path(path, unit)
+        computed = module.lgs(ready, smoothing_factor, threshold, window_size, overlap)
+        if ready is not unit:  # the compiled path took a contiguous copy: give back the input's layout
+            computed = torch.empty_like(unit).copy_(computed)
         output = from_unit_float(computed, batch.dtype)
     return output[0] if single else output
 
@@ -132,8 +149,8 @@ def lgs_map(
 
         _, suppressed = lgs_triton(batch, 0.0, threshold, window_size, overlap, write_output=False, write_map=True)
     else:
-        module = _DIFFERENTIABLE_PATHS[path]
-        suppressed = module.lgs_map(to_unit_float(batch), threshold, window_size, overlap)
+        module, unit = _vectorised_path(path, to_unit_float(batch))
+        suppressed = module.lgs_map(unit, threshold, window_size, overlap)
     suppressed = suppressed[:, None]
     return suppressed[0] if single else suppressed
 

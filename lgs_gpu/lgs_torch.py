@@ -1,10 +1,9 @@
 """Vectorised Local Gradients Smoothing in plain PyTorch: the CPU fallback, also valid on CUDA.
 
 Implements the same contract as :mod:`lgs_gpu.reference` (see there for the symbols) with no
-Python loop over images or windows, and stays differentiable. The window test is two batched
-matrix products with 0/1 window-membership matrices (``rows @ g @ cols^T`` gives every window's
-sum; multiplying by 0 and 1 is exact, so each sum is a plain float sum of the window's pixels),
-and the collation is the same products transposed applied to the pass flags.
+Python loop over images or windows, and stays differentiable. The window test sums rows
+then columns of windows on strided views (:func:`window_means`), and the collation ORs window
+flags on a small table of pixel classes before expanding it once (:func:`collate`).
 
 Memory traffic per pixel for a ``C``-channel float32 image (each line reads or writes full-size
 tensors; ``n`` = windows per axis, about ``L / stride``):
@@ -12,16 +11,19 @@ tensors; ``n`` = windows per axis, about ``L / stride``):
 * Sobel on a replicate-padded copy: read C, write C (pad); read C, write 2C (differences);
   read 2C, write 2C (Sx, Sy); read 2C, write 1 (sum of squares); read 1, write 1 (sqrt).
 * normalisation: read 1 (min/max), read 1, write 1 (g).
-* window sums and collation: read 1 (rows @ g), tiny ``n x n`` work, write 1 (coverage).
+* window sums and collation: read about 1.5 (row windows overlap), small ``n x W`` work,
+  write 1 byte (the mask).
 * suppression: read 2, write 1 (ĝ, factor); read C + 1, write C (output).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .reference import safe_sqrt, suppress
-from .windows import axis_windows, membership_matrix
+from .windows import axis_windows, collation_tensors, starts_tensor
 
 
 def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -36,25 +38,95 @@ def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
 
 def normalise(magnitude: torch.Tensor) -> torch.Tensor:
     """Eq. 6 per image on ``[B, H, W]``; 0 where an image's max equals its min."""
-    lowest = magnitude.amin(dim=(1, 2), keepdim=True)
-    value_range = magnitude.amax(dim=(1, 2), keepdim=True) - lowest
+    lowest, highest = image_range(magnitude)
+    return normalise_between(magnitude, lowest, highest)
+
+
+def image_range(magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image min and max of ``[B, H, W]``, each ``[B, 1, 1]``."""
+    return magnitude.amin(dim=(1, 2), keepdim=True), magnitude.amax(dim=(1, 2), keepdim=True)
+
+
+def normalise_between(magnitude: torch.Tensor, lowest: torch.Tensor, highest: torch.Tensor) -> torch.Tensor:
+    """``(m - lowest) / (highest - lowest)``, and 0 for images whose range is empty."""
+    value_range = highest - lowest
     varies = value_range > 0
     # The safe denominator keeps the unused branch finite so gradients through `where` stay finite.
     return torch.where(varies, (magnitude - lowest) / torch.where(varies, value_range, 1), 0)
 
 
+def window_means(normalised: torch.Tensor, window_size: int, overlap: int) -> torch.Tensor:
+    """Mean of ``g`` over every window: ``[B, H, W]`` in, ``[B, n_rows, n_cols]`` out."""
+    _, height, width = normalised.shape
+    return window_means_at(normalised, *window_geometry(height, width, window_size, overlap, normalised.device))
+
+
+def window_geometry(
+    height: int, width: int, window_size: int, overlap: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """``(row_starts, col_starts, row_extent, col_extent)`` of the windows, starts as int64 tensors."""
+    rows, cols = axis_windows(height, window_size, overlap), axis_windows(width, window_size, overlap)
+    row_starts = starts_tensor(height, window_size, overlap, device, torch.int64)
+    col_starts = starts_tensor(width, window_size, overlap, device, torch.int64)
+    return row_starts, col_starts, rows.extent, cols.extent
+
+
+def window_means_at(
+    normalised: torch.Tensor, row_starts: torch.Tensor, col_starts: torch.Tensor, row_extent: int, col_extent: int
+) -> torch.Tensor:
+    """:func:`window_means` given the geometry (no Python-side caches: ``torch.compile`` traces it as is).
+
+    Sums each row window (a strided view indexed by the window starts), then each column window
+    of those sums: no full-size intermediate, and compiled it becomes one fused loop.
+    """
+    row_sums = normalised.unfold(1, row_extent, 1)[:, row_starts].sum(-1)  # [B, n_rows, W]
+    sums = row_sums.unfold(2, col_extent, 1)[:, :, col_starts].sum(-1)  # [B, n_rows, n_cols]
+    return sums / (row_extent * col_extent)
+
+
+def collate(passing: torch.Tensor, height: int, width: int, window_size: int, overlap: int) -> torch.Tensor:
+    """``[B, n_rows, n_cols]`` window flags to the ``[B, H, W]`` mask of pixels in a passing window."""
+    row_class, *per_class = collation_geometry(height, width, window_size, overlap, passing.device)
+    return collate_by_row_class(passing, *per_class).index_select(1, row_class)
+
+
+def collation_geometry(
+    height: int, width: int, window_size: int, overlap: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """``(row_class, row_window, row_valid, col_class, col_window, col_valid)``: see
+    :func:`lgs_gpu.windows.collation_tensors`."""
+    return (
+        *collation_tensors(height, window_size, overlap, device),
+        *collation_tensors(width, window_size, overlap, device),
+    )
+
+
+def collate_by_row_class(
+    passing: torch.Tensor, row_window: torch.Tensor, row_valid: torch.Tensor, col_class: torch.Tensor,
+    col_window: torch.Tensor, col_valid: torch.Tensor,
+) -> torch.Tensor:
+    """The collated mask before its rows are expanded: ``[B, n_row_classes, W]``.
+
+    ORs the (at most ``max_cover`` per axis) windows over each class of pixels (see
+    :attr:`lgs_gpu.windows.AxisWindows.classes`) on a small table and expands its columns; row
+    ``r`` of the full mask is row ``row_class[r]`` of the result. No Python-side caches here, so
+    that ``torch.compile`` traces it as is.
+    """
+    by_row_class = functools.reduce(
+        torch.logical_or, [passing.index_select(1, window) & valid[:, None] for window, valid in zip(row_window, row_valid, strict=True)]
+    )  # [B, n_row_classes, n_cols]
+    by_class = functools.reduce(
+        torch.logical_or, [by_row_class.index_select(2, window) & valid for window, valid in zip(col_window, col_valid, strict=True)]
+    )  # [B, n_row_classes, n_col_classes]
+    return by_class.index_select(2, col_class)
+
+
 def window_mask(normalised: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
     """``[B, H, W]`` boolean: pixels inside at least one window whose mean of ``g`` exceeds γ."""
     _, height, width = normalised.shape
-    device, dtype = normalised.device, normalised.dtype
-    rows = membership_matrix(height, window_size, overlap, device, dtype)  # [n_rows, H]
-    cols = membership_matrix(width, window_size, overlap, device, dtype)  # [n_cols, W]
-    area = axis_windows(height, window_size, overlap).extent * axis_windows(width, window_size, overlap).extent
     with torch.no_grad():  # the pass decision is a step function: no gradient flows through it
-        window_sums = rows @ normalised @ cols.T  # [B, n_rows, n_cols]
-        passing = (window_sums / area > threshold).to(dtype)
-        covering_count = rows.T @ passing @ cols  # [B, H, W]: passing windows over each pixel
-    return covering_count > 0
+        passing = window_means(normalised, window_size, overlap) > threshold
+        return collate(passing, height, width, window_size, overlap)
 
 
 def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:

@@ -56,6 +56,23 @@ class AxisWindows:
         """The largest number of windows that cover one pixel on this axis."""
         return max(self.covering[1])
 
+    @functools.cached_property
+    def classes(self) -> tuple[list[int], list[int], list[int]]:
+        """Pixels grouped by the windows that cover them: ``(class_of_pixel, class_first, class_count)``.
+
+        Neighbouring pixels covered by the same windows share a class, so an axis has about
+        ``2 * count`` classes however long it is; collating at class resolution and expanding at
+        the end touches full-size data once.
+        """
+        first, count = self.covering
+        class_of_pixel, class_first, class_count = [], [], []
+        for pixel_first, pixel_count in zip(first, count, strict=True):
+            if not class_first or (class_first[-1], class_count[-1]) != (pixel_first, pixel_count):
+                class_first.append(pixel_first)
+                class_count.append(pixel_count)
+            class_of_pixel.append(len(class_first) - 1)
+        return class_of_pixel, class_first, class_count
+
 
 @functools.lru_cache(maxsize=512)
 def axis_windows(length: int, window_size: int, overlap: int) -> AxisWindows:
@@ -76,10 +93,12 @@ def axis_windows(length: int, window_size: int, overlap: int) -> AxisWindows:
 
 
 @functools.lru_cache(maxsize=256)
-def starts_tensor(length: int, window_size: int, overlap: int, device: torch.device) -> torch.Tensor:
-    """``axis_windows(...).starts`` as an int32 tensor on ``device`` (cached: built once per shape)."""
+def starts_tensor(
+    length: int, window_size: int, overlap: int, device: torch.device, dtype: torch.dtype = torch.int32
+) -> torch.Tensor:
+    """``axis_windows(...).starts`` as an integer tensor on ``device`` (cached: built once per shape)."""
     starts = axis_windows(length, window_size, overlap).starts
-    return torch.tensor(starts, dtype=torch.int32, device=device)
+    return torch.tensor(starts, dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=256)
@@ -101,3 +120,23 @@ def membership_matrix(
     pixels = torch.arange(length, device=device)
     starts = torch.tensor(windows.starts, device=device)[:, None]
     return ((pixels >= starts) & (pixels < starts + windows.extent)).to(dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def collation_tensors(
+    length: int, window_size: int, overlap: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``axis_windows(...).classes`` as tensors on ``device`` (cached).
+
+    Returns:
+        ``class_of_pixel`` (int64 ``[length]``); ``class_window`` (int64 ``[max_cover, n_classes]``):
+        the k-th window covering each class, clamped to a valid index where a class has fewer
+        than ``k + 1``; ``class_valid`` (bool, same shape): whether that k-th window exists.
+    """
+    windows = axis_windows(length, window_size, overlap)
+    class_of_pixel, class_first, class_count = windows.classes
+    first = torch.tensor(class_first, device=device)
+    count = torch.tensor(class_count, device=device)
+    offsets = torch.arange(windows.max_cover, device=device)[:, None]
+    class_window = (first + offsets).clamp(max=windows.count - 1)
+    return torch.tensor(class_of_pixel, device=device), class_window, offsets < count

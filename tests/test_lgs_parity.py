@@ -79,12 +79,13 @@ def test_paths_agree_on_real_photographs(photo_batch, dtype):
     x = photo_batch if dtype == torch.uint8 else from_unit_float(to_unit_float(photo_batch), dtype)
     expected = lgs(x, backend="reference")
     assert_lgs_close(lgs(x, backend="torch"), expected)
+    assert_lgs_close(lgs(x, backend="compiled"), expected)
     assert_lgs_close(run_triton(x), expected)
     # The photographs are not all-suppressed or all-kept, so the window test is really exercised.
     assert 0.01 < suppressed_fraction(x) < 0.9
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton", "reference"])
+@pytest.mark.parametrize("backend", ["torch", "compiled", "triton", "reference"])
 @pytest.mark.parametrize("layout", ["channels_last", "sliced", "transposed"])
 def test_non_contiguous_inputs(backend, layout):
     base = textured_images((2, 3, 40, 52), torch.float32, seed=4)
@@ -101,7 +102,7 @@ def test_non_contiguous_inputs(backend, layout):
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton", "reference"])
+@pytest.mark.parametrize("backend", ["torch", "compiled", "triton", "reference"])
 def test_uint8_round_trip(backend):
     x = textured_images((2, 3, 48, 48), torch.uint8, seed=6)
     out = run_triton(x) if backend == "triton" else lgs(x, backend=backend)
@@ -112,7 +113,7 @@ def test_uint8_round_trip(backend):
     assert mismatch_fraction(out, expected) < 1e-3
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "compiled", "triton"])
 @pytest.mark.parametrize("params", [{"smoothing_factor": 1.5, "threshold": 0.05, "window_size": 9, "overlap": 3},
                                     {"smoothing_factor": 3.0, "threshold": 0.2, "window_size": 20, "overlap": 0},
                                     {"smoothing_factor": 2.3, "threshold": 0.1, "window_size": 6, "overlap": 5}])

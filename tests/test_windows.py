@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from lgs_gpu.lgs_torch import collate, window_means
 from lgs_gpu.windows import axis_windows, covering_tensors, membership_matrix
 
 
@@ -51,3 +52,29 @@ def test_covering_runs_and_membership_agree(length, window_size, overlap):
 def test_axis_windows_rejects_empty_axis():
     with pytest.raises(ValueError, match="length"):
         axis_windows(0, 15, 5)
+
+
+@pytest.mark.parametrize("length, window_size, overlap", [(1, 15, 5), (37, 15, 5), (299, 15, 5), (20, 5, 4), (40, 15, 10)])
+def test_pixel_classes_group_pixels_with_the_same_windows(length, window_size, overlap):
+    windows = axis_windows(length, window_size, overlap)
+    class_of_pixel, class_first, class_count = windows.classes
+    first, count = windows.covering
+    for pixel in range(length):
+        assert (class_first[class_of_pixel[pixel]], class_count[class_of_pixel[pixel]]) == (first[pixel], count[pixel])
+    assert class_of_pixel == sorted(class_of_pixel) and len(set(zip(class_first, class_count, strict=True))) == len(class_first)
+    assert len(class_first) <= 2 * windows.count
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (16, 300), (299, 299), (37, 41)])
+@pytest.mark.parametrize("window_size, overlap", [(15, 5), (5, 4), (20, 0)])
+def test_window_means_and_collation_equal_the_membership_products(height, width, window_size, overlap):
+    """The strided sums and the class-table collation against ``rows @ g @ cols^T`` with 0/1 matrices."""
+    cpu = torch.device("cpu")
+    rows = membership_matrix(height, window_size, overlap, cpu, torch.float64)
+    cols = membership_matrix(width, window_size, overlap, cpu, torch.float64)
+    normalised = torch.rand(3, height, width, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    area = rows.sum(1)[0] * cols.sum(1)[0]
+    torch.testing.assert_close(window_means(normalised, window_size, overlap), rows @ normalised @ cols.T / area)
+    passing = torch.rand(3, rows.shape[0], cols.shape[0], generator=torch.Generator().manual_seed(1)) > 0.7
+    expected = (rows.T @ passing.double() @ cols) > 0
+    assert torch.equal(collate(passing, height, width, window_size, overlap), expected)
