@@ -5,8 +5,11 @@ each round (these machines are noisy) and medians reported, as seconds per 1,000
 images/s and a multiple of ``out.copy_(x)`` (one read + one write of the batch: the least a
 one-pass image transform can cost here). Per-image CPU-library contenders (Pillow, SciPy,
 scikit-image, the NumPy LGS) run on ``per_image_sample`` images of the batch and are scaled per
-image. Writes ``bench.json`` (machine, versions, date, rows), ``bench.csv``, ``bench.md`` and
-``bench.png`` (log-scale bars like the paper's Figure 3).
+image. Also measured: the first call of each contender (``torch.compile`` compiles there), the
+peak memory each LGS path allocates as a multiple of the input batch, and on CUDA the bandwidth
+each path reaches (``triton.testing.do_bench``; bytes from :mod:`lgs_gpu.roofline`'s traffic
+model) as a fraction of the device's peak. Writes ``bench.json`` (machine, versions, date, rows),
+``bench.csv``, ``bench.md`` and ``bench.png`` (log-scale bars like the paper's Figure 3).
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import defenses
+from . import defenses, roofline
 from ._files import atomic_write_bytes
 from .defenses import references
 from .kernels import triton_usable
 from .lgs import lgs
+from .peak_memory import peak_numpy_bytes, peak_torch_bytes
 from .report import save_figure
 
 # (spec of our batched defense, the CPU library call it is checked against on one HWC image)
@@ -53,6 +57,7 @@ class Row:
     seconds_per_1000: float
     images_per_second: float
     times_copy: float  # per image, as a multiple of the copy roof's per-image time
+    first_call_seconds: float  # the warm-up call: compilation (torch.compile, Triton) happens here
 
 
 @dataclass
@@ -81,6 +86,8 @@ def contenders(x: torch.Tensor, per_image_sample: int, reference_sample: int, in
         Contender("lgs torch", "lgs", batch, lambda: lgs(x, backend="torch")),
         Contender("lgs numpy/scipy per image", "lgs", sample, lambda: [references.numpy_lgs(i) for i in as_numpy]),
     ]
+    if device.type == "cpu":
+        found.insert(2, Contender("lgs compiled", "lgs", batch, lambda: lgs(x, backend="compiled")))
     if triton_usable(x) and device.type == "cuda":
         found.append(Contender("lgs triton", "lgs", batch, lambda: lgs(x, backend="triton")))
     if include_reference:
@@ -94,10 +101,17 @@ def contenders(x: torch.Tensor, per_image_sample: int, reference_sample: int, in
     return found
 
 
-def measure(found: list[Contender], device: torch.device, repeats: int) -> dict[str, list[float]]:
-    """Interleaved rounds: every contender once per round, after one warm-up call each."""
+def measure(
+    found: list[Contender], device: torch.device, repeats: int, first_calls: dict[str, float] | None = None
+) -> dict[str, list[float]]:
+    """Interleaved rounds: every contender once per round, after one timed warm-up call each."""
     for contender in found:
+        _synchronise(device)
+        start = time.perf_counter()
         contender.run()
+        _synchronise(device)
+        if first_calls is not None:
+            first_calls[contender.name] = time.perf_counter() - start
     times: dict[str, list[float]] = {contender.name: [] for contender in found}
     for _ in range(repeats):
         for contender in found:
@@ -149,33 +163,97 @@ def run_bench(
     device = torch.device(device)
     x = photograph_batch(batch, size).to(device)
     found = contenders(x, per_image_sample, reference_sample, include_reference)
-    times = measure(found, device, repeats)
+    first_calls: dict[str, float] = {}
+    times = measure(found, device, repeats, first_calls)
     roof = statistics.median(times["copy_ (roof)"]) / batch
     rows = []
     for contender in found:
         median = statistics.median(times[contender.name])
         per_image = median / contender.images
         rows.append(Row(contender.name, contender.group, contender.images, median, per_image * 1000, 1 / per_image,
-                        per_image / roof))  # fmt: skip
-    return {
+                        per_image / roof, first_calls[contender.name]))  # fmt: skip
+    bandwidth = roofline.peak_bandwidth(device) or roofline.H100_BANDWIDTH
+    report = {
         "machine": machine(),
         "settings": {"batch": batch, "size": size, "repeats": repeats, "device": str(device), "dtype": "float32",
                      "per_image_sample": min(per_image_sample, batch), "input": "bundled photographs, repeated"},  # fmt: skip
         "rows": [asdict(row) for row in rows],
-    }
+        "memory": memory(x, reference_sample if include_reference else 0),
+        "traffic_model": {
+            "bandwidth_bytes_per_second": bandwidth,
+            "bandwidth_source": "this device's peak" if device.type == "cuda" else "H100 SXM (no GPU here)",
+            "rows": roofline.predicted_table(batch, size, gpu_only=device.type == "cuda", bandwidth=bandwidth),
+        },
+    }  # fmt: skip
+    if device.type == "cuda":
+        report["bandwidth"] = gpu_bandwidth(x)
+    return report
+
+
+def _lgs_paths(x: torch.Tensor) -> dict[str, Callable[[torch.Tensor], object]]:
+    """The LGS paths that run on ``x``'s device, by contender name."""
+    paths = {"lgs torch": lambda images: lgs(images, backend="torch")}
+    if x.device.type == "cpu":
+        paths["lgs compiled"] = lambda images: lgs(images, backend="compiled")
+    if x.is_cuda and triton_usable(x):
+        paths["lgs triton"] = lambda images: lgs(images, backend="triton")
+    return paths
+
+
+def memory(x: torch.Tensor, reference_sample: int) -> list[dict]:
+    """Peak memory each LGS path allocates during one call (its output included), as a multiple of the input.
+
+    The input is the float32 batch (for the per-image NumPy LGS: one float32 image, whose
+    float64 HWC copy it is handed is counted as input too, so its figure is comparable).
+    """
+    rows = []
+    paths = dict(_lgs_paths(x))
+    if reference_sample:
+        paths["lgs reference"] = lambda images: lgs(images[:reference_sample], backend="reference")
+    for name, path in paths.items():
+        images = x[:reference_sample] if name == "lgs reference" else x
+        path(images)  # compiled / autotuned before measuring
+        peak = peak_torch_bytes(lambda path=path, images=images: path(images), x.device)
+        rows.append({"path": name, "peak_bytes": peak, "times_input": peak / images.nbytes})
+    image = x[0].permute(1, 2, 0).double().cpu().numpy()
+    peak = peak_numpy_bytes(lambda: references.numpy_lgs(image)) + image.nbytes
+    rows.append({"path": "lgs numpy/scipy per image", "peak_bytes": peak, "times_input": peak / x[0].nbytes})
+    return rows
+
+
+def gpu_bandwidth(x: torch.Tensor) -> list[dict]:
+    """CUDA only: ``triton.testing.do_bench`` of the copy and each LGS path; GB/s and fraction of peak.
+
+    Bytes per path come from :func:`lgs_gpu.roofline.traffic` (what the path must move), so the
+    figure says how close the path runs to the bandwidth limit, not how many bytes the hardware
+    counted.
+    """
+    from triton.testing import do_bench
+
+    batch, channels, height, width = x.shape
+    models = {model.path: model for model in roofline.traffic(height, width)}
+    peak = roofline.peak_bandwidth(x.device)
+    out = torch.empty_like(x)
+    paths = {"copy_ (roof)": lambda images: out.copy_(images), **_lgs_paths(x)}
+    rows = []
+    for name, path in paths.items():
+        milliseconds = do_bench(lambda path=path: path(x), warmup=25, rep=200, return_mode="median")
+        moved = models[name].bytes(batch, channels, height, width, x.element_size())
+        rate = moved / (milliseconds / 1e3)
+        rows.append({"path": name, "median_ms": milliseconds, "gigabytes_per_second": rate / 1e9,
+                     "fraction_of_peak": rate / peak if peak else None, "bytes_model": moved})  # fmt: skip
+    return rows
 
 
 def sweep(batches: list[int], sizes: list[int], repeats: int, device: str) -> list[dict]:
-    """LGS torch (and Triton on CUDA) against the copy roof over batch sizes and image sizes."""
+    """Every LGS path of the device against the copy roof over batch sizes and image sizes."""
     results = []
     for size in sizes:
         for batch in batches:
             x = photograph_batch(batch, size).to(device)
             out = torch.empty_like(x)
-            found = [Contender("copy_ (roof)", "roof", batch, lambda out=out, x=x: out.copy_(x)),
-                     Contender("lgs torch", "lgs", batch, lambda x=x: lgs(x, backend="torch"))]  # fmt: skip
-            if x.is_cuda and triton_usable(x):
-                found.append(Contender("lgs triton", "lgs", batch, lambda x=x: lgs(x, backend="triton")))
+            found = [Contender("copy_ (roof)", "roof", batch, lambda out=out, x=x: out.copy_(x))]
+            found += [Contender(name, "lgs", batch, lambda path=path, x=x: path(x)) for name, path in _lgs_paths(x).items()]
             times = measure(found, x.device, repeats)
             roof = statistics.median(times["copy_ (roof)"])
             for contender in found[1:]:
@@ -195,12 +273,30 @@ def markdown(report: dict) -> str:
         f"{info['versions']['torch']}); medians of {settings['repeats']} interleaved rounds; per-image library "
         f"contenders timed on {settings['per_image_sample']} images.",
         "",
-        "| contender | group | s per 1,000 images | images/s | x copy |",
-        "|---|---|---|---|---|",
+        "| contender | group | s per 1,000 images | images/s | x copy | first call (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         lines.append(f"| {row['name']} | {row['group']} | {row['seconds_per_1000']:.3g} | {row['images_per_second']:.4g} "
-                     f"| {row['times_copy']:.3g} |")  # fmt: skip
+                     f"| {row['times_copy']:.3g} | {row['first_call_seconds']:.3g} |")  # fmt: skip
+    if report.get("memory"):
+        lines += ["", "## Peak memory of one call (output included)", "", "| path | peak MB | x input |", "|---|---|---|"]
+        for row in report["memory"]:
+            lines.append(f"| {row['path']} | {row['peak_bytes'] / 1e6:.1f} | {row['times_input']:.2f} |")
+    if report.get("bandwidth"):
+        lines += ["", "## Bandwidth (triton.testing.do_bench, bytes from the traffic model)", "",
+                  "| path | median ms | GB/s | fraction of peak |", "|---|---|---|---|"]  # fmt: skip
+        for row in report["bandwidth"]:
+            fraction = "n/a" if row["fraction_of_peak"] is None else f"{row['fraction_of_peak']:.1%}"
+            lines.append(f"| {row['path']} | {row['median_ms']:.4g} | {row['gigabytes_per_second']:.4g} | {fraction} |")
+    if report.get("traffic_model"):
+        model = report["traffic_model"]
+        lines += ["", "## Traffic model (lgs_gpu.roofline): full-size bytes per pixel and, predicted, their time at "
+                  f"{model['bandwidth_bytes_per_second'] / 1e12:.2f} TB/s ({model['bandwidth_source']})", "",
+                  "| path | bytes / pixel | x copy | predicted µs |", "|---|---|---|---|"]  # fmt: skip
+        for row in model["rows"]:
+            lines.append(f"| {row['path']} | {row['bytes_per_pixel']:.1f} | {row['times_copy']:.2f} | "
+                         f"{row['predicted_microseconds']:.1f} |")  # fmt: skip
     if report.get("sweep"):
         lines += ["", "## Sweep", "", "| path | batch | size | ms | images/s | x copy |", "|---|---|---|---|---|---|"]
         for row in report["sweep"]:

@@ -45,3 +45,14 @@ def test_no_configuration_spills(reports):
         assert 0 < report["registers"] <= 255, report
         assert report["spill_bytes"] == 0, report
         assert report["stack_bytes"] <= 64, report  # a small frame, not a spilled tile
+
+
+def test_roofline_reads_the_compiled_kernels(reports):
+    from lgs_gpu import roofline
+
+    rows = roofline.kernel_table(reports, 64, 299)
+    assert {row["kernel"] for row in rows} == {"_window_sums_kernel", "_suppress_kernel", "_image_range_kernel"}
+    for row in rows:
+        assert row["warps"] >= 1 and 0 < row["resident_warps"] <= roofline.MAX_WARPS_PER_SM
+    image = 64 * 3 * 299 * 299 * 4
+    assert sum(row["megabytes"] for row in rows) * 1e6 <= 4 * image  # at most 3 reads + 1 write

@@ -38,6 +38,7 @@ class KernelReport:
     stack_bytes: int
     shared_bytes: int
     ptx_lines: int
+    warps: int
 
 
 def kernel_configurations() -> list[tuple[str, str, dict[str, str], dict[str, object]]]:
@@ -118,6 +119,7 @@ def compile_one(kernel_name: str, variant: str, signature: dict, constexprs: dic
     return KernelReport(
         kernel=kernel_name, variant=variant, arch=arch, registers=field("REG"), spill_bytes=field("LOCAL"),
         stack_bytes=field("STACK"), shared_bytes=compiled.metadata.shared, ptx_lines=compiled.asm["ptx"].count("\n"),
+        warps=compiled.metadata.num_warps,
     )
 
 
