@@ -129,12 +129,41 @@ def window_mask(normalised: torch.Tensor, threshold: float, window_size: int, ov
         return collate(passing, height, width, window_size, overlap)
 
 
-def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    """``ĝ`` for ``[B, C, H, W]`` images of the compute dtype, as ``[B, H, W]``."""
+# On CPU, whole-batch intermediates above glibc's mmap threshold (32 MiB) come from fresh pages
+# on every call, and the page faults cost as much as the arithmetic: a few images at a time stay
+# in reused heap memory and in cache. Every step is per image, so chunking changes no value.
+CPU_CHUNK_BYTES = 2 * 2**20
+
+
+def _chunk_size(x: torch.Tensor) -> int:
+    if x.device.type != "cpu":
+        return max(1, x.shape[0])
+    return max(1, CPU_CHUNK_BYTES // max(1, x[0].nbytes))
+
+
+def _lgs_map_whole(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
     normalised = normalise(gradient_magnitude(x))
     return torch.where(window_mask(normalised, threshold, window_size, overlap), normalised, 0)
 
 
+def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
+    """``ĝ`` for ``[B, C, H, W]`` images of the compute dtype, as ``[B, H, W]``."""
+    chunks = x.split(_chunk_size(x))
+    return torch.cat([_lgs_map_whole(chunk, threshold, window_size, overlap) for chunk in chunks])
+
+
 def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
     """LGS on ``[B, C, H, W]`` images of the compute dtype; same shape out."""
-    return suppress(x, lgs_map(x, threshold, window_size, overlap), smoothing_factor)
+    size = _chunk_size(x)
+    if size >= x.shape[0] or (torch.is_grad_enabled() and x.requires_grad):
+        chunks = x.split(size)
+        return torch.cat([
+            suppress(chunk, _lgs_map_whole(chunk, threshold, window_size, overlap), smoothing_factor)
+            for chunk in chunks
+        ])  # fmt: skip
+    # Without autograd each chunk is written straight into the output: per-chunk results kept
+    # for a final cat would grow and shrink the heap, and fault its pages in, on every call.
+    out = torch.empty_like(x)
+    for chunk, target in zip(x.split(size), out.split(size), strict=True):
+        suppress(chunk, _lgs_map_whole(chunk, threshold, window_size, overlap), smoothing_factor, out=target)
+    return out

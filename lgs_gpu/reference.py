@@ -103,9 +103,14 @@ def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -
     return torch.where(window_mask(normalised, threshold, window_size, overlap), normalised, 0)
 
 
-def suppress(x: torch.Tensor, suppressed: torch.Tensor, smoothing_factor: float) -> torch.Tensor:
-    """Eq. 7: ``x * (1 - clip(λ·ĝ, 0, 1))`` with ``ĝ`` ``[B, H, W]``, the same factor for every channel."""
-    return x * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
+def suppress(
+    x: torch.Tensor, suppressed: torch.Tensor, smoothing_factor: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Eq. 7: ``x * (1 - clip(λ·ĝ, 0, 1))`` with ``ĝ`` ``[B, H, W]``, the same factor for every channel.
+
+    ``out``, if given, receives the result (no autograd then).
+    """
+    return torch.mul(x, (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None], out=out)
 
 
 def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:

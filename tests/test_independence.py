@@ -28,3 +28,21 @@ def test_image_alone_equals_image_in_any_batch(backend, photo_batch):
     together = run(batch, backend)
     for index in range(batch.shape[0]):
         assert torch.equal(together[index], run(batch[index : index + 1], backend)[0])
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 3 * 40 * 52 * 4 + 1])  # one image per chunk; two per chunk
+def test_torch_path_chunks_change_no_value(monkeypatch, chunk_bytes):
+    """The CPU torch path runs a few images at a time: bit-identical to the whole batch, gradient included."""
+    from lgs_gpu import lgs_torch
+
+    x = torch.rand(5, 3, 40, 52, generator=torch.Generator().manual_seed(3))
+    whole = lgs_torch.lgs(x, 2.3, 0.1, 15, 5)
+    whole_map = lgs_torch.lgs_map(x, 0.1, 15, 5)
+    leaf = x.clone().requires_grad_()
+    whole_gradient = torch.autograd.grad(lgs_torch.lgs(leaf, 2.3, 0.1, 15, 5).sum(), leaf)[0]
+    monkeypatch.setattr(lgs_torch, "CPU_CHUNK_BYTES", chunk_bytes)
+    assert lgs_torch._chunk_size(x) < x.shape[0]
+    assert torch.equal(lgs_torch.lgs(x, 2.3, 0.1, 15, 5), whole)
+    assert torch.equal(lgs_torch.lgs_map(x, 0.1, 15, 5), whole_map)
+    leaf = x.clone().requires_grad_()
+    assert torch.equal(torch.autograd.grad(lgs_torch.lgs(leaf, 2.3, 0.1, 15, 5).sum(), leaf)[0], whole_gradient)
