@@ -12,8 +12,9 @@ Full-size traffic per pixel of a ``C``-channel image (the copy roof moves C in a
 2. :func:`_frame_magnitude`: the one-pixel frame, from replicate-padded two-pixel strips (tiny).
 3. :func:`_window_test`: read ``m`` about 2.5 times (min/max, then the overlapping windows),
    write the ``n_rows x n_cols`` pass flags.
-4. :func:`lgs_gpu.lgs_torch.collate` (eager, on small tables): write 1 byte.
-5. :func:`_suppress`: read C + 1 + 1 byte, write C.
+4. :func:`lgs_gpu.lgs_torch.collate_by_row_class` (eager): the mask as a small table, one row
+   per class of rows (about ``2 * n_rows`` of them), no full-size mask.
+5. :func:`_suppress`: read C + 1 (``m``) and the table's row for each pixel row, write C.
 
 The Sobel taps are paired exactly as in :func:`lgs_gpu.reference.sobel`, so flat regions give
 exactly 0. Outputs differ from the eager paths by rounding only: generated code uses the

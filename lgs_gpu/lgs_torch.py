@@ -5,6 +5,8 @@ Python loop over images or windows, and stays differentiable. The window test su
 then columns of windows on strided views (:func:`window_means`), and the collation ORs window
 flags on a small table of pixel classes before expanding it once (:func:`collate`).
 
+On CPU the batch runs about :data:`CPU_CHUNK_BYTES` of images at a time (see there).
+
 Memory traffic per pixel for a ``C``-channel float32 image (each line reads or writes full-size
 tensors; ``n`` = windows per axis, about ``L / stride``):
 
