@@ -2,7 +2,7 @@
 
 ``lgs`` defends ``[B, C, H, W]`` (or ``[C, H, W]``) images against localized adversarial
 patches by suppressing pixels of high, concentrated gradient: see :mod:`lgs_gpu.reference` for
-the equations and the meaning of every parameter. Three backends implement the same contract:
+the equations and the meaning of every parameter. Four backends implement the same contract:
 
 * ``"triton"``: fused kernels (:mod:`lgs_gpu.kernels.lgs_triton`) for CUDA tensors; no autograd.
 * ``"torch"``: vectorised PyTorch (:mod:`lgs_gpu.lgs_torch`), any device, differentiable.
@@ -115,7 +115,7 @@ def lgs(
         unit = to_unit_float(batch)
         module, ready = _vectorised_path(path, unit)
         computed = module.lgs(ready, smoothing_factor, threshold, window_size, overlap)
-        if ready is not unit:  # the compiled path took a contiguous copy: give back the input's layout
+        if ready.data_ptr() != unit.data_ptr():  # the compiled path took a contiguous copy: give back the layout
             computed = torch.empty_like(unit).copy_(computed)
         output = from_unit_float(computed, batch.dtype)
     return output[0] if single else output

@@ -83,3 +83,13 @@ def test_compiled_module_and_auto_choice():
     module = LocalGradientsSmoothing(backend="compiled")
     assert_lgs_close(module(x), lgs(x, backend="reference"))
     assert "backend='compiled'" in repr(module)
+
+
+def test_compiled_allocates_only_the_output_and_the_gradient_for_contiguous_input():
+    from lgs_gpu.peak_memory import peak_torch_bytes
+
+    x = textured_images((2, 3, 57, 64), torch.float32, seed=16)
+    lgs(x, backend="compiled")
+    peak = peak_torch_bytes(lambda: lgs(x, backend="compiled"), x.device)
+    # Output (1) + gradient magnitude (1/3 of a 3-channel input) + small tables: no extra copy.
+    assert x.nbytes * 4 / 3 <= peak < x.nbytes * 1.5
