@@ -74,7 +74,6 @@ def _synchronise(device: torch.device) -> None:
 
 
 def contenders(x: torch.Tensor, per_image_sample: int, reference_sample: int, include_reference: bool) -> list[Contender]:
-    device = x.device
     batch = x.shape[0]
     out = torch.empty_like(x)
     sample = min(per_image_sample, batch)
@@ -83,13 +82,9 @@ def contenders(x: torch.Tensor, per_image_sample: int, reference_sample: int, in
     found = [
         Contender("copy_ (roof)", "roof", batch, lambda: out.copy_(x)),
         Contender("clone", "roof", batch, lambda: x.clone()),
-        Contender("lgs torch", "lgs", batch, lambda: lgs(x, backend="torch")),
+        *(Contender(name, "lgs", batch, lambda path=path: path(x)) for name, path in _lgs_paths(x).items()),
         Contender("lgs numpy/scipy per image", "lgs", sample, lambda: [references.numpy_lgs(i) for i in as_numpy]),
     ]
-    if device.type == "cpu":
-        found.insert(2, Contender("lgs compiled", "lgs", batch, lambda: lgs(x, backend="compiled")))
-    if triton_usable(x) and device.type == "cuda":
-        found.append(Contender("lgs triton", "lgs", batch, lambda: lgs(x, backend="triton")))
     if include_reference:
         few = x[: min(reference_sample, batch)]
         found.append(Contender("lgs reference", "lgs", few.shape[0], lambda: lgs(few, backend="reference")))
