@@ -202,7 +202,7 @@ def memory(x: torch.Tensor, reference_sample: int) -> list[dict]:
     float64 HWC copy it is handed is counted as input too, so its figure is comparable).
     """
     rows = []
-    paths = dict(_lgs_paths(x))
+    paths = _lgs_paths(x)  # a fresh dict: the reference joins it here
     if reference_sample:
         paths["lgs reference"] = lambda images: lgs(images[:reference_sample], backend="reference")
     for name, path in paths.items():
