@@ -25,5 +25,5 @@ setup(
         "triton": ["triton>=3.1"],
         "test": ["pytest", "hypothesis", "pytest-benchmark", "scipy", "ruff"],
     },
-    entry_points={"console_scripts": ["lgs-gpu=lgs_gpu.cli:main"]},
+    entry_points={"console_scripts": ["lgs-gpu=lgs_gpu.app.cli:main"]},
 )

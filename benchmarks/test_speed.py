@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from lgs_gpu.bench import contenders, photograph_batch
+from lgs_gpu.app.bench import contenders, photograph_batch
 
 BATCH = int(os.environ.get("LGS_BENCH_BATCH", "8"))
 SIZE = int(os.environ.get("LGS_BENCH_SIZE", "299"))

@@ -4,14 +4,13 @@ The bundled set ships inside installed packages, so it works with no network: sc
 astronaut, chelsea, coffee, rocket and stereo_motorcycle (left view), scikit-learn's china and
 flower (``load_sample_images``) and matplotlib's grace_hopper. Every loader returns an
 :class:`ImageSet` of ``[N, 3, size, size]`` uint8 images (shorter side resized with antialiasing,
-then centre-cropped). Unreadable or corrupt files are skipped and reported in
-``ImageSet.skipped``, never fatal; Pillow's decompression-bomb guard stays on (an image past
-its limit is skipped like a corrupt one).
+then centre-cropped). Files are read by :func:`lgs_gpu.imageio.read_image`; unreadable or
+corrupt files are skipped and reported in ``ImageSet.skipped``, never fatal (an image past
+Pillow's decompression-bomb limit is skipped like a corrupt one).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +19,14 @@ import PIL.Image
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from .imageio import IMAGE_SUFFIXES, read_image
+
 SKIMAGE_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
 SKLEARN_PHOTOGRAPHS = ("china", "flower")  # sklearn.datasets.load_sample_images, by file stem
 MATPLOTLIB_PHOTOGRAPHS = ("grace_hopper",)  # matplotlib's sample_data/grace_hopper.jpg
 ALL_PHOTOGRAPHS = SKIMAGE_PHOTOGRAPHS + SKLEARN_PHOTOGRAPHS + MATPLOTLIB_PHOTOGRAPHS
 # The four classic photographs the demo and the LGS tests use.
 DEMO_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -112,29 +112,11 @@ def bundled(size: int, names: tuple[str, ...] = ALL_PHOTOGRAPHS) -> ImageSet:
     return ImageSet(torch.stack(list(photographs.values())), list(photographs))
 
 
-def read_photo(path: str | Path) -> torch.Tensor:
-    """Decode any image Pillow reads into ``[3, H, W]`` uint8 RGB, with Pillow's bomb guard on.
-
-    Raises ``ValueError`` (with the reason) for unreadable, corrupt or oversized files.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)  # past the limit: skip, not warn
-            with PIL.Image.open(path) as image:
-                image.load()
-                rgb = np.array(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
-        raise ValueError(f"cannot read {path}: {error}") from error
-    if min(rgb.shape[:2]) == 0:
-        raise ValueError(f"cannot read {path}: empty image")
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-
-
 def _load_files(paths: list[Path], size: int, root: Path) -> tuple[list[torch.Tensor], list[str], list[tuple[str, str]]]:
     images, names, skipped = [], [], []
     for path in paths:
         try:
-            images.append(resize_and_crop(read_photo(path), size))
+            images.append(resize_and_crop(read_image(path), size))
             names.append(str(path.relative_to(root)))
         except ValueError as error:
             skipped.append((str(path), str(error)))

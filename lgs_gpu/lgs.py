@@ -1,45 +1,52 @@
-"""Local Gradients Smoothing: the public function, the map, the module, and backend dispatch.
+"""The LGS front: ``lgs``, ``lgs_map``, ``lgs_stages``, the module, and the choice of backend.
 
 ``lgs`` defends ``[B, C, H, W]`` (or ``[C, H, W]``) images against localized adversarial
-patches by suppressing pixels of high, concentrated gradient: see :mod:`lgs_gpu.reference` for
-the equations and the meaning of every parameter. Four backends implement the same contract:
+patches by suppressing pixels of high, concentrated gradient; the parameters and stages are
+documented in :mod:`lgs_gpu.parameters`. Four paths (:mod:`lgs_gpu.paths`) implement the same
+contract, and everything in the package reaches them through this module:
 
-* ``"triton"``: fused kernels (:mod:`lgs_gpu.kernels.lgs_triton`) for CUDA tensors; no autograd.
-* ``"torch"``: vectorised PyTorch (:mod:`lgs_gpu.lgs_torch`), any device, differentiable.
-* ``"compiled"``: the torch path's stages fused by ``torch.compile`` (:mod:`lgs_gpu.lgs_compiled`)
-  for CPU tensors; no autograd; compiles on first use, so ``"auto"`` never picks it.
-* ``"reference"``: the literal equations (:mod:`lgs_gpu.reference`), slow, differentiable.
+* ``"triton"``: fused kernels for CUDA tensors; no autograd.
+* ``"torch"``: vectorised PyTorch, any device, differentiable.
+* ``"compiled"``: the torch path's stages fused by ``torch.compile`` for CPU tensors; no
+  autograd; compiles on first use, so ``"auto"`` never picks it.
+* ``"reference"``: the literal equations, slow, differentiable; the tests' oracle.
 * ``"auto"``: Triton for CUDA tensors when usable and no gradient is needed, else torch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from . import lgs_torch, reference
 from ._transform import ImageDefense
 from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
-from .kernels import triton_unusable_reason, triton_usable
+from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from .paths import reference, torch_path
+from .paths.triton_path import triton_unusable_reason, triton_usable
+from .windows import axis_windows
+
+__all__ = [
+    "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
+    "LGSStages", "LocalGradientsSmoothing", "lgs", "lgs_map", "lgs_stages", "triton_usable",
+]  # fmt: skip
 
 BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
-DEFAULT_SMOOTHING_FACTOR = 2.3
-DEFAULT_THRESHOLD = 0.1
-DEFAULT_WINDOW_SIZE = 15
-DEFAULT_OVERLAP = 5
+# What lgs_stages can return, in the order of LGSStages' fields.
+STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
 
-_DIFFERENTIABLE_PATHS = {"torch": lgs_torch, "reference": reference}
+_DIFFERENTIABLE_PATHS = {"torch": torch_path, "reference": reference}
 
 
 def _vectorised_path(path: str, batch: torch.Tensor):
     """The module computing ``path`` on ``batch`` (unit-float, compute dtype) and the batch it expects."""
     if path == "compiled" and min(batch.shape[-2:]) >= 3:  # smaller images have no interior: eager torch
-        from . import lgs_compiled
+        from .paths import compiled_path  # imports torch.compile's machinery: only when asked for
 
         # Detached: no gradient is asked for here, and one compiled graph serves every input.
-        return lgs_compiled, batch.detach().contiguous()
-    return _DIFFERENTIABLE_PATHS.get(path, lgs_torch), batch
+        return compiled_path, batch.detach().contiguous()
+    return _DIFFERENTIABLE_PATHS.get(path, torch_path), batch
 
 
 def _check_backend(backend: str) -> None:
@@ -108,7 +115,7 @@ def lgs(
         return x.clone()
     path = _choose_backend(backend, batch)
     if path == "triton":
-        from .kernels.lgs_triton import lgs_triton
+        from .paths.triton_path.kernels import lgs_triton
 
         output, _ = lgs_triton(batch, smoothing_factor, threshold, window_size, overlap)
     else:
@@ -139,20 +146,113 @@ def lgs_map(
         >>> lgs_map(torch.rand(2, 3, 64, 64)).shape
         torch.Size([2, 1, 64, 64])
     """
-    batch, single, _, threshold, window_size, overlap = _prepare(x, 0.0, threshold, window_size, overlap)
-    dtype = compute_dtype(batch.dtype)
-    if batch.shape[0] == 0:
-        return torch.empty((0, 1, *batch.shape[2:]), dtype=dtype, device=batch.device)
-    path = _choose_backend(backend, batch)
-    if path == "triton":
-        from .kernels.lgs_triton import lgs_triton
+    return lgs_stages(x, 0.0, threshold, window_size, overlap, backend, stages=("suppression_map",)).suppression_map
 
-        _, suppressed = lgs_triton(batch, 0.0, threshold, window_size, overlap, write_output=False, write_map=True)
+
+@dataclass(frozen=True)
+class LGSStages:
+    """What one LGS pass computed (see :mod:`lgs_gpu.parameters`); a field not asked for is ``None``.
+
+    Shapes for a ``[B, C, H, W]`` batch (a single ``[C, H, W]`` image drops the leading ``B``):
+
+    Attributes:
+        output: ``[B, C, H, W]``, exactly :func:`lgs`'s result, in the input's dtype.
+        normalised_gradient: ``g``, ``[B, 1, H, W]`` in [0, 1] (float32; float64 for float64 input).
+        window_mask: ``[B, 1, H, W]`` bool, True for pixels inside at least one passing window.
+        suppression_map: ``ĝ``, ``[B, 1, H, W]``, exactly :func:`lgs_map`'s result.
+        window_means: ``[B, n_rows, n_cols]``, the mean of ``g`` over each window (row-major
+            window order of :func:`lgs_gpu.windows.axis_windows`); a window passes when its mean
+            is strictly above γ, so a sweep over γ needs only these.
+    """
+
+    output: torch.Tensor | None = None
+    normalised_gradient: torch.Tensor | None = None
+    window_mask: torch.Tensor | None = None
+    suppression_map: torch.Tensor | None = None
+    window_means: torch.Tensor | None = None
+
+
+def _check_stages(stages: Any) -> tuple[str, ...]:
+    if isinstance(stages, str):
+        stages = (stages,)
+    try:
+        wanted = tuple(dict.fromkeys(stages))
+    except TypeError:
+        raise TypeError(f"stages must be a sequence of stage names ({', '.join(STAGES)}). Got {stages!r}") from None
+    unknown = [name for name in wanted if name not in STAGES]
+    if unknown or not wanted:
+        raise ValueError(f"stages must name at least one of {', '.join(STAGES)}. Got {list(stages)!r}")
+    return wanted
+
+
+def _empty_stages(batch: torch.Tensor, window_size: int, overlap: int, wanted: tuple[str, ...]) -> dict:
+    _, channels, height, width = batch.shape
+    dtype, device = compute_dtype(batch.dtype), batch.device
+    rows, cols = axis_windows(height, window_size, overlap), axis_windows(width, window_size, overlap)
+    shapes = {
+        "output": ((0, channels, height, width), batch.dtype), "normalised_gradient": ((0, height, width), dtype),
+        "window_mask": ((0, height, width), torch.bool), "suppression_map": ((0, height, width), dtype),
+        "window_means": ((0, rows.count, cols.count), dtype),
+    }  # fmt: skip
+    return {name: torch.empty(shapes[name][0], dtype=shapes[name][1], device=device) for name in wanted}
+
+
+def lgs_stages(
+    x: torch.Tensor,
+    smoothing_factor: float = DEFAULT_SMOOTHING_FACTOR,
+    threshold: float = DEFAULT_THRESHOLD,
+    window_size: int = DEFAULT_WINDOW_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    backend: str = "auto",
+    *,
+    stages: tuple[str, ...] | list[str] | str = STAGES,
+) -> LGSStages:
+    """LGS's intermediate results and output from one pass, on any backend.
+
+    The gradient is computed once for every stage asked for; the Triton launch writes only
+    those. Use it for figures, for LGS-masked filters, or to sweep γ over ``window_means``.
+
+    Args:
+        x, smoothing_factor, threshold, window_size, overlap, backend: as :func:`lgs`.
+        stages: which fields of :class:`LGSStages` to compute (any of :data:`STAGES`); all by
+            default.
+    Returns:
+        An :class:`LGSStages`; the fields not asked for are ``None``.
+
+    Example:
+        >>> result = lgs_stages(torch.rand(2, 3, 64, 64))
+        >>> result.window_mask.shape, result.window_mask.dtype, result.window_means.shape
+        (torch.Size([2, 1, 64, 64]), torch.bool, torch.Size([2, 6, 6]))
+        >>> torch.equal(result.suppression_map, torch.where(result.window_mask, result.normalised_gradient, 0))
+        True
+    """
+    wanted = _check_stages(stages)
+    batch, single, smoothing_factor, threshold, window_size, overlap = _prepare(
+        x, smoothing_factor, threshold, window_size, overlap
+    )
+    if batch.shape[0] == 0:
+        computed = _empty_stages(batch, window_size, overlap, wanted)
     else:
-        module, unit = _vectorised_path(path, to_unit_float(batch))
-        suppressed = module.lgs_map(unit, threshold, window_size, overlap)
-    suppressed = suppressed[:, None]
-    return suppressed[0] if single else suppressed
+        path = _choose_backend(backend, batch)
+        if path == "triton":
+            from .paths.triton_path.kernels import stages as triton_stages
+
+            computed = triton_stages(batch, smoothing_factor, threshold, window_size, overlap, wanted)
+        else:
+            unit = to_unit_float(batch)
+            module, ready = _vectorised_path(path, unit)
+            computed = module.stages(ready, smoothing_factor, threshold, window_size, overlap, wanted)
+            if "output" in wanted:
+                output = computed["output"]
+                if ready.data_ptr() != unit.data_ptr():  # the compiled path took a contiguous copy
+                    output = torch.empty_like(unit).copy_(output)
+                computed["output"] = from_unit_float(output, batch.dtype)
+    for name in ("normalised_gradient", "window_mask", "suppression_map"):
+        if name in computed:
+            computed[name] = computed[name][:, None]
+    if single:
+        computed = {name: value[0] for name, value in computed.items()}
+    return LGSStages(**computed)
 
 
 class LocalGradientsSmoothing(ImageDefense):
@@ -165,6 +265,7 @@ class LocalGradientsSmoothing(ImageDefense):
     Args: as :func:`lgs`.
 
     Example:
+        >>> from torchvision.transforms import v2
         >>> model = torch.nn.Sequential(LocalGradientsSmoothing(), v2.Normalize([0.5] * 3, [0.5] * 3))
         >>> model(torch.rand(2, 3, 64, 64)).shape
         torch.Size([2, 3, 64, 64])
@@ -201,6 +302,7 @@ class LocalGradientsSmoothing(ImageDefense):
                 ("threshold", self.threshold, DEFAULT_THRESHOLD),
                 ("window", self.window_size, DEFAULT_WINDOW_SIZE),
                 ("overlap", self.overlap, DEFAULT_OVERLAP),
+                ("backend", self.backend, "auto"),
             )
             if value != default
         ]
@@ -208,6 +310,17 @@ class LocalGradientsSmoothing(ImageDefense):
 
     def _defend(self, x: torch.Tensor) -> torch.Tensor:
         return lgs(x, self.smoothing_factor, self.threshold, self.window_size, self.overlap, self.backend)
+
+    def defend_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The defended images and their ``ĝ`` (as :func:`lgs_map`) from one pass."""
+        result = self.stages(x, stages=("output", "suppression_map"))
+        return result.output, result.suppression_map
+
+    def stages(self, x: torch.Tensor, stages: tuple[str, ...] | list[str] | str = STAGES) -> LGSStages:
+        """:func:`lgs_stages` with this module's settings."""
+        return lgs_stages(
+            x, self.smoothing_factor, self.threshold, self.window_size, self.overlap, self.backend, stages=stages
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -2,7 +2,7 @@
 
 import os
 
-# Must be set before lgs_gpu.kernels.lgs_triton (which defines the kernels) is imported.
+# Must be set before lgs_gpu.paths.triton_path.kernels (which defines the kernels) is imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402

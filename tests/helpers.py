@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-import triton
 
 # Largest |difference| accepted between two paths, per output dtype. float32/float64 results
 # agree to rounding; float16/bfloat16/uint8 results are the same float32 value rounded, so two
@@ -20,9 +20,21 @@ TOLERANCE = {
 MAX_TIE_FLIP_FRACTION = 1e-3
 
 
+def triton_or_skip() -> None:
+    """Skip the calling test when the Triton path cannot run on CPU tensors here (triton is an optional extra)."""
+    from lgs_gpu.paths.triton_path import interpreting, triton_import_error
+
+    error = triton_import_error()
+    if error is not None:
+        pytest.skip(f"the Triton path is unavailable: {error}")
+    if not interpreting():
+        pytest.skip("Triton runs on CPU tensors only under TRITON_INTERPRET=1")
+
+
 def interpreter_config(height: int, width: int):
     """A launch config with one window-sums program and one suppress tile per image (fast to interpret)."""
-    from lgs_gpu.kernels.lgs_triton import LaunchConfig
+    triton = pytest.importorskip("triton")
+    from lgs_gpu.paths.triton_path.kernels import LaunchConfig
 
     rows, cols = max(16, triton.next_power_of_2(height)), max(16, triton.next_power_of_2(width))
     windows = max(16, triton.next_power_of_2(max(height, width) // 5 + 2))

@@ -7,7 +7,7 @@ import torch
 from torchvision.io import decode_image, write_png
 
 from lgs_gpu import lgs, lgs_map
-from lgs_gpu.cli import main
+from lgs_gpu.app.cli import main
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_defend_skips_corrupt_files_and_reports_them(tmp_path, image_folder, cap
 
 @pytest.mark.parametrize("arguments, message", [
     (["missing.png"], "does not exist"),
-    (["notes.txt"], "not a PNG or JPEG"),
+    (["notes.txt"], "not an image file"),
 ])
 def test_defend_bad_inputs(tmp_path, image_folder, capsys, arguments, message):
     paths = [str(image_folder / name) for name in arguments]
@@ -136,3 +136,16 @@ def test_bench_smoke_writes_every_row_and_file(tmp_path, capsys):
     assert len((out / "bench.csv").read_text().splitlines()) == len(names) + 1
     assert main(["bench", "-o", str(out), "--sweep-sizes", "big"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", ["lgs:1.9,backend=torch", "lgs:1.9,backend=torch+median:3"])
+def test_defend_save_map_computes_the_gradient_once_per_image(monkeypatch, tmp_path, image_folder, spec):
+    from lgs_gpu.paths import torch_path
+
+    calls = []
+    original = torch_path.gradient_magnitude
+    monkeypatch.setattr(torch_path, "gradient_magnitude", lambda x: calls.append(x.shape[0]) or original(x))
+    out = tmp_path / "out"
+    assert main(["defend", str(image_folder), "-o", str(out), "--defense", spec, "--save-map"]) == 0
+    written = sorted(p for p in out.rglob("*.png") if not p.stem.endswith("_map"))
+    assert written and len(calls) == len(written)

@@ -19,9 +19,9 @@ import torch
 
 from lgs_gpu.data import ALL_PHOTOGRAPHS, bundled_photographs
 from lgs_gpu.defenses import bilateral_filter, bit_depth, gaussian_filter, jpeg, median_filter, tv_bregman
-from lgs_gpu.defenses import references as ref
 from lgs_gpu.defenses.jpeg import PAPER_QUALITIES
 from lgs_gpu.defenses.tv import PAPER_WEIGHTS
+from lgs_gpu.tooling import cpu_references as ref
 
 
 @pytest.fixture(scope="module")

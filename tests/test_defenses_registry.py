@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lgs_gpu import defenses, lgs
+from lgs_gpu import defenses, lgs, lgs_map
 from lgs_gpu.defenses.registry import Identity
 
 
@@ -35,11 +35,21 @@ def test_the_paper_grid_is_complete():
 @pytest.mark.parametrize("spec", defenses.paper_grid() + [
     "lgs+median:3", "lgs:1.5,threshold=0.2+bilateral:5,style=textbook", "median:3|jpeg:30|bitdepth:3",
     "gaussian:5,sigma=1.5", "tvm:10,max_iterations=20,tolerance=0.01", "lgs:1.7,window=9,overlap=3",
+    "lgs:2.3,backend=torch", "lgs:1.5,threshold=0.2,backend=reference+median:3", "bilateral:5,sigma_color=0.1",
 ])  # fmt: skip
 def test_spec_round_trips(spec):
+    """``get(defense.spec)`` rebuilds the same defense: every setting, the backend included."""
     defense = defenses.get(spec)
-    assert defenses.get(defense.spec).spec == defense.spec
-    assert defenses.get(f"  {spec.upper() if spec.islower() and '=' not in spec else spec} ").spec == defense.spec
+    rebuilt = defenses.get(defense.spec)
+    assert repr(rebuilt) == repr(defense)  # the module tree with every parameter (extra_repr)
+    assert rebuilt.spec == defense.spec
+    assert repr(defenses.get(f"  {spec.upper() if spec.islower() and '=' not in spec else spec} ")) == repr(defense)
+
+
+def test_spec_keeps_the_lgs_backend():
+    assert defenses.get("lgs:2.3,backend=torch").spec == "lgs:2.3,backend=torch"
+    assert defenses.get("lgs:2.3,backend=auto").spec == "lgs:2.3"
+    assert "backend='reference'" in repr(defenses.get(defenses.get("lgs,backend=reference+median:3").spec))
 
 
 def test_spec_parameters_reach_the_defense():
@@ -119,3 +129,27 @@ def test_masked_filter_leaves_images_without_passing_windows_unchanged():
     masked = defenses.get("lgs,threshold=0.99+gaussian:5")
     assert not masked.passing_windows(flat).any()
     assert torch.equal(masked(flat), flat)
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_masked_filter_computes_the_gradient_once_on_its_lgs_backend(monkeypatch, photo_batch, backend):
+    """One LGS pass gives the output and the window mask; it runs on the LGS spec's backend."""
+    import importlib
+
+    calls = {"torch": 0, "reference": 0}
+    for name in calls:
+        module = importlib.import_module(f"lgs_gpu.paths.{'torch_path' if name == 'torch' else 'reference'}")
+        original = module.gradient_magnitude
+
+        def counted(x, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(x)
+
+        monkeypatch.setattr(module, "gradient_magnitude", counted)
+    masked = defenses.get(f"lgs:2.3,backend={backend}+median:3")
+    output = masked(photo_batch[:2, :, :48, :48])
+    assert calls == {"torch": int(backend == "torch"), "reference": int(backend == "reference")}
+    defended, suppressed = masked.defend_with_map(photo_batch[0, :, :48, :48])
+    assert torch.equal(defended, output[0])
+    assert suppressed.shape == (1, 48, 48) and calls[backend] == 2  # the image and its map: one more pass
+    assert torch.equal(suppressed, lgs_map(photo_batch[0, :, :48, :48], backend=backend))

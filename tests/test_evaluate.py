@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lgs_gpu.cli import main
+from lgs_gpu.app.cli import main
 from lgs_gpu.evaluate import EvaluationConfig, evaluate, plan
 
 DEFENSES = "none;lgs:2.3;jpeg:30"
@@ -31,7 +31,7 @@ def child_environment() -> dict:
 
 
 def run_cli(output: Path, launcher=None):
-    command = [*(launcher or [sys.executable, "-m", "lgs_gpu.cli"]), "evaluate", "-o", str(output), *TINY]
+    command = [*(launcher or [sys.executable, "-m", "lgs_gpu"]), "evaluate", "-o", str(output), *TINY]
     return subprocess.run(command, capture_output=True, text=True, env=child_environment(), timeout=600)
 
 
@@ -83,7 +83,7 @@ def plan_units(results):
 
 def test_resume_after_a_kill_gives_the_same_results_without_redoing_work(tiny_run, tmp_path):
     output = tmp_path / "killed"
-    command = [sys.executable, "-m", "lgs_gpu.cli", "evaluate", "-o", str(output), *TINY]
+    command = [sys.executable, "-m", "lgs_gpu", "evaluate", "-o", str(output), *TINY]
     process = subprocess.Popen(command, env=child_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(output.glob("records/*/*.json"))) < 5:
@@ -103,7 +103,7 @@ def test_resume_after_a_kill_gives_the_same_results_without_redoing_work(tiny_ru
 
 def test_two_gloo_processes_give_the_same_results(tiny_run, tmp_path):
     output = tmp_path / "distributed"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lgs_gpu.cli"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lgs_gpu"]
     finished = run_cli(output, launcher=torchrun)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert finished.stdout.count("Table 1") == 1  # only rank 0 reports

@@ -12,7 +12,9 @@ import sys
 
 import pytest
 
-from lgs_gpu.kernels.aot import ARCHITECTURES
+from lgs_gpu.paths.triton_path.aot import ARCHITECTURES
+
+pytest.importorskip("triton")
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,7 @@ def reports(tmp_path_factory):
     path = tmp_path_factory.mktemp("aot") / "kernels.json"
     environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     result = subprocess.run(
-        [sys.executable, "-m", "lgs_gpu.kernels.aot", "--json", str(path)],
+        [sys.executable, "-m", "lgs_gpu.paths.triton_path.aot", "--json", str(path)],
         capture_output=True, text=True, env=environment, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -30,7 +32,7 @@ def reports(tmp_path_factory):
 
 def test_every_configuration_compiles_for_each_architecture(reports):
     # Imported here: defining the kernels under the interpreter is fine, the listing is static.
-    from lgs_gpu.kernels.aot import kernel_configurations
+    from lgs_gpu.paths.triton_path.aot import kernel_configurations
 
     expected = {(name, variant) for name, variant, _, _ in kernel_configurations()}
     for arch in ARCHITECTURES:
@@ -48,7 +50,7 @@ def test_no_configuration_spills(reports):
 
 
 def test_roofline_reads_the_compiled_kernels(reports):
-    from lgs_gpu import roofline
+    from lgs_gpu.tooling import roofline
 
     rows = roofline.kernel_table(reports, 64, 299)
     assert {row["kernel"] for row in rows} == {"_window_sums_kernel", "_suppress_kernel", "_image_range_kernel"}

@@ -7,10 +7,13 @@ NaN-filled buffer: any read outside the view would put a NaN into the output.
 import pytest
 import torch
 
-from lgs_gpu import lgs
-from lgs_gpu.kernels.lgs_triton import LaunchConfig, lgs_triton
+from lgs_gpu import lgs, lgs_stages
 
 from helpers import assert_lgs_close, interpreter_config
+
+pytest.importorskip("triton")
+from lgs_gpu.paths.triton_path import kernels  # noqa: E402
+from lgs_gpu.paths.triton_path.kernels import LaunchConfig, lgs_triton  # noqa: E402
 
 
 def view_in_nan_buffer(images: torch.Tensor, pad: int = 3, channels_last: bool = False) -> torch.Tensor:
@@ -30,15 +33,41 @@ def test_no_read_outside_the_view(shape, config, channels_last):
     images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     view = view_in_nan_buffer(images, channels_last=channels_last)
     launch = LaunchConfig() if config == "default" else interpreter_config(*shape[2:])
-    output, suppressed = lgs_triton(view, 2.3, 0.1, 15, 5, write_map=True, config=launch)
-    assert not output.isnan().any() and not suppressed.isnan().any()
-    assert_lgs_close(output, lgs(images, backend="reference"))
+    result = kernels.stages(view, 2.3, 0.1, 15, 5, config=launch)
+    for name in ("output", "suppression_map", "normalised_gradient", "window_means"):
+        assert not result[name].isnan().any(), f"{name} read outside the view"
+    assert_lgs_close(result["output"], lgs(images, backend="reference"))
+    assert torch.equal(result["window_mask"], lgs_stages(images, backend="reference").window_mask[:, 0])
 
 
-def test_no_write_outside_the_output():
-    images = torch.rand(2, 3, 21, 34)
-    output, _ = lgs_triton(images, 2.3, 0.1, 15, 5)
-    assert output.shape == images.shape and not output.isnan().any()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 9), (2, 3, 21, 34), (1, 1, 33, 70)])
+def test_no_write_outside_what_the_launcher_allocates(monkeypatch, shape, dtype):
+    """Every tensor the launcher allocates (outputs and statistics) is handed out as a view inside
+    a larger buffer filled with a sentinel: a write outside any of them changes a sentinel."""
+    guarded = []
+
+    def inside_guard(tensor: torch.Tensor) -> torch.Tensor:
+        sentinel = 77 if not tensor.dtype.is_floating_point else -12345.0
+        buffer = torch.full((tensor.numel() + 64,), sentinel, dtype=tensor.dtype)
+        view = buffer[32 : 32 + tensor.numel()].view(tensor.shape)
+        guarded.append((buffer, sentinel, tensor.numel()))
+        return view
+
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+    monkeypatch.setattr(kernels.torch, "empty", lambda *a, **k: inside_guard(real_empty(*a, **k)))
+    monkeypatch.setattr(kernels.torch, "empty_like", lambda t, **k: inside_guard(real_empty_like(t, **k)))
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(2))
+    images = (images * 255).round().to(dtype) if dtype == torch.uint8 else images.to(dtype)
+    result = kernels.stages(images, 2.3, 0.1, 15, 5, config=interpreter_config(*shape[2:]))
+    monkeypatch.undo()
+    assert len(guarded) >= 7  # window sums, block min / max, stats, output, map, normalised, mask
+    for buffer, sentinel, count in guarded:
+        outside = torch.cat([buffer[:32], buffer[32 + count :]])
+        assert (outside == sentinel).all(), "a kernel wrote outside a tensor it was given"
+    expected = lgs_stages(images, backend="reference")
+    assert_lgs_close(result["output"], expected.output)
+    assert torch.equal(result["window_mask"], expected.window_mask[:, 0])
 
 
 def test_offsets_beyond_int32():

@@ -4,7 +4,9 @@ import pytest
 import torch
 from test_lgs_parity import textured_images
 
-from lgs_gpu import LocalGradientsSmoothing, lgs, lgs_compiled, lgs_map, lgs_torch
+from lgs_gpu import LocalGradientsSmoothing, lgs, lgs_map
+from lgs_gpu.paths import compiled_path as lgs_compiled
+from lgs_gpu.paths import torch_path as lgs_torch
 
 from helpers import assert_lgs_close
 
@@ -86,7 +88,7 @@ def test_compiled_module_and_auto_choice():
 
 
 def test_compiled_allocates_only_the_output_and_the_gradient_for_contiguous_input():
-    from lgs_gpu.peak_memory import peak_torch_bytes
+    from lgs_gpu.tooling.peak_memory import peak_torch_bytes
 
     x = textured_images((2, 3, 57, 64), torch.float32, seed=16)
     lgs(x, backend="compiled")

@@ -6,9 +6,8 @@ import torch.nn.functional as F
 
 from lgs_gpu import lgs, lgs_map
 from lgs_gpu._validate import from_unit_float, to_unit_float
-from lgs_gpu.kernels.lgs_triton import lgs_triton
 
-from helpers import assert_lgs_close, interpreter_config, mismatch_fraction
+from helpers import assert_lgs_close, interpreter_config, mismatch_fraction, triton_or_skip
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]
 SHAPES = [(1, 1, 1, 1), (1, 3, 14, 14), (2, 3, 15, 15), (3, 4, 16, 300), (2, 1, 224, 224), (1, 3, 299, 299), (5, 3, 37, 41)]
@@ -26,6 +25,14 @@ def textured_images(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -
         left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
         images[image, :, top : top + size, left : left + size] = torch.rand(channels, size, size, generator=generator)
     return from_unit_float(images, dtype)
+
+
+def lgs_triton(*args, **kwargs):
+    """The Triton launcher, imported when a test needs it (triton is an optional extra)."""
+    triton_or_skip()
+    from lgs_gpu.paths.triton_path.kernels import lgs_triton as launch
+
+    return launch(*args, **kwargs)
 
 
 def run_triton(x: torch.Tensor, **params) -> torch.Tensor:

@@ -4,31 +4,32 @@ import numpy as np
 import pytest
 import torch
 
-from lgs_gpu import roofline
-from lgs_gpu.peak_memory import peak_numpy_bytes, peak_torch_bytes
-from lgs_gpu.windows import axis_windows
+from lgs_gpu.tooling import roofline
+from lgs_gpu.tooling.peak_memory import peak_numpy_bytes, peak_torch_bytes
 
 
-@pytest.mark.parametrize("length", [15, 64, 299, 1024])
-def test_region_overlap_counts_each_program_region(length):
-    windows = axis_windows(length, 15, 5)
-    reads = torch.zeros(length)
-    for group in range(0, windows.count, 16):  # one _window_sums_kernel program per 16 windows
-        last = min(group + 16, windows.count) - 1
-        reads[windows.starts[group] : windows.starts[last] + windows.extent] += 1
-    assert reads.min() >= 1
-    assert roofline.region_overlap(length) == pytest.approx(reads.mean().item())
+# Hand-counted (window 15, overlap 5, 16 windows per program): the pixels each program's region
+# spans along one axis, summed, over the axis length.
+# 15: one window [0, 15).  64: starts 0, 10, .., 40, 49 -> one program over [0, 64).
+# 299: starts 0, 10, .., 280, 284 (30 windows) -> [0, 165) + [160, 299) = 165 + 139 = 304.
+# 1024: starts 0, 10, .., 1000, 1009 (102 windows) -> six programs of 165 px + [960, 1024) = 1054.
+@pytest.mark.parametrize("length, expected", [(15, 1.0), (64, 1.0), (299, 304 / 299), (1024, 1054 / 1024)])
+def test_region_overlap_counts_each_program_region(length, expected):
+    assert roofline.region_overlap(length) == pytest.approx(expected)
 
 
 def test_bytes_follow_the_passes():
     copy, triton = roofline.traffic(299, 299)[:2]
-    pixels = 64 * 299 * 299
-    assert copy.bytes(64, 3, 299, 299) == 2 * pixels * 3 * 4
-    # The GPU target: at most 3 reads + 1 write of the image per pixel.
-    assert triton.bytes(64, 3, 299, 299) <= 4 * pixels * 3 * 4
+    image_bytes = 64 * 3 * 299 * 299 * 4  # 68,659,968: one float32 pass over the batch
+    assert copy.bytes(64, 3, 299, 299) == 2 * image_bytes
+    # Triton: the window-sums pass reads x over the overlapping regions (304/299 per axis), the
+    # suppress pass reads x once and writes the output once.
+    assert triton.bytes(64, 3, 299, 299) == pytest.approx(image_bytes * ((304 / 299) ** 2 + 1 + 1))
     rows = roofline.predicted_table(64, 299)
     assert rows[0]["path"] == "copy_ (roof)" and rows[0]["times_copy"] == 1
-    assert rows[0]["predicted_microseconds"] == pytest.approx(copy.bytes(64, 3, 299, 299) / 3.35e12 * 1e6)
+    assert rows[0]["megabytes"] == pytest.approx(137.319936)
+    assert rows[0]["predicted_microseconds"] == pytest.approx(40.991026, rel=1e-6)  # 137.3 MB at 3.35 TB/s
+    assert rows[1]["times_copy"] == pytest.approx(((304 / 299) ** 2 + 2) / 2)
     assert "lgs compiled" not in {row["path"] for row in rows}  # CPU only: no GPU prediction
     assert "lgs compiled" in {row["path"] for row in roofline.predicted_table(64, 299, gpu_only=False)}
 

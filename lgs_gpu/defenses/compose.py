@@ -13,9 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .. import lgs_torch
 from .._transform import ImageDefense
-from .._validate import as_image_batch, real_scalar, to_unit_float
 from ..lgs import LocalGradientsSmoothing
 from ._common import apply_defense
 
@@ -91,20 +89,25 @@ class LGSMaskedFilter(ImageDefense):
 
     def passing_windows(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 1, H, W]`` (``[1, H, W]``) boolean: pixels inside a window that LGS keeps."""
-        batch, single = as_image_batch(x)
         with torch.no_grad():
-            unit = to_unit_float(batch)
-            normalised = lgs_torch.normalise(lgs_torch.gradient_magnitude(unit))
-            threshold = real_scalar(self.lgs.threshold, "threshold", batch.device)
-            mask = lgs_torch.window_mask(normalised, threshold, self.lgs.window_size, self.lgs.overlap)
-        mask = mask[:, None]
-        return mask[0] if single else mask
+            return self.lgs.stages(x, stages="window_mask").window_mask
+
+    def _masked(self, batch: torch.Tensor, maps: list | None = None) -> torch.Tensor:
+        # One LGS pass gives the output, its window mask (and ĝ if asked), on LGS's own backend.
+        wanted = ("output", "window_mask") + (("suppression_map",) if maps is not None else ())
+        result = self.lgs.stages(batch, stages=wanted)
+        if maps is not None:
+            maps.append(result.suppression_map)
+        return torch.where(result.window_mask, self.smoother._defend(result.output), result.output)
 
     def _defend(self, x: torch.Tensor) -> torch.Tensor:
-        def masked(batch: torch.Tensor) -> torch.Tensor:
-            defended = self.lgs._defend(batch)
-            return torch.where(self.passing_windows(batch), self.smoother._defend(defended), defended)
-
         # Runs on floats and rounds once at the end, so uint8 and float inputs agree.
-        return apply_defense(x, masked, self.differentiable)
+        return apply_defense(x, self._masked, self.differentiable)
 
+    def defend_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The defended images and LGS's ``ĝ`` (as :func:`lgs_gpu.lgs_map`) from one LGS pass."""
+        maps: list[torch.Tensor] = []
+        defended = apply_defense(x, lambda batch: self._masked(batch, maps), self.differentiable)
+        if not maps:  # an empty batch: nothing was computed
+            return defended, self.lgs.stages(x, stages="suppression_map").suppression_map
+        return defended, maps[0][0] if x.dim() == 3 else maps[0]

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._transform import ImageDefense
-from ..lgs import DEFAULT_SMOOTHING_FACTOR, LocalGradientsSmoothing
+from ..lgs import BACKENDS, LocalGradientsSmoothing
+from ..parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 from .bilateral import PAPER_WINDOWS as BILATERAL_WINDOWS
 from .bilateral import BilateralFilter
 from .bit_depth import PAPER_BITS, BitDepth
@@ -74,13 +75,13 @@ _REGISTRY = (
     DefenseInfo(
         "lgs", ("local_gradients_smoothing",), _lgs, "smoothing_factor",
         {
-            "smoothing_factor": "λ, a finite real (default 2.3)",
-            "threshold": "γ, a real (default 0.1)",
-            "window": "an int >= 1 (default 15)",
-            "overlap": "an int in 0..window-1 (default 5)",
-            "backend": "'auto', 'triton', 'torch' or 'reference' (default 'auto')",
+            "smoothing_factor": f"λ, a finite real (default {DEFAULT_SMOOTHING_FACTOR})",
+            "threshold": f"γ, a real (default {DEFAULT_THRESHOLD})",
+            "window": f"an int >= 1 (default {DEFAULT_WINDOW_SIZE})",
+            "overlap": f"an int in 0..window-1 (default {DEFAULT_OVERLAP})",
+            "backend": f"one of {', '.join(map(repr, BACKENDS))} (default 'auto')",
         },
-        (2.3, 2.1, 1.9, 1.7, 1.5), True, "lgs_gpu.reference (the paper's equations)",
+        (2.3, 2.1, 1.9, 1.7, 1.5), True, "lgs_gpu.paths.reference (the paper's equations)",
     ),
     DefenseInfo(
         "jpeg", (), JPEG, "quality", {"quality": "an int in 1..100 (default 30)"},

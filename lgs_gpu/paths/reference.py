@@ -1,16 +1,9 @@
 """Local Gradients Smoothing exactly as the paper's equations read: the oracle for every test.
 
-Naseer, Khan & Porikli, "Local Gradients Smoothing: Defense against localized adversarial
-attacks", WACV 2019. This module favours being obviously right over being fast: it loops over
-images and windows in Python. Use :mod:`lgs_gpu.lgs_torch` or the Triton kernels for speed.
-
-The symbols of the paper, named as words here and everywhere in the package:
-
-* ``smoothing_factor`` (λ, default 2.3): how strongly the normalised gradient suppresses pixels.
-* ``threshold`` (γ, default 0.1): a window is kept when the mean normalised gradient over it is
-  strictly greater than this.
-* ``window_size`` (default 15) and ``overlap`` (default 5): the square windows, whose starts are
-  ``window_size - overlap`` apart (see :mod:`lgs_gpu.windows`).
+This module favours being obviously right over being fast: it loops over images and windows in
+Python. It imports only :mod:`lgs_gpu.windows` and shares no code with the paths it checks
+(:mod:`.torch_path`, :mod:`.compiled_path`, :mod:`.triton_path`), which import nothing from it.
+The symbols and stages are documented in :mod:`lgs_gpu.parameters`.
 
 Inputs here are ``[B, C, H, W]`` floating tensors of the compute dtype (validation, dtype
 conversion and dispatch live in :mod:`lgs_gpu.lgs`). Autograd flows through every step.
@@ -21,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .windows import axis_windows
+from ..windows import axis_windows
 
 SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
@@ -97,6 +90,19 @@ def window_mask(normalised: torch.Tensor, threshold: float, window_size: int, ov
     return mask
 
 
+def window_means(normalised: torch.Tensor, window_size: int, overlap: int) -> torch.Tensor:
+    """The mean of ``g`` over every window: ``[B, H, W]`` in, ``[B, n_rows, n_cols]`` out."""
+    batch, height, width = normalised.shape
+    rows = axis_windows(height, window_size, overlap)
+    cols = axis_windows(width, window_size, overlap)
+    means = normalised.new_zeros(batch, rows.count, cols.count)
+    for image in range(batch):
+        for row, top in enumerate(rows.starts):
+            for col, left in enumerate(cols.starts):
+                means[image, row, col] = normalised[image, top : top + rows.extent, left : left + cols.extent].mean()
+    return means
+
+
 def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
     """``ĝ``: the normalised gradient kept only inside passing windows, ``[B, H, W]``."""
     normalised = normalise(gradient_magnitude(x))
@@ -116,3 +122,26 @@ def suppress(
 def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
     """LGS on ``[B, C, H, W]`` images of the compute dtype; same shape out."""
     return suppress(x, lgs_map(x, threshold, window_size, overlap), smoothing_factor)
+
+
+def stages(
+    x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int,
+    wanted: tuple[str, ...] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The stages of LGS on ``[B, C, H, W]`` images (see :mod:`lgs_gpu.parameters`), all computed.
+
+    Returns those named in ``wanted`` (every one by default) of: ``output`` ``[B, C, H, W]``,
+    ``normalised_gradient``, ``window_mask`` and ``suppression_map`` ``[B, H, W]``, and
+    ``window_means`` ``[B, n_rows, n_cols]``.
+    """
+    normalised = normalise(gradient_magnitude(x))
+    mask = window_mask(normalised, threshold, window_size, overlap)
+    suppressed = torch.where(mask, normalised, 0)
+    computed = {
+        "output": suppress(x, suppressed, smoothing_factor),
+        "normalised_gradient": normalised,
+        "window_mask": mask,
+        "suppression_map": suppressed,
+        "window_means": window_means(normalised, window_size, overlap),
+    }
+    return computed if wanted is None else {name: computed[name] for name in wanted}

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import torch
 
-from . import lgs_torch
-from ._files import atomic_write_bytes
-from ._validate import to_unit_float
-from .data import DEMO_PHOTOGRAPHS, bundled_photographs
-from .lgs import lgs, lgs_map
+from .._files import atomic_write_bytes
+from ..data import DEMO_PHOTOGRAPHS, bundled_photographs
+from ..lgs import lgs_stages
+from ..parameters import DEFAULT_SMOOTHING_FACTOR
 from .report import figure_lgs_stages
 
 
@@ -46,7 +45,7 @@ def run_demo(
     output_dir: str | Path = "lgs-demo",
     size: int = 299,
     patch_fraction: float = 0.04,
-    smoothing_factor: float = 2.3,
+    smoothing_factor: float = DEFAULT_SMOOTHING_FACTOR,
     seed: int = 0,
     backend: str = "auto",
     device: str = "cpu",
@@ -62,9 +61,12 @@ def run_demo(
     patched, boxes = plant_noise_patches(clean, patch_fraction, seed)
     patched = patched.to(device)
     with torch.no_grad():
-        defended = lgs(patched, smoothing_factor=smoothing_factor, backend=backend)
-        suppressed = lgs_map(patched, backend=backend)[:, 0].float().cpu()
-        normalised = lgs_torch.normalise(lgs_torch.gradient_magnitude(to_unit_float(patched))).cpu()
+        result = lgs_stages(
+            patched, smoothing_factor, backend=backend, stages=("output", "normalised_gradient", "suppression_map")
+        )
+    defended = result.output
+    suppressed = result.suppression_map[:, 0].float().cpu()
+    normalised = result.normalised_gradient[:, 0].cpu()
     strength = (smoothing_factor * suppressed).clamp(0, 1)
 
     results, rows = [], []

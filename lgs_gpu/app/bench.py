@@ -7,7 +7,7 @@ one-pass image transform can cost here). Per-image CPU-library contenders (Pillo
 scikit-image, the NumPy LGS) run on ``per_image_sample`` images of the batch and are scaled per
 image. Also measured: the first call of each contender (``torch.compile`` compiles there), the
 peak memory each LGS path allocates as a multiple of the input batch, and on CUDA the bandwidth
-each path reaches (``triton.testing.do_bench``; bytes from :mod:`lgs_gpu.roofline`'s traffic
+each path reaches (``triton.testing.do_bench``; bytes from :mod:`lgs_gpu.tooling.roofline`'s traffic
 model) as a fraction of the device's peak. Writes ``bench.json`` (machine, versions, date, rows),
 ``bench.csv``, ``bench.md`` and ``bench.png`` (log-scale bars like the paper's Figure 3).
 """
@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import defenses, roofline
-from ._files import atomic_write_bytes
-from .defenses import references
-from .kernels import triton_usable
-from .lgs import lgs
-from .peak_memory import peak_numpy_bytes, peak_torch_bytes
+from .. import defenses
+from .._files import atomic_write_bytes
+from ..lgs import lgs, triton_usable
+from ..tooling import cpu_references as references
+from ..tooling import roofline
+from ..tooling.peak_memory import peak_numpy_bytes, peak_torch_bytes
 from .report import save_figure
 
 # (spec of our batched defense, the CPU library call it is checked against on one HWC image)
@@ -141,7 +141,7 @@ def photograph_batch(batch: int, size: int) -> torch.Tensor:
     Real images, not noise: iterative defenses (TV) stop when an image converges, so their cost
     depends on content.
     """
-    from .data import bundled
+    from ..data import bundled
 
     photographs = bundled(size).images.float() / 255
     repeats = -(-batch // photographs.shape[0])
@@ -219,7 +219,7 @@ def memory(x: torch.Tensor, reference_sample: int) -> list[dict]:
 def gpu_bandwidth(x: torch.Tensor) -> list[dict]:
     """CUDA only: ``triton.testing.do_bench`` of the copy and each LGS path; GB/s and fraction of peak.
 
-    Bytes per path come from :func:`lgs_gpu.roofline.traffic` (what the path must move), so the
+    Bytes per path come from :func:`lgs_gpu.tooling.roofline.traffic` (what the path must move), so the
     figure says how close the path runs to the bandwidth limit, not how many bytes the hardware
     counted.
     """
@@ -286,7 +286,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {row['path']} | {row['median_ms']:.4g} | {row['gigabytes_per_second']:.4g} | {fraction} |")
     if report.get("traffic_model"):
         model = report["traffic_model"]
-        lines += ["", "## Traffic model (lgs_gpu.roofline): full-size bytes per pixel and, predicted, their time at "
+        lines += ["", "## Traffic model (lgs_gpu.tooling.roofline): full-size bytes per pixel and, predicted, their time at "
                   f"{model['bandwidth_bytes_per_second'] / 1e12:.2f} TB/s ({model['bandwidth_source']})", "",
                   "| path | bytes / pixel | x copy | predicted µs |", "|---|---|---|---|"]  # fmt: skip
         for row in model["rows"]:

@@ -21,7 +21,7 @@ def triton_import_error() -> str | None:
     if os.environ.get(DISABLE_VARIABLE) == "1":
         return f"disabled by {DISABLE_VARIABLE}=1"
     try:
-        from . import lgs_triton  # noqa: F401  (imports triton and defines the kernels)
+        from . import kernels  # noqa: F401  (imports triton and defines the kernels)
     except Exception as error:  # ImportError, or a triton that fails to initialise
         return f"triton could not be imported: {error}"
     return None
@@ -43,5 +43,9 @@ def triton_unusable_reason(x: torch.Tensor) -> str | None:
 
 
 def triton_usable(x: torch.Tensor) -> bool:
-    """Whether ``backend="auto"`` may pick Triton for ``x``."""
-    return triton_unusable_reason(x) is None
+    """Whether ``backend="auto"`` may pick Triton for ``x``: CUDA tensors only.
+
+    The interpreter runs CPU tensors only when ``backend="triton"`` is asked for: it is a way to
+    test the kernels, hundreds of times slower than the CPU paths.
+    """
+    return x.is_cuda and triton_unusable_reason(x) is None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ._files import atomic_write_bytes
+from .._files import atomic_write_bytes
 
 
 def _as_picture(image: torch.Tensor):

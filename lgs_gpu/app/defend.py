@@ -8,10 +8,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ._transform import ImageDefense
-from .defenses import get
-from .imageio import find_images, read_image, write_image
-from .lgs import LocalGradientsSmoothing, lgs_map
+from .._transform import ImageDefense
+from ..defenses import get
+from ..imageio import find_images, read_image, write_image
 
 
 @dataclass
@@ -20,11 +19,9 @@ class DefendSummary:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
 
 
-def _map_source(defense: ImageDefense) -> LocalGradientsSmoothing | None:
-    """The LGS whose map ``ĝ`` describes ``defense`` (None when it involves no LGS)."""
-    if isinstance(defense, LocalGradientsSmoothing):
-        return defense
-    return getattr(defense, "lgs", None)
+def _gives_map(defense: ImageDefense) -> bool:
+    """Whether ``defense`` is LGS-based and can hand back its map ``ĝ`` (lgs, lgs+<filter>)."""
+    return callable(getattr(defense, "defend_with_map", None))
 
 
 def defend_files(
@@ -53,8 +50,7 @@ def defend_files(
         defense = get(defense)
     if not isinstance(defense, ImageDefense):
         raise TypeError(f"defense must be a spec string or an lgs_gpu defense. Got {type(defense).__name__}")
-    map_source = _map_source(defense)
-    if save_map and map_source is None:
+    if save_map and not _gives_map(defense):
         raise ValueError(f"save_map needs an LGS-based defense (lgs, lgs+<filter>). Got {defense.spec!r}")
     output_dir = Path(output_dir)
     jobs = []
@@ -79,15 +75,15 @@ def defend_files(
         image = image.to(device)
         with torch.no_grad():
             try:
-                defended = defense(image)
+                if save_map:  # the image and its map from one LGS pass
+                    defended, suppressed = defense.defend_with_map(image)
+                else:
+                    defended = defense(image)
             except ValueError as error:  # e.g. JPEG of a 4-channel image: this file only
                 summary.skipped.append((path, f"cannot defend: {error}"))
                 continue
             write_image(defended, target)
             if save_map:
-                suppressed = lgs_map(
-                    image, map_source.threshold, map_source.window_size, map_source.overlap, map_source.backend
-                )
                 write_image((suppressed * 255).round().to(torch.uint8), map_target)
         summary.written.append(target)
     return summary

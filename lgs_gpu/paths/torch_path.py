@@ -1,21 +1,12 @@
-"""Vectorised Local Gradients Smoothing in plain PyTorch: the CPU fallback, also valid on CUDA.
+"""Vectorised Local Gradients Smoothing in plain PyTorch: the differentiable path, on any device.
 
-Implements the same contract as :mod:`lgs_gpu.reference` (see there for the symbols) with no
-Python loop over images or windows, and stays differentiable. The window test sums rows
-then columns of windows on strided views (:func:`window_means`), and the collation ORs window
-flags on a small table of pixel classes before expanding it once (:func:`collate`).
+Implements the contract of :mod:`lgs_gpu.lgs` (symbols in :mod:`lgs_gpu.parameters`) with no
+Python loop over images or windows. The window test sums rows then columns of windows on strided
+views (:func:`window_means`), and the collation ORs window flags on a small table of pixel
+classes before expanding it once (:func:`collate`). About thirty unfused full-size passes: their
+bytes are counted once, in :func:`lgs_gpu.tooling.roofline.traffic`.
 
 On CPU the batch runs about :data:`CPU_CHUNK_BYTES` of images at a time (see there).
-
-Memory traffic per pixel for a ``C``-channel float32 image (each line reads or writes full-size
-tensors; ``n`` = windows per axis, about ``L / stride``):
-
-* Sobel on a replicate-padded copy: read C, write C (pad); read C, write 2C (differences);
-  read 2C, write 2C (Sx, Sy); read 2C, write 1 (sum of squares); read 1, write 1 (sqrt).
-* normalisation: read 1 (min/max), read 1, write 1 (g).
-* window sums and collation: read about 1.5 (row windows overlap), small ``n x W`` work,
-  write 1 byte (the mask).
-* suppression: read 2, write 1 (ĝ, factor); read C + 1, write C (output).
 """
 
 from __future__ import annotations
@@ -24,18 +15,46 @@ import functools
 
 import torch
 
-from .reference import safe_sqrt, suppress
-from .windows import axis_windows, collation_tensors, starts_tensor
+from ..windows import axis_windows, collation_tensors, starts_tensor
+
+STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
+
+
+def safe_sqrt(value: torch.Tensor) -> torch.Tensor:
+    """``sqrt`` whose gradient at 0 is 0 instead of infinity (flat regions stay differentiable)."""
+    positive = value > 0
+    return torch.where(positive, torch.where(positive, value, 1).sqrt(), 0)
+
+
+def sobel(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel x and y of images carrying a one-pixel border: ``[..., H + 2, W + 2]`` -> two ``[..., H, W]``.
+
+    Separable: central differences first, then the 1-2-1 smoothing across them, which pairs the
+    +1 and -1 taps before adding, so a flat neighbourhood gives exactly 0.
+    """
+    across = padded[..., 2:] - padded[..., :-2]  # [.., H + 2, W]: x[.., c + 1] - x[.., c - 1]
+    down = padded[..., 2:, :] - padded[..., :-2, :]  # [.., H, W + 2]: x[r + 1] - x[r - 1]
+    sobel_x = across[..., :-2, :] + 2 * across[..., 1:-1, :] + across[..., 2:, :]
+    sobel_y = down[..., :-2] + 2 * down[..., 1:-1] + down[..., 2:]
+    return sobel_x, sobel_y
+
+
+def magnitude_of_padded(padded: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 on ``[B, C, H + 2, W + 2]`` images that carry their own border: ``[B, H, W]``."""
+    sobel_x, sobel_y = sobel(padded)
+    return safe_sqrt((sobel_x.square() + sobel_y.square()).sum(dim=1))
+
+
+def suppress(
+    x: torch.Tensor, suppressed: torch.Tensor, smoothing_factor: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Eq. 7: ``x * (1 - clip(λ·ĝ, 0, 1))`` with ``ĝ`` ``[B, H, W]`` for every channel (``out``: no autograd)."""
+    return torch.mul(x, (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None], out=out)
 
 
 def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """Eq. 5 on ``[B, C, H, W]`` images, as separable Sobel differences. Returns ``[B, H, W]``."""
-    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
-    across = padded[..., 2:] - padded[..., :-2]  # [B, C, H + 2, W]: x[.., c + 1] - x[.., c - 1]
-    down = padded[..., 2:, :] - padded[..., :-2, :]  # [B, C, H, W + 2]: x[r + 1] - x[r - 1]
-    sobel_x = across[:, :, :-2] + 2 * across[:, :, 1:-1] + across[:, :, 2:]
-    sobel_y = down[..., :-2] + 2 * down[..., 1:-1] + down[..., 2:]
-    return safe_sqrt((sobel_x.square() + sobel_y.square()).sum(dim=1))
+    """Eq. 5 on ``[B, C, H, W]`` images, replicate borders. Returns ``[B, H, W]``."""
+    return magnitude_of_padded(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"))
 
 
 def normalise(magnitude: torch.Tensor) -> torch.Tensor:
@@ -169,3 +188,31 @@ def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size:
     for chunk, target in zip(x.split(size), out.split(size), strict=True):
         suppress(chunk, _lgs_map_whole(chunk, threshold, window_size, overlap), smoothing_factor, out=target)
     return out
+
+
+def _stages_whole(x: torch.Tensor, smoothing_factor, threshold, window_size, overlap, wanted) -> dict:
+    _, _, height, width = x.shape
+    normalised = normalise(gradient_magnitude(x))
+    with torch.no_grad():  # the pass decision is a step function: no gradient flows through it
+        means = window_means(normalised, window_size, overlap)
+        mask = collate(means > threshold, height, width, window_size, overlap)
+    suppressed = torch.where(mask, normalised, 0)
+    computed = {"normalised_gradient": normalised, "window_mask": mask, "suppression_map": suppressed,
+                "window_means": means}  # fmt: skip
+    if "output" in wanted:
+        computed["output"] = suppress(x, suppressed, smoothing_factor)
+    return {name: computed[name] for name in wanted}
+
+
+def stages(
+    x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int,
+    wanted: tuple[str, ...] = STAGES,
+) -> dict[str, torch.Tensor]:
+    """The ``wanted`` stages of LGS (names in :data:`STAGES`) from one gradient computation.
+
+    ``output`` ``[B, C, H, W]``; ``normalised_gradient``, ``window_mask`` (bool),
+    ``suppression_map`` ``[B, H, W]``; ``window_means`` ``[B, n_rows, n_cols]``.
+    """
+    parts = [_stages_whole(chunk, smoothing_factor, threshold, window_size, overlap, wanted)
+             for chunk in x.split(_chunk_size(x))]  # fmt: skip
+    return {name: torch.cat([part[name] for part in parts]) for name in wanted}

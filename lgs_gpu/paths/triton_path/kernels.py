@@ -1,6 +1,6 @@
 """Fused Triton kernels for Local Gradients Smoothing, each beside its launcher.
 
-Three launches, two of which touch the image (symbols as in :mod:`lgs_gpu.reference`):
+Three launches, two of which touch the image (symbols as in :mod:`lgs_gpu.parameters`):
 
 1. ``_window_sums_kernel`` — one program per block of ``WINDOWS_PER_PROGRAM`` x
    ``WINDOWS_PER_PROGRAM`` windows of one image. It walks the union of its windows in pixel
@@ -15,11 +15,12 @@ Three launches, two of which touch the image (symbols as in :mod:`lgs_gpu.refere
    cover every pixel, so their regions see every pixel.
 3. ``_suppress_kernel`` — one program per tile of pixels recomputes ``m``, normalises it to
    ``g`` with the image's min and max, decides the windows covering each pixel from their sums
-   (``mean g = (sum m / area - min) / (max - min)``), and writes ``x * (1 - clip(λ ĝ, 0, 1))``
-   and/or ``ĝ``. Reads x once and writes the output once.
+   (``mean g = (sum m / area - min) / (max - min)``), and writes whichever of
+   ``x * (1 - clip(λ ĝ, 0, 1))``, ``ĝ``, ``g`` and the window mask is asked for. Reads x once
+   and writes the output once.
 
-DRAM traffic per pixel and channel: 2 reads of x + 1 write, plus ``n_rows x n_cols`` floats per
-image. Offsets are int64, so batches of 8192x8192 images address correctly. Inputs of any
+DRAM traffic: x read twice and the output written once, plus ``n_rows x n_cols`` floats per
+image (counted in :func:`lgs_gpu.tooling.roofline.traffic`). Offsets are int64, so batches of 8192x8192 images address correctly. Inputs of any
 strides (non-contiguous, channels_last) are read in place; float16/bfloat16/uint8 are converted
 on load and computed in float32, float64 in float64.
 """
@@ -33,8 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._validate import compute_dtype
-from ..windows import axis_windows, covering_tensors, starts_tensor
+from ..._validate import compute_dtype
+from ...windows import axis_windows, covering_tensors, starts_tensor
 
 # 2**23: adding then subtracting it rounds a float32 in [0, 2**22) half-to-even (torch.round).
 _ROUND_MAGIC = tl.constexpr(8388608.0)
@@ -173,6 +174,8 @@ def _suppress_kernel(
     x_ptr,  # *T [B, C, H, W] input, any strides
     out_ptr,  # *T [B, C, H, W] output, any strides (unused unless WRITE_OUTPUT)
     map_ptr,  # *f32|f64 [B, H, W] out: ĝ (unused unless WRITE_MAP)
+    normalised_ptr,  # *f32|f64 [B, H, W] out: g (unused unless WRITE_NORMALISED)
+    mask_ptr,  # *u8 [B, H, W] out: 1 inside a passing window (unused unless WRITE_MASK)
     window_sums_ptr,  # *f32|f64 [B, n_row_windows, n_col_windows] sum of m per window
     stats_ptr,  # *f32|f64 [B, 2] (min m, max m) per image
     params_ptr,  # *f32|f64 [2] (threshold γ, smoothing_factor λ) in the compute dtype
@@ -186,6 +189,7 @@ def _suppress_kernel(
     out_stride_b, out_stride_c, out_stride_h, out_stride_w,  # output strides in elements
     IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr,
     WRITE_OUTPUT: tl.constexpr, WRITE_MAP: tl.constexpr,
+    WRITE_NORMALISED: tl.constexpr, WRITE_MASK: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     tile = tl.program_id(0)
@@ -224,9 +228,13 @@ def _suppress_kernel(
             covered = covered | (candidate & (mean_normalised > threshold))
     suppressed = tl.where(covered, normalised, 0.0)
 
+    plane_offsets = image * height * width + rows.to(tl.int64)[:, None] * width + cols[None, :]
     if WRITE_MAP:
-        map_offsets = image * height * width + rows.to(tl.int64)[:, None] * width + cols[None, :]
-        tl.store(map_ptr + map_offsets, suppressed, mask=mask)
+        tl.store(map_ptr + plane_offsets, suppressed, mask=mask)
+    if WRITE_NORMALISED:
+        tl.store(normalised_ptr + plane_offsets, normalised, mask=mask)
+    if WRITE_MASK:
+        tl.store(mask_ptr + plane_offsets, covered.to(tl.uint8), mask=mask)
     if WRITE_OUTPUT:
         factor = 1 - tl.minimum(tl.maximum(smoothing_factor * suppressed, 0.0), 1.0)
         in_offsets = image * stride_b + rows.to(tl.int64)[:, None] * stride_h + cols.to(tl.int64)[None, :] * stride_w
@@ -301,20 +309,45 @@ def lgs_triton(
     Example:
         >>> out, _ = lgs_triton(images.cuda(), 2.3, 0.1, 15, 5)  # doctest: +SKIP
     """
+    wanted = ("output",) * write_output + ("suppression_map",) * write_map
+    computed = stages(x, smoothing_factor, threshold, window_size, overlap, wanted, config)
+    return computed.get("output"), computed.get("suppression_map")
+
+
+STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
+
+
+def stages(
+    x: torch.Tensor,
+    smoothing_factor: float,
+    threshold: float,
+    window_size: int,
+    overlap: int,
+    wanted: tuple[str, ...] = STAGES,
+    config: LaunchConfig | None = None,
+) -> dict[str, torch.Tensor]:
+    """The ``wanted`` stages of LGS (names in :data:`STAGES`) from one launch of each kernel.
+
+    ``output`` ``[B, C, H, W]`` in ``x``'s dtype and memory format; ``normalised_gradient`` and
+    ``suppression_map`` ``[B, H, W]`` in the compute dtype; ``window_mask`` ``[B, H, W]`` bool;
+    ``window_means`` ``[B, n_rows, n_cols]``. The suppress kernel writes only what is asked for.
+    """
     if x.dim() != 4:
         raise ValueError(f"lgs_triton expects [B, C, H, W] images. Got shape {tuple(x.shape)}")
+    unknown = set(wanted) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown LGS stage(s) {sorted(unknown)}; accepted: {', '.join(STAGES)}")
     config = (config or LaunchConfig()).resolved()
     if x.shape[0] > MAX_GRID_BATCH:
         parts = [
-            lgs_triton(x[start : start + MAX_GRID_BATCH], smoothing_factor, threshold, window_size, overlap,
-                       write_output, write_map, config)
+            stages(x[start : start + MAX_GRID_BATCH], smoothing_factor, threshold, window_size, overlap, wanted, config)
             for start in range(0, x.shape[0], MAX_GRID_BATCH)
         ]
-        return tuple(torch.cat(chunks) if chunks[0] is not None else None for chunks in zip(*parts, strict=True))
+        return {name: torch.cat([part[name] for part in parts]) for name in wanted}
     # Launch on the tensor's GPU, not on whichever is current.
     on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
     with on_device:
-        return _launch(x, smoothing_factor, threshold, window_size, overlap, write_output, write_map, config)
+        return _launch(x, smoothing_factor, threshold, window_size, overlap, frozenset(wanted), config)
 
 
 def _launch(
@@ -323,10 +356,9 @@ def _launch(
     threshold: float,
     window_size: int,
     overlap: int,
-    write_output: bool,
-    write_map: bool,
+    wanted: frozenset[str],
     config: LaunchConfig,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+) -> dict[str, torch.Tensor]:
     """Allocate, compute the grids and launch the three kernels for at most MAX_GRID_BATCH images."""
     batch, channels, height, width = x.shape
     device = x.device
@@ -356,18 +388,38 @@ def _launch(
     )
     _image_range_kernel[(batch,)](block_min, block_max, stats, n_row_groups * n_col_groups, BLOCK=RANGE_BLOCK)
 
-    output = torch.empty_like(x) if write_output else None
-    suppressed = torch.empty((batch, height, width), dtype=accumulate, device=device) if write_map else None
-    n_col_tiles = triton.cdiv(width, config.block_w)
-    row_first, row_count = covering_tensors(height, window_size, overlap, device)
-    col_first, col_count = covering_tensors(width, window_size, overlap, device)
-    _suppress_kernel[(triton.cdiv(height, config.block_h) * n_col_tiles, batch)](
-        x, output if write_output else x, suppressed if write_map else window_sums,
-        window_sums, stats, params, row_first, row_count, col_first, col_count,
-        channels, height, width, rows.count, cols.count, n_col_tiles,
-        rows.max_cover, cols.max_cover, rows.extent * cols.extent,
-        *x.stride(), *(output.stride() if write_output else x.stride()),
-        IS_UINT8=is_uint8, COMPUTE_F64=compute_f64, WRITE_OUTPUT=write_output, WRITE_MAP=write_map,
-        BLOCK_H=config.block_h, BLOCK_W=config.block_w,
-    )
-    return output, suppressed
+    computed: dict[str, torch.Tensor] = {}
+    if "output" in wanted:
+        computed["output"] = torch.empty_like(x)
+    for name in ("suppression_map", "normalised_gradient"):
+        if name in wanted:
+            computed[name] = torch.empty((batch, height, width), dtype=accumulate, device=device)
+    if "window_mask" in wanted:
+        computed["window_mask"] = torch.empty((batch, height, width), dtype=torch.uint8, device=device)
+    if wanted - {"window_means"}:
+        n_col_tiles = triton.cdiv(width, config.block_w)
+        row_first, row_count = covering_tensors(height, window_size, overlap, device)
+        col_first, col_count = covering_tensors(width, window_size, overlap, device)
+        output = computed.get("output", x)  # unused pointers point at a tensor that is never written
+        _suppress_kernel[(triton.cdiv(height, config.block_h) * n_col_tiles, batch)](
+            x, output, computed.get("suppression_map", window_sums), computed.get("normalised_gradient", window_sums),
+            computed.get("window_mask", window_sums), window_sums, stats, params,
+            row_first, row_count, col_first, col_count,
+            channels, height, width, rows.count, cols.count, n_col_tiles,
+            rows.max_cover, cols.max_cover, rows.extent * cols.extent,
+            *x.stride(), *output.stride(),
+            IS_UINT8=is_uint8, COMPUTE_F64=compute_f64,
+            WRITE_OUTPUT="output" in wanted, WRITE_MAP="suppression_map" in wanted,
+            WRITE_NORMALISED="normalised_gradient" in wanted, WRITE_MASK="window_mask" in wanted,
+            BLOCK_H=config.block_h, BLOCK_W=config.block_w,
+        )
+    if "window_mask" in wanted:
+        computed["window_mask"] = computed["window_mask"].view(torch.bool)
+    if "window_means" in wanted:
+        # The kernel's own formula: mean g = (sum m / area - min m) / (max m - min m), 0 for a flat image.
+        lowest, highest = stats[:, 0, None, None], stats[:, 1, None, None]
+        value_range = highest - lowest
+        varies = value_range > 0
+        means = (window_sums / (rows.extent * cols.extent) - lowest) / torch.where(varies, value_range, 1)
+        computed["window_means"] = torch.where(varies, means, 0)
+    return {name: computed[name] for name in wanted}

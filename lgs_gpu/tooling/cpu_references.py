@@ -1,7 +1,6 @@
 """The CPU library calls each defense is checked against, on one ``[H, W, C]`` numpy image.
 
-Shared by the parity tests and ``benchmarks/defense_parity.py`` (which measures the distances
-the README states). Images are float in [0, 1] (float64 unless given otherwise) or, for JPEG,
+Shared by the parity tests, ``benchmarks/defense_parity.py`` and ``lgs-gpu bench``. Images are float in [0, 1] (float64 unless given otherwise) or, for JPEG,
 uint8. These import Pillow / scipy / scikit-image lazily: the package itself does not need them
 at run time.
 """
@@ -11,6 +10,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
+
+from ..parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 
 
 def pillow_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -59,7 +60,11 @@ def numpy_bit_depth(image: np.ndarray, bits: int) -> np.ndarray:
 
 
 def numpy_lgs(
-    image: np.ndarray, smoothing_factor: float = 2.3, threshold: float = 0.1, window_size: int = 15, overlap: int = 5
+    image: np.ndarray,
+    smoothing_factor: float = DEFAULT_SMOOTHING_FACTOR,
+    threshold: float = DEFAULT_THRESHOLD,
+    window_size: int = DEFAULT_WINDOW_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
 ) -> np.ndarray:
     """LGS on one ``[H, W, C]`` float image as a user would write it with NumPy / SciPy.
 

@@ -5,12 +5,12 @@ a per-image reduction (min / max of the gradient) before it can write anything, 
 GPU path can do is read the image twice and write it once. This module counts the full-size
 traffic of each path from its structure (:func:`traffic`), turns bytes into a predicted time at a
 given bandwidth (the H100 SXM's 3.35 TB/s by default), and joins the ahead-of-time cubin report
-of each Triton kernel (:mod:`lgs_gpu.kernels.aot`: registers, spills, shared memory, resident
+of each Triton kernel (:mod:`lgs_gpu.paths.triton_path.aot`: registers, spills, shared memory, resident
 warps) into the roofline table of the README. Everything here is **predicted**, not measured:
 ``lgs-gpu bench`` on a CUDA machine measures the same quantities with ``triton.testing.do_bench``.
 
-Run ``python -m lgs_gpu.roofline [--batch 64] [--size 299]`` (with ``TRITON_INTERPRET`` unset; it
-compiles every kernel for sm_90 first, or reads ``--aot-json`` written by ``lgs_gpu.kernels.aot``).
+Run ``python -m lgs_gpu.tooling.roofline [--batch 64] [--size 299]`` (with ``TRITON_INTERPRET`` unset; it
+compiles every kernel for sm_90 first, or reads ``--aot-json`` written by ``lgs_gpu.paths.triton_path.aot``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .lgs import DEFAULT_OVERLAP, DEFAULT_WINDOW_SIZE
-from .windows import axis_windows
+from ..parameters import DEFAULT_OVERLAP, DEFAULT_WINDOW_SIZE
+from ..windows import axis_windows
 
 H100_BANDWIDTH = 3.35e12  # bytes/s: H100 SXM5 80 GB, HBM3 (NVIDIA datasheet)
 # sm_90 limits per SM used for the resident-warp column (CUDA occupancy rules).
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=299)
-    parser.add_argument("--aot-json", help="kernel reports from `python -m lgs_gpu.kernels.aot --json` (else compiled now)")
+    parser.add_argument("--aot-json", help="kernel reports from `python -m lgs_gpu.paths.triton_path.aot --json` (else compiled now)")
     parser.add_argument("--no-kernels", action="store_true", help="only the traffic model, no compilation")
     args = parser.parse_args(argv)
     reports = None
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_kernels:
         from dataclasses import asdict
 
-        from .kernels.aot import compile_all
+        from ..paths.triton_path.aot import compile_all
 
         reports = [asdict(report) for report in compile_all((90,))]
     print(markdown(args.batch, args.size, reports), end="")

@@ -1,0 +1,17 @@
+"""Settled before pytest collects anything (tests and the package's docstring examples alike).
+
+The Triton kernels run interpreted on CPU tensors in this suite: ``TRITON_INTERPRET`` must be
+set before the module defining them is imported, which collecting ``lgs_gpu``'s doctests does.
+Modules whose optional extra is not installed are not collected for doctests.
+"""
+
+import importlib.util
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+collect_ignore = ["lgs_gpu/__main__.py", "setup.py"]  # running them is their whole effect
+_EXTRAS = {"triton": ["lgs_gpu/paths/triton_path/kernels.py", "lgs_gpu/paths/triton_path/aot.py"]}
+for _module, _paths in _EXTRAS.items():
+    if importlib.util.find_spec(_module) is None:
+        collect_ignore += _paths

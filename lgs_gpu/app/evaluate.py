@@ -1,0 +1,416 @@
+"""Attacks x defenses on a model and a set of images -> the paper's tables, resumable and distributed.
+
+The work is cut into *units* (an attack setting, e.g. LaVAN at 2% or BPDA through JPEG 30) times
+*batches* of images (fixed by index, ``batch_size`` each). For every (unit, batch) the attack's
+adversarial images are cached on disk (``adversarial/<unit>/batch-NNNN.pt``, uint8, as an image
+file would hold them) and a record with every scored defense's top-1 prediction is written
+atomically (``records/<unit>/batch-NNNN.json``). A rerun skips finished records and re-scores
+cached adversarial images without attacking again, so an interrupted run resumes where it
+stopped. Seeds derive from (seed, unit, batch), so results do not depend on which process ran a
+batch: under ``torchrun --nproc-per-node N`` (``torch.distributed``, gloo on CPU, NCCL on GPU)
+batch ``b`` goes to rank ``b % N``, and rank 0 merges the records into the tables.
+
+Tables (see :mod:`lgs_gpu.report` for the files):
+
+* Table 1: top-1 accuracy, clean and under LaVAN at ≈2 / 3 / 4% of the image, per defense.
+* Table 2: accuracy under the universal adversarial patch (≈10%, EoT), per defense.
+* Table 3: LaVAN (≈2%) success rate (target is top-1) per defense, non-adaptive vs BPDA.
+* Adaptive: the chosen LGS setting under the non-adaptive, exact-gradient and BPDA(+EOT) attacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import attacks, data, defenses
+from .._files import atomic_write_bytes
+from .._validate import from_unit_float
+from ..lgs import LocalGradientsSmoothing
+from ..models import OFFLINE_DEFAULT, Classifier, load_model
+from ..parameters import DEFAULT_SMOOTHING_FACTOR
+
+# The attack settings an evaluation can run (see plan()); the CLI's --attacks takes these names.
+ATTACKS = ("lavan", "patch", "bpda", "adaptive")
+DEFAULT_LGS_SPEC = f"lgs:{DEFAULT_SMOOTHING_FACTOR:g}"
+
+
+@dataclass
+class EvaluationConfig:
+    """Everything that defines a run; saved in ``results.json`` and checked on resume."""
+
+    output_dir: str = "lgs-evaluation"
+    model: str = OFFLINE_DEFAULT
+    weights: str | None = "default"
+    data: str | None = None  # None: the bundled photographs; else an image folder
+    imagenet: bool = False  # with data: ImageNet validation names, labels from imagenet_labels or the package
+    imagenet_labels: str | None = None
+    limit: int | None = None  # first N images
+    defenses: list[str] = field(default_factory=defenses.paper_grid)
+    attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
+    lavan_fractions: list[float] = field(default_factory=lambda: [0.02, 0.03, 0.04])
+    lavan_iterations: int = 1000
+    patch_fraction: float = 0.1
+    patch_steps: int = 500
+    bpda_fraction: float = 0.02
+    bpda_defenses: list[str] | None = None  # None: every defense except "none"
+    adaptive_defense: str = DEFAULT_LGS_SPEC
+    eot_samples: int = 1
+    seed: int = 0
+    batch_size: int = 8
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One attack setting and the defenses its adversarial images are scored with."""
+
+    key: str  # folder name, e.g. "lavan-2%" or "bpda-jpeg:30"
+    attack: str  # "clean", "lavan" or "patch"
+    fraction: float
+    view: str  # how the attacker sees `defense`: "none", "exact" or "bpda"
+    defense: str | None  # the defense the attacker sees (None: the bare model)
+    scored: tuple[str, ...]  # defense specs the adversarial images are scored with
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:g}%"
+
+
+def plan(config: EvaluationConfig) -> list[Unit]:
+    """The units a config asks for, in the order they run."""
+    scored = tuple(config.defenses)
+    units = [Unit("clean", "clean", 0.0, "none", None, scored)]
+    fractions = list(config.lavan_fractions) if "lavan" in config.attacks else []
+    if ({"bpda", "adaptive"} & set(config.attacks)) and config.bpda_fraction not in fractions:
+        fractions.append(config.bpda_fraction)  # Table 3 and the adaptive rows compare against it
+    units += [Unit(f"lavan-{_percent(f)}", "lavan", f, "none", None, scored) for f in fractions]
+    if "patch" in config.attacks:
+        units.append(Unit(f"patch-{_percent(config.patch_fraction)}", "patch", config.patch_fraction, "none", None, scored))
+    bpda_specs = config.bpda_defenses if config.bpda_defenses is not None else [s for s in scored if s != "none"]
+    if "bpda" in config.attacks:
+        units += [Unit(f"bpda-{spec}", "lavan", config.bpda_fraction, "bpda", spec, (spec,)) for spec in bpda_specs]
+    if "adaptive" in config.attacks:
+        spec = config.adaptive_defense
+        units.append(Unit(f"exact-{spec}", "lavan", config.bpda_fraction, "exact", spec, (spec,)))
+        if not ("bpda" in config.attacks and spec in bpda_specs):
+            units.append(Unit(f"bpda-{spec}", "lavan", config.bpda_fraction, "bpda", spec, (spec,)))
+    return units
+
+
+def _unit_seed(seed: int, unit: str, batch: int) -> int:
+    return zlib.crc32(f"{seed}:{unit}:{batch}".encode())
+
+
+def _safe(key: str) -> str:
+    return key.replace(":", "_").replace("|", "_").replace("+", "_plus_").replace("%", "pc").replace(",", "_")
+
+
+def validate(config: EvaluationConfig) -> None:
+    """Check every name, spec and path before any work (``ValueError`` naming what is wrong)."""
+    unknown = [name for name in config.attacks if name not in ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attack(s) {', '.join(unknown)}; accepted: {', '.join(ATTACKS)}")
+    for spec in [*config.defenses, *(config.bpda_defenses or []), config.adaptive_defense]:
+        defenses.get(spec)
+    if not config.defenses:
+        raise ValueError("at least one defense spec is needed (e.g. none)")
+    for fraction in [*config.lavan_fractions, config.patch_fraction, config.bpda_fraction]:
+        if not 0 < fraction < 1:
+            raise ValueError(f"patch area fractions must be in (0, 1). Got {fraction}")
+    for name, value in (("lavan_iterations", config.lavan_iterations), ("patch_steps", config.patch_steps),
+                        ("batch_size", config.batch_size), ("eot_samples", config.eot_samples)):  # fmt: skip
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1. Got {value}")
+    if config.data is not None and not Path(config.data).is_dir():
+        raise ValueError(f"data folder {config.data} does not exist or is not a folder")
+    output = Path(config.output_dir)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"output folder {output} is not writable: {error}") from error
+
+
+def load_images(config: EvaluationConfig, size: int) -> data.ImageSet:
+    if config.data is None:
+        images = data.bundled(size)
+    elif config.imagenet:
+        images = data.imagenet_val(config.data, size, config.imagenet_labels, config.limit)
+    else:
+        images = data.image_folder(config.data, size, config.limit)
+    if config.limit is not None:
+        images = images.subset(list(range(min(config.limit, len(images)))))
+    return images
+
+
+class _Distributed:
+    """Rank and world size under torchrun (one process otherwise), and a barrier."""
+
+    def __init__(self, device: str) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.started = False
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+            self.started = True
+        self.active = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.active else 0
+        self.world = dist.get_world_size() if self.active else 1
+
+    def barrier(self) -> None:
+        if self.active:
+            self.dist.barrier()
+
+    def close(self) -> None:
+        if self.started:
+            self.dist.destroy_process_group()
+
+
+def _save_tensor(path: Path, tensors: dict) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images: data.ImageSet, runtime: _Distributed):
+    """The universal patch: trained once by rank 0 on every image, cached, loaded by the others."""
+    path = Path(config.output_dir) / "adversarial" / _safe(unit.key) / "patch.pt"
+    if runtime.rank == 0 and not path.exists():
+        result = attacks.train_patch(
+            model, images.images.to(config.device), area_fraction=unit.fraction, steps=config.patch_steps,
+            batch_size=config.batch_size, seed=config.seed, progress=True,
+        )  # fmt: skip
+        _save_tensor(path, {"patch": result.patch.cpu(), "target": result.target, "losses": result.losses})
+    runtime.barrier()
+    return torch.load(path, weights_only=True)
+
+
+def _attack(config, unit: Unit, model, batch: torch.Tensor, labels: torch.Tensor, seed: int, patch):
+    """Adversarial uint8 images and targets (None for clean) for one batch."""
+    if unit.attack == "clean":
+        return batch, None
+    if unit.attack == "patch":
+        patched, _ = attacks.apply_patch(batch, patch["patch"].to(batch.device), seed=seed)
+        return from_unit_float(patched, torch.uint8), torch.full_like(labels, patch["target"])
+    view = attacks.attacker_view(defenses.get(unit.defense) if unit.defense else None, unit.view)
+    result = attacks.lavan(
+        model, batch, labels, area_fraction=unit.fraction, iterations=config.lavan_iterations, defense=view,
+        eot_samples=config.eot_samples, seed=seed,
+    )  # fmt: skip
+    return from_unit_float(result.adversarial, torch.uint8), result.targets
+
+
+def _score(model: Classifier, adversarial: torch.Tensor, specs: tuple[str, ...]) -> dict:
+    predictions, confidences = {}, {}
+    for spec in specs:
+        with torch.no_grad():
+            label, confidence = model.predict(defenses.get(spec)(adversarial))
+        predictions[spec] = label.tolist()
+        confidences[spec] = [round(value, 6) for value in confidence.tolist()]
+    return {"predictions": predictions, "confidences": confidences}
+
+
+def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patch) -> dict:
+    """Attack (or load the cached attack) and score one batch of one unit; returns its record."""
+    folder = Path(config.output_dir)
+    record_path = folder / "records" / _safe(unit.key) / f"batch-{index:05d}.json"
+    if record_path.exists():
+        return json.loads(record_path.read_text())
+    cache = folder / "adversarial" / _safe(unit.key) / f"batch-{index:05d}.pt"
+    batch = images.images[batch_slice].to(config.device)
+    batch_labels = labels[batch_slice].to(config.device)
+    if cache.exists():
+        cached = torch.load(cache, weights_only=True)
+        adversarial, targets = cached["adversarial"].to(config.device), cached["targets"]
+    else:
+        adversarial, targets = _attack(config, unit, model, batch, batch_labels, _unit_seed(config.seed, unit.key, index), patch)
+        if unit.attack != "clean":
+            _save_tensor(cache, {"adversarial": adversarial.cpu(), "targets": targets.cpu()})
+    record = {
+        "unit": unit.key,
+        "batch": index,
+        "images": images.names[batch_slice],
+        "labels": batch_labels.tolist(),
+        "targets": None if targets is None else targets.tolist(),
+        **_score(model, adversarial, unit.scored),
+    }
+    atomic_write_bytes(record_path, json.dumps(record).encode())
+    return record
+
+
+def clean_labels(model: Classifier, images: data.ImageSet, config: EvaluationConfig) -> tuple[torch.Tensor, str]:
+    """Ground truth when the data has it, else the model's clean top-1 prediction (and which)."""
+    if images.labels is not None:
+        return images.labels, "ground truth"
+    predictions, _ = model.predict(images.images.to(config.device), config.batch_size)
+    return predictions.cpu(), "the model's clean top-1 prediction (no ground truth for these images)"
+
+
+def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
+    """Run (or resume) an evaluation; rank 0 returns the results (other ranks return None).
+
+    Example:
+        >>> results = evaluate(EvaluationConfig(output_dir="out", lavan_iterations=50))  # doctest: +SKIP
+        >>> results["tables"]["table1"][0]["defense"]  # doctest: +SKIP
+        'none'
+    """
+    validate(config)
+    runtime = _Distributed(config.device)
+    try:
+        model = load_model(config.model, config.weights, config.device)
+        images = load_images(config, model.input_size)
+        labels, label_source = clean_labels(model, images, config)
+        units = plan(config)
+        starts = range(0, len(images), config.batch_size)
+        batches = [(index, slice(start, start + config.batch_size)) for index, start in enumerate(starts)]
+        mine = [(index, batch_slice) for index, batch_slice in batches if index % runtime.world == runtime.rank]
+        work = tqdm(total=len(units) * len(mine), desc=f"evaluate (rank {runtime.rank})", unit="batch",
+                    disable=not progress)  # fmt: skip
+        for unit in units:
+            patch = _patch(config, unit, model, images, runtime) if unit.attack == "patch" else None
+            for index, batch_slice in mine:
+                work.set_postfix_str(unit.key)
+                run_unit_batch(config, unit, model, images, labels, index, batch_slice, patch)
+                work.update()
+        work.close()
+        runtime.barrier()
+        if runtime.rank != 0:
+            return None
+        records = [
+            json.loads((Path(config.output_dir) / "records" / _safe(unit.key) / f"batch-{index:05d}.json").read_text())
+            for unit in units
+            for index, _ in batches
+        ]
+        from .report import write_results
+
+        results = {
+            "config": asdict(config),
+            "model": {"name": model.name, "input_size": model.input_size, "weights": model.weights},
+            "images": {"count": len(images), "names": images.names, "skipped": images.skipped},
+            "label_source": label_source,
+            "units": [asdict(unit) for unit in units],
+            "tables": tables(config, units, records),
+            "records": records,
+        }
+        write_results(results, Path(config.output_dir))
+        write_figures(config, units, model, images)
+        return results
+    finally:
+        runtime.close()
+
+
+def _rates(records: list[dict], unit: str, spec: str) -> tuple[float, float | None, int]:
+    """(accuracy, target rate or None, image count) of ``spec`` on ``unit``'s records."""
+    correct = hits = count = 0
+    has_targets = False
+    for record in records:
+        if record["unit"] != unit:
+            continue
+        predictions = record["predictions"][spec]
+        correct += sum(p == label for p, label in zip(predictions, record["labels"], strict=True))
+        if record["targets"] is not None:
+            has_targets = True
+            hits += sum(p == target for p, target in zip(predictions, record["targets"], strict=True))
+        count += len(predictions)
+    return correct / max(count, 1), (hits / max(count, 1) if has_targets else None), count
+
+
+def tables(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> dict:
+    """Tables 1-3 and the adaptive rows from the records (accuracies and target rates in [0, 1])."""
+    keys = {unit.key for unit in units}
+    lavan_keys = [unit.key for unit in units if unit.attack == "lavan" and unit.view == "none"]
+    patch_key = f"patch-{_percent(config.patch_fraction)}"
+    table1, table2, table3 = [], [], []
+    for spec in config.defenses:
+        row = {"defense": spec, "clean": _rates(records, "clean", spec)[0]}
+        for key in lavan_keys:
+            accuracy, target_rate, _ = _rates(records, key, spec)
+            row[key] = accuracy
+            row[f"{key} target"] = target_rate
+        table1.append(row)
+        if patch_key in keys:
+            accuracy, target_rate, _ = _rates(records, patch_key, spec)
+            table2.append({"defense": spec, "clean": row["clean"], patch_key: accuracy, f"{patch_key} target": target_rate})
+    non_adaptive = f"lavan-{_percent(config.bpda_fraction)}"
+    for unit in units:
+        if unit.view == "bpda" and unit.key.startswith("bpda-"):
+            bpda_accuracy, bpda_rate, _ = _rates(records, unit.key, unit.defense)
+            row = {"defense": unit.defense, "BPDA success": bpda_rate, "BPDA accuracy": bpda_accuracy}
+            if non_adaptive in keys and unit.defense in config.defenses:
+                accuracy, rate, _ = _rates(records, non_adaptive, unit.defense)
+                row = {"defense": unit.defense, "non-adaptive success": rate, **row}
+            table3.append(row)
+    adaptive = []
+    if "adaptive" in config.attacks:
+        spec = config.adaptive_defense
+        rows = [("none (non-adaptive)", non_adaptive), ("exact gradient through LGS", f"exact-{spec}"),
+                ("BPDA" + (f" + EOT x{config.eot_samples}" if config.eot_samples > 1 else ""), f"bpda-{spec}")]  # fmt: skip
+        for label, key in rows:
+            if key in keys and (key != non_adaptive or spec in config.defenses):
+                accuracy, rate, _ = _rates(records, key, spec)
+                adaptive.append({"defense": spec, "attacker": label, "accuracy": accuracy, "success": rate})
+    return {"table1": table1, "table2": table2, "table3": table3, "adaptive": adaptive}
+
+
+def _one_per_family(specs: list[str], limit: int = 8) -> list[str]:
+    """The first spec of each defense name, in order (e.g. one LGS, one JPEG), at most ``limit``."""
+    chosen, seen = [], set()
+    for spec in specs:
+        family = spec.split(":")[0].split(",")[0]
+        if family not in seen:
+            seen.add(family)
+            chosen.append(spec)
+    return chosen[:limit]
+
+
+def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier, images: data.ImageSet) -> None:
+    """``figure4_defenses.png`` and ``figure2_lgs_stages.png`` on the first batch of the strongest attack."""
+    from ..models import class_names
+    from .report import figure_defended_examples, figure_lgs_stages
+
+    shown = [unit for unit in units if unit.attack in ("lavan", "patch") and unit.view == "none"]
+    unit = max(shown, key=lambda u: (u.attack == "lavan", u.fraction)) if shown else units[0]
+    cache = Path(config.output_dir) / "adversarial" / _safe(unit.key) / "batch-00000.pt"
+    count = min(4, len(images))
+    adversarial = torch.load(cache, weights_only=True)["adversarial"][:count] if cache.exists() else images.images[:count]
+    adversarial = adversarial.to(config.device)
+    count = adversarial.shape[0]
+    names = class_names()
+    rows = _one_per_family(list(config.defenses))
+    defended = {spec: defenses.get(spec)(adversarial) for spec in rows}
+    predictions = {spec: model.predict(defended[spec]) for spec in rows}
+    columns = [
+        {
+            "name": f"{images.names[i]} ({unit.key})",
+            "panels": {
+                spec: (defended[spec][i], names[predictions[spec][0][i]], float(predictions[spec][1][i])) for spec in rows
+            },
+        }
+        for i in range(count)
+    ]
+    folder = Path(config.output_dir)
+    figure_defended_examples(columns, rows, folder / "figure4_defenses.png")
+    lgs_spec = next((spec for spec in config.defenses if spec.startswith("lgs")), DEFAULT_LGS_SPEC)
+    lgs_defense = defenses.get(lgs_spec)
+    lgs_module = lgs_defense if isinstance(lgs_defense, LocalGradientsSmoothing) else lgs_defense.lgs
+    with torch.no_grad():
+        result = lgs_module.stages(adversarial, stages=("output", "normalised_gradient", "suppression_map"))
+        stage_rows = [
+            {"name": images.names[i], "note": unit.key, "image": adversarial[i],
+             "normalised": result.normalised_gradient[i, 0], "suppressed": result.suppression_map[i, 0],
+             "defended": result.output[i]}
+            for i in range(count)
+        ]  # fmt: skip
+    figure_lgs_stages(stage_rows, folder / "figure2_lgs_stages.png")

@@ -1,0 +1,32 @@
+"""The parameters of Local Gradients Smoothing, named and documented once, with their defaults.
+
+Naseer, Khan & Porikli, "Local Gradients Smoothing: Defense against localized adversarial
+attacks", WACV 2019. The paper's symbols are words everywhere in this package:
+
+* ``smoothing_factor`` (λ, default 2.3): how strongly the normalised gradient suppresses a
+  pixel, ``x * (1 - clip(λ·ĝ, 0, 1))`` (eq. 7). Any finite real.
+* ``threshold`` (γ, default 0.1): a window is kept when the mean of the normalised gradient
+  ``g`` over it is strictly greater than γ (eq. 8). Any real; ±inf keeps none / every window.
+* ``window_size`` (default 15): the side of the square windows, in pixels (``>= 1``).
+* ``overlap`` (default 5): pixels shared by neighbouring windows (``0 <= overlap <
+  window_size``); window starts are ``window_size - overlap`` apart (see
+  :mod:`lgs_gpu.windows` for the border rule).
+
+The stages of one LGS call, as :func:`lgs_gpu.lgs_stages` returns them:
+
+* ``m``: gradient magnitude, 3x3 Sobel joint over channels, replicate borders (eq. 5);
+* ``g`` (``normalised_gradient``): ``m`` min-max normalised per image, 0 for a flat image (eq. 6);
+* ``window_means``: the mean of ``g`` over every window;
+* ``window_mask``: pixels inside at least one window whose mean exceeds γ;
+* ``ĝ`` (``suppression_map``): ``g`` inside the mask, 0 elsewhere;
+* ``output``: ``x * (1 - clip(λ·ĝ, 0, 1))``, the same factor for every channel.
+
+The paper tuned the defaults for Inception v3 at 299 px; other models may want others.
+"""
+
+from __future__ import annotations
+
+DEFAULT_SMOOTHING_FACTOR = 2.3
+DEFAULT_THRESHOLD = 0.1
+DEFAULT_WINDOW_SIZE = 15
+DEFAULT_OVERLAP = 5
