@@ -18,7 +18,7 @@ PACKAGE_DIR = Path(lgs_gpu.__file__).parent
 # Bottom to top: a module may import from its own layer or any layer below it.
 LAYERS = (
     ("base", ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform", "lgs_gpu.windows", "lgs_gpu.imageio",
-              "lgs_gpu.parameters")),
+              "lgs_gpu.parameters", "lgs_gpu.patch_geometry")),
     ("paths", ("lgs_gpu.paths",)),
     ("op", ("lgs_gpu.lgs", "lgs_gpu")),  # lgs_gpu/__init__ re-exports the LGS front
     ("models/data", ("lgs_gpu.models", "lgs_gpu.data")),

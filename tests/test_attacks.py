@@ -35,8 +35,12 @@ def images(count=4, size=32, seed=0):
     return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def test_patch_sides_follow_the_paper():
-    assert [patch_side(299, f) for f in (0.02, 0.03, 0.04, 0.1)] == [42, 52, 60, 95]
+def test_patch_sides_round_up():
+    # ceil(sqrt(f) * 299): the paper's LaVAN patches are 42, 52, 60 px; 2% rounds up to 43 here,
+    # the package's one rule (a certificate for "2%" must cover every patch of at most 2%).
+    assert [patch_side(299, f) for f in (0.02, 0.03, 0.04, 0.1)] == [43, 52, 60, 95]
+    assert [patch_side(224, f) for f in (0.01, 0.02, 0.03)] == [23, 32, 39]  # PatchCleanser's sizes
+    assert patch_side(300, 0.04) == 60  # exactly 60: no float noise rounds it up
     with pytest.raises(ValueError, match="area_fraction"):
         patch_side(299, 1.5)
 

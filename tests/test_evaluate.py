@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from lgs_gpu.app.cli import main
 from lgs_gpu.evaluate import EvaluationConfig, evaluate, plan
@@ -24,10 +25,9 @@ TINY = [
 
 
 def child_environment() -> dict:
-    # One thread per process, so the single and the 2-process runs compute identically; and no
-    # TRITON_INTERPRET (set for this suite): on CPU the children use the torch path, as users do.
-    environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    return {**environment, "OMP_NUM_THREADS": "1"}
+    # No TRITON_INTERPRET (set for this suite), and no OMP_NUM_THREADS: evaluate pins its own
+    # threads, which is what makes the single and the 2-process runs compute identically.
+    return {key: value for key, value in os.environ.items() if key not in ("TRITON_INTERPRET", "OMP_NUM_THREADS")}
 
 
 def run_cli(output: Path, launcher=None):
@@ -147,3 +147,34 @@ def test_a_real_run_shows_the_attack_and_the_defense(tmp_path):
     none_row, lgs_row = results["tables"]["table1"]
     assert none_row["lavan-4%"] <= none_row["clean"] - 0.5  # measured: 100% clean -> 25% under LaVAN
     assert none_row["lavan-4% target"] >= 0.5 and lgs_row["lavan-4% target"] <= 0.125  # measured 75% -> 0%
+
+
+def test_a_resume_under_other_conditions_is_refused(tiny_run, tmp_path, capsys):
+    """Cached attacks made with other settings are never mixed into a run (here: other iterations)."""
+    import shutil
+
+    output = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], output)
+    conditions = json.loads((output / "conditions.json").read_text())
+    assert conditions["threads"] == 1 and conditions["torch"] == torch.__version__
+    arguments = ["evaluate", "-o", str(output), *TINY]
+    iterations = arguments.index("--iterations") + 1
+    arguments[iterations] = str(int(arguments[iterations]) + 1)
+    assert main(arguments) == 2
+    assert "holds work made under other conditions (lavan_iterations" in capsys.readouterr().err
+
+
+def test_evaluate_pins_its_threads_and_restores_the_callers(tmp_path, monkeypatch):
+    import lgs_gpu.app.evaluate as module
+
+    seen = []
+    original = module.load_model
+    monkeypatch.setattr(module, "load_model", lambda *a, **k: seen.append(torch.get_num_threads()) or original(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = EvaluationConfig(output_dir=str(tmp_path / "out"), limit=1, defenses=["none"], attacks=[], threads=1)
+        evaluate(config, progress=False)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    evaluate.add_argument("--threads", type=int, default=1,
+                          help="intra-op CPU threads (default 1); part of the run: other counts give other numbers")
     evaluate.add_argument("--quick", action="store_true",
                           help="the README's small run: 4 photographs, LaVAN 2%% and 4%% at 100 steps, no patch, "
                                "a short defense list")  # fmt: skip
@@ -149,7 +151,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         lavan_fractions=fractions, lavan_iterations=args.iterations, patch_fraction=args.patch_fraction,
         patch_steps=args.patch_steps, bpda_fraction=args.bpda_fraction, bpda_defenses=_specs(args.bpda_defenses),
         adaptive_defense=args.adaptive_defense, eot_samples=args.eot_samples, seed=args.seed,
-        batch_size=args.batch_size, device=_device(args.device),
+        batch_size=args.batch_size, device=_device(args.device), threads=args.threads,
     )  # fmt: skip
     results = evaluate(config)
     if results is None:  # not rank 0 under torchrun

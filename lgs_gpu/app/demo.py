@@ -8,7 +8,6 @@ that show where LGS acts: inside the patch versus on the rest of the image.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from .._files import atomic_write_bytes
 from ..data import DEMO_PHOTOGRAPHS, bundled_photographs
 from ..lgs import lgs_stages
 from ..parameters import DEFAULT_SMOOTHING_FACTOR
+from ..patch_geometry import patch_side
 from .report import figure_lgs_stages
 
 
@@ -26,7 +26,7 @@ def plant_noise_patches(images: torch.Tensor, area_fraction: float, seed: int) -
     Returns the patched uint8 batch and each patch's ``(top, left, side)``.
     """
     batch, channels, height, width = images.shape
-    side = max(1, round(math.sqrt(area_fraction * height * width)))
+    side = patch_side(min(height, width), area_fraction)
     if side > min(height, width):
         raise ValueError(f"a patch of {area_fraction:.1%} of the area ({side} px) does not fit in {height}x{width}")
     generator = torch.Generator().manual_seed(seed)

@@ -6,11 +6,16 @@ adversarial images are cached on disk (``adversarial/<unit>/batch-NNNN.pt``, uin
 file would hold them) and a record with every scored defense's top-1 prediction is written
 atomically (``records/<unit>/batch-NNNN.json``). A rerun skips finished records and re-scores
 cached adversarial images without attacking again, so an interrupted run resumes where it
-stopped. Seeds derive from (seed, unit, batch), so results do not depend on which process ran a
-batch: under ``torchrun --nproc-per-node N`` (``torch.distributed``, gloo on CPU, NCCL on GPU)
-batch ``b`` goes to rank ``b % N``, and rank 0 merges the records into the tables.
+stopped; the conditions the cached work was made under (config, torch build, CPU, threads) are
+kept in ``conditions.json`` and a resume under other conditions is refused. The attacks step
+along the sign of the gradient, so last-bit differences (oneDNN splits convolutions by thread)
+grow into other patches: each run pins its intra-op threads (``threads``, 1 by default) and the
+same command on the same machine gives the same tables. Seeds derive from (seed, unit, batch),
+so results do not depend on which process ran a batch: under ``torchrun --nproc-per-node N``
+(``torch.distributed``, gloo on CPU, NCCL on GPU) batch ``b`` goes to rank ``b % N``, and rank 0
+merges the records into the tables.
 
-Tables (see :mod:`lgs_gpu.report` for the files):
+Tables (see :mod:`.report` for the files):
 
 * Table 1: top-1 accuracy, clean and under LaVAN at ≈2 / 3 / 4% of the image, per defense.
 * Table 2: accuracy under the universal adversarial patch (≈10%, EoT), per defense.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +71,10 @@ class EvaluationConfig:
     seed: int = 0
     batch_size: int = 8
     device: str = "cpu"
+    # Intra-op CPU threads. The attacks step along the sign of the gradient, so the last-bit
+    # differences between thread counts (oneDNN splits convolutions by thread) grow into other
+    # patches and other table entries: the thread count is part of a run's definition.
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,49 @@ def plan(config: EvaluationConfig) -> list[Unit]:
     return units
 
 
+# Fields that change the adversarial images or records cached under a unit's key.
+_CACHE_FIELDS = ("model", "weights", "data", "imagenet", "imagenet_labels", "limit", "lavan_iterations",
+                 "patch_steps", "eot_samples", "seed", "batch_size", "device", "threads")  # fmt: skip
+
+
+def conditions(config: EvaluationConfig) -> dict:
+    """What the cached work depends on: the fields above and the numerics of this torch build."""
+    return {
+        **{name: getattr(config, name) for name in _CACHE_FIELDS},
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": _cpu_model(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),  # read by oneDNN when torch loads
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+def _cpu_model() -> str:
+    """The processor's model name (oneDNN picks its kernels by it), or the architecture."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _check_conditions(config: EvaluationConfig, rank: int) -> None:
+    """Refuse to resume into a folder whose cached work was made under other conditions."""
+    path = Path(config.output_dir) / "conditions.json"
+    now = conditions(config)
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = {key: (before.get(key), value) for key, value in now.items() if before.get(key) != value}
+        if changed:
+            listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise ValueError(f"{config.output_dir} holds work made under other conditions ({listed}); use a new output folder")
+    elif rank == 0:
+        atomic_write_bytes(path, json.dumps(now, indent=1).encode())
+
+
 def _unit_seed(seed: int, unit: str, batch: int) -> int:
     return zlib.crc32(f"{seed}:{unit}:{batch}".encode())
 
@@ -125,7 +178,8 @@ def validate(config: EvaluationConfig) -> None:
         if not 0 < fraction < 1:
             raise ValueError(f"patch area fractions must be in (0, 1). Got {fraction}")
     for name, value in (("lavan_iterations", config.lavan_iterations), ("patch_steps", config.patch_steps),
-                        ("batch_size", config.batch_size), ("eot_samples", config.eot_samples)):  # fmt: skip
+                        ("batch_size", config.batch_size), ("eot_samples", config.eot_samples),
+                        ("threads", config.threads)):  # fmt: skip
         if value < 1:
             raise ValueError(f"{name} must be >= 1. Got {value}")
     if config.data is not None and not Path(config.data).is_dir():
@@ -268,7 +322,11 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
     """
     validate(config)
     runtime = _Distributed(config.device)
+    threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(config.threads)
+        _check_conditions(config, runtime.rank)
+        runtime.barrier()
         model = load_model(config.model, config.weights, config.device)
         images = load_images(config, model.input_size)
         labels, label_source = clean_labels(model, images, config)
@@ -297,6 +355,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
 
         results = {
             "config": asdict(config),
+            "conditions": conditions(config),
             "model": {"name": model.name, "input_size": model.input_size, "weights": model.weights},
             "images": {"count": len(images), "names": images.names, "skipped": images.skipped},
             "label_source": label_source,
@@ -308,6 +367,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         write_figures(config, units, model, images)
         return results
     finally:
+        torch.set_num_threads(threads)
         runtime.close()
 
 

@@ -120,7 +120,7 @@ def train_patch(
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
         >>> train_patch(model, torch.rand(4, 3, 32, 32), target=3, steps=2).patch.shape
-        torch.Size([3, 10, 10])
+        torch.Size([3, 11, 11])
     """
     batch, _ = as_image_batch(images, "images")
     count, _, height, width = batch.shape

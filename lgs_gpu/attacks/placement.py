@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ..patch_geometry import patch_side
 
-def patch_side(image_size: int, area_fraction: float) -> int:
-    """Side of a square patch covering ``area_fraction`` of an ``image_size``-square image.
-
-    The paper's LaVAN patches are 42, 52 and 60 px at 299 px (≈2%, 3%, 4%).
-
-    Example:
-        >>> patch_side(299, 0.02), patch_side(299, 0.03), patch_side(299, 0.04)
-        (42, 52, 60)
-    """
-    if not 0 < area_fraction < 1:
-        raise ValueError(f"area_fraction must be in (0, 1). Got {area_fraction}")
-    return max(1, round(math.sqrt(area_fraction) * image_size))
+__all__ = ["border_locations", "check_locations", "patch_side", "square_masks"]
 
 
 def border_locations(

@@ -1,0 +1,288 @@
+"""PatchCleanser double masking, batched: certified recovery of the label against one patch.
+
+Xiang, Mahloujifar & Mittal, "PatchCleanser: Certifiably Robust Defense against Adversarial
+Patches for Any Image Classifier", USENIX Security 2022. With the mask set of :mod:`.masks`:
+
+* Round 1: the label under each single mask. All agree: that label (case I).
+* Otherwise the majority is the most frequent label (ties: the larger class index). For each
+  mask, in index order, whose label differs from the majority: if the label under that mask
+  combined with every mask of the set (itself included) equals its own, return it (case II).
+  If none does: the majority (case III).
+* Certificate for a label: every two-mask prediction (every unordered pair, a mask with itself
+  included) equals it. Then no patch within the threat model anywhere in the image can change
+  the prediction: the patch lies inside some mask, so that mask's one- and two-mask predictions
+  are the clean image's, and the algorithm can only return the certified label.
+
+Masks go on the image first; a defense (e.g. LGS) may then run on each masked image before the
+model (``defense=``). The other order would void the certificate: LGS normalises each image by
+its global gradient maximum, so a patch could change pixels outside the mask that covers it.
+
+Batching: round 1 sends the (image, mask) pairs through the model in chunks of at most
+``batch_size``; round 2 runs only for the images that need it, one disagreeing mask per image at
+a time as (image, mask, mask) triples, each image leaving at its first decision; certification
+checks pairs in chunks, each image leaving at its first mismatch. A two-mask prediction is
+computed at most once per image and shared by round 2 and the certificate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .._validate import as_image_batch, to_unit_float
+from .masks import MaskGeometry, mask_geometry, mask_set
+
+CASES = {1: "I (all masks agree)", 2: "II (a disagreeing mask survives every second mask)", 3: "III (majority)"}
+
+
+@dataclass
+class CertifiedPrediction:
+    """What :meth:`PatchCleanser.predict_and_certify` found for a batch of ``B`` images."""
+
+    labels: torch.Tensor  # [B] int64: the double-masking prediction
+    certified: torch.Tensor  # [B] bool: no patch in the threat model can change `labels`
+    cases: torch.Tensor  # [B] int64: 1, 2 or 3 (see CASES)
+    forward_passes: torch.Tensor  # [B] int64: masked images of this image the model classified
+    model_calls: int  # calls of the model for the whole batch
+    images_through_model: int  # inputs the model classified for the whole batch (forward_passes.sum())
+
+
+def default_mask_value(model: nn.Module) -> torch.Tensor | None:
+    """The [0, 1]-space colour a model's own normalisation maps to 0 (its ``mean``), if it has one.
+
+    PatchCleanser masks with 0 after normalisation; for an :class:`lgs_gpu.models.Classifier`
+    (``(x - mean) / std`` inside) that is ``mean``.
+    """
+    mean = getattr(model, "mean", None)
+    if isinstance(mean, torch.Tensor) and mean.numel() in (1, 3):
+        return mean.detach().reshape(-1)
+    return None
+
+
+class PatchCleanser(nn.Module):
+    """PatchCleanser double masking around any classifier: an ``nn.Module`` giving labels.
+
+    Args:
+        model: ``[B, C, H, W]`` images in [0, 1] -> ``[B, classes]`` logits, in eval mode, whose
+            output for an image does not depend on the rest of its batch.
+        patch_size: the threat model's patch side (an int or ``(height, width)``); or
+        patch_fraction: its share of the image area (``ceil(sqrt(f) * n)`` per axis). Neither: 2%.
+        masks_per_axis: ``k`` (the paper's 6: 36 masks, at most 666 two-mask predictions).
+        mask_value: the colour of covered pixels in the [0, 1] space the model receives: a float
+            or one per channel. Default: the value the model's own normalisation maps to 0
+            (:func:`default_mask_value`); other models must be given one.
+        batch_size: most masked images per model call.
+        defense: an optional image defense run on every masked image before the model (mask ->
+            defense -> model, the only order that keeps the certificate).
+
+    Calling it on ``[B, C, H, W]`` or ``[C, H, W]`` images (uint8 or float in [0, 1], any
+    device) returns the ``LongTensor[B]`` labels.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
+        >>> cleanser = PatchCleanser(model, patch_size=4, masks_per_axis=3, mask_value=0.5)
+        >>> result = cleanser.predict_and_certify(torch.rand(2, 3, 32, 32))
+        >>> result.labels.shape, result.certified.dtype, len(cleanser.masks_for(32, 32))
+        (torch.Size([2]), torch.bool, 9)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        patch_size: int | tuple[int, int] | None = None,
+        masks_per_axis: int = 6,
+        mask_value: float | Sequence[float] | torch.Tensor | None = None,
+        *,
+        patch_fraction: float | None = None,
+        batch_size: int = 64,
+        defense: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model must be a callable classifier (an nn.Module). Got {type(model).__name__}")
+        if patch_size is not None and patch_fraction is not None:
+            raise ValueError("give patch_size or patch_fraction, not both")
+        if isinstance(masks_per_axis, bool) or not isinstance(masks_per_axis, int) or masks_per_axis < 1:
+            raise ValueError(f"masks_per_axis must be an int >= 1. Got {masks_per_axis!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1. Got {batch_size!r}")
+        if mask_value is None:
+            mask_value = default_mask_value(model)
+            if mask_value is None:
+                raise ValueError(
+                    "mask_value is needed for this model: the [0, 1] colour that its normalisation maps to 0 "
+                    "(e.g. the ImageNet mean (0.485, 0.456, 0.406) for torchvision models), a float or one per channel"
+                )
+        value = torch.as_tensor(mask_value, dtype=torch.float32).detach().reshape(-1)
+        if value.numel() < 1 or not torch.isfinite(value).all() or (value < 0).any() or (value > 1).any():
+            raise ValueError(f"mask_value must be in [0, 1] (a float or one per channel). Got {mask_value!r}")
+        self.model = model
+        self.defense = defense
+        self.patch_size = patch_size
+        self.patch_fraction = patch_fraction
+        self.masks_per_axis = masks_per_axis
+        self.batch_size = batch_size
+        self.register_buffer("mask_value", value, persistent=False)
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    def geometry_for(self, height: int, width: int) -> MaskGeometry:
+        """The mask geometry for ``height x width`` images (mask size, stride, offsets)."""
+        return mask_geometry((height, width), self.patch_size, self.masks_per_axis, patch_fraction=self.patch_fraction)
+
+    def masks_for(self, height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[K, H, W]`` bool masks for ``height x width`` images (built once per size and device)."""
+        key = (height, width, str(torch.device(device if device is not None else "cpu")))
+        if key not in self._masks:
+            self._masks[key] = mask_set(
+                (height, width), self.patch_size, self.masks_per_axis, patch_fraction=self.patch_fraction, device=device
+            )
+        return self._masks[key]
+
+    def extra_repr(self) -> str:
+        threat = f"patch_size={self.patch_size}" if self.patch_size is not None else (
+            f"patch_fraction={self.patch_fraction if self.patch_fraction is not None else 0.02}"
+        )
+        return f"{threat}, masks_per_axis={self.masks_per_axis}, batch_size={self.batch_size}"
+
+    # -- the model on masked images ---------------------------------------------------------------
+
+    def _start(self, images: torch.Tensor) -> _Run:
+        if getattr(self.model, "training", False):
+            raise ValueError(
+                "the model is in training mode: call model.eval() first (batch statistics would make batched and "
+                "single predictions differ, and the certificate assumes they do not)"
+            )
+        batch, _ = as_image_batch(images, "images")
+        unit = to_unit_float(batch)
+        channels = unit.shape[1]
+        value = self.mask_value.to(unit.device, unit.dtype)
+        if value.numel() not in (1, channels):
+            raise ValueError(f"mask_value has {value.numel()} values for {channels}-channel images: give 1 or {channels}")
+        masks = self.masks_for(unit.shape[2], unit.shape[3], unit.device)
+        return _Run(self, unit, masks, value.view(1, -1, 1, 1).expand(1, channels, 1, 1))
+
+    @torch.no_grad()
+    def predict_and_certify(self, images: torch.Tensor) -> CertifiedPrediction:
+        """Labels, certificates (for those labels), cases and forward passes per image, at once.
+
+        Args:
+            images: ``[B, C, H, W]`` or ``[C, H, W]``, uint8 or float in [0, 1], any device.
+        """
+        run = self._start(images)
+        labels, cases = run.double_masking()
+        certified = run.certified(labels)
+        return CertifiedPrediction(labels, certified, cases, run.passes, run.calls, int(run.passes.sum()))
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``LongTensor[B]`` double-masking labels (``[]`` for a single ``[C, H, W]`` image)."""
+        labels, _ = self._start(images).double_masking()
+        return labels[0] if images.dim() == 3 else labels
+
+    @torch.no_grad()
+    def certify(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``BoolTensor[B]``: whether every two-mask prediction of each image equals its given label.
+
+        With ground-truth labels this is "certified and correct" (certified accuracy is its mean).
+        """
+        run = self._start(images)
+        labels = torch.as_tensor(labels, device=run.unit.device).reshape(-1).long()
+        if labels.numel() != run.unit.shape[0]:
+            raise ValueError(f"labels must have one entry per image ({run.unit.shape[0]}). Got {labels.numel()}")
+        return run.certified(labels)
+
+
+class _Run:
+    """One batch through the algorithm: the masked-image classifier and every label it has computed."""
+
+    def __init__(self, cleanser: PatchCleanser, unit: torch.Tensor, masks: torch.Tensor, value: torch.Tensor) -> None:
+        self.cleanser, self.unit, self.masks, self.value = cleanser, unit, masks, value
+        batch, count, device = unit.shape[0], masks.shape[0], unit.device
+        self.calls = 0
+        self.passes = torch.zeros(batch, dtype=torch.long, device=device)
+        # Two-mask labels, filled symmetrically as they are computed (-1: not yet); the diagonal
+        # holds the one-mask labels, computed first for every image.
+        self.pairs = torch.full((batch, count, count), -1, dtype=torch.long, device=device)
+        image = torch.arange(batch, device=device).repeat_interleave(count)
+        mask = torch.arange(count, device=device).repeat(batch)
+        self.one_mask = self._fill(image, mask, mask).view(batch, count)
+
+    def _classify(self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Labels of ``unit[image]`` under masks ``first | second``, at most ``batch_size`` per model call."""
+        cleanser, labels = self.cleanser, []
+        for start in range(0, image.numel(), cleanser.batch_size):
+            part = slice(start, start + cleanser.batch_size)
+            covered = self.masks[first[part]] | self.masks[second[part]]
+            masked = torch.where(covered[:, None], self.value, self.unit[image[part]])
+            if cleanser.defense is not None:
+                masked = cleanser.defense(masked)
+            labels.append(cleanser.model(masked).argmax(dim=1))
+            self.calls += 1
+        return torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=self.unit.device)
+
+    def _fill(self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Compute and record the labels of (image, first, second) triples; returns them."""
+        computed = self._classify(image, first, second)
+        self.pairs[image, first, second] = computed
+        self.pairs[image, second, first] = computed
+        self.passes.index_add_(0, image, torch.ones_like(image))
+        return computed
+
+    def _lookup(self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Labels of (broadcast) index tensors of triples, computing only those not known yet."""
+        image, first, second = torch.broadcast_tensors(image, first, second)
+        known = self.pairs[image, first, second]
+        todo = known < 0
+        if todo.any():
+            self._fill(image[todo], first[todo], second[todo])
+            known = self.pairs[image, first, second]
+        return known
+
+    def double_masking(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(labels, cases)``: round 1 done at construction, round 2 for the images that need it."""
+        one_mask, count = self.one_mask, self.masks.shape[0]
+        unanimous = (one_mask == one_mask[:, :1]).all(dim=1)
+        majority = _majority(one_mask)
+        labels = torch.where(unanimous, one_mask[:, 0], majority)
+        cases = torch.where(unanimous, 1, 3)
+        pending = ~unanimous
+        disagreeing = (one_mask != majority[:, None]) & pending[:, None]
+        everyone = torch.arange(count, device=one_mask.device)
+        while True:  # each step: every undecided image tries its next disagreeing mask, in index order
+            candidates = disagreeing & pending[:, None]
+            who = candidates.any(dim=1).nonzero().squeeze(1)
+            if who.numel() == 0:
+                return labels, cases
+            which = candidates[who].float().argmax(dim=1)  # the first untried disagreeing mask
+            disagreeing[who, which] = False
+            second = self._lookup(who[:, None], which[:, None], everyone[None, :])  # [n, K]
+            own = one_mask[who, which]
+            survives = (second == own[:, None]).all(dim=1)
+            labels[who[survives]] = own[survives]
+            cases[who[survives]] = 2
+            pending[who[survives]] = False
+
+    def certified(self, labels: torch.Tensor) -> torch.Tensor:
+        """Whether every two-mask prediction of each image equals ``labels``; images stop at a mismatch."""
+        count = self.masks.shape[0]
+        certified = (self.one_mask == labels[:, None]).all(dim=1)  # the diagonal pairs
+        first, second = torch.triu_indices(count, count, offset=1, device=self.unit.device)  # k < j, row-major
+        position = 0
+        while certified.any() and position < first.numel():
+            who = certified.nonzero().squeeze(1)
+            width = max(1, self.cleanser.batch_size // who.numel())
+            k, j = first[position : position + width], second[position : position + width]
+            position += k.numel()
+            known = self._lookup(who[:, None], k[None, :], j[None, :])  # [n, w]
+            certified[who] = (known == labels[who, None]).all(dim=1)
+        return certified
+
+
+def _majority(labels: torch.Tensor) -> torch.Tensor:
+    """The most frequent label of each row of ``[B, K]``; ties go to the larger class index."""
+    counts = (labels[:, :, None] == labels[:, None, :]).sum(dim=2)  # [B, K]: how often each entry's label occurs
+    best = counts.amax(dim=1, keepdim=True)
+    return torch.where(counts == best, labels, -1).amax(dim=1)
