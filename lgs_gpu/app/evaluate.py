@@ -26,8 +26,6 @@ Tables (see :mod:`.report` for the files):
 from __future__ import annotations
 
 import json
-import os
-import platform
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from .._validate import from_unit_float
 from ..lgs import LocalGradientsSmoothing
 from ..models import OFFLINE_DEFAULT, Classifier, load_model
 from ..parameters import DEFAULT_SMOOTHING_FACTOR
+from . import runs
 
 # The attack settings an evaluation can run (see plan()); the CLI's --attacks takes these names.
 ATTACKS = ("lavan", "patch", "bpda", "adaptive")
@@ -120,41 +119,8 @@ _CACHE_FIELDS = ("model", "weights", "data", "imagenet", "imagenet_labels", "lim
 
 
 def conditions(config: EvaluationConfig) -> dict:
-    """What the cached work depends on: the fields above and the numerics of this torch build."""
-    return {
-        **{name: getattr(config, name) for name in _CACHE_FIELDS},
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu": _cpu_model(),
-        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),  # read by oneDNN when torch loads
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
-    }
-
-
-def _cpu_model() -> str:
-    """The processor's model name (oneDNN picks its kernels by it), or the architecture."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def _check_conditions(config: EvaluationConfig, rank: int) -> None:
-    """Refuse to resume into a folder whose cached work was made under other conditions."""
-    path = Path(config.output_dir) / "conditions.json"
-    now = conditions(config)
-    if path.exists():
-        before = json.loads(path.read_text())
-        changed = {key: (before.get(key), value) for key, value in now.items() if before.get(key) != value}
-        if changed:
-            listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-            raise ValueError(f"{config.output_dir} holds work made under other conditions ({listed}); use a new output folder")
-    elif rank == 0:
-        atomic_write_bytes(path, json.dumps(now, indent=1).encode())
+    """What the cached work depends on: the fields above and the numerics of this machine and build."""
+    return {**{name: getattr(config, name) for name in _CACHE_FIELDS}, **runs.numerics()}
 
 
 def _unit_seed(seed: int, unit: str, batch: int) -> int:
@@ -184,50 +150,11 @@ def validate(config: EvaluationConfig) -> None:
             raise ValueError(f"{name} must be >= 1. Got {value}")
     if config.data is not None and not Path(config.data).is_dir():
         raise ValueError(f"data folder {config.data} does not exist or is not a folder")
-    output = Path(config.output_dir)
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"output folder {output} is not writable: {error}") from error
+    runs.check_output_folder(config.output_dir)
 
 
 def load_images(config: EvaluationConfig, size: int) -> data.ImageSet:
-    if config.data is None:
-        images = data.bundled(size)
-    elif config.imagenet:
-        images = data.imagenet_val(config.data, size, config.imagenet_labels, config.limit)
-    else:
-        images = data.image_folder(config.data, size, config.limit)
-    if config.limit is not None:
-        images = images.subset(list(range(min(config.limit, len(images)))))
-    return images
-
-
-class _Distributed:
-    """Rank and world size under torchrun (one process otherwise), and a barrier."""
-
-    def __init__(self, device: str) -> None:
-        import torch.distributed as dist
-
-        self.dist = dist
-        self.started = False
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-            self.started = True
-        self.active = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.active else 0
-        self.world = dist.get_world_size() if self.active else 1
-
-    def barrier(self) -> None:
-        if self.active:
-            self.dist.barrier()
-
-    def close(self) -> None:
-        if self.started:
-            self.dist.destroy_process_group()
+    return runs.load_images(config.data, size, config.imagenet, config.imagenet_labels, config.limit)
 
 
 def _save_tensor(path: Path, tensors: dict) -> None:
@@ -238,7 +165,7 @@ def _save_tensor(path: Path, tensors: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images: data.ImageSet, runtime: _Distributed):
+def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images: data.ImageSet, runtime: runs.Distributed):
     """The universal patch: trained once by rank 0 on every image, cached, loaded by the others."""
     path = Path(config.output_dir) / "adversarial" / _safe(unit.key) / "patch.pt"
     if runtime.rank == 0 and not path.exists():
@@ -321,11 +248,11 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         'none'
     """
     validate(config)
-    runtime = _Distributed(config.device)
+    runtime = runs.Distributed(config.device)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(config.threads)
-        _check_conditions(config, runtime.rank)
+        runs.check_conditions(config.output_dir, conditions(config), runtime.rank)
         runtime.barrier()
         model = load_model(config.model, config.weights, config.device)
         images = load_images(config, model.input_size)

@@ -1,0 +1,232 @@
+"""``lgs-gpu certify``: PatchCleanser's clean and certified accuracy on a model and a set of images.
+
+The work is cut into (patch size, batch of images) pieces. Each piece's labels, certificates,
+cases and forward passes are written atomically as a record (``records/patch-2pc/batch-00000.json``)
+as soon as it is done, so an interrupted run resumes where it stopped; ``conditions.json`` keeps
+what the records depend on and a resume under other conditions is refused. Under ``torchrun``
+batch ``b`` goes to rank ``b % N`` and rank 0 merges the records into ``certify.json``,
+``certify.csv`` and ``certify.md``.
+
+Per patch size: the model's clean accuracy, PatchCleanser's clean accuracy, its certified
+accuracy (certified and correct), the share of cases I / II / III, the forward passes (masked
+images through the model) and the images and forward passes per second.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .._files import atomic_write_bytes
+from ..certify import PatchCleanser
+from ..models import OFFLINE_DEFAULT, load_model
+from . import runs
+
+
+@dataclass
+class CertifyConfig:
+    """Everything that defines a certification run; saved in ``certify.json``."""
+
+    output_dir: str = "lgs-certify"
+    model: str = OFFLINE_DEFAULT
+    weights: str | None = "default"
+    data: str | None = None  # None: the bundled photographs
+    imagenet: bool = False
+    imagenet_labels: str | None = None
+    limit: int | None = None
+    patch_fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.03])
+    masks_per_axis: int = 6
+    images_per_batch: int = 8  # images per record
+    model_batch_size: int = 64  # masked images per model call
+    device: str = "cpu"
+    threads: int = 1
+
+
+_RECORD_FIELDS = ("model", "weights", "data", "imagenet", "imagenet_labels", "limit", "masks_per_axis",
+                  "images_per_batch", "device", "threads")  # fmt: skip
+
+
+def _key(fraction: float) -> str:
+    return f"patch-{100 * fraction:g}pc"
+
+
+def validate(config: CertifyConfig) -> None:
+    """Check names, sizes and paths before any work (``ValueError`` naming what is wrong)."""
+    if not config.patch_fractions:
+        raise ValueError("at least one patch fraction is needed (e.g. 0.02)")
+    for fraction in config.patch_fractions:
+        if not 0 < fraction < 1:
+            raise ValueError(f"patch fractions must be in (0, 1). Got {fraction}")
+    for name in ("masks_per_axis", "images_per_batch", "model_batch_size", "threads"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1. Got {getattr(config, name)}")
+    if config.data is not None and not Path(config.data).is_dir():
+        raise ValueError(f"data folder {config.data} does not exist or is not a folder")
+    runs.check_output_folder(config.output_dir)
+
+
+def _certify_batch(cleanser: PatchCleanser, model, images: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict:
+    start = time.perf_counter()
+    with torch.no_grad():
+        bare = model(images).argmax(dim=1)
+        result = cleanser.predict_and_certify(images)
+    seconds = time.perf_counter() - start
+    return {
+        "images": names,
+        "labels": labels.tolist(),
+        "bare_predictions": bare.tolist(),
+        "predictions": result.labels.tolist(),
+        "certified": result.certified.tolist(),
+        "cases": result.cases.tolist(),
+        "forward_passes": result.forward_passes.tolist(),
+        "model_calls": result.model_calls,
+        "seconds": seconds,
+    }
+
+
+def summarise(fraction: float, cleanser: PatchCleanser, size: int, records: list[dict]) -> dict:
+    """One row of the table from a patch size's records."""
+    count = sum(len(record["labels"]) for record in records)
+
+    def share(test) -> float:
+        return sum(test(record, i) for record in records for i in range(len(record["labels"]))) / max(count, 1)
+
+    geometry = cleanser.geometry_for(size, size)
+    seconds = sum(record["seconds"] for record in records)
+    passes = sum(sum(record["forward_passes"]) for record in records)
+    return {
+        "patch": f"{100 * fraction:g}% ({geometry.patch_size[0]} px)",
+        "masks": f"{geometry.count} of {geometry.mask_size[0]} px, stride {geometry.stride[0]}",
+        "images": count,
+        "clean accuracy (model)": share(lambda r, i: r["bare_predictions"][i] == r["labels"][i]),
+        "clean accuracy (PatchCleanser)": share(lambda r, i: r["predictions"][i] == r["labels"][i]),
+        "certified accuracy": share(lambda r, i: r["certified"][i] and r["predictions"][i] == r["labels"][i]),
+        "case I": share(lambda r, i: r["cases"][i] == 1),
+        "case II": share(lambda r, i: r["cases"][i] == 2),
+        "case III": share(lambda r, i: r["cases"][i] == 3),
+        "forward passes": passes,
+        "model calls": sum(record["model_calls"] for record in records),
+        "images / s": count / seconds if seconds else None,
+        "forward passes / s": passes / seconds if seconds else None,
+    }
+
+
+def markdown(results: dict) -> str:
+    rows = results["table"]
+    percent = {"clean accuracy (model)", "clean accuracy (PatchCleanser)", "certified accuracy", "case I", "case II",
+               "case III"}  # fmt: skip
+
+    def cell(key, value):
+        if value is None:
+            return "–"
+        if key in percent:
+            return f"{value:.1%}"
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    header = list(rows[0]) if rows else []
+    lines = [
+        "# PatchCleanser certification",
+        "",
+        f"Model `{results['model']}`, {results['images']} images, labels: {results['label_source']}; "
+        f"{results['config']['masks_per_axis']} masks per axis.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += ["| " + " | ".join(cell(key, row[key]) for key in header) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, folder: Path) -> None:
+    """``certify.json``, ``certify.csv`` (one row per image and patch) and ``certify.md``, atomically."""
+    atomic_write_bytes(folder / "certify.json", json.dumps(results, indent=1).encode())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    columns = ("labels", "bare_predictions", "predictions", "certified", "cases", "forward_passes")
+    writer.writerow(["patch", "image", *columns])
+    for key, records in results["records"].items():
+        for record in records:
+            for i, name in enumerate(record["images"]):
+                writer.writerow([key, name, *(record[column][i] for column in columns)])
+    atomic_write_bytes(folder / "certify.csv", buffer.getvalue().encode())
+    atomic_write_bytes(folder / "certify.md", markdown(results).encode())
+
+
+def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
+    """Run (or resume) a certification; rank 0 returns the results (other ranks None).
+
+    Example:
+        >>> results = certify(CertifyConfig(output_dir="out", patch_fractions=[0.02]))  # doctest: +SKIP
+        >>> results["table"][0]["certified accuracy"]  # doctest: +SKIP
+        0.25
+    """
+    validate(config)
+    runtime = runs.Distributed(config.device)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(config.threads)
+        now = {**{name: getattr(config, name) for name in _RECORD_FIELDS}, **runs.numerics()}
+        runs.check_conditions(config.output_dir, now, runtime.rank)
+        runtime.barrier()
+        model = load_model(config.model, config.weights, config.device)
+        images = runs.load_images(config.data, model.input_size, config.imagenet, config.imagenet_labels, config.limit)
+        if images.labels is not None:
+            labels, label_source = images.labels, "ground truth"
+        else:
+            labels, _ = model.predict(images.images.to(config.device), config.model_batch_size)
+            labels, label_source = labels.cpu(), "the model's clean top-1 prediction (no ground truth)"
+        starts = range(0, len(images), config.images_per_batch)
+        mine = [(b, start) for b, start in enumerate(starts) if b % runtime.world == runtime.rank]
+        folder = Path(config.output_dir)
+        cleansers = {
+            fraction: PatchCleanser(model, patch_fraction=fraction, masks_per_axis=config.masks_per_axis,
+                                    batch_size=config.model_batch_size)  # fmt: skip
+            for fraction in config.patch_fractions
+        }
+        work = tqdm(total=len(cleansers) * len(mine), desc=f"certify (rank {runtime.rank})", unit="batch",
+                    disable=not progress)  # fmt: skip
+        for fraction, cleanser in cleansers.items():
+            for index, start in mine:
+                work.set_postfix_str(_key(fraction))
+                path = folder / "records" / _key(fraction) / f"batch-{index:05d}.json"
+                if not path.exists():
+                    part = slice(start, start + config.images_per_batch)
+                    record = _certify_batch(cleanser, model, images.images[part].to(config.device), labels[part],
+                                            images.names[part])  # fmt: skip
+                    atomic_write_bytes(path, json.dumps(record).encode())
+                work.update()
+        work.close()
+        runtime.barrier()
+        if runtime.rank != 0:
+            return None
+        records = {
+            _key(fraction): [json.loads((folder / "records" / _key(fraction) / f"batch-{b:05d}.json").read_text())
+                             for b in range(len(starts))]  # fmt: skip
+            for fraction in config.patch_fractions
+        }
+        results = {
+            "config": asdict(config),
+            "conditions": now,
+            "model": model.name,
+            "images": len(images),
+            "names": images.names,
+            "skipped": images.skipped,
+            "label_source": label_source,
+            "table": [
+                summarise(fraction, cleansers[fraction], model.input_size, records[_key(fraction)])
+                for fraction in config.patch_fractions
+            ],
+            "records": records,
+        }
+        write_results(results, folder)
+        return results
+    finally:
+        torch.set_num_threads(threads)
+        runtime.close()

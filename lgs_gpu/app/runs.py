@@ -1,0 +1,110 @@
+"""What long, resumable, shardable runs share (``lgs-gpu evaluate``, ``lgs-gpu certify``).
+
+* :class:`Distributed`: rank and world size under ``torchrun`` (gloo on CPU, NCCL on CUDA).
+* :func:`numerics` and :func:`check_conditions`: a run's folder keeps the conditions its cached
+  work was made under in ``conditions.json``, and a resume under other ones is refused: the
+  attacks amplify last-bit differences (thread count, CPU, torch build) into other results.
+* :func:`load_images`, :func:`check_output_folder`: the data and output checks both commands make.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from .. import data
+from .._files import atomic_write_bytes
+
+
+class Distributed:
+    """Rank and world size under torchrun (one process otherwise), and a barrier."""
+
+    def __init__(self, device: str) -> None:
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.started = False
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+            self.started = True
+        self.active = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.active else 0
+        self.world = dist.get_world_size() if self.active else 1
+
+    def barrier(self) -> None:
+        if self.active:
+            self.dist.barrier()
+
+    def close(self) -> None:
+        if self.started:
+            self.dist.destroy_process_group()
+
+
+def cpu_model() -> str:
+    """The processor's model name (oneDNN picks its kernels by it), or the architecture."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def numerics() -> dict:
+    """What this machine and torch build contribute to a run's numbers."""
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu_model(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),  # read by oneDNN when torch loads
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+def check_conditions(folder: str | Path, now: dict, rank: int) -> None:
+    """Refuse to resume into ``folder`` when its cached work was made under other conditions.
+
+    The first run writes ``conditions.json`` (rank 0); later runs compare with it.
+    """
+    path = Path(folder) / "conditions.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = {key: (before.get(key), value) for key, value in now.items() if before.get(key) != value}
+        if changed:
+            listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise ValueError(f"{folder} holds work made under other conditions ({listed}); use a new output folder")
+    elif rank == 0:
+        atomic_write_bytes(path, json.dumps(now, indent=1).encode())
+
+
+def check_output_folder(folder: str | Path) -> None:
+    """Create ``folder`` and check that it is writable (``ValueError`` otherwise), before any work."""
+    output = Path(folder)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"output folder {output} is not writable: {error}") from error
+
+
+def load_images(
+    folder: str | None, size: int, imagenet: bool = False, imagenet_labels: str | None = None, limit: int | None = None
+) -> data.ImageSet:
+    """The bundled photographs (``folder`` None), an image folder, or ImageNet validation images."""
+    if folder is None:
+        images = data.bundled(size)
+    elif imagenet:
+        images = data.imagenet_val(folder, size, imagenet_labels, limit)
+    else:
+        images = data.image_folder(folder, size, limit)
+    if limit is not None:
+        images = images.subset(list(range(min(limit, len(images)))))
+    return images
