@@ -313,3 +313,78 @@ def test_a_larger_patch_can_break_the_certificate():
     assert int(cleanser(small)[0]) == 0
     large = torch.full_like(image, MASK_VALUE)
     assert int(cleanser(large)[0]) == 1
+
+
+# -- specs, the adaptive view, and the order of masks and defenses ----------------------------------
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("patchcleanser", {"patch_fraction": 0.02, "masks_per_axis": 6, "defense": None}),
+    ("pc:3%", {"patch_fraction": 0.03, "masks_per_axis": 6, "defense": None}),
+    ("PC:0.01,masks=4", {"patch_fraction": 0.01, "masks_per_axis": 4, "defense": None}),
+    ("pc,patch=32", {"patch_size": 32, "masks_per_axis": 6, "defense": None}),
+    ("pc:2%@lgs:1.5,threshold=0.2", {"patch_fraction": 0.02, "masks_per_axis": 6, "defense": "lgs:1.5,threshold=0.2"}),
+])  # fmt: skip
+def test_specs_parse(spec, expected):
+    from lgs_gpu.certify import is_spec, parse_spec
+
+    assert is_spec(spec) and parse_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("lgs:2.3|pc:2%", "must see the image first"),
+    ("pc:2%+median:3", "must see the image first"),
+    ("pc:150%", r"must be in \(0, 1\)"),
+    ("pc:2%,size=3", "unknown PatchCleanser parameter 'size'"),
+    ("pc:2%,masks=two", "bad PatchCleanser parameter"),
+    ("pc:2%,patch=3", "not both"),
+])  # fmt: skip
+def test_bad_specs_say_what_is_accepted(spec, match):
+    from lgs_gpu.certify import parse_spec
+
+    with pytest.raises(ValueError, match=match):
+        parse_spec(spec)
+
+
+def test_from_spec_builds_the_defense_after_the_masks_only_when_given_a_builder():
+    from lgs_gpu import defenses
+    from lgs_gpu.certify import from_spec
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
+    cleanser = from_spec("pc:5%,masks=2@median:3", model, defenses.get, mask_value=0.5)
+    assert cleanser.defense.spec == "median:3" and cleanser.masks_per_axis == 2
+    with pytest.raises(ValueError, match="pass build_defense"):
+        from_spec("pc:5%@median:3", model, mask_value=0.5)
+
+
+def test_random_mask_view_covers_each_image_with_a_mask_of_the_set_and_passes_gradients():
+    from lgs_gpu.certify import RandomMask
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)).eval()
+    cleanser = PatchCleanser(model, patch_size=3, masks_per_axis=3, mask_value=MASK_VALUE)
+    view = RandomMask(cleanser, torch.Generator().manual_seed(0))
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    out = view(x)
+    masks = cleanser.masks_for(16, 16)
+    for image in range(6):
+        covered = (out[image] == MASK_VALUE).all(dim=0)
+        assert any(torch.equal(covered, m) for m in masks)
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0 and (x.grad == 0).any()  # no gradient under the mask
+
+
+def test_masks_must_come_before_lgs():
+    """Masking then LGS hides a patch completely; LGS then masking does not (the certificate's premise)."""
+    from lgs_gpu import lgs
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=generator), size=64, mode="bilinear")
+    patched = image.clone()
+    patched[:, :, 4:12, 4:12] = torch.rand(1, 3, 8, 8, generator=generator)  # a noisy patch: the largest gradient
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[:16, :16] = True  # covers the patch
+    value = torch.full((1, 3, 1, 1), MASK_VALUE)
+    mask_first = [lgs(torch.where(mask, value, x), backend="torch") for x in (image, patched)]
+    assert torch.equal(*mask_first)  # the model sees the same image whatever the patch holds
+    lgs_first = [torch.where(mask, value, lgs(x, backend="torch")) for x in (image, patched)]
+    assert not torch.equal(*lgs_first)  # the patch changed pixels outside its mask (global normalisation)

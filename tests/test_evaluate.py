@@ -178,3 +178,29 @@ def test_evaluate_pins_its_threads_and_restores_the_callers(tmp_path, monkeypatc
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_patchcleanser_rows_beside_lgs(tmp_path):
+    """PatchCleanser specs score every attack, get clean certificates and an adaptive (EoT over masks) row."""
+    config = EvaluationConfig(
+        output_dir=str(tmp_path / "out"), limit=2, batch_size=2, defenses=["none", "lgs:2.3", "pc:5%,masks=2"],
+        attacks=["lavan", "adaptive"], lavan_fractions=[0.05], lavan_iterations=2,
+    )  # fmt: skip
+    results = evaluate(config, progress=False)
+    assert [unit.key for unit in plan(config)][-1] == "masks-pc:5%,masks=2"
+    (row,) = results["tables"]["certified"]
+    assert row["defense"] == "pc:5%,masks=2" and row["certificates broken"] == 0
+    assert set(row) >= {"clean", "certified", "lavan-5%", "adaptive (EoT over masks)"}
+    assert 0 <= row["certified"] <= row["clean"] <= 1
+    clean = [r for r in results["records"] if r["unit"] == "clean"][0]
+    assert len(clean["certified"]["pc:5%,masks=2"]) == 2
+    assert "pc:5%,masks=2" in [r["defense"] for r in results["tables"]["table1"]]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--defenses", "none;lgs:2.3|pc:2%"], "must see the image first"),
+    (["--bpda-defenses", "pc:2%"], "gives labels, not images"),
+])  # fmt: skip
+def test_patchcleanser_specs_are_checked_before_any_work(tmp_path, capsys, arguments, message):
+    assert main(["evaluate", "-o", str(tmp_path / "out"), *arguments]) == 2
+    assert message in capsys.readouterr().err

@@ -176,7 +176,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"model {results['model']['name']}, {results['images']['count']} images, labels: {results['label_source']}")
     for path, why in results["images"]["skipped"]:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    for key in ("table1", "table3", "adaptive", "table2"):
+    for key in ("table1", "table3", "adaptive", "table2", "certified"):
         if results["tables"][key]:
             print(f"\n{TABLE_TITLES[key]}\n\n{markdown_table(results['tables'][key])}")
     print(f"wrote {args.output_dir}/results.json, results.csv, results.md, figure4_defenses.png, figure2_lgs_stages.png")

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import attacks, data, defenses
+from .. import attacks, certify, data, defenses
 from .._files import atomic_write_bytes
 from .._validate import from_unit_float
 from ..lgs import LocalGradientsSmoothing
@@ -83,7 +83,7 @@ class Unit:
     key: str  # folder name, e.g. "lavan-2%" or "bpda-jpeg:30"
     attack: str  # "clean", "lavan" or "patch"
     fraction: float
-    view: str  # how the attacker sees `defense`: "none", "exact" or "bpda"
+    view: str  # how the attacker sees `defense`: "none", "exact", "bpda", or "masks" (PatchCleanser's masks, EoT)
     defense: str | None  # the defense the attacker sees (None: the bare model)
     scored: tuple[str, ...]  # defense specs the adversarial images are scored with
 
@@ -110,6 +110,9 @@ def plan(config: EvaluationConfig) -> list[Unit]:
         units.append(Unit(f"exact-{spec}", "lavan", config.bpda_fraction, "exact", spec, (spec,)))
         if not ("bpda" in config.attacks and spec in bpda_specs):
             units.append(Unit(f"bpda-{spec}", "lavan", config.bpda_fraction, "bpda", spec, (spec,)))
+        # PatchCleanser's adaptive attacker: LaVAN through its round-1 masked predictions (EoT over masks).
+        units += [Unit(f"masks-{spec}", "lavan", config.bpda_fraction, "masks", spec, (spec,))
+                  for spec in config.defenses if certify.is_spec(spec)]  # fmt: skip
     return units
 
 
@@ -131,12 +134,26 @@ def _safe(key: str) -> str:
     return key.replace(":", "_").replace("|", "_").replace("+", "_plus_").replace("%", "pc").replace(",", "_")
 
 
+def _check_spec(spec: str) -> None:
+    """An image defense of the registry, or PatchCleanser (which gives labels and needs the model)."""
+    if certify.is_spec(spec):
+        defense = certify.parse_spec(spec)["defense"]
+        if defense is not None:
+            defenses.get(defense)
+    else:
+        defenses.get(spec)
+
+
 def validate(config: EvaluationConfig) -> None:
     """Check every name, spec and path before any work (``ValueError`` naming what is wrong)."""
     unknown = [name for name in config.attacks if name not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown attack(s) {', '.join(unknown)}; accepted: {', '.join(ATTACKS)}")
-    for spec in [*config.defenses, *(config.bpda_defenses or []), config.adaptive_defense]:
+    for spec in config.defenses:
+        _check_spec(spec)
+    for spec in [*(config.bpda_defenses or []), config.adaptive_defense]:
+        if certify.is_spec(spec):
+            raise ValueError(f"{spec!r} gives labels, not images: BPDA and the LGS adaptive rows take image defenses")
         defenses.get(spec)
     if not config.defenses:
         raise ValueError("at least one defense spec is needed (e.g. none)")
@@ -185,7 +202,11 @@ def _attack(config, unit: Unit, model, batch: torch.Tensor, labels: torch.Tensor
     if unit.attack == "patch":
         patched, _ = attacks.apply_patch(batch, patch["patch"].to(batch.device), seed=seed)
         return from_unit_float(patched, torch.uint8), torch.full_like(labels, patch["target"])
-    view = attacks.attacker_view(defenses.get(unit.defense) if unit.defense else None, unit.view)
+    if unit.view == "masks":
+        cleanser = certify.from_spec(unit.defense, model, defenses.get)
+        view = certify.RandomMask(cleanser, torch.Generator().manual_seed(seed))
+    else:
+        view = attacks.attacker_view(defenses.get(unit.defense) if unit.defense else None, unit.view)
     result = attacks.lavan(
         model, batch, labels, area_fraction=unit.fraction, iterations=config.lavan_iterations, defense=view,
         eot_samples=config.eot_samples, seed=seed,
@@ -193,14 +214,24 @@ def _attack(config, unit: Unit, model, batch: torch.Tensor, labels: torch.Tensor
     return from_unit_float(result.adversarial, torch.uint8), result.targets
 
 
-def _score(model: Classifier, adversarial: torch.Tensor, specs: tuple[str, ...]) -> dict:
-    predictions, confidences = {}, {}
+def _score(model: Classifier, adversarial: torch.Tensor, specs: tuple[str, ...], certificates: bool) -> dict:
+    """Top-1 predictions (and confidences) per defense; PatchCleanser's labels, with certificates if asked."""
+    predictions, confidences, certified = {}, {}, {}
     for spec in specs:
+        if certify.is_spec(spec):
+            cleanser = certify.from_spec(spec, model, defenses.get, batch_size=64)
+            if certificates:
+                result = cleanser.predict_and_certify(adversarial)
+                label, certified[spec] = result.labels, result.certified.tolist()
+            else:
+                label = cleanser(adversarial)
+            predictions[spec], confidences[spec] = label.tolist(), None
+            continue
         with torch.no_grad():
             label, confidence = model.predict(defenses.get(spec)(adversarial))
         predictions[spec] = label.tolist()
         confidences[spec] = [round(value, 6) for value in confidence.tolist()]
-    return {"predictions": predictions, "confidences": confidences}
+    return {"predictions": predictions, "confidences": confidences, **({"certified": certified} if certified else {})}
 
 
 def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patch) -> dict:
@@ -225,7 +256,7 @@ def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patc
         "images": images.names[batch_slice],
         "labels": batch_labels.tolist(),
         "targets": None if targets is None else targets.tolist(),
-        **_score(model, adversarial, unit.scored),
+        **_score(model, adversarial, unit.scored, certificates=unit.attack == "clean"),
     }
     atomic_write_bytes(record_path, json.dumps(record).encode())
     return record
@@ -348,7 +379,41 @@ def tables(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> 
             if key in keys and (key != non_adaptive or spec in config.defenses):
                 accuracy, rate, _ = _rates(records, key, spec)
                 adaptive.append({"defense": spec, "attacker": label, "accuracy": accuracy, "success": rate})
-    return {"table1": table1, "table2": table2, "table3": table3, "adaptive": adaptive}
+    return {"table1": table1, "table2": table2, "table3": table3, "adaptive": adaptive,
+            "certified": _certified_table(config, units, records)}  # fmt: skip
+
+
+def _certified_table(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> list[dict]:
+    """PatchCleanser rows: clean and certified accuracy, accuracy under each attack, and a check.
+
+    ``certificates broken`` counts images certified (and correct) on the clean image whose label
+    an attack with a patch inside the threat model still changed: it must be 0, and larger
+    patches (the 10% universal patch, LaVAN above the certified size) are reported, not claimed.
+    """
+    rows = []
+    for spec in (spec for spec in config.defenses if certify.is_spec(spec)):
+        clean = [r for r in records if r["unit"] == "clean"]
+        certified = {
+            name: bool(ok and p == label)
+            for r in clean
+            for name, ok, p, label in zip(r["images"], r["certified"][spec], r["predictions"][spec], r["labels"],
+                                          strict=True)  # fmt: skip
+        }
+        row = {"defense": spec, "clean": _rates(records, "clean", spec)[0],
+               "certified": sum(certified.values()) / max(len(certified), 1)}  # fmt: skip
+        threat = certify.parse_spec(spec).get("patch_fraction")
+        broken = 0
+        for unit in units:
+            if unit.attack == "clean" or spec not in unit.scored:
+                continue
+            row["adaptive (EoT over masks)" if unit.view == "masks" else unit.key] = _rates(records, unit.key, spec)[0]
+            if threat is not None and unit.attack == "lavan" and unit.fraction <= threat:
+                for r in (r for r in records if r["unit"] == unit.key):
+                    broken += sum(certified.get(name, False) and p != label
+                                  for name, p, label in zip(r["images"], r["predictions"][spec], r["labels"], strict=True))  # fmt: skip
+        row["certificates broken"] = broken
+        rows.append(row)
+    return rows
 
 
 def _one_per_family(specs: list[str], limit: int = 8) -> list[str]:
@@ -375,7 +440,7 @@ def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier
     adversarial = adversarial.to(config.device)
     count = adversarial.shape[0]
     names = class_names()
-    rows = _one_per_family(list(config.defenses))
+    rows = _one_per_family([spec for spec in config.defenses if not certify.is_spec(spec)])  # image defenses
     defended = {spec: defenses.get(spec)(adversarial) for spec in rows}
     predictions = {spec: model.predict(defended[spec]) for spec in rows}
     columns = [

@@ -113,6 +113,8 @@ TABLE_TITLES = {
     "table2": "Table 2: top-1 accuracy under the universal adversarial patch (EoT), with its target rate",
     "table3": "Table 3: LaVAN success rate (target is top-1 after the defense), non-adaptive vs BPDA",
     "adaptive": "Adaptive attacks on LGS: accuracy and attack success by what the attacker differentiates",
+    "certified": "PatchCleanser: clean and certified accuracy, accuracy under each attack (masks-*: adaptive, EoT over "
+    "its masks), and certificates an in-threat-model attack broke (must be 0)",
 }
 
 

@@ -1,0 +1,129 @@
+"""PatchCleanser by spec string (``"patchcleanser:2%"``), and how an adaptive attacker sees it.
+
+Grammar (whitespace ignored, names case-insensitive)::
+
+    spec    := name (":" size)? ("," key "=" value)* ("@" defense)?
+    name    := "patchcleanser" | "pc"
+    size    := "2%" | "0.02"          # the patch's share of the image area (default 2%)
+    keys    := masks (per axis, default 6) | patch (side in pixels, instead of size)
+
+``"pc:2%@lgs:1.5"`` runs the image defense ``lgs:1.5`` on every masked image before the model:
+mask -> defense -> model, the only order that keeps the certificate. A defense chained *before*
+PatchCleanser (``"lgs|pc:2%"``) is refused: LGS normalises by each image's global gradient
+maximum, so a patch anywhere could change pixels outside the mask that hides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .double_masking import PatchCleanser
+
+NAMES = ("patchcleanser", "pc")
+
+
+def _parts(spec: str) -> list[str]:
+    return [part for part in "".join(spec.split()).lower().replace("@", "|").replace("+", "|").split("|") if part]
+
+
+def is_spec(spec: str) -> bool:
+    """Whether a spec string names PatchCleanser anywhere (so it needs the model, not just images)."""
+    return isinstance(spec, str) and any(part.split(":")[0].split(",")[0] in NAMES for part in _parts(spec))
+
+
+def parse_spec(spec: str) -> dict:
+    """``{"patch_fraction" | "patch_size", "masks_per_axis", "defense"}`` from a spec string.
+
+    Example:
+        >>> parse_spec("pc:2%,masks=4@lgs:1.5")
+        {'patch_fraction': 0.02, 'masks_per_axis': 4, 'defense': 'lgs:1.5'}
+    """
+    text = "".join(spec.split())
+    head, _, defense = text.partition("@")
+    if any(separator in head for separator in "|+"):
+        raise ValueError(
+            f"PatchCleanser must see the image first (mask -> defense -> model) to keep its certificate; "
+            f"write the defense after '@', e.g. 'patchcleanser:2%@lgs:2.3'. Got {spec!r}"
+        )
+    name, _, rest = head.partition(":")
+    if "," in name:
+        name, _, rest = head.partition(",")
+        rest = "," + rest
+    if name.lower() not in NAMES:
+        raise ValueError(f"a PatchCleanser spec starts with {' or '.join(NAMES)}. Got {spec!r}")
+    items = [item for item in rest.split(",")] if rest else []
+    options: dict = {"masks_per_axis": 6}
+    for index, item in enumerate(items):
+        if not item:
+            continue
+        key, equals, value = item.partition("=")
+        try:
+            if not equals and index == 0:
+                options["patch_fraction"] = float(key.rstrip("%")) / (100 if key.endswith("%") else 1)
+            elif key == "masks":
+                options["masks_per_axis"] = int(value)
+            elif key == "patch":
+                options["patch_size"] = int(value.removesuffix("px"))
+            else:
+                raise ValueError(f"unknown PatchCleanser parameter {key!r}; accepted: a size (2% or 0.02), masks=K, patch=PIXELS")
+        except ValueError as error:
+            if "unknown" in str(error):
+                raise ValueError(f"{error} (in {spec!r})") from None
+            raise ValueError(f"bad PatchCleanser parameter {item!r} in {spec!r}: sizes are like 2% or 0.02, masks and patch ints") from None
+    if "patch_fraction" in options and "patch_size" in options:
+        raise ValueError(f"give a patch share or patch=PIXELS, not both. Got {spec!r}")
+    if "patch_size" not in options:
+        options.setdefault("patch_fraction", 0.02)
+        if not 0 < options["patch_fraction"] < 1:
+            raise ValueError(f"the patch share must be in (0, 1), e.g. 2%. Got {spec!r}")
+    if options["masks_per_axis"] < 1:
+        raise ValueError(f"masks must be >= 1. Got {spec!r}")
+    options["defense"] = defense or None
+    return {key: options[key] for key in ("patch_fraction", "patch_size", "masks_per_axis", "defense") if key in options}
+
+
+def from_spec(
+    spec: str, model: nn.Module, build_defense: Callable[[str], nn.Module] | None = None, **options
+) -> PatchCleanser:
+    """The :class:`PatchCleanser` a spec names, around ``model`` (``options`` go to its constructor).
+
+    ``build_defense`` turns the image-defense spec after ``@`` into a module (e.g.
+    :func:`lgs_gpu.defenses.get`): this package does not depend on any particular defense.
+    """
+    parsed = parse_spec(spec)
+    defense = parsed.pop("defense")
+    if defense is not None:
+        if build_defense is None:
+            raise ValueError(f"{spec!r} names an image defense after '@': pass build_defense (e.g. lgs_gpu.defenses.get)")
+        parsed["defense"] = build_defense(defense)
+    return PatchCleanser(model, **parsed, **options)
+
+
+class RandomMask(nn.Module):
+    """An adaptive attacker's view of PatchCleanser: each call covers each image with a random mask of its set.
+
+    Put in an attack's loop with ``eot_samples`` draws per step, the attack's gradient is an
+    expectation over the one-mask predictions of round 1 (plus the cleanser's image defense, if
+    any, which must then be differentiable).
+    """
+
+    differentiable = True
+
+    def __init__(self, cleanser: PatchCleanser, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.cleanser = cleanser
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    @property
+    def spec(self) -> str:
+        return "random-mask"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        masks = self.cleanser.masks_for(x.shape[-2], x.shape[-1], x.device)
+        choice = torch.randint(0, masks.shape[0], (x.shape[0],), generator=self.generator).to(x.device)
+        value = self.cleanser.mask_value.to(x.device, x.dtype).view(1, -1, 1, 1)
+        masked = torch.where(masks[choice][:, None], value, x)
+        return masked if self.cleanser.defense is None else self.cleanser.defense(masked)
