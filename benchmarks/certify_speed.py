@@ -96,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patch", type=float, default=0.02, help="patch share of the image area (default 0.02)")
     parser.add_argument("--masks", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=64, help="masked images per model call (ours)")
+    parser.add_argument("--batch-size", type=int, help="masked images per model call (ours; default by device)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--channels-last", action="store_true")

@@ -44,7 +44,7 @@ class CertifyConfig:
     patch_fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.03])
     masks_per_axis: int = 6
     images_per_batch: int = 8  # images per record
-    model_batch_size: int = 64  # masked images per model call
+    model_batch_size: int | None = None  # masked images per model call (None: PatchCleanser's default)
     device: str = "cpu"
     threads: int = 1
 
@@ -65,7 +65,7 @@ def validate(config: CertifyConfig) -> None:
         if not 0 < fraction < 1:
             raise ValueError(f"patch fractions must be in (0, 1). Got {fraction}")
     for name in ("masks_per_axis", "images_per_batch", "model_batch_size", "threads"):
-        if getattr(config, name) < 1:
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1. Got {getattr(config, name)}")
     if config.data is not None and not Path(config.data).is_dir():
         raise ValueError(f"data folder {config.data} does not exist or is not a folder")
@@ -180,7 +180,7 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         if images.labels is not None:
             labels, label_source = images.labels, "ground truth"
         else:
-            labels, _ = model.predict(images.images.to(config.device), config.model_batch_size)
+            labels, _ = model.predict(images.images.to(config.device), config.images_per_batch)
             labels, label_source = labels.cpu(), "the model's clean top-1 prediction (no ground truth)"
         starts = range(0, len(images), config.images_per_batch)
         mine = [(b, start) for b, start in enumerate(starts) if b % runtime.world == runtime.rank]

