@@ -149,3 +149,20 @@ def test_defend_save_map_computes_the_gradient_once_per_image(monkeypatch, tmp_p
     assert main(["defend", str(image_folder), "-o", str(out), "--defense", spec, "--save-map"]) == 0
     written = sorted(p for p in out.rglob("*.png") if not p.stem.endswith("_map"))
     assert written and len(calls) == len(written)
+
+
+def test_defend_reads_what_every_reader_reads_and_keeps_the_bomb_guard(tmp_path, photo_batch, monkeypatch, capsys):
+    """One image reader for the package: defend accepts WebP (as the data loaders do) and skips an
+    image past Pillow's decompression-bomb limit with a plain reason."""
+    import PIL.Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    PIL.Image.fromarray(photo_batch[0].permute(1, 2, 0).numpy()).save(folder / "small.webp", lossless=True)
+    PIL.Image.fromarray(torch.zeros(300, 300, 3, dtype=torch.uint8).numpy()).save(folder / "big.png")
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 60_000)  # 224² passes, 300² is a "bomb"
+    out = tmp_path / "out"
+    assert main(["defend", str(folder), "-o", str(out), "--backend", "torch"]) == 0
+    assert torch.equal(decode_image(str(out / "mixed" / "small.png")), lgs(photo_batch[0], backend="torch"))
+    assert not (out / "mixed" / "big.png").exists()
+    assert "too many pixels for a safe decode" in capsys.readouterr().err

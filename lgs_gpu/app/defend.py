@@ -70,7 +70,7 @@ def defend_files(
         try:
             image = read_image(path)
         except (RuntimeError, OSError, ValueError) as error:
-            summary.skipped.append((path, f"cannot decode: {error}"))
+            summary.skipped.append((path, str(error).removeprefix(f"cannot read {path}: ")))
             continue
         image = image.to(device)
         with torch.no_grad():
