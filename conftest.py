@@ -2,13 +2,16 @@
 
 The Triton kernels run interpreted on CPU tensors in this suite: ``TRITON_INTERPRET`` must be
 set before the module defining them is imported, which collecting ``lgs_gpu``'s doctests does.
-Modules whose optional extra is not installed are not collected for doctests.
+The CUDA tier (``tests/test_cuda.py``) needs them compiled: it runs in its own process with
+``LGS_GPU_CUDA_TIER=1``, which keeps the interpreter off. Modules whose optional extra is not
+installed are not collected for doctests.
 """
 
 import importlib.util
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+if os.environ.get("LGS_GPU_CUDA_TIER") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 collect_ignore = ["lgs_gpu/__main__.py", "setup.py"]  # running them is their whole effect
 _EXTRAS = {"triton": ["lgs_gpu/paths/triton_path/kernels.py", "lgs_gpu/paths/triton_path/aot.py"]}

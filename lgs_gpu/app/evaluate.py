@@ -131,7 +131,8 @@ def _unit_seed(seed: int, unit: str, batch: int) -> int:
 
 
 def _safe(key: str) -> str:
-    return key.replace(":", "_").replace("|", "_").replace("+", "_plus_").replace("%", "pc").replace(",", "_")
+    return (key.replace(":", "_").replace("|", "_").replace("+", "_plus_").replace("%", "pc").replace(",", "_")
+            .replace("@", "_at_"))
 
 
 def _check_spec(spec: str) -> None:
