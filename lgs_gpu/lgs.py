@@ -29,7 +29,7 @@ from .windows import axis_windows
 
 __all__ = [
     "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
-    "LGSStages", "LocalGradientsSmoothing", "lgs", "lgs_map", "lgs_stages", "triton_usable",
+    "LGSStages", "LocalGradientsSmoothing", "backend_info", "lgs", "lgs_map", "lgs_stages", "triton_usable",
 ]  # fmt: skip
 
 BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
@@ -47,6 +47,33 @@ def _vectorised_path(path: str, batch: torch.Tensor):
         # Detached: no gradient is asked for here, and one compiled graph serves every input.
         return compiled_path, batch.detach().contiguous()
     return _DIFFERENTIABLE_PATHS.get(path, torch_path), batch
+
+
+def backend_info(device: torch.device | str = "cpu") -> dict[str, str]:
+    """For each backend, ``"available"`` or why it cannot run on ``device`` (and what ``auto`` picks).
+
+    Example:
+        >>> backend_info("cpu")["torch"]
+        'available'
+    """
+    device = torch.device(device)
+    info = {"reference": "available", "torch": "available"}
+    reason = triton_unusable_reason(torch.empty(0, device=device))
+    if reason is None and device.type != "cuda":
+        reason = "interpreted on CPU (TRITON_INTERPRET=1): for tests, hundreds of times slower; auto skips it"
+    info["triton"] = "available" if reason is None else reason
+    if device.type != "cpu":
+        info["compiled"] = "CPU tensors only"
+    else:
+        import shutil
+
+        compilers = [name for name in ("c++", "g++", "clang++", "cc") if shutil.which(name)]
+        info["compiled"] = (
+            f"available (torch.compile with {compilers[0]}; compiles on first use)" if compilers
+            else "no C++ compiler on PATH (torch.compile needs one on CPU)"
+        )
+    info["auto"] = "triton" if info["triton"] == "available" else "torch"
+    return info
 
 
 def _check_backend(backend: str) -> None:

@@ -166,3 +166,19 @@ def test_defend_reads_what_every_reader_reads_and_keeps_the_bomb_guard(tmp_path,
     assert torch.equal(decode_image(str(out / "mixed" / "small.png")), lgs(photo_batch[0], backend="torch"))
     assert not (out / "mixed" / "big.png").exists()
     assert "too many pixels for a safe decode" in capsys.readouterr().err
+
+
+def test_info_reports_each_backend_and_why_not(capsys, monkeypatch):
+    import shutil
+
+    from lgs_gpu import BACKENDS, backend_info
+
+    info = backend_info("cpu")
+    assert set(info) == set(BACKENDS) and info["auto"] == "torch" and info["torch"] == "available"
+    assert info["triton"] != "available"  # never on CPU tensors: interpreted at best, and auto skips it
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert backend_info("cpu")["compiled"] == "no C++ compiler on PATH (torch.compile needs one on CPU)"
+    monkeypatch.undo()
+    assert main(["info", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "backends for cpu tensors:" in printed and "  auto: torch" in printed

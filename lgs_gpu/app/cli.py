@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lgs_options(defend)
 
     commands.add_parser("defenses", help="list the defenses, their parameters and the paper's grid")
+    info = commands.add_parser("info", help="versions, devices, and which LGS backend runs where (and why not)")
+    info.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
     evaluate = commands.add_parser(
         "evaluate", help="attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)"
@@ -231,6 +233,22 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+
+    from ..lgs import backend_info
+
+    device = _device(args.device)
+    print(f"lgs_gpu on Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no device'}")
+    print(f"backends for {device} tensors:")
+    for name, state in backend_info(device).items():
+        print(f"  {name}: {state}")
+    return 0
+
+
 def _print_defenses() -> None:
     from ..defenses import available
 
@@ -268,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "defenses":
             _print_defenses()
             return 0
+        if args.command == "info":
+            return _info(args)
         from .demo import run_demo
 
         results = run_demo(
