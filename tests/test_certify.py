@@ -388,3 +388,23 @@ def test_masks_must_come_before_lgs():
     assert torch.equal(*mask_first)  # the model sees the same image whatever the patch holds
     lgs_first = [torch.where(mask, value, lgs(x, backend="torch")) for x in (image, patched)]
     assert not torch.equal(*lgs_first)  # the patch changed pixels outside its mask (global normalisation)
+
+
+def test_each_masked_image_goes_through_the_model_once():
+    """Clamped windows and symmetric pairs ask for the same prediction twice: it is computed once."""
+    model = ProbeModel([(0, 0)], [2, 2]).eval()  # always class 2: every pair is checked
+    for batch_size in (1, 5, 64):
+        cleanser = PatchCleanser(model, patch_size=4, masks_per_axis=2, mask_value=MASK_VALUE, batch_size=batch_size)
+        result = cleanser.predict_and_certify(torch.rand(1, 3, 16, 16))
+        assert result.forward_passes.tolist() == [4 + 6], batch_size  # 4 one-mask + 6 pairs, no repeats
+
+
+def test_a_one_output_model_and_case_insensitive_specs():
+    from lgs_gpu.certify import parse_spec
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 1)).eval()
+    result = PatchCleanser(model, patch_size=2, masks_per_axis=2, mask_value=0.5).predict_and_certify(torch.rand(2, 3, 8, 8))
+    assert result.labels.tolist() == [0, 0] and result.certified.all()
+    assert parse_spec("PC:2%,MASKS=4") == {"patch_fraction": 0.02, "masks_per_axis": 4, "defense": None}
+    with pytest.raises(ValueError, match="bad PatchCleanser parameter 'unknown'"):
+        parse_spec("pc:unknown")

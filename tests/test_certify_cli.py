@@ -99,3 +99,8 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys, arguments, message
     assert main(["certify", "-o", str(output), *arguments]) == 2
     assert message in capsys.readouterr().err
     assert not (output / "records").exists()
+
+
+def test_patch_sizes_that_would_share_a_folder_are_refused(tmp_path, capsys):
+    assert main(["certify", "-o", str(tmp_path / "out"), "--patch", "0.02,0.0200000001"]) == 2
+    assert "patch fractions must differ" in capsys.readouterr().err

@@ -64,6 +64,9 @@ def validate(config: CertifyConfig) -> None:
     for fraction in config.patch_fractions:
         if not 0 < fraction < 1:
             raise ValueError(f"patch fractions must be in (0, 1). Got {fraction}")
+    keys = [_key(fraction) for fraction in config.patch_fractions]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"patch fractions must differ (their records would share a folder). Got {config.patch_fractions}")
     for name in ("masks_per_axis", "images_per_batch", "model_batch_size", "threads"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1. Got {getattr(config, name)}")

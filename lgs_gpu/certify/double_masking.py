@@ -255,9 +255,13 @@ class _Run:
             if cleanser.channels_last:
                 masked = masked.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cleanser.precision == "bfloat16"):
-                top2 = cleanser.model(masked).float().topk(2, dim=1)
+                logits = cleanser.model(masked).float()
+            if logits.dim() != 2:
+                raise ValueError(f"the model must return [B, classes] logits. Got shape {tuple(logits.shape)}")
+            top2 = logits.topk(min(2, logits.shape[1]), dim=1)
             labels.append(top2.indices[:, 0])
-            margins.append(top2.values[:, 0] - top2.values[:, 1])
+            runner_up = top2.values[:, 1] if logits.shape[1] > 1 else torch.full_like(top2.values[:, 0], -torch.inf)
+            margins.append(top2.values[:, 0] - runner_up)
             self.calls += 1
         if not labels:
             return torch.empty(0, dtype=torch.long, device=self.unit.device), torch.empty(0, device=self.unit.device)
@@ -274,12 +278,17 @@ class _Run:
         return computed
 
     def _lookup(self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Labels of (broadcast) index tensors of triples, computing only those not known yet."""
+        """Labels of (broadcast) index tensors of triples, computing each unknown one once."""
         image, first, second = torch.broadcast_tensors(image, first, second)
         known = self.pairs[image, first, second]
         todo = known < 0
         if todo.any():
-            self._fill(image[todo], first[todo], second[todo])
+            # The same pair may be asked for twice (either order, or a clamped index): compute it once.
+            count = self.masks.shape[0]
+            low = torch.minimum(first[todo], second[todo])
+            high = torch.maximum(first[todo], second[todo])
+            keys = torch.unique((image[todo] * count + low) * count + high)
+            self._fill(keys // (count * count), keys // count % count, keys % count)
             known = self.pairs[image, first, second]
         return known
 

@@ -54,25 +54,27 @@ def parse_spec(spec: str) -> dict:
         rest = "," + rest
     if name.lower() not in NAMES:
         raise ValueError(f"a PatchCleanser spec starts with {' or '.join(NAMES)}. Got {spec!r}")
-    items = [item for item in rest.split(",")] if rest else []
+    items = rest.split(",") if rest else []
     options: dict = {"masks_per_axis": 6}
+    accepted = "a size (2% or 0.02), masks=K, patch=PIXELS"
     for index, item in enumerate(items):
         if not item:
             continue
         key, equals, value = item.partition("=")
+        key = key.lower()
+        if equals and key not in ("masks", "patch"):
+            raise ValueError(f"unknown PatchCleanser parameter {key!r} in {spec!r}; accepted: {accepted}")
+        if not equals and index != 0:
+            raise ValueError(f"expected key=value after the size in {spec!r}. Got {item!r}; accepted: {accepted}")
         try:
-            if not equals and index == 0:
+            if not equals:
                 options["patch_fraction"] = float(key.rstrip("%")) / (100 if key.endswith("%") else 1)
             elif key == "masks":
                 options["masks_per_axis"] = int(value)
-            elif key == "patch":
-                options["patch_size"] = int(value.removesuffix("px"))
             else:
-                raise ValueError(f"unknown PatchCleanser parameter {key!r}; accepted: a size (2% or 0.02), masks=K, patch=PIXELS")
-        except ValueError as error:
-            if "unknown" in str(error):
-                raise ValueError(f"{error} (in {spec!r})") from None
-            raise ValueError(f"bad PatchCleanser parameter {item!r} in {spec!r}: sizes are like 2% or 0.02, masks and patch ints") from None
+                options["patch_size"] = int(value.lower().removesuffix("px"))
+        except ValueError:
+            raise ValueError(f"bad PatchCleanser parameter {item!r} in {spec!r}; accepted: {accepted}") from None
     if "patch_fraction" in options and "patch_size" in options:
         raise ValueError(f"give a patch share or patch=PIXELS, not both. Got {spec!r}")
     if "patch_size" not in options:
