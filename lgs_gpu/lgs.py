@@ -22,7 +22,7 @@ import torch
 
 from ._transform import ImageDefense
 from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
-from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, STAGES
 from .paths import reference, torch_path
 from .paths.triton_path import triton_unusable_reason, triton_usable
 from .windows import axis_windows
@@ -33,8 +33,6 @@ __all__ = [
 ]  # fmt: skip
 
 BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
-# What lgs_stages can return, in the order of LGSStages' fields.
-STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
 
 _DIFFERENTIABLE_PATHS = {"torch": torch_path, "reference": reference}
 
@@ -135,24 +133,7 @@ def lgs(
         >>> lgs(images).shape
         torch.Size([4, 3, 224, 224])
     """
-    batch, single, smoothing_factor, threshold, window_size, overlap = _prepare(
-        x, smoothing_factor, threshold, window_size, overlap
-    )
-    if batch.shape[0] == 0:
-        return x.clone()
-    path = _choose_backend(backend, batch)
-    if path == "triton":
-        from .paths.triton_path.kernels import lgs_triton
-
-        output, _ = lgs_triton(batch, smoothing_factor, threshold, window_size, overlap)
-    else:
-        unit = to_unit_float(batch)
-        module, ready = _vectorised_path(path, unit)
-        computed = module.lgs(ready, smoothing_factor, threshold, window_size, overlap)
-        if ready.data_ptr() != unit.data_ptr():  # the compiled path took a contiguous copy: give back the layout
-            computed = torch.empty_like(unit).copy_(computed)
-        output = from_unit_float(computed, batch.dtype)
-    return output[0] if single else output
+    return lgs_stages(x, smoothing_factor, threshold, window_size, overlap, backend, stages=("output",)).output
 
 
 def lgs_map(

@@ -30,3 +30,5 @@ DEFAULT_SMOOTHING_FACTOR = 2.3
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_WINDOW_SIZE = 15
 DEFAULT_OVERLAP = 5
+# The stages above that ``lgs_stages`` can return, in the order of ``LGSStages``' fields.
+STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")

@@ -39,12 +39,13 @@ def test_torch_path_chunks_change_no_value(monkeypatch, chunk_bytes):
 
     x = torch.rand(5, 3, 40, 52, generator=torch.Generator().manual_seed(3))
     whole = lgs_torch.lgs(x, 2.3, 0.1, 15, 5)
-    whole_map = lgs_torch.lgs_map(x, 0.1, 15, 5)
+    whole_map = lgs_torch.stages(x, 2.3, 0.1, 15, 5, ("suppression_map", "window_means"))
     leaf = x.clone().requires_grad_()
     whole_gradient = torch.autograd.grad(lgs_torch.lgs(leaf, 2.3, 0.1, 15, 5).sum(), leaf)[0]
     monkeypatch.setattr(lgs_torch, "CPU_CHUNK_BYTES", chunk_bytes)
     assert lgs_torch._chunk_size(x) < x.shape[0]
     assert torch.equal(lgs_torch.lgs(x, 2.3, 0.1, 15, 5), whole)
-    assert torch.equal(lgs_torch.lgs_map(x, 0.1, 15, 5), whole_map)
+    chunked_map = lgs_torch.stages(x, 2.3, 0.1, 15, 5, ("suppression_map", "window_means"))
+    assert all(torch.equal(chunked_map[name], whole_map[name]) for name in whole_map)
     leaf = x.clone().requires_grad_()
     assert torch.equal(torch.autograd.grad(lgs_torch.lgs(leaf, 2.3, 0.1, 15, 5).sum(), leaf)[0], whole_gradient)

@@ -392,8 +392,8 @@ def _certified_table(config: EvaluationConfig, units: list[Unit], records: list[
     patches (the 10% universal patch, LaVAN above the certified size) are reported, not claimed.
     """
     rows = []
+    clean = [r for r in records if r["unit"] == "clean"]
     for spec in (spec for spec in config.defenses if certify.is_spec(spec)):
-        clean = [r for r in records if r["unit"] == "clean"]
         certified = {
             name: bool(ok and p == label)
             for r in clean

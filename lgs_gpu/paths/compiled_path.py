@@ -34,8 +34,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..parameters import STAGES
 from .torch_path import (
-    STAGES,
     collate_by_row_class,
     collation_geometry,
     image_range,
@@ -125,18 +125,6 @@ def _map_inputs(x: torch.Tensor, threshold: float, window_size: int, overlap: in
     # Collation works on small tables, eagerly: compiled, Inductor's bool loops made it 4x slower.
     covered_by_row_class = collate_by_row_class(passing, *collation).to(x.dtype)
     return magnitude, lowest, highest, covered_by_row_class, row_class
-
-
-@torch.no_grad()
-def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    """``ĝ`` for contiguous ``[B, C, H, W]`` CPU images (``H, W >= 3``) of the compute dtype, as ``[B, H, W]``."""
-    return _suppressed_map(*_map_inputs(x, threshold, window_size, overlap))
-
-
-@torch.no_grad()
-def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    """LGS on contiguous ``[B, C, H, W]`` CPU images (``H, W >= 3``) of the compute dtype; same shape out."""
-    return _suppress(x, *_map_inputs(x, threshold, window_size, overlap), smoothing_factor)
 
 
 @torch.no_grad()

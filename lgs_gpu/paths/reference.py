@@ -103,12 +103,6 @@ def window_means(normalised: torch.Tensor, window_size: int, overlap: int) -> to
     return means
 
 
-def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    """``ĝ``: the normalised gradient kept only inside passing windows, ``[B, H, W]``."""
-    normalised = normalise(gradient_magnitude(x))
-    return torch.where(window_mask(normalised, threshold, window_size, overlap), normalised, 0)
-
-
 def suppress(
     x: torch.Tensor, suppressed: torch.Tensor, smoothing_factor: float, out: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -117,11 +111,6 @@ def suppress(
     ``out``, if given, receives the result (no autograd then).
     """
     return torch.mul(x, (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None], out=out)
-
-
-def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    """LGS on ``[B, C, H, W]`` images of the compute dtype; same shape out."""
-    return suppress(x, lgs_map(x, threshold, window_size, overlap), smoothing_factor)
 
 
 def stages(
@@ -134,14 +123,13 @@ def stages(
     ``normalised_gradient``, ``window_mask`` and ``suppression_map`` ``[B, H, W]``, and
     ``window_means`` ``[B, n_rows, n_cols]``.
     """
+    wanted = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means") if wanted is None else wanted
     normalised = normalise(gradient_magnitude(x))
     mask = window_mask(normalised, threshold, window_size, overlap)
     suppressed = torch.where(mask, normalised, 0)
-    computed = {
-        "output": suppress(x, suppressed, smoothing_factor),
-        "normalised_gradient": normalised,
-        "window_mask": mask,
-        "suppression_map": suppressed,
-        "window_means": window_means(normalised, window_size, overlap),
-    }
-    return computed if wanted is None else {name: computed[name] for name in wanted}
+    computed = {"normalised_gradient": normalised, "window_mask": mask, "suppression_map": suppressed}
+    if "output" in wanted:
+        computed["output"] = suppress(x, suppressed, smoothing_factor)
+    if "window_means" in wanted:  # a second loop over the windows: only when asked for
+        computed["window_means"] = window_means(normalised, window_size, overlap)
+    return {name: computed[name] for name in wanted}

@@ -15,9 +15,8 @@ import functools
 
 import torch
 
+from ..parameters import STAGES
 from ..windows import axis_windows, collation_tensors, starts_tensor
-
-STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
 
 
 def safe_sqrt(value: torch.Tensor) -> torch.Tensor:
@@ -142,14 +141,6 @@ def collate_by_row_class(
     return by_class.index_select(2, col_class)
 
 
-def window_mask(normalised: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    """``[B, H, W]`` boolean: pixels inside at least one window whose mean of ``g`` exceeds γ."""
-    _, height, width = normalised.shape
-    with torch.no_grad():  # the pass decision is a step function: no gradient flows through it
-        passing = window_means(normalised, window_size, overlap) > threshold
-        return collate(passing, height, width, window_size, overlap)
-
-
 # On CPU, whole-batch intermediates above glibc's mmap threshold (32 MiB) come from fresh pages
 # on every call, and the page faults cost as much as the arithmetic: a few images at a time stay
 # in reused heap memory and in cache. Every step is per image, so chunking changes no value.
@@ -162,15 +153,8 @@ def _chunk_size(x: torch.Tensor) -> int:
     return max(1, CPU_CHUNK_BYTES // max(1, x[0].nbytes))
 
 
-def _lgs_map_whole(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    normalised = normalise(gradient_magnitude(x))
-    return torch.where(window_mask(normalised, threshold, window_size, overlap), normalised, 0)
-
-
-def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    """``ĝ`` for ``[B, C, H, W]`` images of the compute dtype, as ``[B, H, W]``."""
-    chunks = x.split(_chunk_size(x))
-    return torch.cat([_lgs_map_whole(chunk, threshold, window_size, overlap) for chunk in chunks])
+def _suppression_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
+    return _stages_whole(x, 0.0, threshold, window_size, overlap, ("suppression_map",))["suppression_map"]
 
 
 def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
@@ -179,14 +163,14 @@ def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size:
     if size >= x.shape[0] or (torch.is_grad_enabled() and x.requires_grad):
         chunks = x.split(size)
         return torch.cat([
-            suppress(chunk, _lgs_map_whole(chunk, threshold, window_size, overlap), smoothing_factor)
+            suppress(chunk, _suppression_map(chunk, threshold, window_size, overlap), smoothing_factor)
             for chunk in chunks
         ])  # fmt: skip
     # Without autograd each chunk is written straight into the output: per-chunk results kept
     # for a final cat would grow and shrink the heap, and fault its pages in, on every call.
     out = torch.empty_like(x)
     for chunk, target in zip(x.split(size), out.split(size), strict=True):
-        suppress(chunk, _lgs_map_whole(chunk, threshold, window_size, overlap), smoothing_factor, out=target)
+        suppress(chunk, _suppression_map(chunk, threshold, window_size, overlap), smoothing_factor, out=target)
     return out
 
 
@@ -213,6 +197,8 @@ def stages(
     ``output`` ``[B, C, H, W]``; ``normalised_gradient``, ``window_mask`` (bool),
     ``suppression_map`` ``[B, H, W]``; ``window_means`` ``[B, n_rows, n_cols]``.
     """
+    if tuple(wanted) == ("output",):  # lgs writes chunks straight into its output (see CPU_CHUNK_BYTES)
+        return {"output": lgs(x, smoothing_factor, threshold, window_size, overlap)}
     parts = [_stages_whole(chunk, smoothing_factor, threshold, window_size, overlap, wanted)
              for chunk in x.split(_chunk_size(x))]  # fmt: skip
     return {name: torch.cat([part[name] for part in parts]) for name in wanted}

@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from ..._validate import compute_dtype
+from ...parameters import STAGES
 from ...windows import axis_windows, covering_tensors, starts_tensor
 
 # 2**23: adding then subtracting it rounds a float32 in [0, 2**22) half-to-even (torch.round).
@@ -312,9 +313,6 @@ def lgs_triton(
     wanted = ("output",) * write_output + ("suppression_map",) * write_map
     computed = stages(x, smoothing_factor, threshold, window_size, overlap, wanted, config)
     return computed.get("output"), computed.get("suppression_map")
-
-
-STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
 
 
 def stages(
