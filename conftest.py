@@ -5,6 +5,10 @@ set before the module defining them is imported, which collecting ``lgs_gpu``'s 
 The CUDA tier (``tests/test_cuda.py``) needs them compiled: it runs in its own process with
 ``LGS_GPU_CUDA_TIER=1``, which keeps the interpreter off. Modules whose optional extra is not
 installed are not collected for doctests.
+
+The compiled CPU path's program cache is off for the suite (``LGS_GPU_CACHE_DIR=off``), so
+``backend="auto"`` runs eager torch on CPU here: the suite's many window sizes would each build a
+program. ``tests/test_lgs_compiled.py`` turns a temporary cache on and tests the default path.
 """
 
 import importlib.util
@@ -12,6 +16,8 @@ import os
 
 if os.environ.get("LGS_GPU_CUDA_TIER") != "1":
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+os.environ["LGS_GPU_CACHE_DIR"] = "off"
 
 collect_ignore = ["lgs_gpu/__main__.py", "setup.py"]  # running them is their whole effect
 _EXTRAS = {"triton": ["lgs_gpu/paths/triton_path/kernels.py", "lgs_gpu/paths/triton_path/aot.py"]}

@@ -9,11 +9,23 @@ Example:
     >>> defended = lgs_gpu.lgs(torch.rand(8, 3, 299, 299))
 """
 
-from .lgs import BACKENDS, STAGES, LGSStages, LocalGradientsSmoothing, backend_info, lgs, lgs_map, lgs_stages
+from .lgs import (
+    BACKENDS,
+    STAGES,
+    LGSStages,
+    LocalGradientsSmoothing,
+    backend_info,
+    compiled_cache_info,
+    lgs,
+    lgs_map,
+    lgs_stages,
+    warmup,
+)
 from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 
 __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
-    "LGSStages", "LocalGradientsSmoothing", "__version__", "backend_info", "lgs", "lgs_map", "lgs_stages",
+    "LGSStages", "LocalGradientsSmoothing", "__version__", "backend_info", "compiled_cache_info", "lgs", "lgs_map",
+    "lgs_stages", "warmup",
 ]  # fmt: skip

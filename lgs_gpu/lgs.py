@@ -7,14 +7,17 @@ contract, and everything in the package reaches them through this module:
 
 * ``"triton"``: fused kernels for CUDA tensors; no autograd.
 * ``"torch"``: vectorised PyTorch, any device, differentiable.
-* ``"compiled"``: the torch path's stages fused by ``torch.compile`` for CPU tensors; no
-  autograd; compiles on first use, so ``"auto"`` never picks it.
+* ``"compiled"``: the torch path's stages compiled ahead of time for CPU tensors (AOTInductor
+  programs in a per-machine cache, built once); no autograd.
 * ``"reference"``: the literal equations, slow, differentiable; the tests' oracle.
-* ``"auto"``: Triton for CUDA tensors when usable and no gradient is needed, else torch.
+* ``"auto"``: when no gradient is needed, Triton for CUDA tensors and the compiled path for CPU
+  images at least 3 pixels tall and wide (each when usable: :func:`backend_info` says why not);
+  else torch.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,26 +26,26 @@ import torch
 from ._transform import ImageDefense
 from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
 from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, STAGES
-from .paths import reference, torch_path
+from .paths import compiled_path, reference, torch_path
 from .paths.triton_path import triton_unusable_reason, triton_usable
 from .windows import axis_windows
 
 __all__ = [
     "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
-    "LGSStages", "LocalGradientsSmoothing", "backend_info", "lgs", "lgs_map", "lgs_stages", "triton_usable",
+    "LGSStages", "LocalGradientsSmoothing", "backend_info", "compiled_cache_info", "lgs", "lgs_map", "lgs_stages",
+    "triton_usable", "warmup",
 ]  # fmt: skip
 
 BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
 
 _DIFFERENTIABLE_PATHS = {"torch": torch_path, "reference": reference}
+_LOG = logging.getLogger("lgs_gpu")
 
 
 def _vectorised_path(path: str, batch: torch.Tensor):
     """The module computing ``path`` on ``batch`` (unit-float, compute dtype) and the batch it expects."""
     if path == "compiled" and min(batch.shape[-2:]) >= 3:  # smaller images have no interior: eager torch
-        from .paths import compiled_path  # imports torch.compile's machinery: only when asked for
-
-        # Detached: no gradient is asked for here, and one compiled graph serves every input.
+        # Detached: no gradient is asked for here. Contiguous: the programs are compiled for it.
         return compiled_path, batch.detach().contiguous()
     return _DIFFERENTIABLE_PATHS.get(path, torch_path), batch
 
@@ -63,15 +66,51 @@ def backend_info(device: torch.device | str = "cpu") -> dict[str, str]:
     if device.type != "cpu":
         info["compiled"] = "CPU tensors only"
     else:
-        import shutil
-
-        compilers = [name for name in ("c++", "g++", "clang++", "cc") if shutil.which(name)]
-        info["compiled"] = (
-            f"available (torch.compile with {compilers[0]}; compiles on first use)" if compilers
-            else "no C++ compiler on PATH (torch.compile needs one on CPU)"
-        )
-    info["auto"] = "triton" if info["triton"] == "available" else "torch"
+        reason = compiled_path.unusable_reason()
+        info["compiled"] = "available" if reason is None else reason
+    if info["triton"] == "available":
+        info["auto"] = "triton"
+    elif info["compiled"] == "available":
+        info["auto"] = "compiled"
+    else:
+        info["auto"] = "torch"
     return info
+
+
+def compiled_cache_info() -> str:
+    """Where the compiled CPU path keeps its programs and which are built (``"off (...)"`` when off)."""
+    return compiled_path.cache_description()
+
+
+def warmup(
+    dtypes: tuple[torch.dtype, ...] = (torch.float32,),
+    window_sizes: tuple[int, ...] = (DEFAULT_WINDOW_SIZE,),
+    stages: tuple[str, ...] = ("output", "suppression_map"),
+) -> list[str]:
+    """Build the compiled CPU path's programs now rather than on first use; returns their names.
+
+    ``dtypes`` are compute dtypes (float32 serves uint8, float16 and bfloat16 images too;
+    float64). Images at least ``window_size`` pixels tall and wide use only these programs.
+    Built programs are loaded from the cache (``LGS_GPU_CACHE_DIR``), not rebuilt.
+    """
+    for dtype in dtypes:
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtypes must be torch.float32 or torch.float64 (compute dtypes). Got {dtype}")
+    for window_size in window_sizes:
+        window_parameters(window_size, 0)
+    if not compiled_path.cache_enabled():
+        raise ValueError("nothing to warm up: the cache is off (LGS_GPU_CACHE_DIR=off); unset it or name a folder")
+    return compiled_path.warmup(tuple(dtypes), tuple(window_sizes), tuple(_check_stages(stages)))
+
+
+def _auto_backend(batch: torch.Tensor, needs_grad: bool) -> str:
+    if needs_grad:
+        return "torch"
+    if triton_usable(batch):
+        return "triton"
+    if batch.device.type == "cpu" and min(batch.shape[-2:]) >= 3 and compiled_path.unusable_reason() is None:
+        return "compiled"
+    return "torch"
 
 
 def _check_backend(backend: str) -> None:
@@ -83,7 +122,7 @@ def _choose_backend(backend: str, batch: torch.Tensor) -> str:
     _check_backend(backend)
     needs_grad = torch.is_grad_enabled() and batch.requires_grad
     if backend == "auto":
-        return "triton" if not needs_grad and triton_usable(batch) else "torch"
+        return _auto_backend(batch, needs_grad)
     if backend in ("triton", "compiled") and needs_grad:
         raise ValueError(
             f"the {backend} backend has no backward pass but the input requires grad; "
@@ -249,7 +288,15 @@ def lgs_stages(
         else:
             unit = to_unit_float(batch)
             module, ready = _vectorised_path(path, unit)
-            computed = module.stages(ready, smoothing_factor, threshold, window_size, overlap, wanted)
+            try:
+                computed = module.stages(ready, smoothing_factor, threshold, window_size, overlap, wanted)
+            except compiled_path.ProgramBuildError as error:
+                if backend != "auto":
+                    raise
+                # auto promised a result, not a path: say why once, then stay on eager torch.
+                _LOG.warning("lgs_gpu: %s; using the eager torch path", error)
+                module, ready = torch_path, unit
+                computed = module.stages(ready, smoothing_factor, threshold, window_size, overlap, wanted)
             if "output" in wanted:
                 output = computed["output"]
                 if ready.data_ptr() != unit.data_ptr():  # the compiled path took a contiguous copy

@@ -1,22 +1,45 @@
-"""The torch.compile CPU path keeps the contract of the reference (and compiles only where asked)."""
+"""The compiled CPU path (AOTInductor programs in a per-machine cache) keeps the contract, and is auto's CPU default."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
 
 import pytest
 import torch
 from test_lgs_parity import textured_images
 
-from lgs_gpu import LocalGradientsSmoothing, lgs, lgs_map
+from lgs_gpu import LocalGradientsSmoothing, backend_info, compiled_cache_info, lgs, lgs_map, lgs_stages, warmup
 from lgs_gpu.paths import compiled_path as lgs_compiled
+from lgs_gpu.paths import package_cache
 from lgs_gpu.paths import torch_path as lgs_torch
 
 from helpers import assert_lgs_close
 
-# The stages compile with dynamic shapes, once per compute dtype; sizes 0 and 1 are still
-# specialised. The fast tests therefore stay on float32 (uint8 and float16 are computed in it)
-# with B, C >= 2; float64 and size-1 batches compile again and are marked slow.
+# Programs are compiled per compute dtype and per window extent, with dynamic batch, channels,
+# height and width; each build takes seconds. The fast tests therefore stay on float32 (uint8
+# and float16 are computed in it) and 15-pixel windows; float64 and 3-pixel images are slow.
 FAST_CASES = [((2, 3, 57, 64), dtype) for dtype in (torch.float32, torch.float16, torch.uint8)] + [
-    ((3, 4, 16, 300), torch.float32)
-]
+    ((3, 4, 16, 300), torch.float32), ((1, 1, 15, 15), torch.float32),
+]  # fmt: skip
 SLOW_CASES = [((2, 3, 57, 64), torch.float64), ((1, 3, 3, 3), torch.float32), ((1, 1, 40, 30), torch.float64)]
+
+
+@pytest.fixture(scope="module")
+def program_cache(tmp_path_factory):
+    """A cache folder shared by this module's tests (the suite runs with the cache off)."""
+    folder = tmp_path_factory.mktemp("program-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LGS_GPU_CACHE_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(autouse=True)
+def _cache_on(program_cache):
+    yield
 
 
 def check_against_reference(shape, dtype):
@@ -95,3 +118,144 @@ def test_compiled_allocates_only_the_output_and_the_gradient_for_contiguous_inpu
     peak = peak_torch_bytes(lambda: lgs(x, backend="compiled"), x.device)
     # Output (1) + gradient magnitude (1/3 of a 3-channel input) + small tables: no extra copy.
     assert x.nbytes * 4 / 3 <= peak < x.nbytes * 1.5
+
+
+def test_compiled_gives_every_stage_within_tolerance_of_the_reference():
+    x = textured_images((2, 3, 57, 64), torch.float32, seed=17)
+    fast, oracle = lgs_stages(x, backend="compiled"), lgs_stages(x, backend="reference")
+    assert_lgs_close(fast.output, oracle.output)
+    for name in ("normalised_gradient", "suppression_map", "window_means"):
+        torch.testing.assert_close(getattr(fast, name), getattr(oracle, name).float(), rtol=0, atol=1e-5)
+    assert torch.equal(fast.window_mask, oracle.window_mask)
+
+
+def test_auto_picks_the_compiled_path_on_cpu_when_no_gradient_is_needed(monkeypatch):
+    calls = []
+    original = lgs_compiled.stages
+    monkeypatch.setattr(lgs_compiled, "stages", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    x = textured_images((2, 3, 57, 64), torch.float32, seed=18)
+    assert backend_info("cpu")["auto"] == "compiled" and backend_info("cpu")["compiled"] == "available"
+    assert torch.equal(lgs(x), lgs(x, backend="compiled")) and len(calls) == 2
+    lgs(x[..., :2, :])  # too small for an interior: eager torch
+    assert len(calls) == 2
+    # A gradient through auto still takes the differentiable torch path.
+    leaf = x.clone().requires_grad_()
+    lgs(leaf).sum().backward()
+    assert len(calls) == 2 and leaf.grad is not None and leaf.grad.abs().sum() > 0
+    with torch.no_grad():
+        lgs(leaf)
+    assert len(calls) == 3
+
+
+def test_cache_off_means_eager_torch_for_auto_with_the_reason(monkeypatch):
+    monkeypatch.setenv("LGS_GPU_CACHE_DIR", "off")
+    calls = []
+    monkeypatch.setattr(lgs_compiled, "stages", lambda *args, **kwargs: calls.append(1))
+    info = backend_info("cpu")
+    assert info["auto"] == "torch" and "LGS_GPU_CACHE_DIR=off" in info["compiled"]
+    x = textured_images((2, 3, 57, 64), torch.float32, seed=19)
+    assert torch.equal(lgs(x), lgs(x, backend="torch")) and not calls
+    assert compiled_cache_info().startswith("off")
+    with pytest.raises(ValueError, match="cache is off"):
+        warmup()
+
+
+def test_no_compiler_means_eager_torch_with_the_reason(monkeypatch):
+    monkeypatch.setattr(package_cache, "compiler_on_path", lambda: False)
+    info = backend_info("cpu")
+    assert info["auto"] == "torch" and info["compiled"].startswith("no C++ compiler on PATH")
+
+
+def test_a_failed_build_leaves_no_package_and_auto_falls_back(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(lgs_compiled, "_PACKAGES", package_cache.PackageCache("cpu-kernels", lgs_compiled._PACKAGES.sources))
+    monkeypatch.setattr(lgs_compiled, "_build_failures", {})
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("the compiler crashed")
+
+    monkeypatch.setattr(torch.export, "export", broken_export)
+    x = textured_images((2, 3, 57, 64), torch.float32, seed=20)
+    with caplog.at_level(logging.WARNING, logger="lgs_gpu"):
+        out = lgs(x)  # auto: says why, then eager torch
+    assert torch.equal(out, lgs(x, backend="torch"))
+    assert any("the compiler crashed" in record.getMessage() for record in caplog.records)
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()]  # no partial package
+    assert "failed" in backend_info("cpu")["compiled"] and backend_info("cpu")["auto"] == "torch"
+    with pytest.raises(lgs_compiled.ProgramBuildError, match="the compiler crashed"):
+        lgs(x, backend="compiled")  # asked for explicitly: the error, not a silent fallback
+
+
+def test_programs_are_keyed_by_dtype_extent_and_source(tmp_path):
+    assert lgs_compiled._key("window_test", torch.float32, (15, 7)) == "window_test-float32-15x7"
+    assert lgs_compiled._key("gradient", torch.float64) == "gradient-float64"
+    source = tmp_path / "graphs.py"
+    source.write_text("a = 1\n")
+    before = package_cache._fingerprint((source,))
+    source.write_text("a = 2\n")
+    after = package_cache._fingerprint((source,))
+    assert before != after and torch.__version__.split("+")[0] in before
+
+
+def test_one_build_when_threads_race_for_a_program(monkeypatch, tmp_path):
+    monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(tmp_path))
+    cache = package_cache.PackageCache("race", ())
+    built = []
+
+    def build(path):
+        built.append(path)
+        path.write_bytes(b"")
+
+    monkeypatch.setattr(package_cache, "_load", lambda path: path)
+    threads = [threading.Thread(target=cache.program, args=("p", build)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1 and cache.cached("p")
+    assert [path.name for path in cache.folder().iterdir()] == ["p.pt2"]
+
+
+def test_warmup_builds_ahead_and_a_new_process_loads_without_the_compiler(program_cache):
+    names = warmup()
+    assert {"gradient-float32", "window_test-float32-15x15", "suppress-float32", "suppression_map-float32"} <= set(names)
+    assert "window_test-float32-15x15" in compiled_cache_info()
+    with pytest.raises(ValueError, match="compute dtypes"):
+        warmup(dtypes=(torch.float16,))
+    # A new process with the cache in place: the first call builds nothing (the exporter, which
+    # every build starts with, is broken in it) and loads the programs it needs.
+    script = textwrap.dedent("""
+        import json, time, torch, lgs_gpu
+
+        def no_build(*args, **kwargs):
+            raise AssertionError("a program was built")
+
+        torch.export.export = no_build
+        x = torch.rand(4, 3, 64, 64)
+        started = time.perf_counter()
+        y = lgs_gpu.lgs(x)
+        first = time.perf_counter() - started
+        assert torch.equal(y, lgs_gpu.lgs(x, backend="compiled"))
+        print(json.dumps({"auto": lgs_gpu.backend_info()["auto"], "first_call_seconds": first}))
+    """)
+    environment = {**os.environ, "LGS_GPU_CACHE_DIR": str(program_cache)}
+    before = {path: path.stat().st_mtime_ns for path in program_cache.rglob("*.pt2")}
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["auto"] == "compiled"
+    assert "building" not in result.stderr and "eager torch" not in result.stderr
+    assert {path: path.stat().st_mtime_ns for path in program_cache.rglob("*.pt2")} == before
+
+
+def test_warmup_command(capsys, program_cache):
+    from lgs_gpu.app.cli import main
+
+    assert main(["warmup"]) == 0
+    printed = capsys.readouterr().out
+    assert "gradient-float32" in printed and str(program_cache) in printed
+    assert main(["warmup", "--dtypes", "float16"]) == 2
+    assert "--dtypes takes float32 and/or float64" in capsys.readouterr().err
+    assert main(["warmup", "--window-sizes", "15,x"]) == 2
+    assert main(["warmup", "--window-sizes", "0"]) == 2
+    assert main(["info", "--device", "cpu"]) == 0
+    assert f"compiled CPU programs: {program_cache}" in capsys.readouterr().out

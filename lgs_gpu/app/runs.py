@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import data
+from ..lgs import backend_info
 from .._files import atomic_write_bytes
 
 
@@ -64,6 +65,8 @@ def numerics() -> dict:
         "cpu": cpu_model(),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),  # read by oneDNN when torch loads
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        # The compiled and eager CPU paths of LGS round differently (within the parity tolerances).
+        "lgs_cpu_backend": backend_info("cpu")["auto"],
     }
 
 

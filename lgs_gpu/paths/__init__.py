@@ -3,11 +3,12 @@
 * :mod:`.reference`: the paper's equations, literally (Python loops); the oracle of the tests.
   It shares no code with the other paths.
 * :mod:`.torch_path`: vectorised PyTorch, any device, differentiable (``backend="torch"``).
-* :mod:`.compiled_path`: the torch path's stages through ``torch.compile`` on CPU, inference only
-  (``backend="compiled"``).
+* :mod:`.compiled_path`: the torch path's stages compiled ahead of time (AOTInductor) for CPU
+  tensors, inference only (``backend="compiled"``, auto's CPU default); its programs live in the
+  per-machine cache of :mod:`.package_cache`.
 * :mod:`.triton_path`: fused Triton kernels beside their launchers, the availability gate and the
   ahead-of-time compile report (``backend="triton"``).
 
 Each path takes ``[B, C, H, W]`` images already validated and converted by the front and offers
-``lgs``, ``lgs_map`` and ``stages``. Nothing but :mod:`lgs_gpu.lgs` imports them.
+``stages``. Nothing but :mod:`lgs_gpu.lgs` imports them.
 """

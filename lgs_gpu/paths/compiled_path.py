@@ -1,40 +1,42 @@
-"""Local Gradients Smoothing compiled for the CPU with ``torch.compile``: the fast CPU path.
+"""Local Gradients Smoothing compiled ahead of time for the CPU: the default CPU path.
 
-Implements the contract of :mod:`lgs_gpu.lgs` for inference (no autograd) on CPU tensors
-of the compute dtype. TorchInductor turns each stage below into one vectorised C++/OpenMP loop;
-the stages are compiled separately because a single graph lets Inductor fuse the global
-per-image reduction into every consumer and recompute the gradient many times over.
+Implements the contract of :mod:`lgs_gpu.lgs` for inference (no autograd) on contiguous CPU
+tensors of the compute dtype. The torch path's stages are exported (``torch.export``, dynamic
+batch, channels, height and width) and compiled by AOTInductor into one vectorised C++/OpenMP
+program each, kept in the per-machine cache of :mod:`.package_cache`: built once (tens of seconds,
+on first use or by ``lgs-gpu warmup``), then loaded by every new process in milliseconds.
+The stages are separate programs because one graph lets Inductor fuse the per-image reduction
+into every consumer and recompute the gradient many times over.
 
 Full-size traffic per pixel of a ``C``-channel image (the copy roof moves C in and C out; the
 bytes are counted in :func:`lgs_gpu.tooling.roofline.traffic`):
 
-1. :func:`_interior_magnitude`: read C, write 1 (``m`` on pixels whose 3x3 neighbourhood lies
-   inside the image, read from ``x`` through shifted slices: no padded copy, unit-stride loads).
-2. :func:`_frame_magnitude`: the one-pixel frame, from replicate-padded two-pixel strips (tiny).
-3. :func:`_window_test`: read ``m`` about 2.5 times (min/max, then the overlapping windows),
-   write the ``n_rows x n_cols`` pass flags.
-4. :func:`.torch_path.collate_by_row_class` (eager): the mask as a small table, one row
-   per class of rows (about ``2 * n_rows`` of them), no full-size mask.
-5. :func:`_suppress`: read C + 1 (``m``) and the table's row for each pixel row, write C.
+1. :class:`GradientProgram`: read C, write 1 (``m``; the replicate border is folded into the loads).
+2. :class:`WindowTestProgram`: read ``m`` about 2.5 times (min/max, then the overlapping
+   windows), write the ``n_rows x n_cols`` means and pass flags. One program per window extent:
+   the extents are the only sizes that are compiled in (``min(window_size, H)``, see
+   :func:`lgs_gpu.windows.axis_windows`), so one program serves every image at least a window tall.
+3. :func:`.torch_path.collate_by_row_class` (eager): the mask as a small table, one row per class
+   of rows (about ``2 * n_rows`` of them), no full-size mask.
+4. :class:`SuppressProgram`: read C + 1 (``m``) and the table's row for each pixel row, write C.
 
-The Sobel taps are paired as in :func:`.torch_path.sobel`, so flat regions give
-exactly 0. Outputs differ from the eager paths by rounding only: generated code uses the
-correctly rounded square root (eager ``torch.sqrt`` on x86 CPUs is off by one unit in the last
-place on a few percent of inputs) and sums windows in its own order; the parity tests hold it
-to the same tolerances as the Triton path.
-
-The first call for a new dtype or layout compiles (tens of seconds on two cores, a few seconds
-when Inductor's on-disk cache already holds the code), which is why ``backend="auto"`` does not
-pick this path on its own: ask for ``backend="compiled"``. Needs the C++ compiler
-``torch.compile`` uses on CPU.
+The Sobel taps are paired as in :func:`.torch_path.sobel`, so flat regions give exactly 0.
+Outputs differ from the eager paths by rounding only (generated code uses the correctly rounded
+square root and sums windows in its own order); the parity tests hold it to the Triton path's
+tolerances. Programs are keyed by compute dtype (float32, float64): a package runs whatever dtype
+it is handed, so the key is what keeps float64 images out of float32 code.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..parameters import STAGES
+from . import torch_path
+from .package_cache import PackageCache, cache_folder, compiler_missing_reason
 from .torch_path import (
     collate_by_row_class,
     collation_geometry,
@@ -42,54 +44,42 @@ from .torch_path import (
     magnitude_of_padded,
     normalise_between,
     window_geometry,
-    window_means_at,
 )
 
-_magnitude = magnitude_of_padded  # eq. 5 on images that carry their own one-pixel border
+# The graphs below and the torch path's functions they trace: a change to either rebuilds.
+_PACKAGES = PackageCache("cpu-kernels", (Path(__file__), Path(torch_path.__file__)))
+_build_failures: dict[str, str] = {}  # program name -> why its build failed (not retried in this process)
 
 
-@torch.compile(dynamic=True)
-def _interior_magnitude(x: torch.Tensor, magnitude: torch.Tensor) -> None:
-    magnitude[:, 1:-1, 1:-1] = _magnitude(x)  # the image is its own padding for inner pixels
+class ProgramBuildError(RuntimeError):
+    """A CPU program could not be built (no working compiler, an unwritable cache folder ...)."""
 
 
-@torch.compile(dynamic=True)
-def _frame_magnitude(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``m`` on the first / last row (``[B, 1, W]``) and column (``[B, H - 2, 1]``, inner rows)."""
-    first_row = _magnitude(F.pad(x[..., :2, :], (1, 1, 1, 0), mode="replicate"))
-    last_row = _magnitude(F.pad(x[..., -2:, :], (1, 1, 0, 1), mode="replicate"))
-    first_column = _magnitude(F.pad(x[..., :2], (1, 0, 0, 0), mode="replicate"))
-    last_column = _magnitude(F.pad(x[..., -2:], (0, 1, 0, 0), mode="replicate"))
-    return first_row, last_row, first_column, last_column
+class GradientProgram(torch.nn.Module):
+    """Eq. 5: ``[B, C, H, W]`` images -> ``m`` ``[B, H, W]`` (replicate border)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return magnitude_of_padded(F.pad(x, (1, 1, 1, 1), mode="replicate"))
 
 
-# Every entry point runs under no_grad: one grad mode, so callers with and without it share the
-# compiled code (Dynamo guards on the mode).
-@torch.no_grad()
-def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """Eq. 5 on ``[B, C, H, W]`` images with ``H, W >= 3``. Returns ``[B, H, W]``."""
-    batch, _, height, width = x.shape
-    magnitude = x.new_empty(batch, height, width)
-    _interior_magnitude(x, magnitude)
-    first_row, last_row, first_column, last_column = _frame_magnitude(x)
-    magnitude[:, :1] = first_row
-    magnitude[:, -1:] = last_row
-    magnitude[:, 1:-1, :1] = first_column
-    magnitude[:, 1:-1, -1:] = last_column
-    return magnitude
+class WindowTestProgram(torch.nn.Module):
+    """``m`` -> pass flags and means ``[B, n_rows, n_cols]`` and each image's range of ``m`` ``[B, 1, 1]``."""
 
+    def __init__(self, row_extent: int, col_extent: int) -> None:
+        super().__init__()
+        self.row_extent, self.col_extent = row_extent, col_extent
 
-@torch.compile(dynamic=True)
-def _window_test(
-    magnitude: torch.Tensor, threshold: float, geometry: tuple
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pass flags ``[B, n_rows, n_cols]`` (mean normalised gradient above γ), the means, and each image's range of ``m``.
-
-    ``geometry`` is :func:`.torch_path.window_geometry`.
-    """
-    lowest, highest = image_range(magnitude)
-    means = window_means_at(normalise_between(magnitude, lowest, highest), *geometry)
-    return means > threshold, means, lowest, highest
+    def forward(self, magnitude, row_starts, col_starts, threshold):
+        lowest, highest = image_range(magnitude)
+        normalised = normalise_between(magnitude, lowest, highest)
+        # Windows summed by gathering their rows then columns (not ``unfold``, whose ``H - extent + 1``
+        # would be specialised at 1): Inductor turns each gather-and-sum into one loop.
+        row_offsets = torch.arange(self.row_extent, device=magnitude.device)
+        col_offsets = torch.arange(self.col_extent, device=magnitude.device)
+        row_sums = normalised[:, row_starts[:, None] + row_offsets].sum(2)  # [B, n_rows, W]
+        sums = row_sums[:, :, col_starts[:, None] + col_offsets].sum(3)  # [B, n_rows, n_cols]
+        means = sums / (self.row_extent * self.col_extent)
+        return means > threshold, means, lowest, highest
 
 
 def _suppressed(magnitude, lowest, highest, covered_by_row_class, row_class):
@@ -99,32 +89,133 @@ def _suppressed(magnitude, lowest, highest, covered_by_row_class, row_class):
     return torch.where(covered > 0, normalise_between(magnitude, lowest, highest), 0)
 
 
-@torch.compile(dynamic=True)
-def _suppressed_map(magnitude, lowest, highest, covered_by_row_class, row_class):
-    return _suppressed(magnitude, lowest, highest, covered_by_row_class, row_class)
+class SuppressionMapProgram(torch.nn.Module):
+    """``ĝ`` ``[B, H, W]`` from ``m``, its range and the collated table."""
+
+    def forward(self, magnitude, lowest, highest, covered_by_row_class, row_class):
+        return _suppressed(magnitude, lowest, highest, covered_by_row_class, row_class)
 
 
-@torch.compile(dynamic=True)
-def _suppress(x, magnitude, lowest, highest, covered_by_row_class, row_class, smoothing_factor: float):
-    suppressed = _suppressed(magnitude, lowest, highest, covered_by_row_class, row_class)
-    return x * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
+class SuppressProgram(torch.nn.Module):
+    """Eq. 7: the defended ``[B, C, H, W]`` images."""
+
+    def forward(self, x, magnitude, lowest, highest, covered_by_row_class, row_class, smoothing_factor):
+        suppressed = _suppressed(magnitude, lowest, highest, covered_by_row_class, row_class)
+        return x * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
 
 
-def _map_inputs(x: torch.Tensor, threshold: float, window_size: int, overlap: int, means_out: list | None = None):
-    """``(m, lowest, highest, covered_by_row_class, row_class)``: everything the last stage needs.
+def _examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (15, 15)):
+    """``(module, example inputs, dynamic shapes)`` to export the program ``name``.
 
-    ``means_out``, if given, receives the window means.
+    Example sizes are distinct and above 1 (sizes 0 and 1 would be compiled in as constants).
     """
-    _, _, height, width = x.shape
-    magnitude = gradient_magnitude(x)
-    geometry = window_geometry(height, width, window_size, overlap, x.device)
-    row_class, *collation = collation_geometry(height, width, window_size, overlap, x.device)
-    passing, means, lowest, highest = _window_test(magnitude, threshold, geometry)
-    if means_out is not None:
-        means_out.append(means)
-    # Collation works on small tables, eagerly: compiled, Inductor's bool loops made it 4x slower.
-    covered_by_row_class = collate_by_row_class(passing, *collation).to(x.dtype)
-    return magnitude, lowest, highest, covered_by_row_class, row_class
+    from torch.export import Dim
+
+    row_extent, col_extent = extents
+    batch, channels, classes = Dim("batch"), Dim("channels"), Dim("row_classes")
+    height, width = Dim("height", min=max(3, row_extent)), Dim("width", min=max(3, col_extent))
+    n_rows, n_cols = Dim("n_rows"), Dim("n_cols")
+    shape = (2, 3, max(3, row_extent) * 3 + 2, max(3, col_extent) * 3 + 5)
+    x = torch.rand(shape, dtype=dtype)
+    magnitude = torch.rand(shape[0], *shape[2:], dtype=dtype)
+    lowest, highest = torch.zeros(2, 1, 1, dtype=dtype), torch.ones(2, 1, 1, dtype=dtype)
+    table = torch.ones(2, 4, shape[3], dtype=dtype)
+    row_class = torch.arange(shape[2]) % 4
+    scalar = torch.tensor(0.5, dtype=dtype)
+    image, plane, range_ = {0: batch, 1: channels, 2: height, 3: width}, {0: batch, 1: height, 2: width}, {0: batch}
+    if name == "gradient":
+        return GradientProgram(), (x,), ({0: batch, 1: channels, 2: height, 3: width},)
+    if name == "window_test":
+        starts = (torch.tensor([0, row_extent, 2 * row_extent]), torch.tensor([0, col_extent, 2 * col_extent, 2 * col_extent + 5]))
+        return WindowTestProgram(*extents), (magnitude, *starts, scalar), (plane, {0: n_rows}, {0: n_cols}, None)
+    table_shape, rows = {0: batch, 1: classes, 2: width}, {0: height}
+    if name == "suppression_map":
+        return SuppressionMapProgram(), (magnitude, lowest, highest, table, row_class), (plane, range_, range_, table_shape, rows)
+    return SuppressProgram(), (x, magnitude, lowest, highest, table, row_class, scalar), (
+        image, plane, range_, range_, table_shape, rows, None,
+    )  # fmt: skip
+
+
+def _key(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = None) -> str:
+    dtype_name = str(dtype).removeprefix("torch.")
+    return f"{name}-{dtype_name}" + (f"-{extents[0]}x{extents[1]}" if extents else "")
+
+
+def _program(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = None):
+    key = _key(name, dtype, extents)
+    if key in _build_failures:
+        raise ProgramBuildError(f"building the CPU program {key} failed earlier in this process: {_build_failures[key]}")
+
+    def build(path: Path) -> None:
+        from torch._inductor import aoti_compile_and_package
+
+        module, inputs, dynamic_shapes = _examples(name, dtype, extents or (15, 15))
+        exported = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
+        aoti_compile_and_package(exported, package_path=str(path))
+
+    try:
+        return _PACKAGES.program(key, build)
+    except Exception as error:  # a compiler error, an unwritable folder: remembered, reported once
+        _build_failures[key] = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        raise ProgramBuildError(f"building the CPU program {key} failed: {_build_failures[key]}") from error
+
+
+def cache_enabled() -> bool:
+    """Whether programs persist in a cache folder (``LGS_GPU_CACHE_DIR`` is not ``off``)."""
+    return cache_folder() is not None
+
+
+def unusable_reason() -> str | None:
+    """Why ``auto`` should not pick this path now (no compiler, cache off, a failed build), or ``None``."""
+    if cache_folder() is None:
+        return "LGS_GPU_CACHE_DIR=off: no cache for the compiled CPU programs, so auto uses eager torch"
+    missing = compiler_missing_reason()
+    if missing is not None:
+        return missing
+    if _build_failures:
+        key, why = next(iter(_build_failures.items()))
+        return f"building the CPU program {key} failed: {why}"
+    return None
+
+
+def cache_description() -> str:
+    """Where the programs live and which are built (for ``lgs-gpu info``)."""
+    folder = _PACKAGES.folder()
+    if folder is None:
+        return "off (LGS_GPU_CACHE_DIR=off)"
+    built = sorted(path.stem for path in folder.glob("*.pt2")) if folder.is_dir() else []
+    return f"{folder} ({', '.join(built) if built else 'nothing built yet'})"
+
+
+def warmup(
+    dtypes: tuple[torch.dtype, ...] = (torch.float32,), window_sizes: tuple[int, ...] = (15,),
+    stages: tuple[str, ...] = ("output", "suppression_map"),
+) -> list[str]:
+    """Build (or load) the programs for ``dtypes`` and ``window_sizes`` now; returns their names.
+
+    Images at least a window tall and wide need only these; smaller ones build their own window
+    test on first use.
+    """
+    names = []
+    for dtype in dtypes:
+        for name in ("gradient", *(stage for stage in ("suppress", "suppression_map") if _wanted_program(stage, stages))):
+            _program(name, dtype)
+            names.append(_key(name, dtype))
+        for window_size in window_sizes:
+            _program("window_test", dtype, (window_size, window_size))
+            names.append(_key("window_test", dtype, (window_size, window_size)))
+    return names
+
+
+def _wanted_program(program: str, stages: tuple[str, ...]) -> bool:
+    return (program == "suppress" and "output" in stages) or (program == "suppression_map" and "suppression_map" in stages)
+
+
+@torch.no_grad()
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 on contiguous ``[B, C, H, W]`` images with ``H, W >= 3``. Returns ``[B, H, W]``."""
+    (magnitude,) = _program("gradient", x.dtype)([x])
+    return magnitude
 
 
 @torch.no_grad()
@@ -133,13 +224,20 @@ def stages(
     wanted: tuple[str, ...] = STAGES,
 ) -> dict[str, torch.Tensor]:
     """The ``wanted`` stages (see :func:`.torch_path.stages`) of contiguous CPU images, ``H, W >= 3``."""
-    means: list[torch.Tensor] = []
-    magnitude, lowest, highest, covered_by_row_class, row_class = _map_inputs(x, threshold, window_size, overlap, means)
-    computed: dict[str, torch.Tensor] = {"window_means": means[0]}
+    _, _, height, width = x.shape
+    magnitude = gradient_magnitude(x)
+    row_starts, col_starts, row_extent, col_extent = window_geometry(height, width, window_size, overlap, x.device)
+    window_test = _program("window_test", x.dtype, (row_extent, col_extent))
+    passing, means, lowest, highest = window_test([magnitude, row_starts, col_starts, torch.tensor(threshold, dtype=x.dtype)])
+    # Collation works on small tables, eagerly: compiled, Inductor's bool loops made it 4x slower.
+    row_class, *collation = collation_geometry(height, width, window_size, overlap, x.device)
+    covered_by_row_class = collate_by_row_class(passing, *collation).to(x.dtype)
+    table = [magnitude, lowest, highest, covered_by_row_class, row_class]
+    computed: dict[str, torch.Tensor] = {"window_means": means}
     if "output" in wanted:
-        computed["output"] = _suppress(x, magnitude, lowest, highest, covered_by_row_class, row_class, smoothing_factor)
+        (computed["output"],) = _program("suppress", x.dtype)([x, *table, torch.tensor(smoothing_factor, dtype=x.dtype)])
     if "suppression_map" in wanted:
-        computed["suppression_map"] = _suppressed_map(magnitude, lowest, highest, covered_by_row_class, row_class)
+        (computed["suppression_map"],) = _program("suppression_map", x.dtype)(table)
     if "normalised_gradient" in wanted:
         computed["normalised_gradient"] = normalise_between(magnitude, lowest, highest)
     if "window_mask" in wanted:
