@@ -19,6 +19,7 @@ from .lgs import (
     lgs,
     lgs_map,
     lgs_stages,
+    lgs_sweep,
     warmup,
 )
 from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
@@ -27,5 +28,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
     "LGSStages", "LocalGradientsSmoothing", "__version__", "backend_info", "compiled_cache_info", "lgs", "lgs_map",
-    "lgs_stages", "warmup",
+    "lgs_stages", "lgs_sweep", "warmup",
 ]  # fmt: skip

@@ -18,6 +18,7 @@ contract, and everything in the package reaches them through this module:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +29,12 @@ from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scal
 from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, STAGES
 from .paths import compiled_path, reference, torch_path
 from .paths.triton_path import triton_unusable_reason, triton_usable
-from .windows import axis_windows
+from .windows import axis_windows, membership_matrix
 
 __all__ = [
     "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
     "LGSStages", "LocalGradientsSmoothing", "backend_info", "compiled_cache_info", "lgs", "lgs_map", "lgs_stages",
-    "triton_usable", "warmup",
+    "lgs_sweep", "triton_usable", "warmup",
 ]  # fmt: skip
 
 BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
@@ -308,6 +309,58 @@ def lgs_stages(
     if single:
         computed = {name: value[0] for name, value in computed.items()}
     return LGSStages(**computed)
+
+
+@torch.no_grad()
+def lgs_sweep(
+    x: torch.Tensor,
+    smoothing_factors: Sequence[float],
+    thresholds: Sequence[float],
+    window_size: int = DEFAULT_WINDOW_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    backend: str = "auto",
+) -> Iterator[tuple[float, float, torch.Tensor]]:
+    """LGS at every (λ, γ) pair of a grid, from one gradient: yields ``(λ, γ, defended images)``.
+
+    ``g`` and the window means do not depend on λ or γ, and γ only changes which windows pass:
+    one :func:`lgs_stages` pass gives both, then each γ costs one mask and each (λ, γ) one
+    suppression (eq. 7) instead of a whole LGS call. Results equal :func:`lgs` at each setting
+    (the same backend's ``g`` and means; on the torch backend bit for bit). No autograd.
+
+    Args:
+        x: as :func:`lgs`.
+        smoothing_factors, thresholds: the λ and γ values; pairs run γ-major, in the given order.
+        window_size, overlap, backend: as :func:`lgs` (one window geometry per sweep).
+    Yields:
+        ``(λ, γ, images)``, the images with ``x``'s shape, dtype and device.
+
+    Example:
+        >>> images = torch.rand(2, 3, 64, 64)
+        >>> results = list(lgs_sweep(images, [1.0, 2.3], [0.1, 0.2], backend="torch"))
+        >>> [(λ, γ) for λ, γ, _ in results]
+        [(1.0, 0.1), (2.3, 0.1), (1.0, 0.2), (2.3, 0.2)]
+        >>> torch.equal(results[1][2], lgs(images, 2.3, 0.1, backend="torch"))
+        True
+    """
+    batch, single, _, _, window_size, overlap = _prepare(x, 0.0, 0.0, window_size, overlap)
+    lambdas = [real_scalar(value, "smoothing_factors", batch.device, finite=True) for value in smoothing_factors]
+    gammas = [real_scalar(value, "thresholds", batch.device) for value in thresholds]
+    if not lambdas or not gammas:
+        raise ValueError("smoothing_factors and thresholds need at least one value each")
+    found = lgs_stages(batch, 0.0, 0.0, window_size, overlap, backend, stages=("normalised_gradient", "window_means"))
+    _, _, height, width = batch.shape
+    unit = to_unit_float(batch)
+    gradient = found.normalised_gradient  # [B, 1, H, W]
+    # Which windows cover each pixel row / column: a pixel is kept when any window covering it passes.
+    rows = membership_matrix(height, window_size, overlap, batch.device, gradient.dtype)  # [n_rows, H]
+    cols = membership_matrix(width, window_size, overlap, batch.device, gradient.dtype)  # [n_cols, W]
+    for threshold in gammas:
+        passing = (found.window_means > threshold).to(gradient.dtype)  # [B, n_rows, n_cols]
+        covered = torch.einsum("rh,brc,cw->bhw", rows, passing, cols) > 0
+        suppressed = torch.where(covered, gradient[:, 0], 0)
+        for smoothing_factor in lambdas:
+            defended = from_unit_float(unit * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None], batch.dtype)
+            yield smoothing_factor, threshold, defended[0] if single else defended
 
 
 class LocalGradientsSmoothing(ImageDefense):

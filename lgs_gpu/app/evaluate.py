@@ -235,22 +235,33 @@ def _score(model: Classifier, adversarial: torch.Tensor, specs: tuple[str, ...],
     return {"predictions": predictions, "confidences": confidences, **({"certified": certified} if certified else {})}
 
 
+def adversarial_batch(config, unit: Unit, model, images, labels, index: int, batch_slice: slice, patch=None):
+    """One batch's uint8 adversarial images and targets (``None`` for clean), attacked once then cached.
+
+    The cache (``adversarial/<unit>/batch-NNNNN.pt`` under the output folder) is shared by every
+    command that runs the same unit with the same :func:`conditions`: ``lgs-gpu calibrate``
+    attacks once and ``evaluate`` in the same folder scores its images without attacking again.
+    """
+    cache = Path(config.output_dir) / "adversarial" / _safe(unit.key) / f"batch-{index:05d}.pt"
+    batch = images.images[batch_slice].to(config.device)
+    if cache.exists():
+        cached = torch.load(cache, weights_only=True)
+        return cached["adversarial"].to(config.device), cached["targets"]
+    batch_labels = labels[batch_slice].to(config.device)
+    adversarial, targets = _attack(config, unit, model, batch, batch_labels, _unit_seed(config.seed, unit.key, index), patch)
+    if unit.attack != "clean":
+        _save_tensor(cache, {"adversarial": adversarial.cpu(), "targets": targets.cpu()})
+    return adversarial, targets
+
+
 def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patch) -> dict:
     """Attack (or load the cached attack) and score one batch of one unit; returns its record."""
     folder = Path(config.output_dir)
     record_path = folder / "records" / _safe(unit.key) / f"batch-{index:05d}.json"
     if record_path.exists():
         return json.loads(record_path.read_text())
-    cache = folder / "adversarial" / _safe(unit.key) / f"batch-{index:05d}.pt"
-    batch = images.images[batch_slice].to(config.device)
     batch_labels = labels[batch_slice].to(config.device)
-    if cache.exists():
-        cached = torch.load(cache, weights_only=True)
-        adversarial, targets = cached["adversarial"].to(config.device), cached["targets"]
-    else:
-        adversarial, targets = _attack(config, unit, model, batch, batch_labels, _unit_seed(config.seed, unit.key, index), patch)
-        if unit.attack != "clean":
-            _save_tensor(cache, {"adversarial": adversarial.cpu(), "targets": targets.cpu()})
+    adversarial, targets = adversarial_batch(config, unit, model, images, labels, index, batch_slice, patch)
     record = {
         "unit": unit.key,
         "batch": index,

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from .. import data
-from ..lgs import backend_info
 from .._files import atomic_write_bytes
+from ..lgs import backend_info
 
 
 class Distributed:

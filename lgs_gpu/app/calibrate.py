@@ -1,0 +1,379 @@
+"""Calibrate LGS to a model: sweep λ, γ and the window size for a clean-accuracy budget (``lgs-gpu calibrate``).
+
+For every setting of a grid (overlap = ``round(window / 3)``), the clean accuracy and the accuracy
+on LaVAN images crafted *once* against the bare model (non-adaptive: the attacker does not know
+LGS) are measured; with no ground truth, accuracy is agreement with the bare model's clean
+prediction. The adversarial images come from :func:`.evaluate.adversarial_batch`, cached in the
+output folder exactly as ``lgs-gpu evaluate`` caches them, so an evaluation in the same folder
+reuses them. Each window size is one :func:`lgs_gpu.lgs.lgs_sweep` per batch: one gradient for
+every (λ, γ) pair.
+
+The recommendation is the setting with the best robust accuracy whose clean cost (the bare
+model's clean accuracy minus the setting's, in points) stays within the budget; ties go to the
+better clean accuracy, then to the paper's defaults. Its accuracy under the exact-gradient and
+BPDA attacks (LaVAN through the setting itself) is reported beside it: calibration against a
+non-adaptive attacker is not robustness. Every rate comes with n and a 95% Wilson interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import defenses
+from .._files import atomic_write_bytes
+from ..lgs import lgs_sweep
+from ..models import OFFLINE_DEFAULT, load_model
+from ..parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from . import evaluate, runs
+
+# The default grid: the paper's setting (λ 2.3, γ 0.1, 15-pixel windows) in the middle of each axis.
+SMOOTHING_FACTORS = (0.5, 1.0, 1.5, 2.3, 3.0, 4.0, 6.0)
+THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+WINDOW_SIZES = (9, 15, 25)
+QUICK_GRID = {"smoothing_factors": [1.0, 2.3, 4.0], "thresholds": [0.1, 0.2, 0.3], "window_sizes": [15]}
+
+
+@dataclass
+class CalibrationConfig:
+    """Everything that defines a calibration; saved in ``calibration.json``."""
+
+    output_dir: str = "lgs-calibration"
+    model: str = OFFLINE_DEFAULT
+    weights: str | None = "default"
+    data: str | None = None  # None: the bundled photographs
+    imagenet: bool = False
+    imagenet_labels: str | None = None
+    limit: int | None = None
+    budget: float = 0.05  # largest clean-accuracy cost accepted, as a fraction (0.05 = 5 points)
+    smoothing_factors: list[float] = field(default_factory=lambda: list(SMOOTHING_FACTORS))
+    thresholds: list[float] = field(default_factory=lambda: list(THRESHOLDS))
+    window_sizes: list[int] = field(default_factory=lambda: list(WINDOW_SIZES))
+    patch_fraction: float = 0.04
+    iterations: int = 1000
+    eot_samples: int = 1
+    seed: int = 0
+    batch_size: int = 8
+    device: str = "cpu"
+    threads: int = 1
+    adaptive: bool = True  # attack the recommended setting with exact gradients and BPDA too
+
+
+def overlap_for(window_size: int) -> int:
+    """The overlap calibrated windows use: a third of the window (5 for the paper's 15)."""
+    return round(window_size / 3)
+
+
+def setting_spec(smoothing_factor: float, threshold: float, window_size: int) -> str:
+    """A defense spec usable everywhere (``lgs-gpu evaluate --defenses``, :func:`lgs_gpu.defenses.get`).
+
+    Example:
+        >>> setting_spec(2.3, 0.1, 15)
+        'lgs:2.3,threshold=0.1,window=15,overlap=5'
+    """
+    return f"lgs:{smoothing_factor:g},threshold={threshold:g},window={window_size},overlap={overlap_for(window_size)}"
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a rate (sensible at a handful of images, unlike ±1.96·SE).
+
+    Example:
+        >>> [round(bound, 3) for bound in wilson_interval(8, 8)]
+        [0.676, 1.0]
+    """
+    if trials == 0:
+        return 0.0, 1.0
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pareto_front(settings: list[dict]) -> list[str]:
+    """Specs of the settings no other setting beats on both clean and robust accuracy.
+
+    Example:
+        >>> pareto_front([{"spec": "a", "clean_accuracy": 1.0, "robust_accuracy": 0.2},
+        ...               {"spec": "b", "clean_accuracy": 0.5, "robust_accuracy": 0.6},
+        ...               {"spec": "c", "clean_accuracy": 0.5, "robust_accuracy": 0.4}])
+        ['a', 'b']
+    """
+
+    def dominates(a: dict, b: dict) -> bool:
+        no_worse = a["clean_accuracy"] >= b["clean_accuracy"] and a["robust_accuracy"] >= b["robust_accuracy"]
+        better = a["clean_accuracy"] > b["clean_accuracy"] or a["robust_accuracy"] > b["robust_accuracy"]
+        return no_worse and better
+
+    front = [s for s in settings if not any(dominates(other, s) for other in settings)]
+    return [s["spec"] for s in sorted(front, key=lambda s: (-s["clean_accuracy"], -s["robust_accuracy"]))]
+
+
+def recommend(settings: list[dict], bare_clean_accuracy: float, budget: float) -> str | None:
+    """The best robust accuracy within the clean budget; ties: better clean, then the paper's defaults.
+
+    ``None`` when no setting costs at most ``budget`` of clean accuracy.
+    """
+    # A hair of slack: 1 - 7/8 and 0.125 differ in their last bits.
+    fits = [s for s in settings if bare_clean_accuracy - s["clean_accuracy"] <= budget + 1e-9]
+    if not fits:
+        return None
+
+    def from_paper(s: dict) -> tuple[int, float]:
+        """How far from the paper's setting: parameters changed, then relative distance."""
+        pairs = ((s["smoothing_factor"], DEFAULT_SMOOTHING_FACTOR), (s["threshold"], DEFAULT_THRESHOLD),
+                 (s["window_size"], DEFAULT_WINDOW_SIZE))  # fmt: skip
+        return sum(value != paper for value, paper in pairs), sum(abs(value - paper) / paper for value, paper in pairs)
+
+    best = min(fits, key=lambda s: (-s["robust_accuracy"], -s["clean_accuracy"], *from_paper(s)))
+    return best["spec"]
+
+
+def validate(config: CalibrationConfig) -> None:
+    """Check the grid, budget and attack settings before any work (``ValueError`` naming what is wrong)."""
+    if not 0 <= config.budget <= 1:
+        raise ValueError(f"budget must be in [0, 1] (a fraction of accuracy: 0.05 = 5 points). Got {config.budget}")
+    for name in ("smoothing_factors", "thresholds", "window_sizes"):
+        if not getattr(config, name):
+            raise ValueError(f"{name} needs at least one value")
+    if any(not math.isfinite(value) or value < 0 for value in config.smoothing_factors):
+        raise ValueError(f"smoothing factors (λ) must be finite and >= 0. Got {config.smoothing_factors}")
+    if any(math.isnan(value) for value in config.thresholds):
+        raise ValueError("thresholds (γ) must not be NaN")
+    if any(isinstance(size, bool) or not isinstance(size, int) or size < 2 for size in config.window_sizes):
+        raise ValueError(f"window sizes must be integers >= 2. Got {config.window_sizes}")
+    evaluate.validate(_evaluation(config))
+
+
+def _evaluation(config: CalibrationConfig) -> evaluate.EvaluationConfig:
+    """The evaluation whose LaVAN unit (and cache, and conditions) calibration shares."""
+    return evaluate.EvaluationConfig(
+        output_dir=config.output_dir, model=config.model, weights=config.weights, data=config.data,
+        imagenet=config.imagenet, imagenet_labels=config.imagenet_labels, limit=config.limit, defenses=["none"],
+        attacks=["lavan"], lavan_fractions=[config.patch_fraction], lavan_iterations=config.iterations,
+        bpda_fraction=config.patch_fraction, eot_samples=config.eot_samples, seed=config.seed,
+        batch_size=config.batch_size, device=config.device, threads=config.threads,
+    )  # fmt: skip
+
+
+def _rate(correct: int, total: int) -> dict:
+    low, high = wilson_interval(correct, total)
+    return {"accuracy": correct / total if total else float("nan"), "n": total, "ci95": [round(low, 4), round(high, 4)]}
+
+
+def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
+    """Run (or resume: the attacks are cached) a calibration; returns what ``calibration.json`` holds.
+
+    Example:
+        >>> result = calibrate(CalibrationConfig(output_dir="out", **QUICK_GRID))  # doctest: +SKIP
+        >>> result["recommended"]  # doctest: +SKIP
+        'lgs:1,threshold=0.2,window=15,overlap=5'
+    """
+    validate(config)
+    evaluation = _evaluation(config)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(config.threads)
+        runs.check_conditions(config.output_dir, evaluate.conditions(evaluation), rank=0)
+        model = load_model(config.model, config.weights, config.device)
+        images = evaluate.load_images(evaluation, model.input_size)
+        labels, label_source = evaluate.clean_labels(model, images, evaluation)
+        labels = labels.to(config.device)
+        attack = evaluate.plan(evaluation)[1]  # the LaVAN unit, exactly as evaluate names and caches it
+        batches = [slice(start, start + config.batch_size) for start in range(0, len(images), config.batch_size)]
+        clean = [images.images[part].to(config.device) for part in batches]
+        adversarial = [
+            evaluate.adversarial_batch(evaluation, attack, model, images, labels, index, part)[0]
+            for index, part in enumerate(tqdm(batches, desc=f"LaVAN {attack.key} (cached)", disable=not progress))
+        ]  # fmt: skip
+        bare = {
+            "clean": _rate(*_correct(model, clean, labels, batches, config.batch_size)),
+            "robust": _rate(*_correct(model, adversarial, labels, batches, config.batch_size)),
+        }
+        settings, timing = _sweep(config, model, clean, adversarial, labels, batches, progress)
+        for setting in settings:
+            setting["clean_cost_points"] = round(100 * (bare["clean"]["accuracy"] - setting["clean_accuracy"]), 4)
+        recommended = recommend(settings, bare["clean"]["accuracy"], config.budget)
+        adaptive = _adaptive(evaluation, model, images, labels, batches, recommended) if recommended and config.adaptive else None
+        result = {
+            "config": asdict(config),
+            "conditions": evaluate.conditions(evaluation),
+            "model": {"name": model.name, "input_size": model.input_size, "weights": model.weights},
+            "images": {"count": len(images), "names": images.names, "skipped": images.skipped},
+            "label_source": label_source,
+            "attack": {"unit": attack.key, "iterations": config.iterations, "view": "bare model (non-adaptive)"},
+            "bare": bare,
+            "settings": settings,
+            "pareto": pareto_front(settings),
+            "recommended": recommended,
+            "budget_points": 100 * config.budget,
+            "adaptive": adaptive,
+            "timing": timing,
+        }
+        write_calibration(result, Path(config.output_dir))
+        return result
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _correct(model, batches_of_images, labels, batches, batch_size) -> tuple[int, int]:
+    correct = sum(int((model.predict(part, batch_size)[0] == labels[index]).sum()) for part, index in zip(batches_of_images, batches, strict=True))
+    return correct, len(labels)
+
+
+def _sweep(config, model, clean, adversarial, labels, batches, progress) -> tuple[list[dict], dict]:
+    """Clean and robust accuracy of every grid setting: one :func:`lgs_sweep` per window size and batch."""
+    counts: dict[tuple, list[int]] = {}
+    defense_seconds = model_seconds = 0.0
+    work = tqdm(total=len(config.window_sizes) * len(batches), desc="sweep", unit="batch", disable=not progress)
+    for window_size in config.window_sizes:
+        for clean_part, adversarial_part, index in zip(clean, adversarial, batches, strict=True):
+            both = torch.cat([clean_part, adversarial_part])  # one gradient for the clean and attacked images
+            truth = labels[index].repeat(2)
+            started = time.perf_counter()
+            for smoothing_factor, threshold, defended in lgs_sweep(
+                both, config.smoothing_factors, config.thresholds, window_size, overlap_for(window_size)
+            ):
+                defended_at = time.perf_counter()
+                defense_seconds += defended_at - started
+                hits = model.predict(defended, config.batch_size)[0] == truth
+                count = counts.setdefault((smoothing_factor, threshold, window_size), [0, 0])
+                count[0] += int(hits[: len(clean_part)].sum())
+                count[1] += int(hits[len(clean_part) :].sum())
+                started = time.perf_counter()
+                model_seconds += started - defended_at
+            work.update()
+    work.close()
+    total = len(labels)
+    settings = []
+    for (smoothing_factor, threshold, window_size), (clean_correct, robust_correct) in counts.items():
+        clean_rate, robust_rate = _rate(clean_correct, total), _rate(robust_correct, total)
+        settings.append({
+            "spec": setting_spec(smoothing_factor, threshold, window_size),
+            "smoothing_factor": smoothing_factor, "threshold": threshold, "window_size": window_size,
+            "overlap": overlap_for(window_size), "n": total,
+            "clean_accuracy": clean_rate["accuracy"], "clean_ci95": clean_rate["ci95"],
+            "robust_accuracy": robust_rate["accuracy"], "robust_ci95": robust_rate["ci95"],
+        })  # fmt: skip
+    timing = {"defense_seconds": round(defense_seconds, 3), "model_seconds": round(model_seconds, 3), "settings": len(settings)}
+    return settings, timing
+
+
+def _adaptive(evaluation, model, images, labels, batches, spec: str) -> dict:
+    """The recommended setting under LaVAN through its exact gradient and through BPDA (cached like evaluate's)."""
+    defense = defenses.get(spec)
+    rows = {}
+    for view in ("exact", "bpda"):
+        # The patch size is in the key: evaluate's own adaptive units (at its --bpda-fraction) are not these.
+        key = f"{view}-{100 * evaluation.bpda_fraction:g}%-{spec}"
+        unit = evaluate.Unit(key, "lavan", evaluation.bpda_fraction, view, spec, (spec,))
+        correct = 0
+        for index, part in enumerate(tqdm(batches, desc=f"{view} LaVAN through {spec}", leave=False)):
+            adversarial, _ = evaluate.adversarial_batch(evaluation, unit, model, images, labels, index, part)
+            with torch.no_grad():
+                correct += int((model.predict(defense(adversarial), evaluation.batch_size)[0] == labels[part]).sum())
+        rows[view] = _rate(correct, len(labels))
+    return rows
+
+
+def _interval(rate: float, bounds: list[float]) -> str:
+    return f"{100 * rate:.1f}% [{100 * bounds[0]:.0f}–{100 * bounds[1]:.0f}]"
+
+
+def markdown(result: dict) -> str:
+    """``calibration.md``: the recommendation, the Pareto front and every setting."""
+    bare, n = result["bare"], result["images"]["count"]
+    lines = [
+        f"# LGS calibration: {result['model']['name']} on {n} images ({result['label_source']})",
+        "",
+        f"Robust accuracy: LaVAN {result['attack']['unit']} ({result['attack']['iterations']} steps) crafted against "
+        f"the bare model (non-adaptive). Rates with their 95% Wilson interval, n = {n}.",
+        "",
+        f"Bare model: clean {_interval(bare['clean']['accuracy'], bare['clean']['ci95'])}, "
+        f"robust {_interval(bare['robust']['accuracy'], bare['robust']['ci95'])}. "
+        f"Budget: {result['budget_points']:g} points of clean accuracy.",
+        "",
+    ]
+    recommended = result["recommended"]
+    if recommended is None:
+        lines.append("**No setting of the grid stays within the budget.**")
+    else:
+        chosen = next(s for s in result["settings"] if s["spec"] == recommended)
+        lines.append(f"**Recommended: `{recommended}`**: clean {_interval(chosen['clean_accuracy'], chosen['clean_ci95'])}, "
+                     f"robust (non-adaptive) {_interval(chosen['robust_accuracy'], chosen['robust_ci95'])}.")  # fmt: skip
+        if result["adaptive"]:
+            lines += ["", "The same setting against attackers who know it (LaVAN through it):", ""]
+            lines += [f"- {name}: accuracy {_interval(row['accuracy'], row['ci95'])}"
+                      for name, row in (("exact gradient", result["adaptive"]["exact"]), ("BPDA", result["adaptive"]["bpda"]))]  # fmt: skip
+    by_spec = {s["spec"]: s for s in result["settings"]}
+    lines += ["", "## Pareto front (clean vs robust)", "", "| setting | clean | robust | clean cost (points) |", "|---|---|---|---|"]
+    for spec in result["pareto"]:
+        s = by_spec[spec]
+        lines.append(f"| `{spec}` | {_interval(s['clean_accuracy'], s['clean_ci95'])} | "
+                     f"{_interval(s['robust_accuracy'], s['robust_ci95'])} | {s['clean_cost_points']:g} |")  # fmt: skip
+    timing = result["timing"]
+    lines += ["", f"{timing['settings']} settings scored: {timing['defense_seconds']:.1f} s in LGS sweeps, "
+              f"{timing['model_seconds']:.1f} s in model forwards. Every setting: calibration.csv.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_calibration(result: dict, folder: Path) -> None:
+    """``calibration.json`` / ``.csv`` / ``.md`` and ``calibration.png``, each written atomically."""
+    atomic_write_bytes(folder / "calibration.json", json.dumps(result, indent=1).encode())
+    columns = ["spec", "smoothing_factor", "threshold", "window_size", "overlap", "n", "clean_accuracy",
+               "robust_accuracy", "clean_cost_points"]  # fmt: skip
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(result["settings"])
+    atomic_write_bytes(folder / "calibration.csv", buffer.getvalue().encode())
+    atomic_write_bytes(folder / "calibration.md", markdown(result).encode())
+    _plot(result, folder / "calibration.png")
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import save_figure
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    settings = result["settings"]
+    axes.scatter([s["clean_accuracy"] for s in settings], [s["robust_accuracy"] for s in settings], s=14, alpha=0.4,
+                 label="grid settings")  # fmt: skip
+    front = [next(s for s in settings if s["spec"] == spec) for spec in result["pareto"]]
+    axes.plot([s["clean_accuracy"] for s in front], [s["robust_accuracy"] for s in front], "o-", color="C1", label="Pareto front")
+    bare = result["bare"]
+    axes.scatter([bare["clean"]["accuracy"]], [bare["robust"]["accuracy"]], marker="x", color="k", label="bare model")
+    if result["recommended"]:
+        chosen = next(s for s in settings if s["spec"] == result["recommended"])
+        axes.scatter([chosen["clean_accuracy"]], [chosen["robust_accuracy"]], marker="*", s=180, color="C3",
+                     label=f"recommended {chosen['spec']}")  # fmt: skip
+    budget_line = bare["clean"]["accuracy"] - result["budget_points"] / 100
+    axes.axvline(budget_line, color="grey", linestyle="--", linewidth=1, label="clean budget")
+    axes.set_xlabel(f"clean accuracy (n = {result['images']['count']})")
+    axes.set_ylabel("accuracy under LaVAN (non-adaptive)")
+    axes.set_xlim(-0.02, 1.02)
+    axes.set_ylim(-0.02, 1.02)
+    axes.legend(fontsize=7, loc="lower left")
+    save_figure(figure, path, dpi=110)
+
+
+def read_recommended(path: str | Path) -> str:
+    """The recommended spec of a ``calibration.json`` (``ValueError`` if it has none)."""
+    try:
+        recommended = json.loads(Path(path).read_text())["recommended"]
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{path} is not a readable calibration.json with a 'recommended' field: {error}") from error
+    if not recommended:
+        raise ValueError(f"{path} recommends nothing: no setting of its grid stayed within its budget")
+    return recommended
