@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     defend.add_argument("-o", "--output-dir", required=True, help="folder for the defended images")
     defend.add_argument("--save-map", action="store_true", help="also write ĝ as <name>_map.png")
     defend.add_argument("--format", choices=("png", "jpg", "same"), default="png", help="output format (default png)")
+    defend.add_argument("--batch-size", type=int, default=8, help="images of one size defended together (default 8)")
+    defend.add_argument("--workers", type=int, help="decoding processes (0: decode in this one; default min(4, CPUs))")
+    defend.add_argument("--write-threads", type=int, help="encoding and writing threads (default: one per CPU)")
+    defend.add_argument("--png-level", type=int, default=6, choices=range(10), metavar="0-9",
+                        help="PNG zlib level: 1 encodes ~5x faster, files ~10%% larger; lossless at all (default 6)")  # fmt: skip
+    existing = defend.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true",
+                          help="keep outputs the manifest says this defense made; do the rest (docs/defend.md)")  # fmt: skip
+    existing.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    defend.add_argument("--cpu-decode", action="store_true", help="decode JPEGs on the CPU on CUDA too (default nvJPEG)")
     defend.add_argument(
         "--defense",
         help="defense spec, e.g. jpeg:30, tvm:10, median:3, gaussian:5, bilateral:5, bitdepth:3, lgs:2.3, "
@@ -81,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("defenses", help="list the defenses, their parameters and the paper's grid")
     info = commands.add_parser("info", help="versions, devices, and which LGS backend runs where (and why not)")
     info.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    warm = commands.add_parser(
+        "warmup", help="build the compiled CPU path's programs now (once per machine; LGS_GPU_CACHE_DIR moves them)"
+    )
+    warm.add_argument("--dtypes", default="float32",
+                      help="compute dtypes, comma-separated: float32 (also serves uint8 / float16), float64")  # fmt: skip
+    warm.add_argument("--window-sizes", default="15", help="window sides, comma-separated, e.g. 15,25 (default 15)")
 
     evaluate = commands.add_parser(
         "evaluate", help="attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)"
@@ -104,6 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quick", action="store_true",
                           help="the README's small run: 4 photographs, LaVAN 2%% and 4%% at 100 steps, no patch, "
                                "a short defense list")  # fmt: skip
+
+    evaluate.add_argument("--calibration", help="a calibration.json: score its recommended spec too and attack it adaptively")
+
+    calibrate = commands.add_parser(
+        "calibrate", help="sweep λ, γ and the window size; recommend LGS settings for a clean-accuracy budget"
+    )
+    _add_run_options(calibrate, "lgs-calibration")
+    calibrate.add_argument("--budget", default="5%", help="clean accuracy the defense may cost, in points (default 5%%)")
+    calibrate.add_argument("--smoothing-factors", help="λ grid, comma-separated (default 0.5,1,1.5,2.3,3,4,6)")
+    calibrate.add_argument("--thresholds", help="γ grid, comma-separated (default 0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5)")
+    calibrate.add_argument("--window-sizes", help="window sides, comma-separated (default 9,15,25); overlap = round(window / 3)")
+    calibrate.add_argument("--patch-fraction", type=float, default=0.04, help="LaVAN patch area (default 0.04)")
+    calibrate.add_argument("--iterations", type=int, default=1000, help="LaVAN steps per image (default 1000)")
+    calibrate.add_argument("--eot-samples", type=int, default=1)
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--batch-size", type=int, default=8)
+    calibrate.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    calibrate.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
+    calibrate.add_argument("--no-adaptive", action="store_true", help="skip the exact-gradient and BPDA attacks on the result")
+    calibrate.add_argument("--quick", action="store_true", help="a 3 x 3 grid at 15-pixel windows, LaVAN at 100 steps")
 
     certify = commands.add_parser(
         "certify", help="PatchCleanser: clean and certified accuracy against patches (resumable; torchrun shards it)"
@@ -146,6 +182,47 @@ def _specs(text: str | None) -> list[str] | None:
     return None if text is None else [spec.strip() for spec in text.split(";") if spec.strip()]
 
 
+def _numbers(text: str, flag: str, kind=float) -> list:
+    try:
+        return [kind(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated numbers. Got {text!r}") from None
+
+
+def _fraction(text: str, flag: str) -> float:
+    """``5%`` or ``0.05`` as 0.05."""
+    try:
+        return float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"{flag} takes a share like 5% or 0.05. Got {text!r}") from None
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import QUICK_GRID, CalibrationConfig, calibrate, markdown
+
+    grid = dict(QUICK_GRID) if args.quick else {}
+    for name, kind in (("smoothing_factors", float), ("thresholds", float), ("window_sizes", int)):
+        text = getattr(args, name)
+        if text is not None:
+            grid[name] = _numbers(text, "--" + name.replace("_", "-"), kind)
+    iterations = 100 if args.quick and args.iterations == 1000 else args.iterations
+    config = CalibrationConfig(
+        output_dir=args.output_dir, model=args.model, weights=None if args.weights == "none" else args.weights,
+        data=args.data, imagenet=args.imagenet, imagenet_labels=args.imagenet_labels, limit=args.limit,
+        budget=_fraction(args.budget, "--budget"), patch_fraction=args.patch_fraction, iterations=iterations,
+        eot_samples=args.eot_samples, seed=args.seed, batch_size=args.batch_size, device=_device(args.device),
+        threads=args.threads, adaptive=not args.no_adaptive, **grid,
+    )  # fmt: skip
+    result = calibrate(config)
+    print(markdown(result))
+    print(f"wrote {args.output_dir}/calibration.json, calibration.csv, calibration.md, calibration.png")
+    if result["recommended"] is None:
+        print(f"lgs-gpu calibrate: no setting stays within the {args.budget} budget", file=sys.stderr)
+        return 1
+    print(result["recommended"])
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from ..defenses import paper_grid
     from .evaluate import EvaluationConfig, evaluate
@@ -158,6 +235,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.attacks = "lavan,bpda,adaptive" if args.attacks == ",".join(ATTACKS) else args.attacks
         args.lavan_fractions = "0.02,0.04" if args.lavan_fractions == "0.02,0.03,0.04" else args.lavan_fractions
         args.bpda_defenses = args.bpda_defenses or "jpeg:30;median:3"
+    if args.calibration:
+        from .calibrate import read_recommended
+
+        recommended = read_recommended(args.calibration)
+        specs = _specs(args.defenses) or paper_grid()
+        args.defenses = ";".join(specs if recommended in specs else [*specs, recommended])
+        args.adaptive_defense = recommended
     try:
         fractions = [float(value) for value in args.lavan_fractions.split(",")]
     except ValueError as error:
@@ -238,7 +322,7 @@ def _info(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..lgs import backend_info
+    from ..lgs import backend_info, compiled_cache_info
 
     device = _device(args.device)
     print(f"lgs_gpu on Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
@@ -246,6 +330,29 @@ def _info(args: argparse.Namespace) -> int:
     print(f"backends for {device} tensors:")
     for name, state in backend_info(device).items():
         print(f"  {name}: {state}")
+    print(f"compiled CPU programs: {compiled_cache_info()}")
+    return 0
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from ..lgs import compiled_cache_info, warmup
+
+    names = [name.strip() for name in args.dtypes.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ("float32", "float64")]
+    if unknown or not names:
+        raise ValueError(f"--dtypes takes float32 and/or float64, comma-separated. Got {args.dtypes!r}")
+    try:
+        window_sizes = tuple(int(size) for size in args.window_sizes.split(","))
+    except ValueError:
+        raise ValueError(f"--window-sizes takes integers, comma-separated. Got {args.window_sizes!r}") from None
+    started = time.perf_counter()
+    names = warmup(tuple(getattr(torch, name) for name in names), window_sizes)
+    print(f"ready in {time.perf_counter() - started:.1f} s: {', '.join(names)}")
+    print(f"compiled CPU programs: {compiled_cache_info()}")
     return 0
 
 
@@ -263,20 +370,34 @@ def _print_defenses() -> None:
             print(f"    {name}{marker}: {accepted}")
 
 
+def _defend(args: argparse.Namespace) -> int:
+    from .defend import default_workers, defend_files
+
+    workers = default_workers() if args.workers is None else args.workers
+    try:
+        summary = defend_files(
+            args.inputs, args.output_dir, defense=_defense_from_arguments(args), device=_device(args.device),
+            save_map=args.save_map, output_format=args.format, batch_size=args.batch_size, workers=workers,
+            write_threads=args.write_threads, resume=args.resume, overwrite=args.overwrite,
+            png_compression=args.png_level, decode_on_device=False if args.cpu_decode else None,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"lgs-gpu defend: interrupted; every file in {args.output_dir} is whole and the finished ones are "
+              "recorded: add --resume to finish", file=sys.stderr)  # fmt: skip
+        return 130
+    rank = f"rank {summary.rank} of {summary.world}: " if summary.world > 1 else ""
+    kept = f" (kept {len(summary.kept)} finished earlier)" if summary.kept else ""
+    print(f"{rank}defended {len(summary.written)} image(s) into {args.output_dir}{kept}")
+    for path, why in summary.skipped:
+        print(f"{rank}skipped {path}: {why}", file=sys.stderr)
+    return 0 if summary.written or summary.kept or not summary.skipped else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "defend":
-            from .defend import defend_files
-
-            summary = defend_files(
-                args.inputs, args.output_dir, defense=_defense_from_arguments(args),
-                device=_device(args.device), save_map=args.save_map, output_format=args.format,
-            )
-            print(f"defended {len(summary.written)} image(s) into {args.output_dir}")
-            for path, why in summary.skipped:
-                print(f"skipped {path}: {why}", file=sys.stderr)
-            return 0 if summary.written or not summary.skipped else 1
+            return _defend(args)
         if args.command == "bench":
             return _bench(args)
         if args.command == "evaluate":
@@ -288,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "info":
             return _info(args)
+        if args.command == "warmup":
+            return _warmup(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
         from .demo import run_demo
 
         results = run_demo(

@@ -1,27 +1,581 @@
-"""Defend image files with LGS or any baseline defense: the work behind ``lgs-gpu defend``."""
+"""Defend image files at dataset scale with LGS or any baseline defense: the work behind ``lgs-gpu defend``.
+
+Pipeline of one process (one per rank under ``torchrun``, each on every ``world``-th file)::
+
+    files ─► decode      DataLoader workers (Pillow); on CUDA, JPEGs are only read and their
+                         header's size checked here, then decoded in batches by nvJPEG
+          ─► group       images of one size, up to ``batch_size``, become one batch
+          ─► defend      one call of the defense per batch, on the device
+          ─► write       encode + atomic write (temp file + os.replace) in a thread pool
+          ─► manifest    one JSON line per output, appended once its whole batch is written
+
+The manifest (``lgs-defend-manifest.rank<R>.jsonl`` in the output folder, one file per rank so
+that ranks never write the same file) records the defense spec that made each output. Resume
+semantics, documented in ``docs/defend.md``:
+
+* default: refuse to start when any output already exists (nothing is overwritten by surprise);
+* ``resume``: keep outputs whose newest record names this spec, this output's size and the
+  input's size and modification time; redo the others (unrecorded, changed, missing map); refuse
+  to start when an existing output was made by *another* spec (``overwrite`` redoes those);
+* ``overwrite``: redo every output; existing ones are first retired in the manifest, so that an
+  interrupted overwrite can be finished with ``resume``.
+
+Ctrl-C (or any error) stops decoding and defending, finishes writing what was already defended
+(a second Ctrl-C drops what has not started), and records it: every file is written whole or not at
+all, and the manifest names only whole files.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .._files import atomic_write_bytes
 from .._transform import ImageDefense
 from ..defenses import get
-from ..imageio import find_images, read_image, write_image
+from ..imageio import (
+    JPEG_SUFFIXES,
+    UnreadableImage,
+    decode_jpegs,
+    encode_image,
+    find_images,
+    plain_reason,
+    read_image,
+    read_jpeg_bytes,
+)
+from .runs import Distributed, check_output_folder
+
+MANIFEST_STEM = "lgs-defend-manifest"
+OUTPUT_FORMATS = ("png", "jpg", "same")
+JPEG_QUALITY = 95  # of ``--format jpg`` outputs
+
+T = TypeVar("T")
 
 
 @dataclass
 class DefendSummary:
+    """What one process did: outputs written and kept (``resume``), inputs skipped and why."""
+
     written: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
+    kept: list[Path] = field(default_factory=list)  # finished by an earlier run (resume)
+    rank: int = 0
+    world: int = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its outputs go; ``name`` (relative to the output folder) keys the manifest."""
+
+    index: int
+    source: Path
+    target: Path
+    map_target: Path | None
+    name: str
+
+
+@dataclass
+class Decoded:
+    """A decoded input (``image``, ``[3, H, W]`` uint8), JPEG bytes for the device decoder (``encoded``), or ``error``."""
+
+    index: int
+    size: tuple[int, int] = (0, 0)  # (H, W)
+    image: torch.Tensor | None = None
+    encoded: torch.Tensor | None = None
+    source_stat: tuple[int, int] = (0, 0)  # (bytes, mtime_ns) when read: a later change means redo
+    error: str | None = None
+
+
+def default_workers() -> int:
+    """Decoding processes of ``lgs-gpu defend`` by default: one per CPU, at most 4."""
+    return min(4, os.cpu_count() or 1)
 
 
 def _gives_map(defense: ImageDefense) -> bool:
     """Whether ``defense`` is LGS-based and can hand back its map ``ĝ`` (lgs, lgs+<filter>)."""
     return callable(getattr(defense, "defend_with_map", None))
+
+
+def spec_of(defense: ImageDefense) -> str:
+    """The spec string recorded in the manifest: the registry spec, or the class of a custom defense.
+
+    A custom defense without a ``spec`` is recorded by its class only, so ``resume`` cannot tell
+    two of its settings apart.
+
+    Example:
+        >>> spec_of(get("median:3"))
+        'median:3'
+    """
+    try:
+        return defense.spec
+    except NotImplementedError:
+        return f"{type(defense).__module__}.{type(defense).__qualname__}"
+
+
+def plan_jobs(inputs: list[str | Path], output_dir: Path, output_format: str, save_map: bool) -> list[Job]:
+    """Every input image and its output paths; ``ValueError`` when an output would overwrite an input."""
+    jobs, inputs_resolved = [], set()
+    for index, (path, relative) in enumerate(find_images(inputs)):
+        suffix = path.suffix if output_format == "same" else f".{output_format}"
+        target = output_dir / relative.with_suffix(suffix)
+        map_target = target.with_name(f"{target.stem}_map.png") if save_map else None
+        jobs.append(Job(index, path, target, map_target, relative.with_suffix(suffix).as_posix()))
+        inputs_resolved.add(path.resolve())
+    for job in jobs:
+        for candidate in (job.target, job.map_target):
+            if candidate is not None and candidate.resolve() in inputs_resolved:
+                raise ValueError(f"refusing to overwrite the input {candidate}: choose another output folder")
+    return jobs
+
+
+# --- the manifest ----------------------------------------------------------------------------
+
+
+def manifest_path(output_dir: Path, rank: int) -> Path:
+    """This rank's manifest file: ``<output_dir>/lgs-defend-manifest.rank<rank>.jsonl``."""
+    return output_dir / f"{MANIFEST_STEM}.rank{rank}.jsonl"
+
+
+def append_manifest(path: Path, records: list[dict]) -> None:
+    """Append ``records`` as JSON lines in one ``write`` (O_APPEND) and fsync them.
+
+    One call per finished batch: a batch's lines land together, and a reader ignores a line
+    torn by a hard kill (its output is then redone).
+    """
+    if not records:
+        return
+    data = memoryview("".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode())
+    handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while data:
+            data = data[os.write(handle, data) :]
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def read_manifest(output_dir: Path) -> dict[str, dict]:
+    """The newest record of each output (by ``written_ns``) across every rank's manifest file."""
+    newest: dict[str, dict] = {}
+    for path in sorted(output_dir.glob(f"{MANIFEST_STEM}.rank*.jsonl")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # torn by a hard kill: its output counts as unrecorded
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("output"), str):
+                continue
+            previous = newest.get(record["output"])
+            if previous is None or record.get("written_ns", 0) >= previous.get("written_ns", 0):
+                newest[record["output"]] = record
+    return newest
+
+
+def _record(job: Job, item: Decoded, spec: str, size: int) -> dict:
+    """The manifest line of one written output."""
+    return {
+        "output": job.name,
+        "map": job.map_target.name if job.map_target is not None else None,
+        "spec": spec,
+        "bytes": size,
+        "source": str(job.source),
+        "source_bytes": item.source_stat[0],
+        "source_mtime_ns": item.source_stat[1],
+        "written_ns": time.time_ns(),
+    }
+
+
+def _source_stat(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def output_state(job: Job, record: dict | None, spec: str) -> str:
+    """``"todo"``, ``"finished"`` (keep it under resume) or ``"conflict"`` (made by another spec)."""
+    if not job.target.exists():
+        return "todo"
+    if record is None or record.get("spec") is None:  # unrecorded or retired: made by nobody we know
+        return "todo"
+    if record["spec"] != spec:
+        return "conflict"
+    try:
+        unchanged = job.target.stat().st_size == record.get("bytes") and _source_stat(job.source) == (
+            record.get("source_bytes"),
+            record.get("source_mtime_ns"),
+        )
+    except OSError:
+        return "todo"
+    has_map = job.map_target is None or (record.get("map") is not None and job.map_target.exists())
+    return "finished" if unchanged and has_map else "todo"
+
+
+def sort_out(
+    jobs: list[Job], output_dir: Path, spec: str, resume: bool, overwrite: bool
+) -> tuple[list[Job], list[Job], str | None]:
+    """``(to do, finished, problem)``: which outputs to make, which to keep, and why to refuse (or None)."""
+    if overwrite:
+        return jobs, [], None
+    if not resume:
+        return jobs, [], _existing_outputs(jobs, output_dir)
+    records = read_manifest(output_dir)
+    states = {job.index: output_state(job, records.get(job.name), spec) for job in jobs}
+    todo, finished, conflicts = (
+        [job for job in jobs if states[job.index] == wanted] for wanted in ("todo", "finished", "conflict")
+    )
+    return todo, finished, _other_specs(conflicts, records, output_dir, spec)
+
+
+def _existing_outputs(jobs: list[Job], output_dir: Path) -> str | None:
+    """Why a run that neither resumes nor overwrites cannot start here, or None."""
+    existing = [path for job in jobs for path in (job.target, job.map_target) if path is not None and path.exists()]
+    if not existing:
+        return None
+    return (
+        f"{len(existing)} output file(s) already exist in {output_dir} (first: {existing[0]}); pass --resume "
+        "(resume=True) to keep the finished ones and do the rest, or --overwrite (overwrite=True) to redo them"
+    )
+
+
+def _other_specs(conflicts: list[Job], records: dict[str, dict], output_dir: Path, spec: str) -> str | None:
+    """Why a resume cannot keep these outputs made by another spec, or None."""
+    if not conflicts:
+        return None
+    first = conflicts[0]
+    return (
+        f"{len(conflicts)} output(s) in {output_dir} were made by another defense (first: {first.target}, made by "
+        f"{records[first.name]['spec']!r}, now {spec!r}); --resume keeps only outputs of the same spec: pass "
+        "--overwrite (overwrite=True) to redo them, or choose another output folder"
+    )
+
+
+def retire_existing(jobs: list[Job], manifest: Path) -> None:
+    """Before an overwrite: a record with no spec for each existing output, so an interrupted overwrite resumes."""
+    now = time.time_ns()
+    append_manifest(
+        manifest, [{"output": job.name, "spec": None, "written_ns": now} for job in jobs if job.target.exists()]
+    )
+
+
+def remove_stale_temporaries(jobs: list[Job]) -> None:
+    """Delete the temporary files a killed run left beside these jobs' outputs (``.<name>.<random>.part``).
+
+    Only the jobs' own temporaries: under torchrun each output, and so its temporary, has one owner.
+    """
+    names_by_folder: dict[Path, set[str]] = {}
+    for job in jobs:
+        for path in (job.target, job.map_target):
+            if path is not None:
+                names_by_folder.setdefault(path.parent, set()).add(path.name)
+    for folder, names in names_by_folder.items():
+        if folder.is_dir():
+            for stale in folder.glob(".*.part"):
+                if stale.name[1 : -len(".part")].rpartition(".")[0] in names:
+                    stale.unlink(missing_ok=True)
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+
+def decode_job(job: Job, jpeg_bytes: bool) -> Decoded:
+    """Read one input: decoded on the CPU, or (``jpeg_bytes``, for a JPEG) its bytes for the device decoder."""
+    try:
+        stat = _source_stat(job.source)
+    except OSError as error:
+        return Decoded(job.index, error=plain_reason(error))
+    if jpeg_bytes and job.source.suffix.lower() in JPEG_SUFFIXES:
+        try:
+            encoded, size = read_jpeg_bytes(job.source)
+            return Decoded(job.index, size, encoded=encoded, source_stat=stat)
+        except UnreadableImage as error:
+            return Decoded(job.index, error=error.reason)
+        except ValueError:  # a header this parser does not read: Pillow decides below
+            pass
+    try:
+        image = read_image(job.source)
+    except UnreadableImage as error:
+        return Decoded(job.index, error=error.reason)
+    return Decoded(job.index, (image.shape[-2], image.shape[-1]), image=image, source_stat=stat)
+
+
+class _DecodeSet(Dataset):
+    """The jobs as a map-style dataset whose items are :class:`Decoded` (for DataLoader workers)."""
+
+    def __init__(self, jobs: list[Job], jpeg_bytes: bool) -> None:
+        self.jobs, self.jpeg_bytes = jobs, jpeg_bytes
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, position: int) -> Decoded:
+        return decode_job(self.jobs[position], self.jpeg_bytes)
+
+
+def decoded_inputs(jobs: list[Job], workers: int, chunk: int, jpeg_bytes: bool) -> Iterator[Decoded]:
+    """The jobs' :class:`Decoded`, in job order, read by ``workers`` processes (0: this one) ``chunk`` at a time."""
+    loader = DataLoader(
+        _DecodeSet(jobs, jpeg_bytes), batch_size=chunk, shuffle=False, num_workers=workers,
+        collate_fn=list,  # keep the items: images of different sizes do not stack
+        prefetch_factor=4 if workers else None,
+    )  # fmt: skip
+    return chain.from_iterable(loader)
+
+
+def group_batches(
+    items: Iterable[T], key: Callable[[T], Hashable], batch_size: int, max_waiting: int
+) -> Iterator[list[T]]:
+    """Group items of equal ``key`` into batches of up to ``batch_size``, in arrival order.
+
+    A group leaves when full; when more than ``max_waiting`` items wait (many sizes), the oldest
+    group leaves early, so memory stays bounded. The batches depend only on the items' order.
+
+    Example:
+        >>> list(group_batches(["a", "bb", "c", "dd", "e"], len, batch_size=2, max_waiting=8))
+        [['a', 'c'], ['bb', 'dd'], ['e']]
+        >>> list(group_batches(["a", "bb", "ccc", "dd"], len, batch_size=2, max_waiting=2))  # "a" leaves early
+        [['a'], ['bb', 'dd'], ['ccc']]
+    """
+    waiting: dict[Hashable, list[T]] = {}
+    count = 0
+    for item in items:
+        group_key = key(item)
+        waiting.setdefault(group_key, []).append(item)
+        count += 1
+        if len(waiting[group_key]) == batch_size:
+            count -= batch_size
+            yield waiting.pop(group_key)
+        elif count > max_waiting:
+            oldest = next(iter(waiting))
+            count -= len(waiting[oldest])
+            yield waiting.pop(oldest)
+    yield from waiting.values()
+
+
+def on_device(
+    items: list[Decoded], jobs: dict[int, Job], device: str
+) -> tuple[list[Decoded], list[torch.Tensor], list[tuple[Decoded, str]]]:
+    """Put a group's images on ``device``: ``(items, images [3, H, W] uint8, skipped (item, why))``.
+
+    JPEG bytes are decoded there in one batched call; when it fails, one by one, and a file the
+    device decoder refuses is decoded by :func:`read_image` on the CPU (which names the fault).
+    """
+    encoded = [item for item in items if item.encoded is not None]
+    decoded: dict[int, torch.Tensor] = {}
+    try:
+        decoded = dict(
+            zip([item.index for item in encoded], decode_jpegs([i.encoded for i in encoded], device), strict=True)
+        )
+    except RuntimeError:
+        for item in encoded:
+            try:
+                decoded[item.index] = decode_jpegs([item.encoded], device)[0]
+            except RuntimeError:
+                try:
+                    decoded[item.index] = read_image(jobs[item.index].source).to(device)
+                except UnreadableImage as error:
+                    item.error = error.reason
+    kept, images, skipped = [], [], []
+    for item in items:
+        if item.error is not None:
+            skipped.append((item, item.error))
+            continue
+        kept.append(item)
+        images.append(decoded[item.index] if item.encoded is not None else item.image.to(device))
+        item.image = item.encoded = None  # the device copy is all that is needed from here on
+    return kept, images, skipped
+
+
+# --- defending ---------------------------------------------------------------------------------
+
+
+def defend_batch(
+    defense: ImageDefense, images: torch.Tensor, save_map: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``[B, 3, H, W]`` uint8 -> defended ``[B, 3, H, W]`` uint8 and ``ĝ`` as ``[B, 1, H, W]`` uint8 (or None), on the CPU.
+
+    Example:
+        >>> defended, maps = defend_batch(get("lgs"), torch.zeros(2, 3, 32, 32, dtype=torch.uint8), save_map=True)
+        >>> defended.shape, maps.shape
+        (torch.Size([2, 3, 32, 32]), torch.Size([2, 1, 32, 32]))
+    """
+    with torch.no_grad():
+        if not save_map:
+            return defense(images).cpu(), None
+        defended, suppressed = defense.defend_with_map(images)  # the image and its map from one LGS pass
+        return defended.cpu(), (suppressed * 255).round().to(torch.uint8).cpu()
+
+
+def defend_group(
+    defense: ImageDefense, items: list[Decoded], images: list[torch.Tensor], save_map: bool
+) -> tuple[list[tuple[Decoded, torch.Tensor, torch.Tensor | None]], list[tuple[Decoded, str]]]:
+    """Defend images of one size as one batch: ``(outputs (item, image, map), skipped (item, why))``.
+
+    A defense that refuses the batch (``ValueError``) is tried image by image, so that only the
+    images it refuses are skipped.
+    """
+    try:
+        defended, maps = defend_batch(defense, torch.stack(images), save_map)
+    except ValueError as error:
+        if len(items) == 1:
+            return [], [(items[0], f"cannot defend: {error}")]
+        outputs, skipped = [], []
+        for item, image in zip(items, images, strict=True):
+            one_output, one_skipped = defend_group(defense, [item], [image], save_map)
+            outputs += one_output
+            skipped += one_skipped
+        return outputs, skipped
+    return [(item, defended[i], None if maps is None else maps[i]) for i, item in enumerate(items)], []
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def encode_and_write(job: Job, image: torch.Tensor, map_image: torch.Tensor | None, png_compression: int) -> int:
+    """Encode and atomically write one output (and its map); the output's size in bytes."""
+    data = encode_image(image, job.target.suffix, JPEG_QUALITY, png_compression)
+    atomic_write_bytes(job.target, data)
+    if map_image is not None and job.map_target is not None:
+        atomic_write_bytes(job.map_target, encode_image(map_image, ".png", png_compression=png_compression))
+    return len(data)
+
+
+class Writer:
+    """Encodes and writes outputs in a thread pool; records a batch in the manifest once all of it is written.
+
+    At most ``max_in_flight`` images wait for their writes (the oldest batch is waited for beyond
+    that), so a fast defense cannot fill memory with encoded-to-be images.
+    """
+
+    def __init__(self, manifest: Path, spec: str, threads: int, png_compression: int, max_in_flight: int,
+                 progress: tqdm) -> None:  # fmt: skip
+        self.manifest, self.spec, self.png_compression = manifest, spec, png_compression
+        self.max_in_flight, self.progress = max_in_flight, progress
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lgs-defend-write")
+        self.batches: deque[list[tuple[Job, Decoded, Future]]] = deque()
+        self.in_flight = 0
+        self.written: list[tuple[int, Path]] = []
+        self.failed: list[tuple[int, Path, str]] = []
+
+    def submit(self, outputs: list[tuple[Job, Decoded, torch.Tensor, torch.Tensor | None]]) -> None:
+        """Queue one batch's outputs for writing, then record the batches already written."""
+        batch = [(job, item, self.pool.submit(encode_and_write, job, image, map_image, self.png_compression))
+                 for job, item, image, map_image in outputs]  # fmt: skip
+        self.batches.append(batch)
+        self.in_flight += len(batch)
+        self._record_written(self.max_in_flight)
+
+    def _record_written(self, most_in_flight: int) -> None:
+        """Record written batches in order, waiting on the oldest while more than ``most_in_flight`` images are in flight."""
+        while self.batches:
+            head = self.batches[0]
+            if self.in_flight <= most_in_flight and not all(future.done() for *_, future in head):
+                return
+            wait([future for *_, future in head])
+            # Leaves the queue only once recorded: a Ctrl-C before that lets abort() record it (again, harmlessly).
+            self._record(head)
+            self.batches.popleft()
+            self.in_flight -= len(head)
+
+    def _record(self, batch: list[tuple[Job, Decoded, Future]], aborting: bool = False) -> None:
+        records = []
+        for job, item, future in batch:
+            if future.cancelled():
+                continue
+            try:
+                size = future.result()
+            except OSError as error:
+                self.failed.append((job.index, job.source, f"cannot write {job.target}: {plain_reason(error)}"))
+                continue
+            except Exception:
+                if aborting:  # the error being raised already says what went wrong
+                    continue
+                raise
+            records.append(_record(job, item, self.spec, size))
+            self.written.append((job.index, job.target))
+        append_manifest(self.manifest, records)
+        self.progress.update(sum(not future.cancelled() for *_, future in batch))
+
+    def close(self) -> None:
+        """Wait for every write and record it."""
+        self._record_written(0)
+        self.pool.shutdown()
+
+    def abort(self) -> None:
+        """Finish the writes already queued, record what is whole; a second Ctrl-C drops the writes not started.
+
+        What is queued was already defended and is at most ``max_in_flight`` images: finishing it
+        costs a fraction of a second and spares a resume from redoing it.
+        """
+        try:
+            self.pool.shutdown(wait=True)
+        except KeyboardInterrupt:  # the caller re-raises the first one
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            while self.batches:
+                self._record(self.batches.popleft(), aborting=True)
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def _check_arguments(defense: str | ImageDefense, save_map: bool, output_format: str, batch_size: int, workers: int,
+                     write_threads: int | None, resume: bool, overwrite: bool, png_compression: int,
+                     shard: tuple[int, int] | None) -> ImageDefense:  # fmt: skip
+    """The defense module; ``ValueError`` / ``TypeError`` naming what was wrong, before any work."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be 'png', 'jpg' or 'same'. Got {output_format!r}")
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("workers", workers, 0),
+        ("png_compression", png_compression, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}. Got {value!r}")
+    if not png_compression <= 9:
+        raise ValueError(f"png_compression must be a zlib level in 0..9. Got {png_compression}")
+    if write_threads is not None and (not isinstance(write_threads, int) or write_threads < 1):
+        raise ValueError(f"write_threads must be an int >= 1 or None (one per CPU). Got {write_threads!r}")
+    if resume and overwrite:
+        raise ValueError("resume keeps finished outputs and overwrite redoes them: choose one")
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world. Got {shard!r}")
+    if isinstance(defense, str):
+        defense = get(defense)
+    if not isinstance(defense, ImageDefense):
+        raise TypeError(f"defense must be a spec string or an lgs_gpu defense. Got {type(defense).__name__}")
+    if save_map and not _gives_map(defense):
+        raise ValueError(f"save_map needs an LGS-based defense (lgs, lgs+<filter>). Got {defense.spec!r}")
+    return defense
+
+
+def _rank_device(device: str) -> str:
+    """Under torchrun, ``"cuda"`` means this rank's GPU (``LOCAL_RANK``), so that ranks on one machine share none."""
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    return device
+
+
+def _agree(runtime: Distributed | None, problem: str | None) -> None:
+    """Raise the first rank's problem on every rank, so that no rank waits for one that stopped."""
+    problems = [problem]
+    if runtime is not None and runtime.active:
+        problems = [None] * runtime.world
+        runtime.dist.all_gather_object(problems, problem)
+    found = [p for p in problems if p]
+    if found:
+        raise ValueError(found[0])
 
 
 def defend_files(
@@ -33,57 +587,136 @@ def defend_files(
     save_map: bool = False,
     output_format: str = "png",
     progress: bool = True,
+    batch_size: int = 8,
+    workers: int = 0,
+    write_threads: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    png_compression: int = 6,
+    decode_on_device: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> DefendSummary:
-    """Defend every PNG / JPEG under ``inputs`` and write the results under ``output_dir``.
+    """Defend every image under ``inputs`` and write the results under ``output_dir``.
 
     ``defense`` is a defense module or a spec string of :func:`lgs_gpu.defenses.get`
     (``"lgs"``, ``"jpeg:30"``, ``"lgs+median:3"`` ...). Outputs keep the inputs' names (folders
     keep their structure) with the suffix of ``output_format`` (``"png"``, lossless, by default;
     ``"same"`` keeps the input's). With ``save_map`` the LGS map ``ĝ`` is written beside each
     output as ``<name>_map.png`` (LGS-based defenses only). No input is ever overwritten (checked
-    before any work), every write is atomic, and an unreadable image is skipped and reported,
-    not fatal.
-    """
-    if output_format not in ("png", "jpg", "same"):
-        raise ValueError(f"output_format must be 'png', 'jpg' or 'same'. Got {output_format!r}")
-    if isinstance(defense, str):
-        defense = get(defense)
-    if not isinstance(defense, ImageDefense):
-        raise TypeError(f"defense must be a spec string or an lgs_gpu defense. Got {type(defense).__name__}")
-    if save_map and not _gives_map(defense):
-        raise ValueError(f"save_map needs an LGS-based defense (lgs, lgs+<filter>). Got {defense.spec!r}")
-    output_dir = Path(output_dir)
-    jobs = []
-    inputs_resolved = set()
-    for path, relative in find_images(inputs):
-        suffix = path.suffix if output_format == "same" else f".{output_format}"
-        target = output_dir / relative.with_suffix(suffix)
-        jobs.append((path, target, target.with_name(f"{target.stem}_map.png")))
-        inputs_resolved.add(path.resolve())
-    for _, target, map_target in jobs:
-        for candidate in (target, map_target) if save_map else (target,):
-            if candidate.resolve() in inputs_resolved:
-                raise ValueError(f"refusing to overwrite the input {candidate}: choose another output folder")
+    before any work), every write is atomic, and an unreadable image is skipped with a plain
+    reason, not fatal.
 
-    summary = DefendSummary()
-    for path, target, map_target in tqdm(jobs, desc="lgs-gpu defend", unit="image", disable=not progress):
+    At scale: ``workers`` processes decode (0: this one); images of one size are defended
+    ``batch_size`` at a time on ``device``; ``write_threads`` (default: one per CPU) encode and
+    write, PNG at zlib level ``png_compression``. ``decode_on_device`` (default: on CUDA) decodes
+    JPEGs on the device. Existing outputs are refused unless ``resume`` (keep finished ones,
+    see the module docstring) or ``overwrite``. Under ``torchrun`` each rank takes every
+    ``world``-th file; ``shard=(rank, world)`` does the same by hand (several machines, or tests).
+
+    Example:
+        >>> summary = defend_files(["photos/"], "defended", defense="lgs", workers=2)  # doctest: +SKIP
+        >>> len(summary.written), summary.skipped  # doctest: +SKIP
+        (1000, [])
+    """
+    defense = _check_arguments(defense, save_map, output_format, batch_size, workers, write_threads, resume,
+                               overwrite, png_compression, shard)  # fmt: skip
+    output_dir = Path(output_dir)
+    jobs = plan_jobs(inputs, output_dir, output_format, save_map)
+    check_output_folder(output_dir)
+    if shard is None:
+        device = _rank_device(device)
+    runtime = None if shard is not None else Distributed(device)
+    rank, world = shard if shard is not None else (runtime.rank, runtime.world)
+    try:
+        mine = jobs[rank::world]
+        spec = spec_of(defense)
+        todo, kept, problem = sort_out(mine, output_dir, spec, resume, overwrite)
+        _agree(runtime, problem)  # every rank has read the folder before any writes to it
+        remove_stale_temporaries(mine)
+        manifest = manifest_path(output_dir, rank)
+        if overwrite:
+            retire_existing(mine, manifest)
+        if decode_on_device is None:
+            decode_on_device = torch.device(device).type == "cuda"
+        settings = Settings(device, save_map, batch_size, workers, write_threads or os.cpu_count() or 1,
+                            png_compression, decode_on_device)  # fmt: skip
+        summary = Pipeline(todo, defense, settings, manifest, progress, rank, world).run()
+        summary.kept = [job.target for job in kept]
+        return summary
+    finally:
+        if runtime is not None:
+            runtime.close()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one process runs the pipeline (``defend_files``'s keywords, checked)."""
+
+    device: str
+    save_map: bool
+    batch_size: int
+    workers: int
+    threads: int
+    png_compression: int
+    jpeg_bytes: bool  # JPEGs decoded by the device's decoder
+
+
+class Pipeline:
+    """Decode, group, defend and write ``jobs``; :meth:`run` returns the summary in job order."""
+
+    def __init__(self, jobs: list[Job], defense: ImageDefense, settings: Settings, manifest: Path, progress: bool,
+                 rank: int, world: int) -> None:  # fmt: skip
+        self.jobs, self.defense, self.settings, self.rank, self.world = jobs, defense, settings, rank, world
+        self.by_index = {job.index: job for job in jobs}
+        self.skipped: list[tuple[int, Path, str]] = []
+        self.bar = tqdm(total=len(jobs), desc="lgs-gpu defend" + (f" (rank {rank} of {world})" if world > 1 else ""),
+                        unit="image", disable=not progress)  # fmt: skip
+        in_flight = max(2 * settings.batch_size, 4 * settings.threads)
+        self.writer = Writer(
+            manifest, spec_of(defense), settings.threads, settings.png_compression, in_flight, self.bar
+        )
+
+    def skip(self, item: Decoded, why: str) -> None:
+        self.skipped.append((item.index, self.by_index[item.index].source, why))
+        self.bar.update()
+
+    def readable(self, items: Iterable[Decoded]) -> Iterator[Decoded]:
+        """The items that were read, skipping (and reporting) the others."""
+        for item in items:
+            if item.error is None:
+                yield item
+            else:
+                self.skip(item, item.error)
+
+    def defend(self, group: list[Decoded]) -> None:
+        """Put one group on the device, defend it and queue its outputs for writing."""
+        items, images, unreadable = on_device(group, self.by_index, self.settings.device)
+        for item, why in unreadable:
+            self.skip(item, why)
+        for shape in dict.fromkeys(tuple(image.shape) for image in images):  # a header may lie about the size
+            same = [(item, image) for item, image in zip(items, images, strict=True) if tuple(image.shape) == shape]
+            outputs, refused = defend_group(self.defense, [i for i, _ in same], [im for _, im in same],
+                                            self.settings.save_map)  # fmt: skip
+            for item, why in refused:
+                self.skip(item, why)
+            self.writer.submit([(self.by_index[item.index], item, image, map_) for item, image, map_ in outputs])
+
+    def run(self) -> DefendSummary:
+        settings = self.settings
         try:
-            image = read_image(path)
-        except (RuntimeError, OSError, ValueError) as error:
-            summary.skipped.append((path, str(error).removeprefix(f"cannot read {path}: ")))
-            continue
-        image = image.to(device)
-        with torch.no_grad():
-            try:
-                if save_map:  # the image and its map from one LGS pass
-                    defended, suppressed = defense.defend_with_map(image)
-                else:
-                    defended = defense(image)
-            except ValueError as error:  # e.g. JPEG of a 4-channel image: this file only
-                summary.skipped.append((path, f"cannot defend: {error}"))
-                continue
-            write_image(defended, target)
-            if save_map:
-                write_image((suppressed * 255).round().to(torch.uint8), map_target)
-        summary.written.append(target)
-    return summary
+            decoded = decoded_inputs(self.jobs, settings.workers, settings.batch_size, settings.jpeg_bytes)
+            for group in group_batches(self.readable(decoded), lambda item: item.size, settings.batch_size,
+                                       max_waiting=4 * settings.batch_size):  # fmt: skip
+                self.defend(group)
+            self.writer.close()
+        except BaseException:
+            self.writer.abort()
+            raise
+        finally:
+            self.bar.close()
+        return DefendSummary(
+            written=[target for _, target in sorted(self.writer.written)],
+            skipped=[(path, why) for _, path, why in sorted(self.skipped + self.writer.failed)],
+            rank=self.rank,
+            world=self.world,
+        )
