@@ -1,5 +1,5 @@
 """``lgs-gpu defend`` at dataset scale: batching by size, workers, the manifest and resume, interrupts,
-sharding, and plain-word skip messages (lgs_gpu/app/defend.py, lgs_gpu/imageio.py)."""
+sharding, and plain-word skip messages (lgs_gpu/app/defend.py, defend_outputs.py, lgs_gpu/imageio.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 from torchvision.io import decode_image, encode_jpeg, write_png
 
 from lgs_gpu.app.cli import main
-from lgs_gpu.app.defend import MANIFEST_STEM, defend_files, read_manifest
+from lgs_gpu.app.defend import defend_files
+from lgs_gpu.app.defend_outputs import MANIFEST_STEM, read_manifest
 from lgs_gpu.defenses import ImageDefense, get
 from lgs_gpu.imageio import jpeg_size, plain_reason, read_image, read_jpeg_bytes
 

@@ -171,7 +171,7 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         0.25
     """
     validate(config)
-    runtime = runs.Distributed(config.device)
+    runtime = runs.Distributed(runs.rank_device(config.device))  # "cuda": this rank's GPU from here on
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(config.threads)

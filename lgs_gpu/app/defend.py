@@ -9,16 +9,9 @@ Pipeline of one process (one per rank under ``torchrun``, each on every ``world`
           ─► write       encode + atomic write (temp file + os.replace) in a thread pool
           ─► manifest    one JSON line per output, appended once its whole batch is written
 
-The manifest (``lgs-defend-manifest.rank<R>.jsonl`` in the output folder, one file per rank so
-that ranks never write the same file) records the defense spec that made each output. Resume
-semantics, documented in ``docs/defend.md``:
-
-* default: refuse to start when any output already exists (nothing is overwritten by surprise);
-* ``resume``: keep outputs whose newest record names this spec, this output's size and the
-  input's size and modification time; redo the others (unrecorded, changed, missing map); refuse
-  to start when an existing output was made by *another* spec (``overwrite`` redoes those);
-* ``overwrite``: redo every output; existing ones are first retired in the manifest, so that an
-  interrupted overwrite can be finished with ``resume``.
+The manifest (one JSON-lines file per rank in the output folder) records the defense spec that
+made each output; its format, and what ``resume`` and ``overwrite`` do with outputs that exist,
+are described once in :mod:`lgs_gpu.app.defend_outputs`, which owns the output folder's state.
 
 Ctrl-C (or any error) stops decoding and defending, finishes writing what was already defended
 (a second Ctrl-C drops what has not started), and records it: every file is written whole or not at
@@ -27,9 +20,7 @@ all, and the manifest names only whole files.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -55,9 +46,18 @@ from ..imageio import (
     read_image,
     read_jpeg_bytes,
 )
-from .runs import Distributed, check_output_folder
+from .defend_outputs import (
+    Job,
+    append_manifest,
+    manifest_path,
+    output_record,
+    read_source_stat,
+    remove_stale_temporaries,
+    retire_existing,
+    sort_out,
+)
+from .runs import Distributed, check_output_folder, rank_device
 
-MANIFEST_STEM = "lgs-defend-manifest"
 OUTPUT_FORMATS = ("png", "jpg", "same")
 JPEG_QUALITY = 95  # of ``--format jpg`` outputs
 
@@ -73,17 +73,6 @@ class DefendSummary:
     kept: list[Path] = field(default_factory=list)  # finished by an earlier run (resume)
     rank: int = 0
     world: int = 1
-
-
-@dataclass(frozen=True)
-class Job:
-    """One input and where its outputs go; ``name`` (relative to the output folder) keys the manifest."""
-
-    index: int
-    source: Path
-    target: Path
-    map_target: Path | None
-    name: str
 
 
 @dataclass
@@ -140,158 +129,13 @@ def plan_jobs(inputs: list[str | Path], output_dir: Path, output_format: str, sa
     return jobs
 
 
-# --- the manifest ----------------------------------------------------------------------------
-
-
-def manifest_path(output_dir: Path, rank: int) -> Path:
-    """This rank's manifest file: ``<output_dir>/lgs-defend-manifest.rank<rank>.jsonl``."""
-    return output_dir / f"{MANIFEST_STEM}.rank{rank}.jsonl"
-
-
-def append_manifest(path: Path, records: list[dict]) -> None:
-    """Append ``records`` as JSON lines in one ``write`` (O_APPEND) and fsync them.
-
-    One call per finished batch: a batch's lines land together, and a reader ignores a line
-    torn by a hard kill (its output is then redone).
-    """
-    if not records:
-        return
-    data = memoryview("".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode())
-    handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        while data:
-            data = data[os.write(handle, data) :]
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def read_manifest(output_dir: Path) -> dict[str, dict]:
-    """The newest record of each output (by ``written_ns``) across every rank's manifest file."""
-    newest: dict[str, dict] = {}
-    for path in sorted(output_dir.glob(f"{MANIFEST_STEM}.rank*.jsonl")):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # torn by a hard kill: its output counts as unrecorded
-                continue
-            if not isinstance(record, dict) or not isinstance(record.get("output"), str):
-                continue
-            previous = newest.get(record["output"])
-            if previous is None or record.get("written_ns", 0) >= previous.get("written_ns", 0):
-                newest[record["output"]] = record
-    return newest
-
-
-def _record(job: Job, item: Decoded, spec: str, size: int) -> dict:
-    """The manifest line of one written output."""
-    return {
-        "output": job.name,
-        "map": job.map_target.name if job.map_target is not None else None,
-        "spec": spec,
-        "bytes": size,
-        "source": str(job.source),
-        "source_bytes": item.source_stat[0],
-        "source_mtime_ns": item.source_stat[1],
-        "written_ns": time.time_ns(),
-    }
-
-
-def _source_stat(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
-def output_state(job: Job, record: dict | None, spec: str) -> str:
-    """``"todo"``, ``"finished"`` (keep it under resume) or ``"conflict"`` (made by another spec)."""
-    if not job.target.exists():
-        return "todo"
-    if record is None or record.get("spec") is None:  # unrecorded or retired: made by nobody we know
-        return "todo"
-    if record["spec"] != spec:
-        return "conflict"
-    try:
-        unchanged = job.target.stat().st_size == record.get("bytes") and _source_stat(job.source) == (
-            record.get("source_bytes"),
-            record.get("source_mtime_ns"),
-        )
-    except OSError:
-        return "todo"
-    has_map = job.map_target is None or (record.get("map") is not None and job.map_target.exists())
-    return "finished" if unchanged and has_map else "todo"
-
-
-def sort_out(
-    jobs: list[Job], output_dir: Path, spec: str, resume: bool, overwrite: bool
-) -> tuple[list[Job], list[Job], str | None]:
-    """``(to do, finished, problem)``: which outputs to make, which to keep, and why to refuse (or None)."""
-    if overwrite:
-        return jobs, [], None
-    if not resume:
-        return jobs, [], _existing_outputs(jobs, output_dir)
-    records = read_manifest(output_dir)
-    states = {job.index: output_state(job, records.get(job.name), spec) for job in jobs}
-    todo, finished, conflicts = (
-        [job for job in jobs if states[job.index] == wanted] for wanted in ("todo", "finished", "conflict")
-    )
-    return todo, finished, _other_specs(conflicts, records, output_dir, spec)
-
-
-def _existing_outputs(jobs: list[Job], output_dir: Path) -> str | None:
-    """Why a run that neither resumes nor overwrites cannot start here, or None."""
-    existing = [path for job in jobs for path in (job.target, job.map_target) if path is not None and path.exists()]
-    if not existing:
-        return None
-    return (
-        f"{len(existing)} output file(s) already exist in {output_dir} (first: {existing[0]}); pass --resume "
-        "(resume=True) to keep the finished ones and do the rest, or --overwrite (overwrite=True) to redo them"
-    )
-
-
-def _other_specs(conflicts: list[Job], records: dict[str, dict], output_dir: Path, spec: str) -> str | None:
-    """Why a resume cannot keep these outputs made by another spec, or None."""
-    if not conflicts:
-        return None
-    first = conflicts[0]
-    return (
-        f"{len(conflicts)} output(s) in {output_dir} were made by another defense (first: {first.target}, made by "
-        f"{records[first.name]['spec']!r}, now {spec!r}); --resume keeps only outputs of the same spec: pass "
-        "--overwrite (overwrite=True) to redo them, or choose another output folder"
-    )
-
-
-def retire_existing(jobs: list[Job], manifest: Path) -> None:
-    """Before an overwrite: a record with no spec for each existing output, so an interrupted overwrite resumes."""
-    now = time.time_ns()
-    append_manifest(
-        manifest, [{"output": job.name, "spec": None, "written_ns": now} for job in jobs if job.target.exists()]
-    )
-
-
-def remove_stale_temporaries(jobs: list[Job]) -> None:
-    """Delete the temporary files a killed run left beside these jobs' outputs (``.<name>.<random>.part``).
-
-    Only the jobs' own temporaries: under torchrun each output, and so its temporary, has one owner.
-    """
-    names_by_folder: dict[Path, set[str]] = {}
-    for job in jobs:
-        for path in (job.target, job.map_target):
-            if path is not None:
-                names_by_folder.setdefault(path.parent, set()).add(path.name)
-    for folder, names in names_by_folder.items():
-        if folder.is_dir():
-            for stale in folder.glob(".*.part"):
-                if stale.name[1 : -len(".part")].rpartition(".")[0] in names:
-                    stale.unlink(missing_ok=True)
-
-
 # --- decoding ----------------------------------------------------------------------------------
 
 
 def decode_job(job: Job, jpeg_bytes: bool) -> Decoded:
     """Read one input: decoded on the CPU, or (``jpeg_bytes``, for a JPEG) its bytes for the device decoder."""
     try:
-        stat = _source_stat(job.source)
+        stat = read_source_stat(job.source)
     except OSError as error:
         return Decoded(job.index, error=plain_reason(error))
     if jpeg_bytes and job.source.suffix.lower() in JPEG_SUFFIXES:
@@ -501,7 +345,7 @@ class Writer:
                 if aborting:  # the error being raised already says what went wrong
                     continue
                 raise
-            records.append(_record(job, item, self.spec, size))
+            records.append(output_record(job, item.source_stat, self.spec, size))
             self.written.append((job.index, job.target))
         append_manifest(self.manifest, records)
         self.progress.update(sum(not future.cancelled() for *_, future in batch))
@@ -559,14 +403,6 @@ def _check_arguments(defense: str | ImageDefense, save_map: bool, output_format:
     return defense
 
 
-def _rank_device(device: str) -> str:
-    """Under torchrun, ``"cuda"`` means this rank's GPU (``LOCAL_RANK``), so that ranks on one machine share none."""
-    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-        torch.cuda.set_device(device)
-    return device
-
-
 def _agree(runtime: Distributed | None, problem: str | None) -> None:
     """Raise the first rank's problem on every rank, so that no rank waits for one that stopped."""
     problems = [problem]
@@ -610,7 +446,7 @@ def defend_files(
     ``batch_size`` at a time on ``device``; ``write_threads`` (default: one per CPU) encode and
     write, PNG at zlib level ``png_compression``. ``decode_on_device`` (default: on CUDA) decodes
     JPEGs on the device. Existing outputs are refused unless ``resume`` (keep finished ones,
-    see the module docstring) or ``overwrite``. Under ``torchrun`` each rank takes every
+    see :mod:`lgs_gpu.app.defend_outputs`) or ``overwrite``. Under ``torchrun`` each rank takes every
     ``world``-th file; ``shard=(rank, world)`` does the same by hand (several machines, or tests).
 
     Example:
@@ -624,7 +460,7 @@ def defend_files(
     jobs = plan_jobs(inputs, output_dir, output_format, save_map)
     check_output_folder(output_dir)
     if shard is None:
-        device = _rank_device(device)
+        device = rank_device(device)
     runtime = None if shard is not None else Distributed(device)
     rank, world = shard if shard is not None else (runtime.rank, runtime.world)
     try:

@@ -291,7 +291,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         'none'
     """
     validate(config)
-    runtime = runs.Distributed(config.device)
+    runtime = runs.Distributed(runs.rank_device(config.device))  # "cuda": this rank's GPU from here on
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(config.threads)

@@ -1,6 +1,7 @@
-"""What long, resumable, shardable runs share (``lgs-gpu evaluate``, ``lgs-gpu certify``).
+"""What long, resumable, shardable runs share (``lgs-gpu evaluate``, ``lgs-gpu certify``, ``lgs-gpu defend``).
 
-* :class:`Distributed`: rank and world size under ``torchrun`` (gloo on CPU, NCCL on CUDA).
+* :class:`Distributed`: rank and world size under ``torchrun`` (gloo on CPU, NCCL on CUDA);
+  :func:`rank_device` gives each rank its own GPU.
 * :func:`numerics` and :func:`check_conditions`: a run's folder keeps the conditions its cached
   work was made under in ``conditions.json``, and a resume under other ones is refused: the
   attacks amplify last-bit differences (thread count, CPU, torch build) into other results.
@@ -19,6 +20,25 @@ import torch
 from .. import data
 from .._files import atomic_write_bytes
 from ..lgs import backend_info
+
+
+def rank_device(device: str) -> str:
+    """Under torchrun, ``"cuda"`` means this rank's GPU (``LOCAL_RANK``), so that ranks on one machine share none.
+
+    ``"cuda"`` becomes ``"cuda:<LOCAL_RANK>"`` and that GPU becomes the current one
+    (``torch.cuda.set_device``), so a plain ``"cuda"`` used later (a config's device, recorded
+    alike by every rank) also means this rank's GPU. An explicit index (``"cuda:0"``), another
+    device, and one process (``WORLD_SIZE`` 1 or unset) are left as they are. Call it before
+    :class:`Distributed`, so that NCCL starts on the rank's own GPU.
+
+    Example:
+        >>> rank_device("cpu")
+        'cpu'
+    """
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    return device
 
 
 class Distributed:
