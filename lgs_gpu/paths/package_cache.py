@@ -73,8 +73,14 @@ def compiler_on_path() -> bool:
 
 
 def _fingerprint(sources: tuple[Path, ...]) -> str:
+    # Every call asks (three times per LGS call), so the hash is kept per version of the files.
+    return _fingerprint_of(tuple((source, source.stat().st_mtime_ns, source.stat().st_size) for source in sources))
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint_of(versions: tuple[tuple[Path, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for source in sources:
+    for source, _, _ in versions:
         digest.update(source.read_bytes())
     isa = torch.backends.cpu.get_cpu_capability()
     return f"torch-{torch.__version__.replace('+', '_')}-{platform.machine()}-{isa}-{digest.hexdigest()[:12]}"
@@ -91,7 +97,8 @@ class PackageCache:
     def __init__(self, subfolder: str, sources: tuple[Path, ...]) -> None:
         self.subfolder = subfolder
         self.sources = sources
-        self._loaded: dict[str, Callable[[list[torch.Tensor]], list[torch.Tensor]]] = {}
+        # Keyed by where the package lives: moving or switching the cache mid-process loads anew.
+        self._loaded: dict[Path, Callable[[list[torch.Tensor]], list[torch.Tensor]]] = {}
         self._lock = threading.Lock()
         self._scratch: tempfile.TemporaryDirectory | None = None
 
@@ -101,9 +108,9 @@ class PackageCache:
         return None if root is None else root / self.subfolder / _fingerprint(self.sources)
 
     def cached(self, name: str) -> bool:
-        """Whether the package ``name`` is already built (in memory or on disk)."""
+        """Whether the package ``name`` is built in the cache folder."""
         folder = self.folder()
-        return name in self._loaded or (folder is not None and (folder / f"{name}.pt2").is_file())
+        return folder is not None and (folder / f"{name}.pt2").is_file()
 
     def program(self, name: str, build: Callable[[Path], None]) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
         """The program ``name``: ``run(inputs) -> outputs`` (flat lists of tensors).
@@ -112,9 +119,10 @@ class PackageCache:
         nor the cache folder has the package yet.
         """
         with self._lock:  # one build per package per process, however many threads ask
-            if name not in self._loaded:
-                self._loaded[name] = _load(self._package(name, build))
-            return self._loaded[name]
+            path = self._package(name, build)
+            if path not in self._loaded:
+                self._loaded[path] = _load(path)
+            return self._loaded[path]
 
     def _package(self, name: str, build: Callable[[Path], None]) -> Path:
         folder = self.folder()
