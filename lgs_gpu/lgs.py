@@ -11,7 +11,7 @@ contract, and everything in the package reaches them through this module:
   programs in a per-machine cache, built once); no autograd.
 * ``"reference"``: the literal equations, slow, differentiable; the tests' oracle.
 * ``"auto"``: when no gradient is needed, Triton for CUDA tensors and the compiled path for CPU
-  images at least 3 pixels tall and wide (each when usable: :func:`backend_info` says why not);
+  images at least 4 pixels tall and wide (each when usable: :func:`backend_info` says why not);
   else torch.
 """
 
@@ -45,7 +45,7 @@ _LOG = logging.getLogger("lgs_gpu")
 
 def _vectorised_path(path: str, batch: torch.Tensor):
     """The module computing ``path`` on ``batch`` (unit-float, compute dtype) and the batch it expects."""
-    if path == "compiled" and min(batch.shape[-2:]) >= 3:  # smaller images have no interior: eager torch
+    if path == "compiled" and min(batch.shape[-2:]) >= compiled_path.MIN_SIDE:  # smaller images: eager torch
         # Detached: no gradient is asked for here. Contiguous: the programs are compiled for it.
         return compiled_path, batch.detach().contiguous()
     return _DIFFERENTIABLE_PATHS.get(path, torch_path), batch
@@ -109,7 +109,7 @@ def _auto_backend(batch: torch.Tensor, needs_grad: bool) -> str:
         return "torch"
     if triton_usable(batch):
         return "triton"
-    if batch.device.type == "cpu" and min(batch.shape[-2:]) >= 3 and compiled_path.unusable_reason() is None:
+    if batch.device.type == "cpu" and min(batch.shape[-2:]) >= compiled_path.MIN_SIDE and compiled_path.unusable_reason() is None:
         return "compiled"
     return "torch"
 

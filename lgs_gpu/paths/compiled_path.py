@@ -11,7 +11,8 @@ into every consumer and recompute the gradient many times over.
 Full-size traffic per pixel of a ``C``-channel image (the copy roof moves C in and C out; the
 bytes are counted in :func:`lgs_gpu.tooling.roofline.traffic`):
 
-1. :class:`GradientProgram`: read C, write 1 (``m``; the replicate border is folded into the loads).
+1. :class:`InteriorGradientProgram`: read C, write 1 (``m`` on inner pixels, in place, from shifted
+   slices); the one-pixel frame from two-pixel strips (eager, tiny).
 2. :class:`WindowTestProgram`: read ``m`` about 2.5 times (min/max, then the overlapping
    windows), write the ``n_rows x n_cols`` means and pass flags. One program per window extent:
    the extents are the only sizes that are compiled in (``min(window_size, H)``, see
@@ -48,6 +49,9 @@ from .torch_path import (
 
 # The graphs below and the torch path's functions they trace: a change to either rebuilds.
 _PACKAGES = PackageCache("cpu-kernels", (Path(__file__), Path(torch_path.__file__)))
+# Smallest height and width the programs take: an interior of at least 2 x 2 pixels (sizes 1 would
+# be compiled in as constants). Smaller images take the eager torch path.
+MIN_SIDE = 4
 _build_failures: dict[str, str] = {}  # program name -> why its build failed (not retried in this process)
 
 
@@ -55,11 +59,25 @@ class ProgramBuildError(RuntimeError):
     """A CPU program could not be built (no working compiler, an unwritable cache folder ...)."""
 
 
-class GradientProgram(torch.nn.Module):
-    """Eq. 5: ``[B, C, H, W]`` images -> ``m`` ``[B, H, W]`` (replicate border)."""
+class InteriorGradientProgram(torch.nn.Module):
+    """Eq. 5 on the pixels whose 3x3 neighbourhood lies inside the image, written into ``magnitude``.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return magnitude_of_padded(F.pad(x, (1, 1, 1, 1), mode="replicate"))
+    The image is its own padding there: shifted slices, unit-stride loads (a replicate pad folded
+    into the loads clamps every index and ran 3x slower). ``magnitude`` ``[B, H, W]`` is an input the
+    program writes, so the interior lands in place; the one-pixel frame is :func:`_frame`'s.
+    """
+
+    def forward(self, x: torch.Tensor, magnitude: torch.Tensor) -> tuple:
+        magnitude[:, 1:-1, 1:-1] = magnitude_of_padded(x)
+        return ()
+
+
+def _frame(x: torch.Tensor, magnitude: torch.Tensor) -> None:
+    """``m`` on the first / last row and column, from replicate-padded two-pixel strips (eager: tiny)."""
+    magnitude[:, :1] = magnitude_of_padded(F.pad(x[..., :2, :], (1, 1, 1, 0), mode="replicate"))
+    magnitude[:, -1:] = magnitude_of_padded(F.pad(x[..., -2:, :], (1, 1, 0, 1), mode="replicate"))
+    magnitude[:, 1:-1, :1] = magnitude_of_padded(F.pad(x[..., :2], (1, 0, 0, 0), mode="replicate"))
+    magnitude[:, 1:-1, -1:] = magnitude_of_padded(F.pad(x[..., -2:], (0, 1, 0, 0), mode="replicate"))
 
 
 class WindowTestProgram(torch.nn.Module):
@@ -113,9 +131,9 @@ def _examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (15, 15)
 
     row_extent, col_extent = extents
     batch, channels, classes = Dim("batch"), Dim("channels"), Dim("row_classes")
-    height, width = Dim("height", min=max(3, row_extent)), Dim("width", min=max(3, col_extent))
+    height, width = Dim("height", min=max(MIN_SIDE, row_extent)), Dim("width", min=max(MIN_SIDE, col_extent))
     n_rows, n_cols = Dim("n_rows"), Dim("n_cols")
-    shape = (2, 3, max(3, row_extent) * 3 + 2, max(3, col_extent) * 3 + 5)
+    shape = (2, 3, max(MIN_SIDE, row_extent) * 3 + 2, max(MIN_SIDE, col_extent) * 3 + 5)
     x = torch.rand(shape, dtype=dtype)
     magnitude = torch.rand(shape[0], *shape[2:], dtype=dtype)
     lowest, highest = torch.zeros(2, 1, 1, dtype=dtype), torch.ones(2, 1, 1, dtype=dtype)
@@ -124,7 +142,7 @@ def _examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (15, 15)
     scalar = torch.tensor(0.5, dtype=dtype)
     image, plane, range_ = {0: batch, 1: channels, 2: height, 3: width}, {0: batch, 1: height, 2: width}, {0: batch}
     if name == "gradient":
-        return GradientProgram(), (x,), ({0: batch, 1: channels, 2: height, 3: width},)
+        return InteriorGradientProgram(), (x, magnitude), (image, plane)
     if name == "window_test":
         starts = (torch.tensor([0, row_extent, 2 * row_extent]), torch.tensor([0, col_extent, 2 * col_extent, 2 * col_extent + 5]))
         return WindowTestProgram(*extents), (magnitude, *starts, scalar), (plane, {0: n_rows}, {0: n_cols}, None)
@@ -213,8 +231,11 @@ def _wanted_program(program: str, stages: tuple[str, ...]) -> bool:
 
 @torch.no_grad()
 def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """Eq. 5 on contiguous ``[B, C, H, W]`` images with ``H, W >= 3``. Returns ``[B, H, W]``."""
-    (magnitude,) = _program("gradient", x.dtype)([x])
+    """Eq. 5 on contiguous ``[B, C, H, W]`` images with ``H, W >= MIN_SIDE``. Returns ``[B, H, W]``."""
+    batch, _, height, width = x.shape
+    magnitude = x.new_empty(batch, height, width)
+    _program("gradient", x.dtype)([x, magnitude])
+    _frame(x, magnitude)
     return magnitude
 
 
@@ -223,7 +244,7 @@ def stages(
     x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int,
     wanted: tuple[str, ...] = STAGES,
 ) -> dict[str, torch.Tensor]:
-    """The ``wanted`` stages (see :func:`.torch_path.stages`) of contiguous CPU images, ``H, W >= 3``."""
+    """The ``wanted`` stages (see :func:`.torch_path.stages`) of contiguous CPU images, ``H, W >= MIN_SIDE``."""
     _, _, height, width = x.shape
     magnitude = gradient_magnitude(x)
     row_starts, col_starts, row_extent, col_extent = window_geometry(height, width, window_size, overlap, x.device)
