@@ -20,7 +20,10 @@ if os.environ.get("LGS_GPU_CUDA_TIER") != "1":
 os.environ["LGS_GPU_CACHE_DIR"] = "off"
 
 collect_ignore = ["lgs_gpu/__main__.py", "setup.py"]  # running them is their whole effect
-_EXTRAS = {"triton": ["lgs_gpu/paths/triton_path/kernels.py", "lgs_gpu/paths/triton_path/aot.py"]}
+_EXTRAS = {
+    "triton": ["lgs_gpu/paths/triton_path/kernels.py", "lgs_gpu/paths/triton_path/aot.py"],
+    "art": ["lgs_gpu/integrations/art.py"],
+}
 for _module, _paths in _EXTRAS.items():
     if importlib.util.find_spec(_module) is None:
         collect_ignore += _paths
