@@ -204,3 +204,17 @@ def test_patchcleanser_rows_beside_lgs(tmp_path):
 def test_patchcleanser_specs_are_checked_before_any_work(tmp_path, capsys, arguments, message):
     assert main(["evaluate", "-o", str(tmp_path / "out"), *arguments]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_resume_with_more_defenses_scores_them_on_the_cached_attacks(tmp_path):
+    settings = {"output_dir": str(tmp_path / "run"), "limit": 2, "batch_size": 2, "lavan_iterations": 2,
+                "attacks": ["lavan"], "lavan_fractions": [0.04]}  # fmt: skip
+    first = evaluate(EvaluationConfig(defenses=["none"], **settings), progress=False)
+    cached = sorted((tmp_path / "run" / "adversarial").rglob("*.pt"))
+    stamps = [path.stat().st_mtime_ns for path in cached]
+    second = evaluate(EvaluationConfig(defenses=["none", "jpeg:30"], **settings), progress=False)
+    assert cached and [path.stat().st_mtime_ns for path in cached] == stamps  # nothing attacked again
+    assert [row["defense"] for row in second["tables"]["table1"]] == ["none", "jpeg:30"]
+    assert second["tables"]["table1"][0] == first["tables"]["table1"][0]
+    for record in second["records"]:
+        assert set(record["predictions"]) == {"none", "jpeg:30"}

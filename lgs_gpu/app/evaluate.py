@@ -259,7 +259,15 @@ def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patc
     folder = Path(config.output_dir)
     record_path = folder / "records" / _safe(unit.key) / f"batch-{index:05d}.json"
     if record_path.exists():
-        return json.loads(record_path.read_text())
+        record = json.loads(record_path.read_text())
+        missing = tuple(spec for spec in unit.scored if spec not in record["predictions"])
+        if missing:  # a resume with more defenses: score them on the cached images, attack nothing
+            adversarial, _ = adversarial_batch(config, unit, model, images, labels, index, batch_slice, patch)
+            added = _score(model, adversarial, missing, certificates=unit.attack == "clean")
+            for key, values in added.items():
+                record.setdefault(key, {}).update(values)
+            atomic_write_bytes(record_path, json.dumps(record).encode())
+        return record
     batch_labels = labels[batch_slice].to(config.device)
     adversarial, targets = adversarial_batch(config, unit, model, images, labels, index, batch_slice, patch)
     record = {
