@@ -58,10 +58,15 @@ def to_unit_float(x: torch.Tensor) -> torch.Tensor:
     return converted
 
 
-def from_unit_float(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Back to the caller's dtype; uint8 is rounded half-to-even and clamped to [0, 255]."""
+def from_unit_float(x: torch.Tensor, dtype: torch.dtype, scratch: bool = False) -> torch.Tensor:
+    """Back to the caller's dtype; uint8 is rounded half-to-even and clamped to [0, 255].
+
+    ``scratch``: ``x`` may be overwritten (uint8 is then scaled and rounded in place: same values,
+    no temporaries).
+    """
     if dtype == torch.uint8:
-        return (x * UINT8_MAX).round().clamp(0, UINT8_MAX).to(torch.uint8)
+        scaled = x.mul_(UINT8_MAX) if scratch else x * UINT8_MAX
+        return scaled.round_().clamp_(0, UINT8_MAX).to(torch.uint8)
     return x.to(dtype)
 
 

@@ -354,12 +354,17 @@ def lgs_sweep(
     # Which windows cover each pixel row / column: a pixel is kept when any window covering it passes.
     rows = membership_matrix(height, window_size, overlap, batch.device, gradient.dtype)  # [n_rows, H]
     cols = membership_matrix(width, window_size, overlap, batch.device, gradient.dtype)  # [n_cols, W]
+    # Results in another dtype than the compute dtype are converted copies: one float buffer then
+    # serves every setting. Otherwise each setting gets its own tensor (callers may keep them all).
+    buffer = torch.empty_like(unit) if unit.dtype != batch.dtype else None
     for threshold in gammas:
         passing = (found.window_means > threshold).to(gradient.dtype)  # [B, n_rows, n_cols]
         covered = torch.einsum("rh,brc,cw->bhw", rows, passing, cols) > 0
         suppressed = torch.where(covered, gradient[:, 0], 0)
         for smoothing_factor in lambdas:
-            defended = from_unit_float(unit * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None], batch.dtype)
+            factor = (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
+            product = torch.mul(unit, factor, out=buffer) if buffer is not None else unit * factor
+            defended = from_unit_float(product, batch.dtype, scratch=buffer is not None)
             yield smoothing_factor, threshold, defended[0] if single else defended
 
 

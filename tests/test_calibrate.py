@@ -101,17 +101,24 @@ def test_wilson_interval_against_known_values():
     low, high = calibration.wilson_interval(4, 8)
     assert abs(low - 0.2152) < 1e-3 and abs(high - 0.7848) < 1e-3  # 0.5 ± the textbook Wilson bounds
     assert calibration.wilson_interval(0, 8)[0] == 0.0 and calibration.wilson_interval(8, 8)[1] == 1.0
+    with pytest.raises(ValueError, match="successes"):
+        calibration.wilson_interval(10, 5)
 
 
 def test_specs_are_usable_everywhere():
     module = get(calibration.setting_spec(1.7, 0.25, 9))
     assert (module.smoothing_factor, module.threshold, module.window_size, module.overlap) == (1.7, 0.25, 9, 3)
+    # Read back exactly: no "+" (it chains specs), no digits lost to %g (found in review).
+    for smoothing_factor, threshold in ((1e6, 0.1), (1.23456789, 1.23456781), (1e-7, 1e20), (2.3, float("inf"))):
+        module = get(calibration.setting_spec(smoothing_factor, threshold, 15))
+        assert (module.smoothing_factor, module.threshold) == (smoothing_factor, threshold)
     assert calibration.overlap_for(15) == 5 and calibration.overlap_for(25) == 8
 
 
 def test_bad_configurations_are_refused_before_any_work(tmp_path):
     for changes, message in (({"budget": 5.0}, "budget must be in"), ({"window_sizes": [1]}, "window sizes"),
-                             ({"thresholds": []}, "at least one"), ({"smoothing_factors": [-1.0]}, "λ")):  # fmt: skip
+                             ({"thresholds": []}, "at least one"), ({"smoothing_factors": [-1.0]}, "λ"),
+                             ({"thresholds": [0.1, 0.1]}, "repeats"), ({"window_sizes": [15, 15]}, "repeats")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             calibration.validate(calibration.CalibrationConfig(output_dir=str(tmp_path), **changes))
     assert main(["calibrate", "-o", str(tmp_path), "--budget", "five"]) == 2

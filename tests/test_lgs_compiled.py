@@ -24,6 +24,7 @@ from helpers import assert_lgs_close
 # and float16 are computed in it) and 15-pixel windows; float64 and 3-pixel images are slow.
 FAST_CASES = [((2, 3, 57, 64), dtype) for dtype in (torch.float32, torch.float16, torch.uint8)] + [
     ((3, 4, 16, 300), torch.float32), ((1, 1, 15, 15), torch.float32),
+    ((2, 3, 4, 5), torch.float32),  # the smallest images the programs take (MIN_SIDE)
 ]  # fmt: skip
 SLOW_CASES = [((2, 3, 57, 64), torch.float64), ((1, 3, 3, 3), torch.float32), ((1, 1, 40, 30), torch.float64)]
 

@@ -72,14 +72,25 @@ def overlap_for(window_size: int) -> int:
     return round(window_size / 3)
 
 
+def _number(value: float) -> str:
+    """The shortest text that reads back as exactly ``value``, without a ``+`` (which chains specs)."""
+    text = f"{value:g}"
+    if float(text) != value:
+        text = repr(float(value))
+    return text.replace("e+", "e")
+
+
 def setting_spec(smoothing_factor: float, threshold: float, window_size: int) -> str:
     """A defense spec usable everywhere (``lgs-gpu evaluate --defenses``, :func:`lgs_gpu.defenses.get`).
 
     Example:
         >>> setting_spec(2.3, 0.1, 15)
         'lgs:2.3,threshold=0.1,window=15,overlap=5'
+        >>> setting_spec(1e6, 1.23456789, 9)
+        'lgs:1e06,threshold=1.23456789,window=9,overlap=3'
     """
-    return f"lgs:{smoothing_factor:g},threshold={threshold:g},window={window_size},overlap={overlap_for(window_size)}"
+    return (f"lgs:{_number(smoothing_factor)},threshold={_number(threshold)},window={window_size},"
+            f"overlap={overlap_for(window_size)}")  # fmt: skip
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -89,6 +100,8 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
         >>> [round(bound, 3) for bound in wilson_interval(8, 8)]
         [0.676, 1.0]
     """
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, trials]. Got {successes} of {trials}")
     if trials == 0:
         return 0.0, 1.0
     rate = successes / trials
@@ -149,6 +162,10 @@ def validate(config: CalibrationConfig) -> None:
         raise ValueError("thresholds (γ) must not be NaN")
     if any(isinstance(size, bool) or not isinstance(size, int) or size < 2 for size in config.window_sizes):
         raise ValueError(f"window sizes must be integers >= 2. Got {config.window_sizes}")
+    for name in ("smoothing_factors", "thresholds", "window_sizes"):
+        values = getattr(config, name)
+        if len(set(values)) != len(values):  # each setting is scored once: a repeat would count twice
+            raise ValueError(f"{name} repeats a value: {values}")
     evaluate.validate(_evaluation(config))
 
 

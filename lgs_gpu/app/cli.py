@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="sweep λ, γ and the window size; recommend LGS settings for a clean-accuracy budget"
     )
     _add_run_options(calibrate, "lgs-calibration")
-    calibrate.add_argument("--budget", default="5%", help="clean accuracy the defense may cost, in points (default 5%%)")
+    calibrate.add_argument("--budget", default="5%",
+                           help="clean accuracy the defense may cost: points with a %% sign (default 5%%) or a fraction (0.05)")  # fmt: skip
     calibrate.add_argument("--smoothing-factors", help="λ grid, comma-separated (default 0.5,1,1.5,2.3,3,4,6)")
     calibrate.add_argument("--thresholds", help="γ grid, comma-separated (default 0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5)")
     calibrate.add_argument("--window-sizes", help="window sides, comma-separated (default 9,15,25); overlap = round(window / 3)")

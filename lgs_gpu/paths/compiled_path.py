@@ -122,7 +122,7 @@ class SuppressProgram(torch.nn.Module):
         return x * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
 
 
-def _examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (15, 15)):
+def _examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (1, 1)):
     """``(module, example inputs, dynamic shapes)`` to export the program ``name``.
 
     Example sizes are distinct and above 1 (sizes 0 and 1 would be compiled in as constants).
@@ -167,7 +167,8 @@ def _program(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = No
     def build(path: Path) -> None:
         from torch._inductor import aoti_compile_and_package
 
-        module, inputs, dynamic_shapes = _examples(name, dtype, extents or (15, 15))
+        # Programs without windows take every image at least MIN_SIDE tall and wide.
+        module, inputs, dynamic_shapes = _examples(name, dtype, extents or (1, 1))
         exported = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
         aoti_compile_and_package(exported, package_path=str(path))
 
