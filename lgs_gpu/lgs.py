@@ -29,7 +29,7 @@ from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scal
 from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, STAGES
 from .paths import compiled_path, reference, torch_path
 from .paths.triton_path import triton_unusable_reason, triton_usable
-from .windows import axis_windows, membership_matrix
+from .windows import axis_windows
 
 __all__ = [
     "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
@@ -350,20 +350,16 @@ def lgs_sweep(
     found = lgs_stages(batch, 0.0, 0.0, window_size, overlap, backend, stages=("normalised_gradient", "window_means"))
     _, _, height, width = batch.shape
     unit = to_unit_float(batch)
-    gradient = found.normalised_gradient  # [B, 1, H, W]
-    # Which windows cover each pixel row / column: a pixel is kept when any window covering it passes.
-    rows = membership_matrix(height, window_size, overlap, batch.device, gradient.dtype)  # [n_rows, H]
-    cols = membership_matrix(width, window_size, overlap, batch.device, gradient.dtype)  # [n_cols, W]
+    gradient = found.normalised_gradient[:, 0]  # [B, H, W]
     # Results in another dtype than the compute dtype are converted copies: one float buffer then
     # serves every setting. Otherwise each setting gets its own tensor (callers may keep them all).
     buffer = torch.empty_like(unit) if unit.dtype != batch.dtype else None
     for threshold in gammas:
-        passing = (found.window_means > threshold).to(gradient.dtype)  # [B, n_rows, n_cols]
-        covered = torch.einsum("rh,brc,cw->bhw", rows, passing, cols) > 0
-        suppressed = torch.where(covered, gradient[:, 0], 0)
+        # The torch path's collation and eq. 7, on the small window table and the shared g.
+        covered = torch_path.collate(found.window_means > threshold, height, width, window_size, overlap)
+        suppressed = torch.where(covered, gradient, 0)
         for smoothing_factor in lambdas:
-            factor = (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
-            product = torch.mul(unit, factor, out=buffer) if buffer is not None else unit * factor
+            product = torch_path.suppress(unit, suppressed, smoothing_factor, out=buffer)
             defended = from_unit_float(product, batch.dtype, scratch=buffer is not None)
             yield smoothing_factor, threshold, defended[0] if single else defended
 

@@ -215,9 +215,10 @@ def warmup(
     Images at least a window tall and wide need only these; smaller ones build their own window
     test on first use.
     """
+    programs = ["gradient", *(program for stage, program in _STAGE_PROGRAMS.items() if stage in stages)]
     names = []
     for dtype in dtypes:
-        for name in ("gradient", *(stage for stage in ("suppress", "suppression_map") if _wanted_program(stage, stages))):
+        for name in programs:
             _program(name, dtype)
             names.append(_key(name, dtype))
         for window_size in window_sizes:
@@ -226,8 +227,8 @@ def warmup(
     return names
 
 
-def _wanted_program(program: str, stages: tuple[str, ...]) -> bool:
-    return (program == "suppress" and "output" in stages) or (program == "suppression_map" and "suppression_map" in stages)
+# The full-size stages that have a program of their own (the others come from the gradient and the window test).
+_STAGE_PROGRAMS = {"output": "suppress", "suppression_map": "suppression_map"}
 
 
 @torch.no_grad()
