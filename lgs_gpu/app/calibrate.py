@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .. import defenses
 from .._files import atomic_write_bytes
 from ..lgs import lgs_sweep
-from ..models import OFFLINE_DEFAULT, load_model
+from ..models import load_model
 from ..parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 from . import evaluate, runs
 
@@ -43,16 +43,10 @@ QUICK_GRID = {"smoothing_factors": [1.0, 2.3, 4.0], "thresholds": [0.1, 0.2, 0.3
 
 
 @dataclass
-class CalibrationConfig:
+class CalibrationConfig(runs.RunInputs):
     """Everything that defines a calibration; saved in ``calibration.json``."""
 
     output_dir: str = "lgs-calibration"
-    model: str = OFFLINE_DEFAULT
-    weights: str | None = "default"
-    data: str | None = None  # None: the bundled photographs
-    imagenet: bool = False
-    imagenet_labels: str | None = None
-    limit: int | None = None
     budget: float = 0.05  # largest clean-accuracy cost accepted, as a fraction (0.05 = 5 points)
     smoothing_factors: list[float] = field(default_factory=lambda: list(SMOOTHING_FACTORS))
     thresholds: list[float] = field(default_factory=lambda: list(THRESHOLDS))
@@ -172,8 +166,7 @@ def validate(config: CalibrationConfig) -> None:
 def _evaluation(config: CalibrationConfig) -> evaluate.EvaluationConfig:
     """The evaluation whose LaVAN unit (and cache, and conditions) calibration shares."""
     return evaluate.EvaluationConfig(
-        output_dir=config.output_dir, model=config.model, weights=config.weights, data=config.data,
-        imagenet=config.imagenet, imagenet_labels=config.imagenet_labels, limit=config.limit, defenses=["none"],
+        **config.inputs(), output_dir=config.output_dir, defenses=["none"],
         attacks=["lavan"], lavan_fractions=[config.patch_fraction], lavan_iterations=config.iterations,
         bpda_fraction=config.patch_fraction, eot_samples=config.eot_samples, seed=config.seed,
         batch_size=config.batch_size, device=config.device, threads=config.threads,

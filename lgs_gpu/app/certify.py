@@ -26,21 +26,15 @@ from tqdm import tqdm
 
 from .._files import atomic_write_bytes
 from ..certify import PatchCleanser
-from ..models import OFFLINE_DEFAULT, load_model
+from ..models import load_model
 from . import runs
 
 
 @dataclass
-class CertifyConfig:
+class CertifyConfig(runs.RunInputs):
     """Everything that defines a certification run; saved in ``certify.json``."""
 
     output_dir: str = "lgs-certify"
-    model: str = OFFLINE_DEFAULT
-    weights: str | None = "default"
-    data: str | None = None  # None: the bundled photographs
-    imagenet: bool = False
-    imagenet_labels: str | None = None
-    limit: int | None = None
     patch_fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.03])
     masks_per_axis: int = 6
     images_per_batch: int = 8  # images per record

@@ -39,6 +39,12 @@ def _add_run_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
     parser.add_argument("--limit", type=int, help="the first N images only")
 
 
+def _run_inputs(args: argparse.Namespace) -> dict:
+    """The :class:`.runs.RunInputs` fields from the flags :func:`_add_run_options` added."""
+    return {"model": args.model, "weights": None if args.weights == "none" else args.weights, "data": args.data,
+            "imagenet": args.imagenet, "imagenet_labels": args.imagenet_labels, "limit": args.limit}  # fmt: skip
+
+
 def _defense_from_arguments(args: argparse.Namespace):
     """The defense of ``--defense SPEC``, or LGS built from the LGS flags (not both)."""
     from ..defenses import get
@@ -208,8 +214,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             grid[name] = _numbers(text, "--" + name.replace("_", "-"), kind)
     iterations = 100 if args.quick and args.iterations == 1000 else args.iterations
     config = CalibrationConfig(
-        output_dir=args.output_dir, model=args.model, weights=None if args.weights == "none" else args.weights,
-        data=args.data, imagenet=args.imagenet, imagenet_labels=args.imagenet_labels, limit=args.limit,
+        output_dir=args.output_dir, **_run_inputs(args),
         budget=_fraction(args.budget, "--budget"), patch_fraction=args.patch_fraction, iterations=iterations,
         eot_samples=args.eot_samples, seed=args.seed, batch_size=args.batch_size, device=_device(args.device),
         threads=args.threads, adaptive=not args.no_adaptive, **grid,
@@ -248,8 +253,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise ValueError(f"--lavan-fractions must be comma-separated numbers. Got {args.lavan_fractions!r}") from error
     config = EvaluationConfig(
-        output_dir=args.output_dir, model=args.model, weights=None if args.weights == "none" else args.weights,
-        data=args.data, imagenet=args.imagenet, imagenet_labels=args.imagenet_labels, limit=args.limit,
+        output_dir=args.output_dir, **_run_inputs(args),
         defenses=_specs(args.defenses) or paper_grid(), attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
         lavan_fractions=fractions, lavan_iterations=args.iterations, patch_fraction=args.patch_fraction,
         patch_steps=args.patch_steps, bpda_fraction=args.bpda_fraction, bpda_defenses=_specs(args.bpda_defenses),
@@ -281,8 +285,7 @@ def _certify(args: argparse.Namespace) -> int:
     from .certify import CertifyConfig, certify, markdown
 
     config = CertifyConfig(
-        output_dir=args.output_dir, model=args.model, weights=None if args.weights == "none" else args.weights,
-        data=args.data, imagenet=args.imagenet, imagenet_labels=args.imagenet_labels, limit=args.limit,
+        output_dir=args.output_dir, **_run_inputs(args),
         patch_fractions=_fractions(args.patch, "--patch"), masks_per_axis=args.masks, images_per_batch=args.batch_size,
         model_batch_size=args.model_batch_size, device=_device(args.device), threads=args.threads,
     )  # fmt: skip

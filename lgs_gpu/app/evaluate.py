@@ -37,7 +37,7 @@ from .. import attacks, certify, data, defenses
 from .._files import atomic_write_bytes
 from .._validate import from_unit_float
 from ..lgs import LocalGradientsSmoothing
-from ..models import OFFLINE_DEFAULT, Classifier, load_model
+from ..models import Classifier, load_model
 from ..parameters import DEFAULT_SMOOTHING_FACTOR
 from . import runs
 
@@ -47,16 +47,11 @@ DEFAULT_LGS_SPEC = f"lgs:{DEFAULT_SMOOTHING_FACTOR:g}"
 
 
 @dataclass
-class EvaluationConfig:
-    """Everything that defines a run; saved in ``results.json`` and checked on resume."""
+class EvaluationConfig(runs.RunInputs):
+    """Everything that defines a run (the model and images: :class:`.runs.RunInputs`); saved in
+    ``results.json`` and checked on resume."""
 
     output_dir: str = "lgs-evaluation"
-    model: str = OFFLINE_DEFAULT
-    weights: str | None = "default"
-    data: str | None = None  # None: the bundled photographs; else an image folder
-    imagenet: bool = False  # with data: ImageNet validation names, labels from imagenet_labels or the package
-    imagenet_labels: str | None = None
-    limit: int | None = None  # first N images
     defenses: list[str] = field(default_factory=defenses.paper_grid)
     attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
     lavan_fractions: list[float] = field(default_factory=lambda: [0.02, 0.03, 0.04])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from .. import data
 from .._files import atomic_write_bytes
 from ..lgs import backend_info
+from ..models import OFFLINE_DEFAULT
 
 
 def rank_device(device: str) -> str:
@@ -39,6 +41,22 @@ def rank_device(device: str) -> str:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
         torch.cuda.set_device(device)
     return device
+
+
+@dataclass
+class RunInputs:
+    """The model and images of a run: the fields evaluate's, certify's and calibrate's configs share."""
+
+    model: str = OFFLINE_DEFAULT
+    weights: str | None = "default"
+    data: str | None = None  # None: the bundled photographs; else an image folder
+    imagenet: bool = False  # with data: ImageNet validation names, labels from imagenet_labels or the package
+    imagenet_labels: str | None = None
+    limit: int | None = None  # first N images
+
+    def inputs(self) -> dict:
+        """These fields alone, as keywords for another config."""
+        return {field.name: getattr(self, field.name) for field in fields(RunInputs)}
 
 
 class Distributed:
