@@ -24,7 +24,7 @@ setup(
     extras_require={
         "triton": ["triton>=3.1"],
         "art": ["adversarial-robustness-toolbox>=1.20"],  # lgs_gpu.integrations.art
-        "test": ["pytest", "hypothesis", "pytest-benchmark", "scipy", "ruff"],
+        "test": ["pytest", "pytest-timeout", "hypothesis", "pytest-benchmark", "scipy", "ruff"],
     },
     entry_points={"console_scripts": ["lgs-gpu=lgs_gpu.app.cli:main"]},
 )

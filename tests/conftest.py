@@ -1,9 +1,11 @@
-"""Shared fixtures. Triton kernels run interpreted on CPU tensors in this suite."""
+"""Shared fixtures. Triton kernels run interpreted on CPU tensors in this suite, except in the CUDA tier."""
 
 import os
 
 # Must be set before lgs_gpu.paths.triton_path.kernels (which defines the kernels) is imported.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# The CUDA tier (LGS_GPU_CUDA_TIER=1) needs them compiled: the root conftest.py says the same.
+if os.environ.get("LGS_GPU_CUDA_TIER") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

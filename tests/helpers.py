@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -32,13 +34,75 @@ def triton_or_skip() -> None:
 
 
 def interpreter_config(height: int, width: int):
-    """A launch config with one window-sums program and one suppress tile per image (fast to interpret)."""
+    """A launch config with one tile per image (fast to interpret: the interpreter pays per program).
+
+    One strip is a border strip: tests of the unclamped interior walk use the default config or
+    :data:`SMALL_TILES` on images wider than three strips.
+    """
     triton = pytest.importorskip("triton")
     from lgs_gpu.paths.triton_path.kernels import LaunchConfig
 
-    rows, cols = max(16, triton.next_power_of_2(height)), max(16, triton.next_power_of_2(width))
-    windows = max(16, triton.next_power_of_2(max(height, width) // 5 + 2))
-    return LaunchConfig(windows_per_program=windows, sum_block_h=rows, sum_block_w=cols, block_h=rows, block_w=cols)
+    return LaunchConfig(band_rows=max(1, height), strip_width=max(16, triton.next_power_of_2(width)), num_warps=1)
+
+
+def small_tiles():
+    """Many small tiles: bands of 7 rows x strips of 16 columns, so a 40-px-wide image has interior strips."""
+    pytest.importorskip("triton")
+    from lgs_gpu.paths.triton_path.kernels import LaunchConfig
+
+    return LaunchConfig(band_rows=7, strip_width=16, num_warps=1)
+
+
+@contextlib.contextmanager
+def every_access_inside_the_arguments():
+    """Interpreted Triton: fail on any load or store (of a lane not masked off) outside every tensor
+    the running kernel was handed. NaN canaries miss reads whose values a kernel then discards
+    (lanes past an image's edge); this sees the addresses themselves."""
+    pytest.importorskip("triton")
+    import numpy as np
+    from triton.runtime import interpreter
+
+    spans: list[tuple[int, int]] = []
+    run, load, store = interpreter.GridExecutor.__call__, interpreter.InterpreterBuilder.create_masked_load, \
+        interpreter.InterpreterBuilder.create_masked_store
+
+    def tensors(values):
+        return [value for value in values if isinstance(value, torch.Tensor)]
+
+    def running(self, *args, **kwargs):
+        for tensor in tensors([*args, *kwargs.values()]):
+            extent = sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride(), strict=True)) + 1
+            spans.append((tensor.data_ptr(), tensor.data_ptr() + extent * tensor.element_size()))
+        try:
+            return run(self, *args, **kwargs)
+        finally:
+            spans.clear()
+
+    def check(pointers, mask, kind):
+        addresses = pointers.data[mask.data.astype(bool)]
+        inside = np.zeros(addresses.shape, dtype=bool)
+        for low, high in spans:
+            inside |= (addresses >= low) & (addresses < high)
+        if not inside.all():
+            raise AssertionError(f"a {kind} outside every tensor the kernel was given: {addresses[~inside][:4]}")
+
+    def checked_load(self, pointers, mask, *args):
+        check(pointers, mask, "load")
+        return load(self, pointers, mask, *args)
+
+    def checked_store(self, pointers, value, mask, *args):
+        check(pointers, mask, "store")
+        return store(self, pointers, value, mask, *args)
+
+    interpreter.GridExecutor.__call__ = running
+    interpreter.InterpreterBuilder.create_masked_load = checked_load
+    interpreter.InterpreterBuilder.create_masked_store = checked_store
+    try:
+        yield
+    finally:
+        interpreter.GridExecutor.__call__ = run
+        interpreter.InterpreterBuilder.create_masked_load = load
+        interpreter.InterpreterBuilder.create_masked_store = store
 
 
 def mismatch_fraction(actual: torch.Tensor, expected: torch.Tensor) -> float:

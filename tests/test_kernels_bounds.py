@@ -9,7 +9,7 @@ import torch
 
 from lgs_gpu import lgs, lgs_stages
 
-from helpers import assert_lgs_close, interpreter_config
+from helpers import assert_lgs_close, every_access_inside_the_arguments, interpreter_config, small_tiles
 
 pytest.importorskip("triton")
 from lgs_gpu.paths.triton_path import kernels  # noqa: E402
@@ -68,6 +68,33 @@ def test_no_write_outside_what_the_launcher_allocates(monkeypatch, shape, dtype)
     expected = lgs_stages(images, backend="reference")
     assert_lgs_close(result["output"], expected.output)
     assert torch.equal(result["window_mask"], expected.window_mask[:, 0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8], ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 9), (1, 3, 37, 61), (2, 1, 20, 130), (1, 6, 16, 40)])
+@pytest.mark.parametrize("config", ["default", "small tiles"])
+def test_every_load_and_store_lies_inside_a_tensor_the_kernel_was_given(shape, dtype, config):
+    """On plain tensors (no canary buffer around them): lanes past the last column read nothing past the image."""
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(3))
+    images = (images * 255).round().to(torch.uint8) if dtype == torch.uint8 else images
+    launch = LaunchConfig() if config == "default" else small_tiles()
+    with every_access_inside_the_arguments():
+        result = kernels.stages(images, 2.3, 0.1, 15, 5, config=launch)
+    assert_lgs_close(result["output"], lgs(images, backend="reference"))
+
+
+def test_the_access_check_catches_a_read_past_a_tensor():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def reads_one_past(x_ptr, out_ptr):
+        index = tl.arange(0, 8)
+        tl.store(out_ptr + index, tl.load(x_ptr + index + 1))
+
+    x, out = torch.rand(8), torch.empty(8)
+    with every_access_inside_the_arguments(), pytest.raises(Exception, match="outside every tensor"):
+        reads_one_past[(1,)](x, out)
 
 
 def test_offsets_beyond_int32():

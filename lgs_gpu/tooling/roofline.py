@@ -2,21 +2,19 @@
 
 A one-pass image transform can go no faster than reading and writing the image once; LGS needs
 a per-image reduction (min / max of the gradient) before it can write anything, so the best a
-GPU path can do is read the image twice and write it once. This module counts the full-size
-traffic of each path from its structure (:func:`traffic`), turns bytes into a predicted time at a
-given bandwidth (the H100 SXM's 3.35 TB/s by default), and joins the ahead-of-time cubin report
-of each Triton kernel (:mod:`lgs_gpu.paths.triton_path.aot`: registers, spills, shared memory, resident
-warps) into the roofline table of the README. Everything here is **predicted**, not measured:
-``lgs-gpu bench`` on a CUDA machine measures the same quantities with ``triton.testing.do_bench``.
+GPU path can do without holding whole images on chip is to read the image twice and write it
+once. This module counts the full-size traffic of each path from its structure (:func:`traffic`)
+and turns bytes into a predicted time at a given bandwidth (the H100 SXM's 3.35 TB/s by
+default). Everything here is **predicted**, not measured: ``lgs-gpu bench`` and
+``benchmarks/gpu_check.py`` measure the same quantities on a CUDA machine, and
+``benchmarks/kernel_report.py`` adds what the compiled kernels' instructions predict.
 
-Run ``python -m lgs_gpu.tooling.roofline [--batch 64] [--size 299]`` (with ``TRITON_INTERPRET`` unset; it
-compiles every kernel for sm_90 first, or reads ``--aot-json`` written by ``lgs_gpu.paths.triton_path.aot``).
+Run ``python -m lgs_gpu.tooling.roofline [--batch 64] [--size 299]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -27,7 +25,9 @@ from ..parameters import DEFAULT_OVERLAP, DEFAULT_WINDOW_SIZE
 from ..windows import axis_windows
 
 H100_BANDWIDTH = 3.35e12  # bytes/s: H100 SXM5 80 GB, HBM3 (NVIDIA datasheet)
-# sm_90 limits per SM used for the resident-warp column (CUDA occupancy rules).
+H100_MULTIPROCESSORS = 132
+H100_CLOCK_HZ = 1.98e9  # boost clock
+# sm_90 limits per SM used for the resident-warp arithmetic (CUDA occupancy rules).
 REGISTERS_PER_SM = 65536
 MAX_WARPS_PER_SM = 64
 MAX_BLOCKS_PER_SM = 32
@@ -51,27 +51,29 @@ class Traffic:
         return image * (self.image_reads + self.image_writes) + pixels * self.plane_bytes_per_pixel
 
 
-def region_overlap(length: int, window_size: int = DEFAULT_WINDOW_SIZE, overlap: int = DEFAULT_OVERLAP,
-                   windows_per_program: int = 16) -> float:  # fmt: skip
-    """How many times ``_window_sums_kernel`` reads each pixel along one axis (its regions overlap)."""
-    windows = axis_windows(length, window_size, overlap)
-    covered = 0
-    for group in range(0, windows.count, windows_per_program):
-        last = min(group + windows_per_program, windows.count) - 1
-        covered += windows.starts[last] + windows.extent - windows.starts[group]
-    return covered / length
+def statistics_bytes_per_pixel(height: int, width: int, band_rows: int = 48, strip_width: int = 64,
+                               element_bytes: int = 4) -> float:  # fmt: skip
+    """The Triton path's window statistics per pixel: each tile's partial window sums, its range
+    and its pass flags, written once and read back (default geometry and tiling)."""
+    rows = axis_windows(height, DEFAULT_WINDOW_SIZE, DEFAULT_OVERLAP)
+    cols = axis_windows(width, DEFAULT_WINDOW_SIZE, DEFAULT_OVERLAP)
+    tiles = math.ceil(height / band_rows) * math.ceil(width / strip_width)
+    per_tile_windows = min(rows.count, band_rows // (DEFAULT_WINDOW_SIZE - DEFAULT_OVERLAP) + 3) * min(
+        cols.count, strip_width // (DEFAULT_WINDOW_SIZE - DEFAULT_OVERLAP) + 3
+    )
+    table = tiles * (per_tile_windows * (element_bytes + 1) + 2 * element_bytes)
+    return 2 * table / (height * width)
 
 
 def traffic(height: int, width: int, element_bytes: int = 4) -> list[Traffic]:
     """The traffic model of every path for ``H x W`` images (default LGS geometry)."""
-    reread = region_overlap(height) * region_overlap(width)
     row_rereads = axis_windows(height, DEFAULT_WINDOW_SIZE, DEFAULT_OVERLAP).extent / (DEFAULT_WINDOW_SIZE - DEFAULT_OVERLAP)
     return [
         Traffic("copy_ (roof)", 1, 1, 0, "read + write the image once"),
         Traffic(
-            "lgs triton", 1 + reread, 1, 0,
-            f"window sums read x ({reread:.3f}x: program regions overlap), suppress reads x and writes out; "
-            "per-window sums and per-image ranges are < 1% of a pass",
+            "lgs triton", 2, 1, statistics_bytes_per_pixel(height, width, element_bytes=element_bytes),
+            "statistics read x (halo rows come from cache), suppress reads x and writes out; the tiles' "
+            "window statistics add about 0.25 byte per pixel (written and read once, if they left L2)",
         ),
         Traffic(
             "lgs compiled", 2, 1, element_bytes * (1 + 1 + row_rereads + 1),
@@ -94,7 +96,7 @@ def peak_bandwidth(device: torch.device) -> float | None:
 
 
 def resident_warps(registers: int, warps: int, shared_bytes: int) -> int:
-    """Warps of one kernel resident per sm_90 SM, from its registers, warps per block and shared memory."""
+    """Warps of one kernel resident per sm_90 SM, from its registers, warps per program and shared memory."""
     registers_per_warp = math.ceil(registers * 32 / 256) * 256  # allocated per warp in units of 256
     blocks = min(
         REGISTERS_PER_SM // (registers_per_warp * warps),
@@ -124,33 +126,7 @@ def predicted_table(
     return rows
 
 
-def kernel_table(reports: list[dict], batch: int, size: int, channels: int = 3,
-                 bandwidth: float = H100_BANDWIDTH) -> list[dict]:  # fmt: skip
-    """Per Triton kernel (sm_90, float32 input, writing the output): resources and predicted time."""
-    pixels = batch * size * size
-    image = pixels * channels * 4
-    windows = axis_windows(size, DEFAULT_WINDOW_SIZE, DEFAULT_OVERLAP).count ** 2 * batch * 4
-    moved = {  # full-size bytes each kernel moves
-        "_window_sums_kernel": image * region_overlap(size) ** 2 + windows,
-        "_image_range_kernel": 0.0,
-        "_suppress_kernel": 2 * image + windows,
-    }
-    wanted = {"_window_sums_kernel": "float32", "_image_range_kernel": "fp32", "_suppress_kernel": "float32 output"}
-    rows = []
-    for report in reports:
-        if report["arch"] != 90 or wanted.get(report["kernel"]) != report["variant"]:
-            continue
-        rows.append({
-            "kernel": report["kernel"], "registers": report["registers"], "spill_bytes": report["spill_bytes"],
-            "shared_bytes": report["shared_bytes"], "warps": report["warps"],
-            "resident_warps": resident_warps(report["registers"], report["warps"], report["shared_bytes"]),
-            "megabytes": moved[report["kernel"]] / 1e6,
-            "predicted_microseconds": moved[report["kernel"]] / bandwidth * 1e6,
-        })  # fmt: skip
-    return rows
-
-
-def markdown(batch: int, size: int, reports: list[dict] | None) -> str:
+def markdown(batch: int, size: int) -> str:
     lines = [
         f"Predicted, not measured: {batch}x3x{size}x{size} float32 at {H100_BANDWIDTH / 1e12:.2f} TB/s (H100 SXM).",
         "",
@@ -160,13 +136,6 @@ def markdown(batch: int, size: int, reports: list[dict] | None) -> str:
     for row in predicted_table(batch, size):
         lines.append(f"| {row['path']} | {row['bytes_per_pixel']:.1f} | {row['megabytes']:.1f} | "
                      f"{row['predicted_microseconds']:.1f} | {row['times_copy']:.2f} | {row['note']} |")  # fmt: skip
-    if reports:
-        lines += ["", "| Triton kernel (sm_90, fp32) | registers | spills | shared B | warps | resident warps / SM | "
-                  "MB moved | predicted µs |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for row in kernel_table(reports, batch, size):
-            lines.append(f"| `{row['kernel']}` | {row['registers']} | {row['spill_bytes']} | {row['shared_bytes']} | "
-                         f"{row['warps']} | {row['resident_warps']} of {MAX_WARPS_PER_SM} | {row['megabytes']:.1f} | "
-                         f"{row['predicted_microseconds']:.1f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -174,20 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=299)
-    parser.add_argument("--aot-json", help="kernel reports from `python -m lgs_gpu.paths.triton_path.aot --json` (else compiled now)")
-    parser.add_argument("--no-kernels", action="store_true", help="only the traffic model, no compilation")
     args = parser.parse_args(argv)
-    reports = None
-    if args.aot_json:
-        with open(args.aot_json, encoding="utf-8") as handle:
-            reports = json.load(handle)
-    elif not args.no_kernels:
-        from dataclasses import asdict
-
-        from ..paths.triton_path.aot import compile_all
-
-        reports = [asdict(report) for report in compile_all((90,))]
-    print(markdown(args.batch, args.size, reports), end="")
+    print(markdown(args.batch, args.size), end="")
     return 0
 
 

@@ -1,39 +1,193 @@
-"""Ahead-of-time compilation of every Triton kernel configuration for sm_80 and sm_90, no GPU needed.
+"""Compile the Triton kernels for sm_80 / sm_90 exactly as a CUDA launch would, without a GPU.
 
-Each launch configuration that :func:`lgs_gpu.paths.triton_path.kernels.lgs_triton` can choose (one
-per input dtype and output mode, with :data:`~lgs_gpu.paths.triton_path.kernels.DEFAULT_CONFIG`'s
-block sizes) is compiled to PTX and a cubin with ``triton.compile``; ``cuobjdump``, shipped in
-Triton's wheel, reads registers, spills (LOCAL bytes) and shared memory off each cubin.
+:func:`compile_only` swaps Triton's active driver for one that reports a CUDA target of the
+chosen architecture and turns every launch into ``JITFunction.run(..., warmup=True)``: the real
+launcher (:func:`lgs_gpu.paths.triton_path.kernels.stages`) runs on CPU or ``meta`` tensors of the
+real shapes, Triton specialises the arguments as it would for a launch (which integers are 1,
+which are divisible by 16, which pointers are 16-byte aligned), compiles, and nothing runs. Each
+launch is recorded with its grid, its bound arguments and the compiled kernel; ``cuobjdump`` and
+``nvdisasm``, shipped in Triton's wheel, read registers, spills and the machine code (SASS).
 
-Run as ``python -m lgs_gpu.paths.triton_path.aot [--json PATH]`` (with ``TRITON_INTERPRET`` unset: the
-interpreter replaces the kernels by Python functions that cannot be compiled).
+Run as ``python -m lgs_gpu.paths.triton_path.aot [--json PATH] [--arch 80 90]`` with
+``TRITON_INTERPRET`` unset (the interpreter replaces kernels by Python functions that cannot be
+compiled); it compiles :func:`configurations` and prints each kernel's resources.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
 
 ARCHITECTURES = (80, 90)
-# Input dtypes the launcher accepts, as Triton pointer element types.
-INPUT_TYPES = {"uint8": "u8", "float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp64"}
-# The suppress kernel's outputs (WRITE_OUTPUT, WRITE_MAP, WRITE_NORMALISED, WRITE_MASK) that the
-# front asks for: lgs, lgs_map, both (defend --save-map), and every stage (lgs_stages' default).
-# Other subsets of lgs_stages compile on first use like any Triton kernel.
-OUTPUT_MODES = ((True, False, False, False), (False, True, False, False), (True, True, False, False),
-                (True, True, True, True))  # fmt: skip
-_MODE_NAMES = ("output", "map", "normalised", "mask")
+DTYPES = ("uint8", "float16", "bfloat16", "float32", "float64")
+# The stage sets the front asks for: lgs, lgs_map, both (defend --save-map), and every stage.
+STAGE_SETS = (("output",), ("suppression_map",), ("output", "suppression_map"),
+              ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means"))  # fmt: skip
+
+
+@dataclass
+class Launch:
+    """One kernel launch the launcher asked for, compiled and not run."""
+
+    kernel: str
+    grid: tuple[int, ...]
+    arguments: dict  # parameter name -> value (tensors, ints, floats, constexprs) as the launcher passed them
+    compiled: object = field(repr=False)  # triton's CompiledKernel
+    arch: int = 90
+
+    @property
+    def programs(self) -> int:
+        total = 1
+        for size in self.grid:
+            total *= size
+        return total
+
+    @property
+    def num_warps(self) -> int:
+        return self.compiled.metadata.num_warps
+
+
+class _CompileOnlyDriver:
+    """What ``JITFunction.run`` asks of Triton's active driver, for a CUDA target with no GPU."""
+
+    def __init__(self, arch: int) -> None:
+        from triton.backends.compiler import GPUTarget
+
+        self.target = GPUTarget("cuda", arch, 32)
+        self.arch = arch
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self) -> int:
+        # Keys Triton's per-device kernel caches: one per architecture, never a real device index.
+        return 1000 + self.arch
+
+    def get_current_stream(self, device=None) -> int:
+        return 0
+
+
+@contextlib.contextmanager
+def compile_only(arch: int = 90) -> Iterator[list[Launch]]:
+    """Inside this block, Triton launches compile for ``sm_<arch>`` and are recorded, not run.
+
+    Example:
+        >>> with compile_only(90) as launches:  # doctest: +SKIP
+        ...     kernels.stages(torch.empty(64, 3, 299, 299, device="meta"), 2.3, 0.1, 15, 5, ("output",))
+        >>> [launch.kernel for launch in launches]  # doctest: +SKIP
+        ['_statistics_kernel', '_finish_kernel', '_suppress_kernel']
+    """
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("unset TRITON_INTERPRET to compile kernels (the interpreter cannot be compiled)")
+    from triton.runtime import driver
+    from triton.runtime.jit import JITFunction
+
+    launches: list[Launch] = []
+    real_run = JITFunction.run
+
+    def run(self, *args, grid, warmup, **kwargs):
+        compiled = real_run(self, *args, grid=grid, warmup=True, **kwargs)
+        bound = inspect.signature(self.fn).bind_partial(*args, **{k: v for k, v in kwargs.items() if k in self.arg_names})
+        grid_tuple = tuple(grid(bound.arguments) if callable(grid) else grid)
+        launches.append(Launch(self.fn.__name__, grid_tuple, dict(bound.arguments), compiled, arch))
+        return compiled
+
+    saved = driver._active  # not driver.active: reading it would create the real driver (no GPU here)
+    driver.set_active(_CompileOnlyDriver(arch))
+    JITFunction.run = run
+    try:
+        yield launches
+    finally:
+        JITFunction.run = real_run
+        driver._active = saved
+
+
+def compile_stages(
+    shape: tuple[int, int, int, int], dtype: str = "float32", stages: tuple[str, ...] = ("output",),
+    arch: int = 90, channels_last: bool = False, window_size: int = 15, overlap: int = 5, config=None,
+) -> list[Launch]:
+    """The launches of one ``lgs_stages`` call on ``shape`` images, compiled for ``sm_<arch>``."""
+    from .kernels import stages as launch_stages
+
+    x = torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    with compile_only(arch) as launches:
+        launch_stages(x, 2.3, 0.1, window_size, overlap, tuple(stages), config)
+    return launches
+
+
+def configurations(quick: bool = False) -> list[dict]:
+    """The launches the preflight compiles: every dtype x stage set at 64x3x299x299, and the other code paths.
+
+    The others: one channel, four (the most the gradient walk carries), six (the reloading walk),
+    channels_last (strided columns), a 224-px image (rows 16-byte aligned) and a 2**31-element
+    image (int64 offsets inside the image). ``quick``: float32 and uint8 with the other code paths.
+    """
+    dtypes = ("uint8", "float32") if quick else DTYPES
+    stage_sets = STAGE_SETS[::3] if quick else STAGE_SETS
+    configs = [dict(shape=(64, 3, 299, 299), dtype=dtype, stages=stages) for dtype in dtypes for stages in stage_sets]
+    configs += [
+        dict(shape=(8, 1, 299, 299), dtype="float32", stages=("output",)),
+        dict(shape=(8, 4, 299, 299), dtype="uint8", stages=("output",)),
+        dict(shape=(8, 6, 64, 64), dtype="float32", stages=STAGE_SETS[-1]),
+        dict(shape=(8, 3, 299, 299), dtype="float32", stages=("output",), channels_last=True),
+        dict(shape=(64, 3, 224, 224), dtype="uint8", stages=("output",)),
+        dict(shape=(1, 1, 46341, 46341), dtype="uint8", stages=("output", "suppression_map")),
+    ]
+    return configs
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """Registers, spill (local) bytes, stack and shared memory of a cubin, as ``cuobjdump`` reports them."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
+        handle.write(cubin)
+        handle.flush()
+        usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", handle.name],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+    def number(name: str) -> int:
+        match = re.search(rf"\b{name}:(\d+)", usage)
+        if match is None:
+            raise RuntimeError(f"cuobjdump printed no {name}:\n{usage}")
+        return int(match.group(1))
+
+    return {"registers": number("REG"), "spill_bytes": number("LOCAL"), "stack_bytes": number("STACK"),
+            "shared_bytes": number("SHARED")}  # fmt: skip
+
+
+def disassemble(cubin: bytes) -> str:
+    """The SASS of a cubin with source lines and the call sites they were inlined through (``nvdisasm -gi -c``)."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
+        handle.write(cubin)
+        handle.flush()
+        finished = subprocess.run([_tool("nvdisasm"), "-gi", "-c", handle.name], capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"nvdisasm failed: {finished.stderr.strip()}")
+    return finished.stdout
 
 
 @dataclass
 class KernelReport:
+    """The resources of one compiled launch."""
+
     kernel: str
     variant: str
     arch: int
@@ -41,110 +195,43 @@ class KernelReport:
     spill_bytes: int
     stack_bytes: int
     shared_bytes: int
-    ptx_lines: int
     warps: int
+    programs: int
 
 
-def kernel_configurations() -> list[tuple[str, str, dict[str, str], dict[str, object]]]:
-    """Every (kernel name, variant label, signature, constexprs) the launcher can produce."""
-    from .kernels import DEFAULT_CONFIG, RANGE_BLOCK
-
-    configs = []
-    for dtype_name, element in INPUT_TYPES.items():
-        accumulate = "fp64" if element == "fp64" else "fp32"
-        flags = {"IS_UINT8": element == "u8", "COMPUTE_F64": element == "fp64"}
-        signature = {
-            "x_ptr": f"*{element}", "window_sums_ptr": f"*{accumulate}",
-            "block_min_ptr": f"*{accumulate}", "block_max_ptr": f"*{accumulate}",
-            "row_starts_ptr": "*i32", "col_starts_ptr": "*i32",
-            "channels": "i32", "height": "i32", "width": "i32", "n_row_windows": "i32", "n_col_windows": "i32",
-            "window_height": "i32", "window_width": "i32",
-            "stride_b": "i64", "stride_c": "i64", "stride_h": "i64", "stride_w": "i64",
-        }
-        constexprs = {
-            **flags, "WINDOWS_PER_PROGRAM": DEFAULT_CONFIG.windows_per_program,
-            "BLOCK_H": DEFAULT_CONFIG.sum_block_h, "BLOCK_W": DEFAULT_CONFIG.sum_block_w,
-        }
-        configs.append(("_window_sums_kernel", dtype_name, signature, constexprs))
-        for write_output, write_map, write_normalised, write_mask in OUTPUT_MODES:
-            signature = {
-                "x_ptr": f"*{element}", "out_ptr": f"*{element}", "map_ptr": f"*{accumulate}",
-                "normalised_ptr": f"*{accumulate}", "mask_ptr": "*u8" if write_mask else f"*{accumulate}",
-                "window_sums_ptr": f"*{accumulate}", "stats_ptr": f"*{accumulate}", "params_ptr": f"*{accumulate}",
-                "row_first_ptr": "*i32", "row_count_ptr": "*i32", "col_first_ptr": "*i32", "col_count_ptr": "*i32",
-                "channels": "i32", "height": "i32", "width": "i32",
-                "n_row_windows": "i32", "n_col_windows": "i32", "n_col_tiles": "i32",
-                "max_row_cover": "i32", "max_col_cover": "i32", "window_area": "i32",
-                **{name: "i64" for name in ("stride_b", "stride_c", "stride_h", "stride_w")},
-                **{name: "i64" for name in ("out_stride_b", "out_stride_c", "out_stride_h", "out_stride_w")},
-            }
-            constexprs = {
-                **flags, "WRITE_OUTPUT": write_output, "WRITE_MAP": write_map,
-                "WRITE_NORMALISED": write_normalised, "WRITE_MASK": write_mask,
-                "BLOCK_H": DEFAULT_CONFIG.block_h, "BLOCK_W": DEFAULT_CONFIG.block_w,
-            }
-            flags_on = (write_output, write_map, write_normalised, write_mask)
-            mode = "+".join(name for name, on in zip(_MODE_NAMES, flags_on, strict=True) if on)
-            configs.append(("_suppress_kernel", f"{dtype_name} {mode}", signature, constexprs))
-    for accumulate in ("fp32", "fp64"):
-        signature = {"block_min_ptr": f"*{accumulate}", "block_max_ptr": f"*{accumulate}",
-                     "stats_ptr": f"*{accumulate}", "n_blocks": "i32"}
-        configs.append(("_image_range_kernel", accumulate, signature, {"BLOCK": RANGE_BLOCK}))
-    return configs
+def _variant(config: dict) -> str:
+    shape = "x".join(map(str, config["shape"]))
+    layout = " channels_last" if config.get("channels_last") else ""
+    return f"{config['dtype']} {shape}{layout} {'+'.join(config['stages'])}"
 
 
-def _cuobjdump() -> str:
-    import triton
-
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-
-
-def compile_one(kernel_name: str, variant: str, signature: dict, constexprs: dict, arch: int) -> KernelReport:
-    """Compile one configuration for ``sm_<arch>`` and read its resource usage off the cubin."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from . import kernels
-
-    kernel = getattr(kernels, kernel_name)
-    full_signature = {**signature, **{name: "constexpr" for name in constexprs}}
-    compiled = triton.compile(ASTSource(kernel, full_signature, constexprs), target=GPUTarget("cuda", arch, 32))
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
-        cubin.write(compiled.asm["cubin"])
-        cubin.flush()
-        usage = subprocess.run(
-            [_cuobjdump(), "--dump-resource-usage", cubin.name], capture_output=True, text=True, check=True
-        ).stdout
-
-    def field(name: str) -> int:
-        match = re.search(rf"\b{name}:(\d+)", usage)
-        if match is None:
-            raise RuntimeError(f"cuobjdump printed no {name} for {kernel_name}:\n{usage}")
-        return int(match.group(1))
-
-    return KernelReport(
-        kernel=kernel_name, variant=variant, arch=arch, registers=field("REG"), spill_bytes=field("LOCAL"),
-        stack_bytes=field("STACK"), shared_bytes=compiled.metadata.shared, ptx_lines=compiled.asm["ptx"].count("\n"),
-        warps=compiled.metadata.num_warps,
-    )
+def report(config: dict, arch: int) -> list[dict]:
+    """Compile one configuration for ``sm_<arch>``: a :class:`KernelReport` (as a dict) per launch."""
+    rows = []
+    for launch in compile_stages(arch=arch, **config):
+        usage = resource_usage(launch.compiled.asm["cubin"])
+        rows.append(asdict(KernelReport(kernel=launch.kernel, variant=_variant(config), arch=arch, **usage,
+                                        warps=launch.num_warps, programs=launch.programs)))  # fmt: skip
+    return rows
 
 
-def compile_all(architectures: tuple[int, ...] = ARCHITECTURES, workers: int = 2) -> list[KernelReport]:
-    """Compile every configuration for every architecture (in ``workers`` processes)."""
+def compile_all(architectures: tuple[int, ...] = ARCHITECTURES, workers: int = 2, quick: bool = False) -> list[dict]:
+    """Every configuration (``quick``: a subset) for every architecture, in ``workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("unset TRITON_INTERPRET to compile kernels ahead of time")
-    jobs = [(*config, arch) for config in kernel_configurations() for arch in architectures]
+    jobs = [(config, arch) for config in configurations(quick) for arch in architectures]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(compile_one, *zip(*jobs, strict=True)))
+        return [row for rows in pool.map(report, *zip(*jobs, strict=True)) for row in rows]
 
 
-def markdown_table(reports: list[KernelReport]) -> str:
-    lines = ["| kernel | variant | sm | registers | spills (bytes) | stack | shared (bytes) |", "|---|---|---|---|---|---|---|"]
+def markdown_table(reports: list[dict]) -> str:
+    lines = ["| kernel | variant | sm | programs | warps | registers | spills (bytes) | stack | shared (bytes) |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in reports:
-        lines.append(
-            f"| {r.kernel} | {r.variant} | {r.arch} | {r.registers} | {r.spill_bytes} | {r.stack_bytes} | {r.shared_bytes} |"
-        )
+        lines.append(f"| {r['kernel']} | {r['variant']} | {r['arch']} | {r['programs']} | {r['warps']} | "
+                     f"{r['registers']} | {r['spill_bytes']} | {r['stack_bytes']} | {r['shared_bytes']} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -153,12 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the reports to this JSON file")
     parser.add_argument("--arch", type=int, nargs="+", default=list(ARCHITECTURES), help="SM versions (default: 80 90)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="float32 and uint8 with the other code paths only")
     args = parser.parse_args(argv)
-    reports = compile_all(tuple(args.arch), args.workers)
+    import triton
+
+    reports = compile_all(tuple(args.arch), args.workers, args.quick)
+    print(f"triton {triton.__version__} from {os.path.dirname(triton.__file__)}")
     print(markdown_table(reports))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump([asdict(r) for r in reports], handle, indent=1)
+            json.dump({"triton": triton.__version__, "reports": reports}, handle, indent=1)
     return 0
 
 

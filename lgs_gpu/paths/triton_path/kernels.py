@@ -1,33 +1,48 @@
 """Fused Triton kernels for Local Gradients Smoothing, each beside its launcher.
 
-Three launches, two of which touch the image (symbols as in :mod:`lgs_gpu.parameters`):
+Two launches read the image (symbols as in :mod:`lgs_gpu.parameters`); both tile each image into
+bands of ``BAND_ROWS`` rows x strips of ``BLOCK_W`` columns, one program per tile, and walk the
+tile's rows:
 
-1. ``_window_sums_kernel`` — one program per block of ``WINDOWS_PER_PROGRAM`` x
-   ``WINDOWS_PER_PROGRAM`` windows of one image. It walks the union of its windows in pixel
-   tiles, computes the gradient magnitude ``m`` on the fly (Sobel with clamped, i.e. replicate,
-   neighbour indices) and accumulates every window's sum of ``m`` as two 0/1 matrix products
-   (``rows @ m @ cols``, exact in float32 with ``input_precision="ieee"``), plus the region's min
-   and max of ``m``. It writes ``n_rows x n_cols`` window sums per image (about 1% of the
-   pixels), never a full-size intermediate, and reads x once (the 3x3 halo and the thin overlap
-   between neighbouring programs are served from cache).
-2. ``_image_range_kernel`` — one program per image reduces the per-program minima / maxima to
-   the image's min and max of ``m`` (the global reduction that forbids a single pass). Windows
-   cover every pixel, so their regions see every pixel.
-3. ``_suppress_kernel`` — one program per tile of pixels recomputes ``m``, normalises it to
-   ``g`` with the image's min and max, decides the windows covering each pixel from their sums
-   (``mean g = (sum m / area - min) / (max - min)``), and writes whichever of
-   ``x * (1 - clip(λ ĝ, 0, 1))``, ``ĝ``, ``g`` and the window mask is asked for. Reads x once
-   and writes the output once.
+1. ``_statistics_kernel`` computes the gradient magnitude ``m`` of each row once, keeps a
+   per-lane sum of ``m`` over each run of rows covered by the same row windows, adds each finished
+   run into those windows' per-lane sums, and at the end reduces each column window's lanes: the
+   tile's part of the sum of ``m`` over every window meeting it, and the tile's min / max of
+   ``m``. A window's sum is split over the (at most MAX_BANDS x MAX_STRIPS) tiles it meets and
+   added up in a fixed order later, so results are deterministic (no atomics).
+2. ``_suppress_kernel`` first turns the statistics into what it needs (the global reduction that
+   forbids a single pass, done per program: no launch of its own): the image's min / max of
+   ``m``, and each window over its tile passing γ or not (``mean g = (sum m / area - min) /
+   (max - min) > γ``), kept in a per-program scratch table. Then it walks its rows, recomputes
+   ``m``, normalises it, ORs the pass flags of the windows covering each pixel and writes
+   whichever of ``x * (1 - clip(λ ĝ, 0, 1))``, ``ĝ``, ``g`` and the window mask is asked for.
+3. ``_means_kernel`` (only for the ``window_means`` stage) writes every window's mean of ``g``.
 
-DRAM traffic: x read twice and the output written once, plus ``n_rows x n_cols`` floats per
-image (counted in :func:`lgs_gpu.tooling.roofline.traffic`). Offsets are int64, so batches of 8192x8192 images address correctly. Inputs of any
-strides (non-contiguous, channels_last) are read in place; float16/bfloat16/uint8 are converted
-on load and computed in float32, float64 in float64.
+The gradient walk: each row of each channel is loaded once, at every lane's columns ``c - 1``,
+``c`` and ``c + 1`` (one row ahead of its use, so a load has a row step to arrive), and reduced
+to its difference ``x[c+1] - x[c-1]`` and smoothing ``x[c-1] + 2 x[c] + x[c+1]``; Sobel x and y
+of row ``r`` are then ``d[r-1] + 2 d[r] + d[r+1]`` and ``s[r+1] - s[r-1]``, from rows carried in
+registers (images of up to :data:`MAX_CARRIED_CHANNELS` channels; more channels reload the three
+rows per channel). Strips away from the image's first and last column address all three loads
+from one register; strips at the border clamp each lane's columns (replicate padding).
+uint8 images stay exact integers in float32 and are computed in units of 1/255 (the
+normalisation is scale-free); float16 / bfloat16 / float32 in float32; float64 in float64.
+
+DRAM traffic: x read twice and the output written once, plus the tiles' statistics (about 0.25
+byte per pixel; :func:`lgs_gpu.tooling.roofline.traffic`). No launch copies anything to or from
+the host or synchronises, so a call can be captured in a CUDA graph. Window geometry is
+computed in the kernels from three integers per axis and the stride (:func:`_axis_arguments`),
+and the parameters travel as kernel arguments (float64 ones as their bits). Offsets inside an
+image are int32 on an int64 image base (int64 throughout for an image of 2**31 elements or more).
+``benchmarks/kernel_report.py`` reads the compiled code of every launch; the ``# report:`` tags
+on loops, branches and call sites below are how it weights each instruction.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -36,238 +51,616 @@ import triton.language as tl
 
 from ..._validate import compute_dtype
 from ...parameters import STAGES
-from ...windows import axis_windows, covering_tensors, starts_tensor
+from ...windows import AxisWindows, axis_windows
 
-# 2**23: adding then subtracting it rounds a float32 in [0, 2**22) half-to-even (torch.round).
-_ROUND_MAGIC = tl.constexpr(8388608.0)
+# 2**23 as float32: for 0 <= v < 2**23, adding it leaves round-half-even(v) in the low mantissa bits.
+_MAGIC = tl.constexpr(8388608.0)
+_MAGIC_BITS = tl.constexpr(0x4B000000)  # the bits of 2**23 as float32
+# Images with at most this many channels keep the gradient walk's per-channel state in registers.
+MAX_CARRIED_CHANNELS = 4
+# How many row steps before its use the walk loads a row (see _step_channel).
+PREFETCH_ROWS = 1
 
 
 @triton.jit
-def _gradient_magnitude(
-    image_ptr, rows, cols, mask, channels, height, width, stride_c, stride_h, stride_w,
-    IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr,
+def _load_row(row_ptr, centre, left, right, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+    """One row of one channel at each lane's ``c - 1``, ``c`` and ``c + 1`` (all in bounds: no mask).
+
+    ``left`` / ``right`` are steps from the lane's ``centre`` offset: scalars in strips off the
+    image's border (so the three loads share one address register), per lane where clamped.
+    Converted on load, so that the walk carries 32-bit floats: uint8 by its bits (``v | 2**23``
+    as float32 is ``2**23 + v``: one logic op and one add, not the slow integer-to-float unit);
+    uint8 values stay integers in float32, and so do their Sobel sums and squares (below 2**24),
+    so that arithmetic is exact. (Written out inline: the interpreter pays for every nested call.)
+    """
+    lane_ptr = row_ptr + centre
+    low, mid, high = tl.load(lane_ptr + left), tl.load(lane_ptr), tl.load(lane_ptr + right)
+    if IS_UINT8:
+        low = (low.to(tl.int32) | _MAGIC_BITS).to(tl.float32, bitcast=True) - _MAGIC
+        mid = (mid.to(tl.int32) | _MAGIC_BITS).to(tl.float32, bitcast=True) - _MAGIC
+        high = (high.to(tl.int32) | _MAGIC_BITS).to(tl.float32, bitcast=True) - _MAGIC
+    elif COMPUTE_F64:
+        low, mid, high = low.to(tl.float64), mid.to(tl.float64), high.to(tl.float64)
+    else:
+        low, mid, high = low.to(tl.float32), mid.to(tl.float32), high.to(tl.float32)
+    return low, mid, high
+
+
+@triton.jit
+def _terms(low, mid, high):
+    """A row's Sobel terms: ``(x[c+1] - x[c-1], x[c-1] + 2 x[c] + x[c+1], x[c])``."""
+    return high - low, low + 2 * mid + high, mid
+
+
+@triton.jit
+def _squared_sobel(up_difference, difference, down_difference, up_smoothing, down_smoothing):
+    """``Sx² + Sy²`` of one channel from its three rows' terms (see :func:`_terms`)."""
+    sobel_x = up_difference + 2 * difference + down_difference
+    sobel_y = down_smoothing - up_smoothing
+    return sobel_x * sobel_x + sobel_y * sobel_y
+
+
+@triton.jit
+def _start_channel(plane, up, mid, down, left, centre, right, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+    """The walk's state for one channel at its first row: rows up and mid as terms, row down loaded."""
+    low, middle, high = _load_row(plane + up, centre, left, right, IS_UINT8, COMPUTE_F64)
+    up_d, up_s, _ = _terms(low, middle, high)
+    low, middle, high = _load_row(plane + mid, centre, left, right, IS_UINT8, COMPUTE_F64)
+    d, s, x = _terms(low, middle, high)
+    low, middle, high = _load_row(plane + down, centre, left, right, IS_UINT8, COMPUTE_F64)
+    return up_d, up_s, d, s, x, low, middle, high
+
+
+@triton.jit
+def _step_channel(plane, ahead, left, centre, right, up_d, up_s, d, s, low, middle, high,
+                  IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+    """One row step of one channel: ``Sx² + Sy²`` of the current row, and the state one row down.
+
+    The row below arrived as loads (``low, middle, high``, issued one step earlier); the row after
+    it (offset ``ahead``) is loaded now, so each load has a whole step to arrive. (The terms and
+    Sobel sums of :func:`_terms` / :func:`_squared_sobel`, written out: this runs per row.)
+    """
+    down_d, down_s, down_x = high - low, low + 2 * middle + high, middle
+    low, middle, high = _load_row(plane + ahead, centre, left, right, IS_UINT8, COMPUTE_F64)
+    sobel_x = up_d + 2 * d + down_d
+    sobel_y = down_s - up_s
+    return sobel_x * sobel_x + sobel_y * sobel_y, d, s, down_d, down_s, down_x, low, middle, high
+
+
+@triton.jit
+def _start_walk(image_ptr, stride_c, up, mid, down, left, centre, right, CHANNELS: tl.constexpr,
+                IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+    """The carried walk's state at its first row: a tuple with each channel's :func:`_start_channel`."""
+    states = ()
+    for channel in tl.static_range(CHANNELS):
+        states = states + (_start_channel(image_ptr + channel * stride_c, up, mid, down, left, centre, right,
+                                          IS_UINT8, COMPUTE_F64),)  # fmt: skip
+    return states
+
+
+@triton.jit
+def _step_walk(image_ptr, stride_c, ahead, left, centre, right, states, CHANNELS: tl.constexpr,
+               IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+    """One row step of every channel: ``Σ_c (Sx² + Sy²)`` of the current row, the row's values per
+    channel (for the output), and the state one row down."""
+    stepped = ()
+    centres = ()
+    for channel in tl.static_range(CHANNELS):
+        up_d, up_s, d, s, x, low, middle, high = states[channel]
+        more, up_d, up_s, d, s, down_x, low, middle, high = _step_channel(
+            image_ptr + channel * stride_c, ahead, left, centre, right, up_d, up_s, d, s, low, middle, high,
+            IS_UINT8, COMPUTE_F64)
+        if channel == 0:
+            squares = more
+        else:
+            squares += more
+        centres = centres + (x,)
+        stepped = stepped + ((up_d, up_s, d, s, down_x, low, middle, high),)
+    return squares, centres, stepped
+
+
+@triton.jit
+def _reloaded_squares(image_ptr, row, channels, height, stride_c, stride_h, left, centre, right,
+                      IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr):
+    """``Σ_c (Sx² + Sy²)`` of row ``row`` for any number of channels, loading its three rows anew."""
+    index_type = tl.int64 if WIDE else tl.int32
+    up = tl.cast(tl.maximum(row - 1, 0), index_type) * stride_h
+    mid = tl.cast(row, index_type) * stride_h
+    down = tl.cast(tl.minimum(row + 1, height - 1), index_type) * stride_h
+    squares = tl.zeros(centre.shape, dtype=tl.float64 if COMPUTE_F64 else tl.float32)
+    for channel in range(channels):  # report: channels
+        plane = image_ptr + tl.cast(channel, index_type) * stride_c
+        low, middle, high = _load_row(plane + up, centre, left, right, IS_UINT8, COMPUTE_F64)
+        up_d, up_s, _ = _terms(low, middle, high)
+        low, middle, high = _load_row(plane + mid, centre, left, right, IS_UINT8, COMPUTE_F64)
+        mid_d, _, _ = _terms(low, middle, high)
+        low, middle, high = _load_row(plane + down, centre, left, right, IS_UINT8, COMPUTE_F64)
+        down_d, down_s, _ = _terms(low, middle, high)
+        # Per channel to float: an integer sum over many channels could overflow int32.
+        squares += _squared_sobel(up_d, mid_d, down_d, up_s, down_s).to(squares.dtype)
+    return squares
+
+
+@triton.jit
+def _begin_walk(image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS: tl.constexpr,
+                IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr):
+    """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, ``top + 1`` loaded (an empty
+    tuple for images with more than MAX_CARRIED_CHANNELS channels, which reload their rows)."""
+    index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
+    up = tl.cast(tl.maximum(top - 1, 0), index_type) * stride_h
+    mid = tl.cast(top, index_type) * stride_h
+    down = tl.cast(tl.minimum(top + 1, height - 1), index_type) * stride_h
+    return _start_walk(image_ptr, stride_c, up, mid, down, left, centre, right, CHANNELS, IS_UINT8, COMPUTE_F64)
+
+
+@triton.jit
+def _walk_row(image_ptr, row, states, channels, height, stride_c, stride_h, left, centre, right,
+              CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr):
+    """``m`` of row ``row`` (eq. 5; uint8 in units of 1/255, which the normalisation does not see), the
+    row's values of each carried channel (for the output), and the walk's state one row down."""
+    index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
+    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
+    if CHANNELS > 0:
+        ahead = tl.cast(tl.minimum(row + 2, height - 1), index_type) * stride_h
+        squares, centres, states = _step_walk(image_ptr, stride_c, ahead, left, centre, right, states, CHANNELS,
+                                              IS_UINT8, COMPUTE_F64)
+        magnitude = tl.sqrt(squares.to(accumulate))
+    else:
+        centres = ()
+        magnitude = tl.sqrt(_reloaded_squares(image_ptr, row, channels, height, stride_c, stride_h, left, centre,
+                                              right, IS_UINT8, COMPUTE_F64, WIDE))
+    return magnitude, centres, states
+
+
+@triton.jit
+def _column_offsets(cols, width, stride_w, CLAMPED: tl.constexpr, index_type: tl.constexpr):
+    """Each lane's column offset, and the steps from it to columns ``c - 1`` and ``c + 1``.
+
+    In strips at the image's border the three are clamped into the image (replicate padding;
+    lanes past the image read its last column) and the steps are per lane; elsewhere the steps
+    are ``∓stride_w`` for every lane, which the compiler folds into the loads' addresses.
+    """
+    if CLAMPED:
+        column = tl.minimum(cols, width - 1)
+        centre = (column * stride_w).to(index_type)
+        left = (tl.maximum(column - 1, 0) * stride_w).to(index_type) - centre
+        right = (tl.minimum(column + 1, width - 1) * stride_w).to(index_type) - centre
+    else:
+        centre = (cols * stride_w).to(index_type)
+        left = -stride_w
+        right = stride_w
+    return left, centre, right
+
+
+@triton.jit
+def _nan_minimum(a, b):
+    """min that propagates NaN, as ``torch.amin`` does (an image with NaN gets a NaN range)."""
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _nan_maximum(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _window_start(index, step, last_start):
+    """Start of window ``index`` on an axis (see :mod:`lgs_gpu.windows`): ``min(index * step, last_start)``."""
+    return tl.minimum(index * step, last_start)
+
+
+@triton.jit
+def _first_covering(pixel, extent, step, count):
+    """The first window (of ``count``) covering ``pixel``: the regular one ending after it, else the last."""
+    return tl.minimum(tl.maximum(pixel - extent + step, 0) // step, count - 1)
+
+
+@triton.jit
+def _last_covering(pixel, step, last_start, count):
+    """The last window covering ``pixel``: the clamped last window from ``last_start`` on, else ``pixel // step``."""
+    return tl.where(pixel >= last_start, count - 1, pixel // step)
+
+
+@triton.jit
+def _run_boundary(next_start, next_end, bottom, height, n_windows, extent, step, last_start):
+    """The row after the current run: where the next window starts or the oldest open one ends, or the band ends."""
+    start_row = tl.where(next_start < n_windows, _window_start(next_start, step, last_start), height)
+    end_row = _window_start(next_end, step, last_start) + extent
+    return start_row, end_row, tl.minimum(tl.minimum(start_row, end_row), bottom)
+
+
+@triton.jit
+def _statistics_walk(
+    image_ptr, cols, lane, top, bottom, channels, height, width, stride_c, stride_h, stride_w,
+    n_row_windows, row_extent, row_last_start,
+    STEP: tl.constexpr, CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr,
+    CLAMPED: tl.constexpr, ROW_SLOTS: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    """``m`` (eq. 5) at ``rows[:, None] x cols[None, :]``: Sobel with replicate (clamped) borders."""
-    rows = tl.minimum(rows, height - 1)  # masked lanes beyond the image stay in bounds
-    cols = tl.minimum(cols, width - 1)
-    up = (tl.maximum(rows - 1, 0).to(tl.int64) * stride_h)[:, None]
-    mid = (rows.to(tl.int64) * stride_h)[:, None]
-    down = (tl.minimum(rows + 1, height - 1).to(tl.int64) * stride_h)[:, None]
-    left = (tl.maximum(cols - 1, 0).to(tl.int64) * stride_w)[None, :]
-    centre = (cols.to(tl.int64) * stride_w)[None, :]
-    right = (tl.minimum(cols + 1, width - 1).to(tl.int64) * stride_w)[None, :]
-    dtype = tl.float64 if COMPUTE_F64 else tl.float32
-    scale = 255.0 if IS_UINT8 else 1.0  # uint8 is divided by 255 on load, as in the torch paths
-    squared = tl.zeros(mask.shape, dtype=dtype)
-    for channel in range(channels):
-        plane = image_ptr + tl.cast(channel, tl.int64) * stride_c
-        # Loads written out inline: the interpreter pays dearly for every nested jit call.
-        up_left = tl.load(plane + up + left, mask=mask, other=0).to(dtype) / scale
-        up_centre = tl.load(plane + up + centre, mask=mask, other=0).to(dtype) / scale
-        up_right = tl.load(plane + up + right, mask=mask, other=0).to(dtype) / scale
-        mid_left = tl.load(plane + mid + left, mask=mask, other=0).to(dtype) / scale
-        mid_right = tl.load(plane + mid + right, mask=mask, other=0).to(dtype) / scale
-        down_left = tl.load(plane + down + left, mask=mask, other=0).to(dtype) / scale
-        down_centre = tl.load(plane + down + centre, mask=mask, other=0).to(dtype) / scale
-        down_right = tl.load(plane + down + right, mask=mask, other=0).to(dtype) / scale
-        sobel_x = (up_right - up_left) + 2 * (mid_right - mid_left) + (down_right - down_left)
-        sobel_y = (down_left - up_left) + 2 * (down_centre - up_centre) + (down_right - up_right)
-        squared += sobel_x * sobel_x + sobel_y * sobel_y
-    # sqrt(0) is 0; the where keeps masked lanes at exactly 0.
-    return tl.where(mask, tl.sqrt(squared), 0.0)
+    """Walk one tile's rows: per row window (slot), the per-lane sums of ``m``; and the lanes' min / max of ``m``."""
+    index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
+    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
+    left, centre, right = _column_offsets(cols, width, stride_w, CLAMPED, index_type)
+    # Windows [next_end, next_start) cover the current run of rows; slot k is window first + k.
+    first = _first_covering(top, row_extent, STEP, n_row_windows)
+    next_end = first
+    next_start = _last_covering(top, STEP, row_last_start, n_row_windows) + 1
+    start_row, end_row, boundary = _run_boundary(next_start, next_end, bottom, height, n_row_windows,
+                                                 row_extent, STEP, row_last_start)
+    slots = tl.arange(0, ROW_SLOTS)
+    run = tl.zeros([BLOCK_W], dtype=accumulate)
+    column_sums = tl.zeros([ROW_SLOTS, BLOCK_W], dtype=accumulate)
+    lowest = tl.full([BLOCK_W], float("inf"), dtype=accumulate)
+    highest = tl.full([BLOCK_W], float("-inf"), dtype=accumulate)
+    states = _begin_walk(image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS, IS_UINT8,
+                         COMPUTE_F64, WIDE)
+    for row in range(top, bottom):  # report: walk
+        magnitude, _, states = _walk_row(image_ptr, row, states, channels, height, stride_c, stride_h, left, centre,
+                                         right, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
+        # min / max propagating NaN (as torch.amin / amax); lanes past the image read its last
+        # column: keep them out of the range.
+        if CLAMPED:
+            lowest = tl.minimum(lowest, tl.where(lane, magnitude, float("inf")), propagate_nan=tl.PropagateNan.ALL)
+            highest = tl.maximum(highest, tl.where(lane, magnitude, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
+        else:
+            lowest = tl.minimum(lowest, magnitude, propagate_nan=tl.PropagateNan.ALL)
+            highest = tl.maximum(highest, magnitude, propagate_nan=tl.PropagateNan.ALL)
+        run += magnitude
+        if row + 1 == boundary:  # report: run-end
+            covering = (slots >= next_end - first) & (slots < next_start - first)
+            column_sums += tl.where(covering[:, None], run[None, :], 0.0)
+            run = tl.zeros([BLOCK_W], dtype=accumulate)
+            next_start += (row + 1 == start_row).to(tl.int32)
+            next_end += (row + 1 == end_row).to(tl.int32)
+            start_row, end_row, boundary = _run_boundary(next_start, next_end, bottom, height, n_row_windows,
+                                                         row_extent, STEP, row_last_start)
+    return column_sums, lowest, highest
 
 
 @triton.jit
-def _window_sums_kernel(
+def _statistics_kernel(
     x_ptr,  # *T [B, C, H, W] input, any strides
-    window_sums_ptr,  # *f32|f64 [B, n_row_windows, n_col_windows] out: sum of m per window
-    block_min_ptr,  # *f32|f64 [B, n_row_groups, n_col_groups] out: min of m over each program's region
-    block_max_ptr,  # *f32|f64 [B, n_row_groups, n_col_groups] out: max of m over each program's region
-    row_starts_ptr,  # *i32 [n_row_windows] first row of each window
-    col_starts_ptr,  # *i32 [n_col_windows] first column of each window
+    partials_ptr,  # *f32|f64 [B, n_tiles, ROW_SLOTS, COL_SLOTS] out: each tile's part of each window's sum of m
+    ranges_ptr,  # *f32|f64 [B, n_tiles, 2] out: (min m, max m) over each tile
     channels, height, width,  # C, H, W
-    n_row_windows, n_col_windows,
-    window_height, window_width,  # extent of every window: min(window_size, H or W)
     stride_b, stride_c, stride_h, stride_w,  # strides of x in elements
+    n_row_windows, row_extent, row_last_start,  # row windows (see _axis_arguments)
+    n_col_windows, col_extent, col_last_start,  # column windows
+    n_strips,  # tiles: bands of BAND_ROWS rows x strips of BLOCK_W columns
+    STEP: tl.constexpr,  # window_size - overlap: the windows' stride on both axes
+    BAND_ROWS: tl.constexpr,  # rows per tile
+    CHANNELS: tl.constexpr,  # C when <= MAX_CARRIED_CHANNELS (carried walk), else 0 (reloading walk)
     IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr,
-    WINDOWS_PER_PROGRAM: tl.constexpr,  # windows per axis summed by one program (>= 16 for tl.dot)
-    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,  # pixel tile walked over the program's region
+    WIDE: tl.constexpr,  # int64 offsets inside an image (it has 2**31 elements or more)
+    ROW_SLOTS: tl.constexpr,  # a power of two >= the row windows meeting one band
+    COL_SLOTS: tl.constexpr,  # the most column windows meeting one strip
+    BLOCK_W: tl.constexpr,  # columns per strip (a power of two)
 ):
-    row_group = tl.program_id(0)
-    col_group = tl.program_id(1)
-    image = tl.program_id(2).to(tl.int64)
+    tile = tl.program_id(0)
+    image = tl.program_id(1).to(tl.int64)
     image_ptr = x_ptr + image * stride_b
-    dtype = tl.float64 if COMPUTE_F64 else tl.float32
+    band = tile // n_strips
+    strip = tile % n_strips
+    top = band * BAND_ROWS
+    bottom = tl.minimum(top + BAND_ROWS, height)
+    cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
+    lane = cols < width
+    # Strips off the image's first and last column need no clamping: one address per row and channel.
+    if (strip > 0) & ((strip + 1) * BLOCK_W < width):
+        column_sums, lowest, highest = _statistics_walk(  # report: interior
+            image_ptr, cols, lane, top, bottom, channels, height, width, stride_c, stride_h, stride_w,
+            n_row_windows, row_extent, row_last_start,
+            STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, False, ROW_SLOTS, BLOCK_W)
+    else:
+        column_sums, lowest, highest = _statistics_walk(  # report: border
+            image_ptr, cols, lane, top, bottom, channels, height, width, stride_c, stride_h, stride_w,
+            n_row_windows, row_extent, row_last_start,
+            STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, True, ROW_SLOTS, BLOCK_W)
 
-    row_window = row_group * WINDOWS_PER_PROGRAM + tl.arange(0, WINDOWS_PER_PROGRAM)
-    col_window = col_group * WINDOWS_PER_PROGRAM + tl.arange(0, WINDOWS_PER_PROGRAM)
-    row_window_valid = row_window < n_row_windows
-    col_window_valid = col_window < n_col_windows
-    window_top = tl.load(row_starts_ptr + row_window, mask=row_window_valid, other=0)
-    window_left = tl.load(col_starts_ptr + col_window, mask=col_window_valid, other=0)
-    # The program's region is the union of its windows: from the first start to the last end.
-    region_top = tl.load(row_starts_ptr + row_group * WINDOWS_PER_PROGRAM)
-    region_left = tl.load(col_starts_ptr + col_group * WINDOWS_PER_PROGRAM)
-    last_row = tl.minimum(row_group * WINDOWS_PER_PROGRAM + WINDOWS_PER_PROGRAM, n_row_windows) - 1
-    last_col = tl.minimum(col_group * WINDOWS_PER_PROGRAM + WINDOWS_PER_PROGRAM, n_col_windows) - 1
-    region_bottom = tl.load(row_starts_ptr + last_row) + window_height
-    region_right = tl.load(col_starts_ptr + last_col) + window_width
-
-    sums = tl.zeros([WINDOWS_PER_PROGRAM, WINDOWS_PER_PROGRAM], dtype=dtype)
-    lowest = tl.full([BLOCK_H, BLOCK_W], float("inf"), dtype=dtype)
-    highest = tl.full([BLOCK_H, BLOCK_W], float("-inf"), dtype=dtype)
-    for row0 in range(region_top, region_bottom, BLOCK_H):
-        rows = row0 + tl.arange(0, BLOCK_H)
-        # [windows, BLOCK_H]: 1 where a row lies in a window of this program, else 0
-        row_member = (
-            row_window_valid[:, None]
-            & (rows[None, :] >= window_top[:, None])
-            & (rows[None, :] < window_top[:, None] + window_height)
-        ).to(dtype)
-        for col0 in range(region_left, region_right, BLOCK_W):
-            cols = col0 + tl.arange(0, BLOCK_W)
-            mask = (rows < region_bottom)[:, None] & (cols < region_right)[None, :]
-            magnitude = _gradient_magnitude(
-                image_ptr, rows, cols, mask, channels, height, width,
-                stride_c, stride_h, stride_w, IS_UINT8, COMPUTE_F64,
-            )
-            lowest = tl.minimum(lowest, tl.where(mask, magnitude, float("inf")))
-            highest = tl.maximum(highest, tl.where(mask, magnitude, float("-inf")))
-            # [BLOCK_W, windows]: 1 where a column lies in a window of this program
-            col_member = (
-                col_window_valid[None, :]
-                & (cols[:, None] >= window_left[None, :])
-                & (cols[:, None] < window_left[None, :] + window_width)
-            ).to(dtype)
-            # Window sums as two 0/1 matrix products; "ieee" keeps float32 exact (no TF32).
-            band = tl.dot(row_member, magnitude, input_precision="ieee")
-            sums += tl.dot(band, col_member, input_precision="ieee")
-
-    window_offsets = (image * n_row_windows + row_window[:, None]) * n_col_windows + col_window[None, :]
-    tl.store(window_sums_ptr + window_offsets, sums, mask=row_window_valid[:, None] & col_window_valid[None, :])
-    block = (image * tl.num_programs(0) + row_group) * tl.num_programs(1) + col_group
-    tl.store(block_min_ptr + block, tl.min(tl.min(lowest, axis=1), axis=0))
-    tl.store(block_max_ptr + block, tl.max(tl.max(highest, axis=1), axis=0))
+    # This tile's part of each window's sum: the window's columns of its row sums (slot kc is
+    # column window first_col_window + kc; slot kr row window first covering the band's top + kr).
+    first_col_window = _first_covering(strip * BLOCK_W, col_extent, STEP, n_col_windows)
+    n_tiles = tl.num_programs(0)
+    slots = tl.arange(0, ROW_SLOTS)
+    partial_base = partials_ptr + ((image * n_tiles + tile) * ROW_SLOTS + slots) * COL_SLOTS
+    for kc in tl.static_range(COL_SLOTS):
+        start = _window_start(first_col_window + kc, STEP, col_last_start)
+        in_window = lane & (cols >= start) & (cols < start + col_extent)
+        tl.store(partial_base + kc, tl.sum(tl.where(in_window[None, :], column_sums, 0.0), axis=1))
+    range_ptr = ranges_ptr + (image * n_tiles + tile) * 2
+    tl.store(range_ptr, tl.reduce(lowest, 0, _nan_minimum))
+    tl.store(range_ptr + 1, tl.reduce(highest, 0, _nan_maximum))
 
 
 @triton.jit
-def _image_range_kernel(
-    block_min_ptr,  # *f32|f64 [B, n_blocks] minima of m per window-sums program
-    block_max_ptr,  # *f32|f64 [B, n_blocks] maxima of m per window-sums program
-    stats_ptr,  # *f32|f64 [B, 2] out: (min m, max m) per image
-    n_blocks,
-    BLOCK: tl.constexpr,
+def _image_range(image_ranges, n_tiles, RANGE_BLOCK: tl.constexpr, COMPUTE_F64: tl.constexpr):
+    """An image's (min m, max m) from its tiles' (NaN if any is NaN, as ``torch.amin`` / ``amax``)."""
+    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
+    lowest = tl.full([RANGE_BLOCK], float("inf"), dtype=accumulate)
+    highest = tl.full([RANGE_BLOCK], float("-inf"), dtype=accumulate)
+    for start in range(0, n_tiles, RANGE_BLOCK):  # report: tile-ranges
+        index = start + tl.arange(0, RANGE_BLOCK)
+        lowest = _nan_minimum(lowest, tl.load(image_ranges + index * 2, mask=index < n_tiles, other=float("inf")))
+        highest = _nan_maximum(highest, tl.load(image_ranges + index * 2 + 1, mask=index < n_tiles,
+                                                other=float("-inf")))  # fmt: skip
+    return tl.reduce(lowest, 0, _nan_minimum), tl.reduce(highest, 0, _nan_maximum)
+
+
+@triton.jit
+def _window_means(
+    image_partials, row_window, col_window, valid, low, high, n_strips, window_area,
+    n_row_windows, row_extent, row_last_start, n_col_windows, col_extent, col_last_start,
+    STEP: tl.constexpr, BAND_ROWS: tl.constexpr, STRIP_WIDTH: tl.constexpr,
+    ROW_SLOTS: tl.constexpr, COL_SLOTS: tl.constexpr, MAX_BANDS: tl.constexpr, MAX_STRIPS: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+):
+    """Mean of ``g`` over windows ``row_window[:, None] x col_window[None, :]`` from the tiles' partial sums.
+
+    A window's sum is split over the bands and strips it meets (at most MAX_BANDS x MAX_STRIPS);
+    mean g = (sum m / area - min m) / (max m - min m), and 0 for a flat image (or one with NaN).
+    """
+    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
+    row_start = _window_start(row_window, STEP, row_last_start)
+    col_start = _window_start(col_window, STEP, col_last_start)
+    first_band, last_band = row_start // BAND_ROWS, (row_start + row_extent - 1) // BAND_ROWS
+    first_strip, last_strip = col_start // STRIP_WIDTH, (col_start + col_extent - 1) // STRIP_WIDTH
+    window_sum = tl.zeros(valid.shape, dtype=accumulate)
+    for b in tl.static_range(MAX_BANDS):
+        band = first_band + b
+        row_slot = row_window - _first_covering(band * BAND_ROWS, row_extent, STEP, n_row_windows)
+        for s in tl.static_range(MAX_STRIPS):
+            strip = first_strip + s
+            col_slot = col_window - _first_covering(strip * STRIP_WIDTH, col_extent, STEP, n_col_windows)
+            tile = band[:, None] * n_strips + strip[None, :]
+            offset = (tile * ROW_SLOTS + row_slot[:, None]) * COL_SLOTS + col_slot[None, :]
+            present = valid & (band <= last_band)[:, None] & (strip <= last_strip)[None, :]
+            window_sum += tl.load(image_partials + offset, mask=present, other=0.0)
+    value_range = high - low
+    varies = value_range > 0  # False for a flat image, and for one with NaN (as the torch path)
+    return tl.where(varies, (window_sum / window_area - low) / tl.where(varies, value_range, 1.0), 0.0)
+
+
+@triton.jit
+def _means_kernel(
+    partials_ptr,  # *f32|f64 [B, n_tiles, ROW_SLOTS, COL_SLOTS] the statistics kernel's partial window sums
+    ranges_ptr,  # *f32|f64 [B, n_tiles, 2] (min m, max m) per tile
+    means_ptr,  # *f32|f64 [B, n_row_windows, n_col_windows] out: mean of g over each window
+    n_tiles, n_strips, window_area, n_col_blocks,
+    n_row_windows, row_extent, row_last_start,
+    n_col_windows, col_extent, col_last_start,
+    STEP: tl.constexpr, BAND_ROWS: tl.constexpr, STRIP_WIDTH: tl.constexpr,
+    ROW_SLOTS: tl.constexpr, COL_SLOTS: tl.constexpr,
+    MAX_BANDS: tl.constexpr, MAX_STRIPS: tl.constexpr,  # the most bands / strips one window meets
+    COMPUTE_F64: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, RANGE_BLOCK: tl.constexpr,
 ):
     image = tl.program_id(0).to(tl.int64)
-    lowest = tl.full([BLOCK], float("inf"), dtype=stats_ptr.dtype.element_ty)
-    highest = tl.full([BLOCK], float("-inf"), dtype=stats_ptr.dtype.element_ty)
-    for start in range(0, n_blocks, BLOCK):
-        index = start + tl.arange(0, BLOCK)
-        valid = index < n_blocks
-        lowest = tl.minimum(lowest, tl.load(block_min_ptr + image * n_blocks + index, mask=valid, other=float("inf")))
-        highest = tl.maximum(highest, tl.load(block_max_ptr + image * n_blocks + index, mask=valid, other=float("-inf")))
-    tl.store(stats_ptr + image * 2, tl.min(lowest, axis=0))
-    tl.store(stats_ptr + image * 2 + 1, tl.max(highest, axis=0))
+    block = tl.program_id(1)
+    low, high = _image_range(ranges_ptr + image * n_tiles * 2, n_tiles, RANGE_BLOCK, COMPUTE_F64)
+    row_window = (block // n_col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    col_window = (block % n_col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    valid = (row_window < n_row_windows)[:, None] & (col_window < n_col_windows)[None, :]
+    means = _window_means(
+        partials_ptr + image * n_tiles * ROW_SLOTS * COL_SLOTS, row_window, col_window, valid, low, high,
+        n_strips, window_area, n_row_windows, row_extent, row_last_start, n_col_windows, col_extent, col_last_start,
+        STEP, BAND_ROWS, STRIP_WIDTH, ROW_SLOTS, COL_SLOTS, MAX_BANDS, MAX_STRIPS, COMPUTE_F64)
+    window = row_window[:, None] * n_col_windows + col_window[None, :]
+    tl.store(means_ptr + image * n_row_windows * n_col_windows + window, means, mask=valid)
 
 
 @triton.jit
+def _covered(passes_ptr, row_first, row_last, col_first, col_count, first_row_window, first_col_window,
+             COL_SLOTS: tl.constexpr, MAX_ROW_COVER: tl.constexpr, MAX_COL_COVER: tl.constexpr):
+    """Whether any window covering rows' windows ``row_first..row_last`` x each lane's columns passes.
+
+    ``passes_ptr`` is this program's table of its windows' pass flags (see :func:`_suppress_kernel`).
+    """
+    covered = col_count < 0
+    for a in tl.static_range(MAX_ROW_COVER):
+        row_slot = row_first + a - first_row_window
+        for b in tl.static_range(MAX_COL_COVER):
+            valid = (row_first + a <= row_last) & (b < col_count)
+            flag = tl.load(passes_ptr + row_slot * COL_SLOTS + col_first + b - first_col_window, mask=valid, other=0)
+            covered = covered | (flag != 0)
+    return covered
+
+
+@triton.jit
+def _next_cover_change(row_first, row_last, height, n_windows, extent, step, last_start):
+    """The next row whose covering windows differ: where the first one ends or the next one starts."""
+    ends = _window_start(row_first, step, last_start) + extent
+    starts = tl.where(row_last + 1 < n_windows, _window_start(row_last + 1, step, last_start), height)
+    return tl.minimum(ends, starts)
+
+
+@triton.jit
+def _store_row(out_row_ptr, out_col, value, factor, lane, IS_UINT8: tl.constexpr):
+    """``value * factor`` into one output row (uint8: rounded half-to-even without a conversion unit)."""
+    if IS_UINT8:
+        # value <= 255 and factor in [0, 1]: adding 2**23 leaves the rounded result in the low byte.
+        scaled = value.to(tl.float32) * factor + _MAGIC
+        result = scaled.to(tl.int32, bitcast=True).to(tl.uint8)
+    else:
+        result = (value * factor).to(out_row_ptr.dtype.element_ty)
+    tl.store(out_row_ptr + out_col, result, mask=lane)
+
+
+@triton.jit
+def _suppress_walk(
+    image_ptr, out_image_ptr, map_ptr, normalised_ptr, mask_ptr, tile_passes, first_row_window, first_col_window,
+    plane_base,
+    cols, lane, top, bottom, channels, height, width, stride_c, stride_h, stride_w,
+    out_stride_c, out_stride_h, out_stride_w,
+    lowest, scale, varies, smoothing_factor,
+    n_row_windows, row_extent, row_last_start,
+    n_col_windows, col_extent, col_last_start,
+    STEP: tl.constexpr, CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr,
+    CLAMPED: tl.constexpr, WRITE_OUTPUT: tl.constexpr, WRITE_MAP: tl.constexpr, WRITE_NORMALISED: tl.constexpr,
+    WRITE_MASK: tl.constexpr, MAX_ROW_COVER: tl.constexpr, MAX_COL_COVER: tl.constexpr, COL_SLOTS: tl.constexpr,
+):
+    """Walk one tile's rows: recompute ``m``, normalise, collate the passing windows, write the stages."""
+    index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
+    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
+    left, centre, right = _column_offsets(cols, width, stride_w, CLAMPED, index_type)
+    out_col = (cols * out_stride_w).to(index_type)
+    # The windows covering each lane's column, and each row's (a contiguous run of indices each).
+    col_first = _first_covering(cols, col_extent, STEP, n_col_windows)
+    col_count = _last_covering(cols, STEP, col_last_start, n_col_windows) - col_first + 1
+    row_first = _first_covering(top, row_extent, STEP, n_row_windows)
+    row_last = _last_covering(top, STEP, row_last_start, n_row_windows)
+    change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start)
+    covered = _covered(tile_passes, row_first, row_last, col_first, col_count, first_row_window, first_col_window,
+                       COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
+    states = _begin_walk(image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS, IS_UINT8,
+                         COMPUTE_F64, WIDE)
+    for row in range(top, bottom):  # report: walk
+        if row == change:  # report: cover-change
+            # At most one window ends and one starts per row.
+            row_first += (_window_start(row_first, STEP, row_last_start) + row_extent <= row).to(tl.int32)
+            row_last += ((row_last + 1 < n_row_windows)
+                         & (_window_start(row_last + 1, STEP, row_last_start) <= row)).to(tl.int32)
+            change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP,
+                                        row_last_start)
+            covered = _covered(tile_passes, row_first, row_last, col_first, col_count, first_row_window,
+                               first_col_window, COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
+        magnitude, centres, states = _walk_row(image_ptr, row, states, channels, height, stride_c, stride_h, left,
+                                               centre, right, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
+        normalised = tl.where(varies, (magnitude - lowest) * scale, 0.0)
+        suppressed = tl.where(covered, normalised, 0.0)
+        plane_offsets = plane_base + (tl.cast(row, index_type) * width + cols)
+        if WRITE_MAP:
+            tl.store(map_ptr + plane_offsets, suppressed, mask=lane)
+        if WRITE_NORMALISED:
+            tl.store(normalised_ptr + plane_offsets, normalised, mask=lane)
+        if WRITE_MASK:
+            tl.store(mask_ptr + plane_offsets, covered.to(tl.uint8), mask=lane)
+        if WRITE_OUTPUT:
+            factor = 1 - tl.minimum(tl.maximum(smoothing_factor * suppressed, 0.0), 1.0)
+            if IS_UINT8:
+                factor = factor.to(tl.float32)
+            out_row = out_image_ptr + tl.cast(row, index_type) * out_stride_h
+            if CHANNELS > 0:
+                for channel in tl.static_range(CHANNELS):
+                    _store_row(out_row + channel * out_stride_c, out_col, centres[channel], factor, lane, IS_UINT8)
+            else:
+                in_row = image_ptr + tl.cast(row, index_type) * stride_h
+                for channel in range(channels):  # report: output-channels
+                    value = tl.load(in_row + tl.cast(channel, index_type) * stride_c + centre)
+                    if not IS_UINT8:
+                        value = value.to(accumulate)
+                    _store_row(out_row + tl.cast(channel, index_type) * out_stride_c, out_col, value, factor, lane,
+                               IS_UINT8)
+
+
+@triton.jit(do_not_specialize=["threshold", "smoothing_factor"])
 def _suppress_kernel(
     x_ptr,  # *T [B, C, H, W] input, any strides
     out_ptr,  # *T [B, C, H, W] output, any strides (unused unless WRITE_OUTPUT)
     map_ptr,  # *f32|f64 [B, H, W] out: ĝ (unused unless WRITE_MAP)
     normalised_ptr,  # *f32|f64 [B, H, W] out: g (unused unless WRITE_NORMALISED)
     mask_ptr,  # *u8 [B, H, W] out: 1 inside a passing window (unused unless WRITE_MASK)
-    window_sums_ptr,  # *f32|f64 [B, n_row_windows, n_col_windows] sum of m per window
-    stats_ptr,  # *f32|f64 [B, 2] (min m, max m) per image
-    params_ptr,  # *f32|f64 [2] (threshold γ, smoothing_factor λ) in the compute dtype
-    row_first_ptr, row_count_ptr,  # *i32 [H] first window covering each row, and how many do
-    col_first_ptr, col_count_ptr,  # *i32 [W] the same for columns
+    partials_ptr,  # *f32|f64 [B, n_tiles, ROW_SLOTS, COL_SLOTS] the statistics kernel's partial window sums
+    ranges_ptr,  # *f32|f64 [B, n_tiles, 2] (min m, max m) per tile
+    passes_ptr,  # *u8 [B, n_tiles, ROW_SLOTS, COL_SLOTS] scratch: each program's windows' pass flags
+    threshold,  # γ: a float (float32 compute) or the int64 bits of a float64
+    smoothing_factor,  # λ: likewise
     channels, height, width,
-    n_row_windows, n_col_windows, n_col_tiles,
-    max_row_cover, max_col_cover,  # the most windows covering one row / column
-    window_area,  # pixels per window
     stride_b, stride_c, stride_h, stride_w,  # x strides in elements
     out_stride_b, out_stride_c, out_stride_h, out_stride_w,  # output strides in elements
-    IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr,
-    WRITE_OUTPUT: tl.constexpr, WRITE_MAP: tl.constexpr,
-    WRITE_NORMALISED: tl.constexpr, WRITE_MASK: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    n_row_windows, row_extent, row_last_start,
+    n_col_windows, col_extent, col_last_start,
+    n_strips,  # tiles: bands of BAND_ROWS rows x strips of BLOCK_W columns (the statistics kernel's)
+    STEP: tl.constexpr, BAND_ROWS: tl.constexpr,
+    CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr,
+    WRITE_OUTPUT: tl.constexpr, WRITE_MAP: tl.constexpr, WRITE_NORMALISED: tl.constexpr, WRITE_MASK: tl.constexpr,
+    MAX_ROW_COVER: tl.constexpr, MAX_COL_COVER: tl.constexpr,  # the most windows covering one row / column
+    ROW_SLOTS: tl.constexpr, COL_SLOTS: tl.constexpr, MAX_BANDS: tl.constexpr, MAX_STRIPS: tl.constexpr,
+    RANGE_BLOCK: tl.constexpr, SLOT_COLUMNS: tl.constexpr,  # a power of two >= COL_SLOTS
+    BLOCK_W: tl.constexpr,
 ):
     tile = tl.program_id(0)
     image = tl.program_id(1).to(tl.int64)
-    rows = (tile // n_col_tiles) * BLOCK_H + tl.arange(0, BLOCK_H)
-    cols = (tile % n_col_tiles) * BLOCK_W + tl.arange(0, BLOCK_W)
-    row_valid = rows < height
-    col_valid = cols < width
-    mask = row_valid[:, None] & col_valid[None, :]
+    n_tiles = tl.num_programs(0)
+    if COMPUTE_F64:
+        threshold = threshold.to(tl.int64).to(tl.float64, bitcast=True)
+        smoothing_factor = smoothing_factor.to(tl.int64).to(tl.float64, bitcast=True)
+    band = tile // n_strips
+    strip = tile % n_strips
+    top = band * BAND_ROWS
+    bottom = tl.minimum(top + BAND_ROWS, height)
+    cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
+    lane = cols < width
 
-    magnitude = _gradient_magnitude(
-        x_ptr + image * stride_b, rows, cols, mask, channels, height, width,
-        stride_c, stride_h, stride_w, IS_UINT8, COMPUTE_F64,
-    )
-    lowest = tl.load(stats_ptr + image * 2)
-    value_range = tl.load(stats_ptr + image * 2 + 1) - lowest
+    # The image's range of m, and the pass flags of the windows over this tile (rows from the one
+    # covering `top`, columns from the one covering the strip's first column), kept in a scratch
+    # table the walk reads: the window test runs here, with no launch of its own.
+    low, high = _image_range(ranges_ptr + image * n_tiles * 2, n_tiles, RANGE_BLOCK, COMPUTE_F64)
+    first_row_window = _first_covering(top, row_extent, STEP, n_row_windows)
+    first_col_window = _first_covering(strip * BLOCK_W, col_extent, STEP, n_col_windows)
+    row_window = first_row_window + tl.arange(0, ROW_SLOTS)
+    col_window = first_col_window + tl.arange(0, SLOT_COLUMNS)
+    slot_valid = (row_window < n_row_windows)[:, None] & (col_window < n_col_windows)[None, :]
+    slot_valid = slot_valid & (tl.arange(0, SLOT_COLUMNS) < COL_SLOTS)[None, :]
+    means = _window_means(
+        partials_ptr + image * n_tiles * ROW_SLOTS * COL_SLOTS, row_window, col_window, slot_valid, low, high,
+        n_strips, row_extent * col_extent, n_row_windows, row_extent, row_last_start, n_col_windows, col_extent,
+        col_last_start, STEP, BAND_ROWS, BLOCK_W, ROW_SLOTS, COL_SLOTS, MAX_BANDS, MAX_STRIPS, COMPUTE_F64)
+    tile_passes = passes_ptr + (image * n_tiles + tile) * ROW_SLOTS * COL_SLOTS
+    slot = tl.arange(0, ROW_SLOTS)[:, None] * COL_SLOTS + tl.arange(0, SLOT_COLUMNS)[None, :]
+    tl.store(tile_passes + slot, (means > threshold).to(tl.uint8), mask=slot_valid)
+    tl.debug_barrier()  # the flags are read by other threads of this program
+
+    value_range = high - low
     varies = value_range > 0
-    safe_range = tl.where(varies, value_range, 1.0)
-    normalised = tl.where(varies, (magnitude - lowest) / safe_range, 0.0)
-    threshold = tl.load(params_ptr)
-    smoothing_factor = tl.load(params_ptr + 1)
+    scale = 1 / tl.where(varies, value_range, 1.0)
+    image_ptr = x_ptr + image * stride_b
+    out_image_ptr = out_ptr + image * out_stride_b
+    plane_base = image * height * width
+    if (strip > 0) & ((strip + 1) * BLOCK_W < width):  # off the first and last column: no clamping
+        _suppress_walk(  # report: interior
+            image_ptr, out_image_ptr, map_ptr, normalised_ptr, mask_ptr, tile_passes, first_row_window,
+            first_col_window, plane_base, cols, lane, top, bottom, channels, height, width, stride_c, stride_h,
+            stride_w, out_stride_c, out_stride_h, out_stride_w, low, scale, varies, smoothing_factor,
+            n_row_windows, row_extent, row_last_start, n_col_windows, col_extent, col_last_start,
+            STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, False, WRITE_OUTPUT, WRITE_MAP, WRITE_NORMALISED, WRITE_MASK,
+            MAX_ROW_COVER, MAX_COL_COVER, COL_SLOTS)
+    else:
+        _suppress_walk(  # report: border
+            image_ptr, out_image_ptr, map_ptr, normalised_ptr, mask_ptr, tile_passes, first_row_window,
+            first_col_window, plane_base, cols, lane, top, bottom, channels, height, width, stride_c, stride_h,
+            stride_w, out_stride_c, out_stride_h, out_stride_w, low, scale, varies, smoothing_factor,
+            n_row_windows, row_extent, row_last_start, n_col_windows, col_extent, col_last_start,
+            STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, True, WRITE_OUTPUT, WRITE_MAP, WRITE_NORMALISED, WRITE_MASK,
+            MAX_ROW_COVER, MAX_COL_COVER, COL_SLOTS)
 
-    # Windows covering a pixel form a contiguous run per axis: test each (row run x column run) pair.
-    row_first = tl.load(row_first_ptr + rows, mask=row_valid, other=0)
-    row_count = tl.load(row_count_ptr + rows, mask=row_valid, other=0)
-    col_first = tl.load(col_first_ptr + cols, mask=col_valid, other=0)
-    col_count = tl.load(col_count_ptr + cols, mask=col_valid, other=0)
-    image_sums_ptr = window_sums_ptr + image * n_row_windows * n_col_windows
-    covered = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.int1)
-    for row_step in range(0, max_row_cover):
-        for col_step in range(0, max_col_cover):
-            candidate = mask & (row_step < row_count)[:, None] & (col_step < col_count)[None, :]
-            window = (row_first + row_step)[:, None] * n_col_windows + (col_first + col_step)[None, :]
-            window_sum = tl.load(image_sums_ptr + window, mask=candidate, other=0.0)
-            mean_normalised = tl.where(varies, (window_sum / window_area - lowest) / safe_range, 0.0)
-            covered = covered | (candidate & (mean_normalised > threshold))
-    suppressed = tl.where(covered, normalised, 0.0)
 
-    plane_offsets = image * height * width + rows.to(tl.int64)[:, None] * width + cols[None, :]
-    if WRITE_MAP:
-        tl.store(map_ptr + plane_offsets, suppressed, mask=mask)
-    if WRITE_NORMALISED:
-        tl.store(normalised_ptr + plane_offsets, normalised, mask=mask)
-    if WRITE_MASK:
-        tl.store(mask_ptr + plane_offsets, covered.to(tl.uint8), mask=mask)
-    if WRITE_OUTPUT:
-        factor = 1 - tl.minimum(tl.maximum(smoothing_factor * suppressed, 0.0), 1.0)
-        in_offsets = image * stride_b + rows.to(tl.int64)[:, None] * stride_h + cols.to(tl.int64)[None, :] * stride_w
-        out_offsets = (
-            image * out_stride_b + rows.to(tl.int64)[:, None] * out_stride_h + cols.to(tl.int64)[None, :] * out_stride_w
-        )
-        for channel in range(channels):
-            value = tl.load(x_ptr + in_offsets + tl.cast(channel, tl.int64) * stride_c, mask=mask, other=0)
-            value = value.to(normalised.dtype) / (255.0 if IS_UINT8 else 1.0)
-            result = value * factor
-            if IS_UINT8:
-                scaled = tl.minimum(tl.maximum(result * 255.0, 0.0), 255.0)
-                result = (scaled + _ROUND_MAGIC) - _ROUND_MAGIC
-            tl.store(
-                out_ptr + out_offsets + tl.cast(channel, tl.int64) * out_stride_c,
-                result.to(out_ptr.dtype.element_ty),
-                mask=mask,
-            )
+def _axis_arguments(windows: AxisWindows) -> tuple[int, int, int]:
+    """``(count, extent, last_start)``: window ``i`` starts at ``min(i * STEP, last_start)``."""
+    return windows.count, windows.extent, windows.length - windows.extent
+
+
+@functools.lru_cache(maxsize=256)
+def _tiling(length: int, window_size: int, overlap: int, tile: int) -> tuple[int, int]:
+    """Tiles of ``tile`` pixels along an axis: the most windows meeting one tile, the most tiles meeting one window."""
+    windows = axis_windows(length, window_size, overlap)
+    first, count = windows.covering
+    windows_per_tile = max(
+        first[min(start + tile, length) - 1] + count[min(start + tile, length) - 1] - first[start]
+        for start in range(0, length, tile)
+    )
+    tiles_per_window = max((start + windows.extent - 1) // tile - start // tile + 1 for start in windows.starts)
+    return windows_per_tile, tiles_per_window
 
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Block sizes of one LGS launch, all powers of two; ``None`` takes :data:`DEFAULT_CONFIG`'s.
+    """Tile sizes of one LGS launch; ``None`` takes :data:`DEFAULT_CONFIG`'s.
 
-    Tests under ``TRITON_INTERPRET=1`` pass large blocks: the interpreter pays per program.
+    Both image kernels walk bands of rows x strips of columns. Tests under ``TRITON_INTERPRET=1``
+    pass large tiles: the interpreter pays per program and per row step.
     """
 
-    windows_per_program: int | None = None  # window-sums kernel: windows per axis per program (>= 16)
-    sum_block_h: int | None = None  # window-sums kernel: pixel tile rows (>= 16)
-    sum_block_w: int | None = None  # window-sums kernel: pixel tile columns (>= 16)
-    block_h: int | None = None  # suppress kernel: tile rows
-    block_w: int | None = None  # suppress kernel: tile columns
+    band_rows: int | None = None  # rows per program
+    strip_width: int | None = None  # columns per program (a power of two)
+    num_warps: int | None = None  # warps per program (a power of two)
 
     def resolved(self) -> LaunchConfig:
         """This config with every ``None`` replaced by the default, checked."""
@@ -275,18 +668,19 @@ class LaunchConfig:
             name: getattr(DEFAULT_CONFIG, name) if value is None else value for name, value in vars(self).items()
         }
         for name, value in values.items():
-            if not isinstance(value, int) or value < 1 or value & (value - 1):
-                raise ValueError(f"LaunchConfig.{name} must be a power of two. Got {value}")
-        for name in ("windows_per_program", "sum_block_h", "sum_block_w"):
-            if values[name] < 16:
-                raise ValueError(f"LaunchConfig.{name} must be >= 16 (tl.dot needs it). Got {values[name]}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LaunchConfig.{name} must be a positive int. Got {value!r}")
+        for name in ("strip_width", "num_warps"):
+            if values[name] & (values[name] - 1):
+                raise ValueError(f"LaunchConfig.{name} must be a power of two. Got {values[name]}")
         return LaunchConfig(**values)
 
 
-# The block sizes a launcher uses unless told otherwise; the AOT check compiles exactly these.
-DEFAULT_CONFIG = LaunchConfig(windows_per_program=16, sum_block_h=16, sum_block_w=16, block_h=8, block_w=32)
-RANGE_BLOCK = 256
-# CUDA caps grid dimensions 1 and 2 at 65535: larger batches are launched in chunks.
+# The tile sizes a launcher uses unless told otherwise (chosen with benchmarks/kernel_report.py).
+DEFAULT_CONFIG = LaunchConfig(band_rows=48, strip_width=64, num_warps=1)
+MEANS_BLOCK = 1024  # windows per program of the window-means kernel
+RANGE_BLOCK = 256  # tile ranges reduced at once
+# CUDA caps grid dimension 1 at 65535: larger batches are launched in chunks.
 MAX_GRID_BATCH = 65535
 
 
@@ -348,6 +742,21 @@ def stages(
         return _launch(x, smoothing_factor, threshold, window_size, overlap, frozenset(wanted), config)
 
 
+def _scalar_argument(value: float, compute_f64: bool) -> float | int:
+    """A parameter as a kernel argument: a float (passed as float32), or a float64's bits as an int."""
+    return struct.unpack("<q", struct.pack("<d", value))[0] if compute_f64 else float(value)
+
+
+def _needs_wide_offsets(x: torch.Tensor, out: torch.Tensor | None) -> bool:
+    """Whether an offset inside one image (of x, of the output or of a ``[H, W]`` stage plane) can reach 2**31."""
+
+    def extent(tensor: torch.Tensor) -> int:
+        return sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape[1:], tensor.stride()[1:], strict=True))
+
+    largest = max(extent(x), extent(out) if out is not None else 0, x.shape[2] * x.shape[3])
+    return largest >= 2**31
+
+
 def _launch(
     x: torch.Tensor,
     smoothing_factor: float,
@@ -361,63 +770,69 @@ def _launch(
     batch, channels, height, width = x.shape
     device = x.device
     accumulate = compute_dtype(x.dtype)
-    rows = axis_windows(height, window_size, overlap)
-    cols = axis_windows(width, window_size, overlap)
-    per_program = config.windows_per_program
-    n_row_groups = triton.cdiv(rows.count, per_program)
-    n_col_groups = triton.cdiv(cols.count, per_program)
-
-    # Small statistics only: window sums (~1% of the pixels) and per-program minima / maxima.
-    window_sums = torch.empty((batch, rows.count, cols.count), dtype=accumulate, device=device)
-    block_min = torch.empty((batch, n_row_groups, n_col_groups), dtype=accumulate, device=device)
-    block_max = torch.empty_like(block_min)
-    stats = torch.empty((batch, 2), dtype=accumulate, device=device)
-    params = torch.tensor([threshold, smoothing_factor], dtype=accumulate, device=device)
-    is_uint8 = x.dtype == torch.uint8
     compute_f64 = accumulate == torch.float64
-
-    _window_sums_kernel[(n_row_groups, n_col_groups, batch)](
-        x, window_sums, block_min, block_max,
-        starts_tensor(height, window_size, overlap, device), starts_tensor(width, window_size, overlap, device),
-        channels, height, width, rows.count, cols.count, rows.extent, cols.extent,
-        *x.stride(),
-        IS_UINT8=is_uint8, COMPUTE_F64=compute_f64, WINDOWS_PER_PROGRAM=per_program,
-        BLOCK_H=config.sum_block_h, BLOCK_W=config.sum_block_w,
-    )
-    _image_range_kernel[(batch,)](block_min, block_max, stats, n_row_groups * n_col_groups, BLOCK=RANGE_BLOCK)
-
+    is_uint8 = x.dtype == torch.uint8
+    step = window_size - overlap
+    rows, cols = axis_windows(height, window_size, overlap), axis_windows(width, window_size, overlap)
+    row_arguments, col_arguments = _axis_arguments(rows), _axis_arguments(cols)
+    carried = channels if channels <= MAX_CARRIED_CHANNELS else 0
     computed: dict[str, torch.Tensor] = {}
     if "output" in wanted:
         computed["output"] = torch.empty_like(x)
+    wide = _needs_wide_offsets(x, computed.get("output"))
+
+    # One tiling for both image kernels: bands of rows x strips of columns.
+    strip_width = min(config.strip_width, max(16, triton.next_power_of_2(width)))
+    band_rows = min(config.band_rows, height)
+    n_strips = triton.cdiv(width, strip_width)
+    n_tiles = triton.cdiv(height, band_rows) * n_strips
+    num_warps = min(config.num_warps, max(1, strip_width // 32))
+    row_slots, max_bands = _tiling(height, window_size, overlap, band_rows)
+    col_slots, max_strips = _tiling(width, window_size, overlap, strip_width)
+    row_slots = triton.next_power_of_2(row_slots)
+    common = dict(STEP=step, BAND_ROWS=band_rows, CHANNELS=carried, IS_UINT8=is_uint8, COMPUTE_F64=compute_f64, WIDE=wide, BLOCK_W=strip_width,
+                  num_warps=num_warps)  # fmt: skip
+
+    partials = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=accumulate, device=device)
+    ranges = torch.empty((batch, n_tiles, 2), dtype=accumulate, device=device)
+    _statistics_kernel[(n_tiles, batch)](
+        x, partials, ranges, channels, height, width, *x.stride(), *row_arguments, *col_arguments,
+        n_strips, ROW_SLOTS=row_slots, COL_SLOTS=col_slots, **common,
+    )
+
+    geometry = (n_strips, rows.extent * cols.extent)
+    range_block = min(RANGE_BLOCK, triton.next_power_of_2(n_tiles))
+    slots = dict(ROW_SLOTS=row_slots, COL_SLOTS=col_slots, MAX_BANDS=max_bands, MAX_STRIPS=max_strips)
+    if "window_means" in wanted:
+        means = torch.empty((batch, rows.count, cols.count), dtype=accumulate, device=device)
+        block_cols = min(MEANS_BLOCK, triton.next_power_of_2(cols.count))
+        block_rows = min(MEANS_BLOCK // block_cols, triton.next_power_of_2(rows.count))
+        n_col_blocks = triton.cdiv(cols.count, block_cols)
+        _means_kernel[(batch, triton.cdiv(rows.count, block_rows) * n_col_blocks)](
+            partials, ranges, means, n_tiles, *geometry, n_col_blocks, *row_arguments, *col_arguments,
+            **slots, STEP=step, BAND_ROWS=band_rows, STRIP_WIDTH=strip_width, COMPUTE_F64=compute_f64, BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols, RANGE_BLOCK=range_block,
+            num_warps=4,
+        )
+        computed["window_means"] = means
+
     for name in ("suppression_map", "normalised_gradient"):
         if name in wanted:
             computed[name] = torch.empty((batch, height, width), dtype=accumulate, device=device)
     if "window_mask" in wanted:
         computed["window_mask"] = torch.empty((batch, height, width), dtype=torch.uint8, device=device)
     if wanted - {"window_means"}:
-        n_col_tiles = triton.cdiv(width, config.block_w)
-        row_first, row_count = covering_tensors(height, window_size, overlap, device)
-        col_first, col_count = covering_tensors(width, window_size, overlap, device)
         output = computed.get("output", x)  # unused pointers point at a tensor that is never written
-        _suppress_kernel[(triton.cdiv(height, config.block_h) * n_col_tiles, batch)](
-            x, output, computed.get("suppression_map", window_sums), computed.get("normalised_gradient", window_sums),
-            computed.get("window_mask", window_sums), window_sums, stats, params,
-            row_first, row_count, col_first, col_count,
-            channels, height, width, rows.count, cols.count, n_col_tiles,
-            rows.max_cover, cols.max_cover, rows.extent * cols.extent,
-            *x.stride(), *output.stride(),
-            IS_UINT8=is_uint8, COMPUTE_F64=compute_f64,
+        passes = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=torch.uint8, device=device)
+        _suppress_kernel[(n_tiles, batch)](
+            x, output, computed.get("suppression_map", partials), computed.get("normalised_gradient", partials),
+            computed.get("window_mask", passes), partials, ranges, passes, _scalar_argument(threshold, compute_f64),
+            _scalar_argument(smoothing_factor, compute_f64), channels, height, width, *x.stride(), *output.stride(),
+            *row_arguments, *col_arguments, n_strips,
             WRITE_OUTPUT="output" in wanted, WRITE_MAP="suppression_map" in wanted,
             WRITE_NORMALISED="normalised_gradient" in wanted, WRITE_MASK="window_mask" in wanted,
-            BLOCK_H=config.block_h, BLOCK_W=config.block_w,
+            MAX_ROW_COVER=rows.max_cover, MAX_COL_COVER=cols.max_cover, **slots, RANGE_BLOCK=range_block,
+            SLOT_COLUMNS=triton.next_power_of_2(col_slots), **common,
         )
     if "window_mask" in wanted:
         computed["window_mask"] = computed["window_mask"].view(torch.bool)
-    if "window_means" in wanted:
-        # The kernel's own formula: mean g = (sum m / area - min m) / (max m - min m), 0 for a flat image.
-        lowest, highest = stats[:, 0, None, None], stats[:, 1, None, None]
-        value_range = highest - lowest
-        varies = value_range > 0
-        means = (window_sums / (rows.extent * cols.extent) - lowest) / torch.where(varies, value_range, 1)
-        computed["window_means"] = torch.where(varies, means, 0)
     return {name: computed[name] for name in wanted}

@@ -1,0 +1,219 @@
+"""benchmarks/kernel_report.py: the compile-only report of the Triton kernels, and the targets it holds them to.
+
+The report is a prediction (no GPU runs here); these tests check that it reads the machine code
+right (loops, tagged branches and call sites weighted by how often they run: checked against
+the interpreter running the kernels), that its JSON has what docs/kernels.md quotes, and that
+the kernels meet the targets by it at 64x3x299² on sm_90.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def report_json(tmp_path, dtype: str, batch: int = 64, size: int = 299) -> dict:
+    environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    path = tmp_path / f"{dtype}-{batch}-{size}.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/kernel_report.py", "--arch", "90", "--batch", str(batch), "--size", str(size),
+         "--dtype", dtype, "--json", str(path)],
+        capture_output=True, text=True, env=environment, timeout=900, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stdout)
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def float32_report(tmp_path_factory):
+    return report_json(tmp_path_factory.mktemp("report"), "float32")
+
+
+def test_the_json_holds_what_the_docs_quote(float32_report):
+    kernels = float32_report["kernels"]
+    assert [k["name"] for k in kernels] == ["_statistics_kernel", "_suppress_kernel"]
+    for kernel in kernels:
+        for field in ("name", "programs", "warps", "registers", "spill_bytes", "shared_bytes", "reads_image",
+                      "load_widths_bits", "store_widths_bits", "instructions_per_pixel"):
+            assert field in kernel, field
+        assert kernel["reads_image"] is True
+        assert set(kernel["instructions_per_pixel"]) <= {"fma", "fmaheavy", "alu", "fp64", "xu", "lsu", "cbu", "uniform"}
+        assert sum(kernel["instructions_per_pixel"].values()) > 20  # a Sobel on three channels, at least
+    assert 0 < float32_report["predicted_fraction_of_peak"] <= 1
+    assert 0 < float32_report["predicted_fraction_of_peak_uint8"] <= 1
+
+
+def test_the_kernels_meet_the_targets_by_the_report(float32_report):
+    for kernel in float32_report["kernels"]:
+        assert kernel["spill_bytes"] == 0
+        assert kernel["programs"] >= 4 * 132  # at least four programs per H100 SM
+    assert float32_report["dram_passes"] <= 3.05  # two reads and one write, plus the window statistics
+    assert float32_report["predicted_fraction_of_peak"] >= 0.50
+
+
+@pytest.mark.xfail(strict=True, reason="not met: uint8 is issue-bound at about 28% of peak by the report "
+                   "(docs/kernels.md says where the instructions go); strict, so it fails once the target is met")
+def test_uint8_input_reaches_35_percent_of_peak_by_the_report(float32_report):
+    assert float32_report["predicted_fraction_of_peak_uint8"] >= 0.35
+
+
+def test_aligned_rows_get_wide_accesses(tmp_path):
+    """At 224 px a float32 row is 896 bytes (16-byte aligned): the centre loads and the stores widen."""
+    widths = {k["name"]: (k["load_widths_bits"], k["store_widths_bits"])
+              for k in report_json(tmp_path, "float32", batch=8, size=224)["kernels"]}  # fmt: skip
+    assert 64 in widths["_statistics_kernel"][0] or 128 in widths["_statistics_kernel"][0]
+    assert max(widths["_suppress_kernel"][1]) >= 64
+
+
+SASS = textwrap.dedent("""\
+    \t//## File "k.py", line 10
+            /*0000*/                   MOV R1, c[0x0][0x28] ;
+    \t//## File "k.py", line 12 inlined at "k.py", line 30
+    \t//## File "k.py", line 30
+            /*0010*/                   IADD3 R2, R2, 0x1, RZ ;
+    .L_x_0:
+    \t//## File "k.py", line 13 inlined at "k.py", line 30
+    \t//## File "k.py", line 30
+            /*0020*/                   FADD R3, R3, R4 ;
+    \t//## File "k.py", line 14 inlined at "k.py", line 30
+            /*0030*/               @P0 BRA `(.L_x_1) ;
+            /*0040*/                   FMUL R3, R3, R3 ;
+    .L_x_1:
+    \t//## File "k.py", line 12 inlined at "k.py", line 30
+            /*0050*/               @P1 BRA `(.L_x_0) ;
+    \t//## File "k.py", line 10
+            /*0060*/                   EXIT ;
+    .L_x_2:
+            /*0070*/                   BRA `(.L_x_2);
+            /*0080*/                   NOP;
+""")
+SOURCE = textwrap.dedent("""\
+    # line 1
+    """) + "\n" * 9 + textwrap.dedent("""\
+    def walk():
+        for row in range(9):  # report: walk
+            x = 1
+            if x:  # report: rare
+                y = 2
+    """) + "\n" * 13 + textwrap.dedent("""\
+    def kernel():
+        walk()  # report: inner
+    """)
+
+
+def test_the_sass_reader_weights_loops_branches_and_call_sites(tmp_path):
+    import kernel_report
+
+    source = tmp_path / "k.py"
+    source.write_text(SOURCE)
+    assert source.read_text().splitlines()[11].strip().startswith("for row")  # line 12
+    instructions, labels, targets = kernel_report.parse_sass(SASS, str(source))
+    assert [i.opcode for i in instructions] == ["MOV", "IADD3", "FADD", "BRA", "FMUL", "BRA", "EXIT"]  # trap dropped
+    tags = kernel_report.source_tags(str(source))
+    assert tags.call_sites(instructions[1].lines) == ["inner"]
+    found = kernel_report.regions(instructions, labels, targets, tags)
+    assert sorted(tag for *_, tag in found) == ["rare@inner", "walk@inner"]
+    counts = {"inner": 4, "walk@inner": 36, "rare@inner": 3}
+    weights = kernel_report.weighted_counts(instructions, found, counts, programs=4, tags=tags)
+    assert weights == [4, 4, 36, 36, 3, 36, 4]  # straight code per program; the loop; the rare branch's body
+    with pytest.raises(ValueError, match="no execution count"):
+        kernel_report.weighted_counts(instructions, found, {"inner": 4}, programs=4, tags=tags)
+
+
+def test_untagged_loops_are_refused(tmp_path):
+    import kernel_report
+
+    source = tmp_path / "k.py"
+    source.write_text(SOURCE.replace("  # report: walk", ""))
+    instructions, labels, targets = kernel_report.parse_sass(SASS, str(source))
+    with pytest.raises(ValueError, match="tag its for statement"):
+        kernel_report.regions(instructions, labels, targets, kernel_report.source_tags(str(source)))
+
+
+@pytest.mark.parametrize("shape, config", [((2, 3, 37, 61), (7, 16)), ((1, 1, 40, 50), (48, 64)), ((1, 6, 20, 70), (5, 32))])
+def test_execution_counts_match_the_interpreter(shape, config):
+    """The report's replay of the kernels' loops and branches counts what the interpreter executes."""
+    import kernel_report
+
+    from lgs_gpu.paths.triton_path import kernels
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs the interpreter")
+    import ast
+
+    tags = kernel_report.source_tags(kernels.__file__)
+    bodies = {}  # every line of the first statement of each tagged for / if body -> (its tag, first line)
+    for node in ast.walk(ast.parse(Path(kernels.__file__).read_text())):
+        if isinstance(node, (ast.For, ast.If)) and node.lineno in tags.headers:
+            first = node.body[0]
+            # A compound first statement counts by its header lines only (its body holds other tags).
+            last = first.body[0].lineno - 1 if isinstance(first, (ast.For, ast.If)) else first.end_lineno
+            for line in range(first.lineno, last + 1):
+                bodies[line] = (tags.headers[node.lineno][0], first.lineno)
+    inside: dict[int, int] = {}  # frame -> the body statement it is running (a statement spans lines)
+    call_sites = {line: tag for line, tag in tags.calls.items()}
+    executed: dict[str, int] = {}
+
+    def tracer(frame, event, argument):
+        if frame.f_code.co_filename != kernels.__file__:
+            return tracer
+        if event != "line":
+            return tracer
+        if frame.f_lineno not in bodies:
+            inside.pop(id(frame), None)
+            return tracer
+        tag, statement = bodies[frame.f_lineno]
+        if inside.get(id(frame)) != statement:
+            inside[id(frame)] = statement
+            sites, kernel, caller = [], None, frame
+            while caller is not None:  # the tagged call sites it runs under, innermost first, and its kernel
+                if caller.f_code.co_filename == kernels.__file__:
+                    if caller is not frame and caller.f_lineno in call_sites:
+                        sites.append(call_sites[caller.f_lineno])
+                    if caller.f_code.co_name.endswith("_kernel"):
+                        kernel = caller.f_code.co_name
+                caller = caller.f_back
+            name = f"{kernel}:" + "@".join([tag, *sites])
+            executed[name] = executed.get(name, 0) + 1
+        return tracer
+
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    launch_config = kernels.LaunchConfig(*config, num_warps=1)
+    sys.settrace(tracer)
+    try:
+        kernels.stages(images, 2.3, 0.1, 15, 5, ("output",), launch_config)
+    finally:
+        sys.settrace(None)
+    # The same launches, compiled only, give the report its arguments.
+    os.environ.pop("TRITON_INTERPRET")
+    try:
+        code = (f"import json, torch; from lgs_gpu.paths.triton_path import aot, kernels; import kernel_report\n"
+                f"counts = {{}}\n"
+                f"for launch in aot.compile_stages({shape!r}, 'float32', ('output',), 90, "
+                f"config=kernels.LaunchConfig(*{config!r}, num_warps=1)):\n"
+                f"    for tag, n in kernel_report.execution_counts(launch).items(): counts[launch.kernel + ':' + tag] = n\n"
+                f"print(json.dumps(counts))")  # fmt: skip
+        environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        environment["PYTHONPATH"] = os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-2000:]
+        predicted = json.loads(result.stdout)
+    finally:
+        os.environ["TRITON_INTERPRET"] = "1"
+    assert executed, "the tracer saw no tagged region run"
+    for name, count in executed.items():
+        assert predicted.get(name) == count, (name, count, predicted.get(name))
+    # Every region the report counts ran as often in the interpreter (none it counts never ran).
+    for name, count in predicted.items():
+        if count and name.split(":")[1].split("@")[0] not in ("interior", "border"):
+            assert executed.get(name) == count, (name, count, executed.get(name))
