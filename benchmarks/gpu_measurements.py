@@ -100,6 +100,42 @@ def copy_bandwidth(nbytes: int = 2 * 2**30) -> float:
     return 2 * nbytes / (milliseconds / 1e3)
 
 
+def _compile_one(config: dict) -> str:
+    from lgs_gpu.paths.triton_path.aot import compile_stages
+
+    launches = compile_stages(**config)
+    return f"{config['dtype']} {'x'.join(map(str, config['shape']))}: {len(launches)} launches"
+
+
+def precompile_configurations() -> list[dict]:
+    """The launches the later steps make, so that they find them in Triton's cache (the key of a
+    compile-only build of a shape is the key of a real launch of it)."""
+    stages_all = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
+    configs = [dict(shape=(batch, 3, size, size), dtype=dtype, stages=("output",), arch=90)
+               for dtype in SWEEP_DTYPES for size in SWEEP_SIZES for batch in (1, 8)]  # fmt: skip
+    configs += [dict(shape=KERNEL_SHAPE, dtype=dtype, stages=("output",), arch=90)
+                for dtype in ("float32", "uint8", "float16")]  # fmt: skip
+    configs += [dict(shape=(4, 3, 299, 299), dtype=dtype, stages=stages_all, arch=90)
+                for dtype in ("float32", "float16", "bfloat16", "uint8", "float64")]  # fmt: skip
+    return configs
+
+
+def step_compile(folder: Path) -> str:
+    """Build the kernels of the later steps in parallel, compile-only (Triton's disk cache keeps them)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    results = Results(folder, "compile")
+    configs = precompile_configurations()
+    started = time.perf_counter()
+    workers = max(1, min(len(configs), (os.cpu_count() or 2) - 1))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for line in pool.map(_compile_one, configs):
+            results.append("compiled", line)
+    seconds = time.perf_counter() - started
+    results.set("seconds", seconds)
+    return f"{len(configs)} configurations compiled in {seconds:.0f} s on {workers} processes (Triton's cache)"
+
+
 def step_device(folder: Path) -> str:
     results = Results(folder, "device")
     facts = device_facts()
@@ -302,7 +338,7 @@ def step_ncu(folder: Path) -> str:
     return "\n".join(lines)
 
 
-STEPS = {"device": step_device, "kernels": step_kernels, "sweep": step_sweep, "sanitizer": step_sanitizer,
+STEPS = {"device": step_device, "compile": step_compile, "kernels": step_kernels, "sweep": step_sweep, "sanitizer": step_sanitizer,
          "ncu": step_ncu}  # fmt: skip
 
 
@@ -314,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "target":
         _target()
         return 0
+    if args.step == "compile":  # compile-only: the worker processes must not define interpreted kernels
+        os.environ.pop("TRITON_INTERPRET", None)
     folder = Path(args.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     table = STEPS[args.step](folder)

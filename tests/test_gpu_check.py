@@ -60,7 +60,27 @@ def test_the_dry_run_imports_every_step_from_a_checkout_that_is_not_installed(tm
     assert f"lgs_gpu: {checkout / 'lgs_gpu' / '__init__.py'}" in finished.stdout
     assert "IMPORT FAILED" not in finished.stdout
     steps = [line.split(":")[0] for line in finished.stdout.splitlines() if not line.startswith(" ")]
-    assert steps == ["device", "tests", "kernels", "sweep", "sanitizer", "ncu", "bench"]
+    assert steps == ["device", "compile", "tests", "kernels", "sweep", "sanitizer", "ncu", "bench"]
+
+
+def test_the_steps_fit_in_six_minutes():
+    from gpu_check import STEPS, TIME_LIMITS
+
+    assert set(TIME_LIMITS) == set(STEPS) and sum(TIME_LIMITS.values()) <= 6 * 60
+
+
+def test_the_compile_step_builds_compile_only(tmp_path):
+    """What the compile step runs on the GPU machine, here: every configuration compiles without a GPU."""
+    import gpu_measurements
+
+    environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    code = ("import gpu_measurements; c = gpu_measurements.precompile_configurations(); "
+            "print(gpu_measurements._compile_one(c[0])); print(gpu_measurements._compile_one(c[-1]))")  # fmt: skip
+    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=environment)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "2 launches" in finished.stdout and "3 launches" in finished.stdout
+    assert len(gpu_measurements.precompile_configurations()) >= 30
 
 
 def test_only_dry_runs_one_step():
