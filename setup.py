@@ -24,6 +24,7 @@ setup(
     extras_require={
         "triton": ["triton>=3.1"],
         "art": ["adversarial-robustness-toolbox>=1.20"],  # lgs_gpu.integrations.art
+        "onnx": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],  # torch.onnx.export(..., dynamo=True) (docs/deploy.md)
         "test": ["pytest", "pytest-timeout", "hypothesis", "pytest-benchmark", "scipy", "ruff"],
     },
     entry_points={"console_scripts": ["lgs-gpu=lgs_gpu.app.cli:main"]},

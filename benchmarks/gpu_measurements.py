@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.pop("TRITON_INTERPRET", None)
 ROOT = Path(__file__).resolve().parents[1]
 for _path in (str(ROOT), str(Path(__file__).resolve().parent)):
     if _path not in sys.path:
@@ -350,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "target":
         _target()
         return 0
-    if args.step == "compile":  # compile-only: the worker processes must not define interpreted kernels
-        os.environ.pop("TRITON_INTERPRET", None)
+    # Every step measures or compiles real kernels (and the compile step's workers inherit this);
+    # popped here, not at import, so importing this module (the preflight tests do) changes nothing.
+    os.environ.pop("TRITON_INTERPRET", None)
     folder = Path(args.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     table = STEPS[args.step](folder)

@@ -15,6 +15,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from .tracing import refuse_torchscript
+
+
+def is_pure_tensor(x: Any) -> bool:
+    """A tensor that is not a torchvision ``tv_tensor`` (an image, a box, a mask ...)."""
+    return isinstance(x, torch.Tensor) and not isinstance(x, tv_tensors.TVTensor)
+
 
 class ImageDefense(v2.Transform):
     """A preprocessing defense usable in ``nn.Sequential`` and in torchvision v2 pipelines.
@@ -26,7 +33,21 @@ class ImageDefense(v2.Transform):
 
     name: ClassVar[str] = ""
     differentiable: ClassVar[bool] = False
-    _transformed_types = (tv_tensors.Image, PIL.Image.Image, lambda x: type(x) is torch.Tensor)
+    # Plain tensors by isinstance, not type(): the tensors a tracer passes (fake, functional,
+    # proxies) are subclasses, and a type() test would hand them back undefended.
+    _transformed_types = (tv_tensors.Image, PIL.Image.Image, is_pure_tensor)
+
+    def forward(self, inpt: Any, *more: Any) -> Any:
+        """One plain tensor (the ``nn.Module`` use) goes straight to the defense; samples (tuples,
+        dicts, tv_tensors, PIL images) take torchvision's v2 route.
+
+        The first input is named so that ``torch.export``'s ``dynamic_shapes`` can address it as
+        it does any module's: ``({0: Dim("batch"), 2: Dim("height"), 3: Dim("width")},)``.
+        """
+        refuse_torchscript(f"the {self.name or type(self).__name__} defense")
+        if not more and is_pure_tensor(inpt):
+            return self._defend(inpt)
+        return super().forward(inpt, *more)
 
     @property
     def spec(self) -> str:

@@ -86,9 +86,10 @@ def real_scalar(value: object, name: str, device: torch.device, finite: bool = F
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number. Got {type(value).__name__}")
     value = float(value)
-    if math.isnan(value):
+    # Comparisons, not math.isnan / isinf: they also work on the symbolic floats of a trace.
+    if value != value:
         raise ValueError(f"{name} must not be NaN")
-    if finite and math.isinf(value):
+    if finite and abs(value) == math.inf:
         raise ValueError(f"{name} must be finite. Got {value}")
     return value
 

@@ -1,81 +1,36 @@
-"""The LGS front: ``lgs``, ``lgs_map``, ``lgs_stages``, the module, and the choice of backend.
+"""The LGS front: ``lgs``, ``lgs_map``, ``lgs_stages``, ``lgs_sweep`` and the module.
 
 ``lgs`` defends ``[B, C, H, W]`` (or ``[C, H, W]``) images against localized adversarial
 patches by suppressing pixels of high, concentrated gradient; the parameters and stages are
-documented in :mod:`lgs_gpu.parameters`. Four paths (:mod:`lgs_gpu.paths`) implement the same
-contract, and everything in the package reaches them through this module:
-
-* ``"triton"``: fused kernels for CUDA tensors; no autograd.
-* ``"torch"``: vectorised PyTorch, any device, differentiable.
-* ``"compiled"``: the torch path's stages compiled ahead of time for CPU tensors (AOTInductor
-  programs in a per-machine cache, built once); no autograd.
-* ``"reference"``: the literal equations, slow, differentiable; the tests' oracle.
-* ``"auto"``: when no gradient is needed, Triton for CUDA tensors and the compiled path for CPU
-  images at least 4 pixels tall and wide (each when usable: :func:`backend_info` says why not);
-  else torch.
+documented in :mod:`lgs_gpu.parameters`. Five paths implement the same contract and everything in
+the package reaches them through this module; :mod:`lgs_gpu.dispatch` says which runs a call
+(``backend``) and why, and :mod:`lgs_gpu.ops` registers LGS as PyTorch operators
+(``torch.ops.lgs_gpu.lgs``, ``torch.ops.lgs_gpu.lgs_map``), which is what a compiler sees: a model
+with LGS inside keeps it through ``torch.compile``, ``torch.export``, AOTInductor and ONNX.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from . import dispatch, ops  # noqa: F401  (ops registers torch.ops.lgs_gpu.lgs and lgs_map)
 from ._transform import ImageDefense
-from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
+from ._validate import as_image_batch, from_unit_float, real_scalar, to_unit_float, window_parameters
+from .dispatch import BACKENDS, backend_info, check_backend
 from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, STAGES
-from .paths import compiled_path, reference, torch_path
-from .paths.triton_path import triton_unusable_reason, triton_usable
-from .windows import axis_windows
+from .paths import compiled_path, torch_path
+from .paths.triton_path import triton_usable
+from .tracing import exporting_to_onnx, refuse_torchscript, tracing
 
 __all__ = [
     "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
     "LGSStages", "LocalGradientsSmoothing", "backend_info", "compiled_cache_info", "lgs", "lgs_map", "lgs_stages",
     "lgs_sweep", "triton_usable", "warmup",
 ]  # fmt: skip
-
-BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
-
-_DIFFERENTIABLE_PATHS = {"torch": torch_path, "reference": reference}
-_LOG = logging.getLogger("lgs_gpu")
-
-
-def _vectorised_path(path: str, batch: torch.Tensor):
-    """The module computing ``path`` on ``batch`` (unit-float, compute dtype) and the batch it expects."""
-    if path == "compiled" and min(batch.shape[-2:]) >= compiled_path.MIN_SIDE:  # smaller images: eager torch
-        # Detached: no gradient is asked for here. Contiguous: the programs are compiled for it.
-        return compiled_path, batch.detach().contiguous()
-    return _DIFFERENTIABLE_PATHS.get(path, torch_path), batch
-
-
-def backend_info(device: torch.device | str = "cpu") -> dict[str, str]:
-    """For each backend, ``"available"`` or why it cannot run on ``device`` (and what ``auto`` picks).
-
-    Example:
-        >>> backend_info("cpu")["torch"]
-        'available'
-    """
-    device = torch.device(device)
-    info = {"reference": "available", "torch": "available"}
-    reason = triton_unusable_reason(torch.empty(0, device=device))
-    if reason is None and device.type != "cuda":
-        reason = "interpreted on CPU (TRITON_INTERPRET=1): for tests, hundreds of times slower; auto skips it"
-    info["triton"] = "available" if reason is None else reason
-    if device.type != "cpu":
-        info["compiled"] = "CPU tensors only"
-    else:
-        reason = compiled_path.unusable_reason()
-        info["compiled"] = "available" if reason is None else reason
-    if info["triton"] == "available":
-        info["auto"] = "triton"
-    elif info["compiled"] == "available":
-        info["auto"] = "compiled"
-    else:
-        info["auto"] = "torch"
-    return info
 
 
 def compiled_cache_info() -> str:
@@ -104,41 +59,20 @@ def warmup(
     return compiled_path.warmup(tuple(dtypes), tuple(window_sizes), tuple(_check_stages(stages)))
 
 
-def _auto_backend(batch: torch.Tensor, needs_grad: bool) -> str:
-    if needs_grad:
-        return "torch"
-    if triton_usable(batch):
-        return "triton"
-    if batch.device.type == "cpu" and min(batch.shape[-2:]) >= compiled_path.MIN_SIDE and compiled_path.unusable_reason() is None:
-        return "compiled"
-    return "torch"
+def _through_operator(batch: torch.Tensor, backend: str) -> bool:
+    """A traced call with no gradient goes through the operator, so the graph holds one LGS node.
 
-
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}. Got {backend!r}")
-
-
-def _choose_backend(backend: str, batch: torch.Tensor) -> str:
-    _check_backend(backend)
-    needs_grad = torch.is_grad_enabled() and batch.requires_grad
-    if backend == "auto":
-        return _auto_backend(batch, needs_grad)
-    if backend in ("triton", "compiled") and needs_grad:
-        raise ValueError(
-            f"the {backend} backend has no backward pass but the input requires grad; "
-            "use backend='torch' (or 'auto', which picks it) to differentiate through LGS"
-        )
-    if backend == "compiled" and batch.device.type != "cpu":
-        raise ValueError(f"backend='compiled' runs on CPU tensors; got {batch.device.type} (use 'triton' or 'auto')")
-    if backend == "triton":
-        reason = triton_unusable_reason(batch)
-        if reason is not None:
-            raise ValueError(f"backend='triton' is not available: {reason}")
-    return backend
+    Not for the ONNX exporter: ONNX has no such operator, so there LGS is written out in the
+    traced form's standard ops (cumulative sums, gathers, comparisons).
+    """
+    return (
+        backend in ("auto", "triton", "compiled") and tracing(batch) and batch.shape[0] > 0
+        and not (torch.is_grad_enabled() and batch.requires_grad) and not exporting_to_onnx()
+    )  # fmt: skip
 
 
 def _prepare(x: Any, smoothing_factor: Any, threshold: Any, window_size: Any, overlap: Any):
+    refuse_torchscript("LGS")
     batch, single = as_image_batch(x)
     # λ = ±inf would turn 0 * λ into NaN; γ = ±inf is meaningful (no window / every window passes).
     smoothing_factor = real_scalar(smoothing_factor, "smoothing_factor", batch.device, finite=True)
@@ -173,7 +107,16 @@ def lgs(
         >>> lgs(images).shape
         torch.Size([4, 3, 224, 224])
     """
-    return lgs_stages(x, smoothing_factor, threshold, window_size, overlap, backend, stages=("output",)).output
+    batch, single, smoothing_factor, threshold, window_size, overlap = _prepare(
+        x, smoothing_factor, threshold, window_size, overlap
+    )
+    check_backend(backend)
+    if _through_operator(batch, backend):
+        output = torch.ops.lgs_gpu.lgs(batch, smoothing_factor, threshold, window_size, overlap)
+    else:
+        computed = dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, ("output",))
+        output = computed["output"]
+    return output[0] if single else output
 
 
 def lgs_map(
@@ -194,7 +137,15 @@ def lgs_map(
         >>> lgs_map(torch.rand(2, 3, 64, 64)).shape
         torch.Size([2, 1, 64, 64])
     """
-    return lgs_stages(x, 0.0, threshold, window_size, overlap, backend, stages=("suppression_map",)).suppression_map
+    batch, single, _, threshold, window_size, overlap = _prepare(x, 0.0, threshold, window_size, overlap)
+    check_backend(backend)
+    if _through_operator(batch, backend):
+        suppressed = torch.ops.lgs_gpu.lgs_map(batch, threshold, window_size, overlap)
+    else:
+        computed = dispatch.compute(batch, 0.0, threshold, window_size, overlap, backend, ("suppression_map",))
+        suppressed = computed["suppression_map"]
+    suppressed = suppressed[:, None]
+    return suppressed[0] if single else suppressed
 
 
 @dataclass(frozen=True)
@@ -233,18 +184,6 @@ def _check_stages(stages: Any) -> tuple[str, ...]:
     return wanted
 
 
-def _empty_stages(batch: torch.Tensor, window_size: int, overlap: int, wanted: tuple[str, ...]) -> dict:
-    _, channels, height, width = batch.shape
-    dtype, device = compute_dtype(batch.dtype), batch.device
-    rows, cols = axis_windows(height, window_size, overlap), axis_windows(width, window_size, overlap)
-    shapes = {
-        "output": ((0, channels, height, width), batch.dtype), "normalised_gradient": ((0, height, width), dtype),
-        "window_mask": ((0, height, width), torch.bool), "suppression_map": ((0, height, width), dtype),
-        "window_means": ((0, rows.count, cols.count), dtype),
-    }  # fmt: skip
-    return {name: torch.empty(shapes[name][0], dtype=shapes[name][1], device=device) for name in wanted}
-
-
 def lgs_stages(
     x: torch.Tensor,
     smoothing_factor: float = DEFAULT_SMOOTHING_FACTOR,
@@ -278,31 +217,7 @@ def lgs_stages(
     batch, single, smoothing_factor, threshold, window_size, overlap = _prepare(
         x, smoothing_factor, threshold, window_size, overlap
     )
-    if batch.shape[0] == 0:
-        computed = _empty_stages(batch, window_size, overlap, wanted)
-    else:
-        path = _choose_backend(backend, batch)
-        if path == "triton":
-            from .paths.triton_path.kernels import stages as triton_stages
-
-            computed = triton_stages(batch, smoothing_factor, threshold, window_size, overlap, wanted)
-        else:
-            unit = to_unit_float(batch)
-            module, ready = _vectorised_path(path, unit)
-            try:
-                computed = module.stages(ready, smoothing_factor, threshold, window_size, overlap, wanted)
-            except compiled_path.ProgramBuildError as error:
-                if backend != "auto":
-                    raise
-                # auto promised a result, not a path: say why once, then stay on eager torch.
-                _LOG.warning("lgs_gpu: %s; using the eager torch path", error)
-                module, ready = torch_path, unit
-                computed = module.stages(ready, smoothing_factor, threshold, window_size, overlap, wanted)
-            if "output" in wanted:
-                output = computed["output"]
-                if ready.data_ptr() != unit.data_ptr():  # the compiled path took a contiguous copy
-                    output = torch.empty_like(unit).copy_(output)
-                computed["output"] = from_unit_float(output, batch.dtype)
+    computed = dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, wanted)
     for name in ("normalised_gradient", "window_mask", "suppression_map"):
         if name in computed:
             computed[name] = computed[name][:, None]
@@ -396,7 +311,7 @@ class LocalGradientsSmoothing(ImageDefense):
             if not isinstance(value, torch.Tensor):  # tensors are checked against the images' device
                 real_scalar(value, name, torch.device("cpu"), finite=name == "smoothing_factor")
         window_parameters(window_size, overlap)
-        _check_backend(backend)
+        check_backend(backend)
         self.smoothing_factor = smoothing_factor
         self.threshold = threshold
         self.window_size = window_size

@@ -27,3 +27,13 @@ def photo_batch() -> torch.Tensor:
     batch[0, :, 10:50, 150:190] = torch.randint(0, 256, (3, 40, 40), generator=generator, dtype=torch.uint8)
     batch[2, :, 170:214, 20:64] = torch.randint(0, 256, (3, 44, 44), generator=generator, dtype=torch.uint8)
     return batch
+
+
+@pytest.fixture(autouse=True)
+def _interpreter_setting_is_left_alone():
+    """A test (or a module it imports) that changes ``TRITON_INTERPRET`` breaks every later test that
+    launches kernels on CPU tensors, far from the cause: fail the test that did it instead."""
+    before = os.environ.get("TRITON_INTERPRET")
+    yield
+    after = os.environ.get("TRITON_INTERPRET")
+    assert after == before, f"TRITON_INTERPRET changed during this test: {before!r} -> {after!r}"

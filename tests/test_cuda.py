@@ -213,3 +213,68 @@ def test_torch_compile_of_a_model_with_lgs_inside():
     compiled = torch.compile(model)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_compile_fullgraph_puts_the_triton_kernels_in_inductors_graph():
+    """Under torch.compile the operator decomposes into its two Triton launches (wrap_triton)."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    from lgs_gpu import LocalGradientsSmoothing
+
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    model = LocalGradientsSmoothing().eval()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=aot_autograd(fw_compiler=record))
+    with torch.no_grad():
+        for shape in ((2, 3, 64, 80), (3, 3, 299, 299)):
+            x = textured_images(shape, torch.float32).cuda()
+            assert_lgs_close(compiled(x).cpu(), model(x).cpu())
+    launches = [node for node in graphs[-1].graph.nodes if "triton_kernel_wrapper" in str(node.target)]
+    assert len(launches) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_inductor_compiled_lgs_equals_eager_on_cuda(dtype):
+    from lgs_gpu import LocalGradientsSmoothing
+
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(LocalGradientsSmoothing(), torch.nn.Identity()).eval()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    with torch.no_grad():
+        for shape in ((2, 3, 64, 80), (5, 3, 224, 224)):
+            x = textured_images(shape, dtype).cuda()
+            assert_lgs_close(compiled(x).cpu(), model(x).cpu())
+
+
+def test_an_aoti_package_on_cuda_equals_eager(tmp_path):
+    from torch.export import Dim
+
+    from lgs_gpu import LocalGradientsSmoothing
+
+    model = LocalGradientsSmoothing().eval()
+    x = textured_images((2, 3, 64, 80), torch.float32).cuda()
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: Dim("b"), 2: Dim("h"), 3: Dim("w")},))
+    package = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / "lgs.pt2"))
+    loaded = torch._inductor.aoti_load_package(package)
+    new = textured_images((3, 3, 120, 90), torch.float32).cuda()
+    assert_lgs_close(loaded(new).cpu(), model(new).cpu())
+
+
+def test_deploy_speed_on_cuda_runs_and_compiled_is_not_slower_than_eager():
+    """The docs/deploy.md CUDA row: the Triton op inside a compiled model against eager."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import deploy_speed
+
+    results = deploy_speed.main(["--device", "cuda", "--batch", "64", "--repeats", "20", "--no-model"])
+    milliseconds = results["milliseconds"]
+    assert results["compile_error_auto"] < 1e-5
+    # Inductor launches the same two kernels: it may add a little host work, never a second pass.
+    assert milliseconds["torch.compile lgs (auto)"] < 1.5 * milliseconds["eager lgs (auto)"] + 0.05, milliseconds

@@ -170,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sweep-sizes", default="", help="...and image sizes, e.g. 224,299,512,1024")
     bench.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
+    export = commands.add_parser(
+        "export", help="package a defended classifier as one AOTInductor .pt2 (checked against eager; docs/deploy.md)"
+    )
+    export.add_argument("-o", "--output", default="defended.pt2", help="the package to write (default defended.pt2)")
+    export.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
+    export.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
+    export.add_argument("--defense", default="lgs", help="defense spec in front of the model (default lgs); see `lgs-gpu defenses`")
+    export.add_argument("--size", type=int, help="image side the package takes (default: the model's input size)")
+    export.add_argument("--device", default=None, help="where the package runs (default: cuda if available, else cpu)")
+
     demo = commands.add_parser("demo", help="LGS on bundled photographs with a planted noise patch")
     demo.add_argument("-o", "--output-dir", default="lgs-demo", help="folder for lgs_demo.png / .json")
     demo.add_argument("--size", type=int, default=299, help="image side in pixels (default 299)")
@@ -374,6 +384,18 @@ def _print_defenses() -> None:
             print(f"    {name}{marker}: {accepted}")
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_defended
+
+    summary = export_defended(args.output, args.model, args.defense, weights=None if args.weights == "none" else args.weights,
+                              size=args.size, device=_device(args.device))  # fmt: skip
+    print(f"wrote {summary.path}: {summary.defense} + {summary.model}, [B, {', '.join(map(str, summary.input_shape))}] "
+          f"on {summary.device}; differs from the eager model by {summary.max_difference:.2g} on a new batch")  # fmt: skip
+    print("load it with:")
+    print(summary.loading_instructions())
+    return 0
+
+
 def _defend(args: argparse.Namespace) -> int:
     from .defend import default_workers, defend_files
 
@@ -417,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             return _warmup(args)
         if args.command == "calibrate":
             return _calibrate(args)
+        if args.command == "export":
+            return _export(args)
         from .demo import run_demo
 
         results = run_demo(

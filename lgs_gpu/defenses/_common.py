@@ -10,6 +10,7 @@ from numbers import Real
 import torch
 
 from .._validate import as_image_batch, from_unit_float, to_unit_float
+from ..tracing import exporting_to_onnx
 
 
 def apply_defense(x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor], differentiable: bool) -> torch.Tensor:
@@ -17,15 +18,30 @@ def apply_defense(x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tenso
 
     ``compute`` receives the compute dtype (float32, or float64 for float64 input) and returns
     the same shape; the result goes back to the caller's shape and dtype (uint8 rounded and
-    clamped). Non-differentiable defenses run without autograd, so their output never claims a
+    clamped). Non-differentiable defenses run on a detached batch, so their output never claims a
     gradient it does not have.
     """
     batch, single = as_image_batch(x)
     if batch.shape[0] == 0:
         return x.clone()
-    with torch.set_grad_enabled(torch.is_grad_enabled() and differentiable):
-        output = from_unit_float(compute(to_unit_float(batch)), batch.dtype)
+    unit = to_unit_float(batch)
+    if not differentiable:
+        # Detached rather than under no_grad: a grad-mode region becomes a higher-order op in an
+        # exported graph, which torch.export cannot serialise.
+        unit = unit.detach()
+    output = from_unit_float(compute(unit), batch.dtype)
     return output[0] if single else output
+
+
+def refuse_onnx(defense: str, reason: str) -> None:
+    """Raise while the ONNX exporter traces a defense ONNX cannot express (rather than export a
+    model without it)."""
+    if exporting_to_onnx():
+        raise ValueError(
+            f"the {defense} defense cannot be exported to ONNX: {reason}. Export the model without it and "
+            f"apply lgs_gpu's {defense} to the images before the ONNX session, or deploy with torch.export / "
+            "AOTInductor, which keep it (docs/deploy.md)"
+        )
 
 
 def integer_parameter(value: object, name: str, low: int, high: int | None = None) -> int:
@@ -52,6 +68,7 @@ def positive_real(value: object, name: str, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be {accepted}. Got {value!r} ({type(value).__name__})")
     value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    # Comparisons, not math.isfinite: they also work on the symbolic floats of a trace.
+    if value != value or abs(value) == math.inf or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {accepted}. Got {value}")
     return value

@@ -17,7 +17,10 @@ def reflect_indices(length: int, pad: int, device: torch.device) -> torch.Tensor
         >>> reflect_indices(3, 2, torch.device("cpu")).tolist()
         [1, 0, 0, 1, 2, 2, 1]
     """
-    positions = torch.arange(-pad, length + pad, device=device) % (2 * length)
+    # The period as a tensor, not a Python int: for a traced (symbolic) length the ONNX exporter
+    # translates tensor % tensor but not tensor % symbol.
+    period = torch.full((), 2 * length, dtype=torch.long, device=device)
+    positions = torch.remainder(torch.arange(-pad, length + pad, device=device), period)
     return torch.where(positions < length, positions, 2 * length - 1 - positions)
 
 

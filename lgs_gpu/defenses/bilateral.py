@@ -21,6 +21,8 @@ default), and an image whose values are all equal is returned unchanged (as scik
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -32,15 +34,20 @@ STYLES = ("skimage", "textbook")
 SKIMAGE_BINS = 10000  # scikit-image's default ``bins``: it sets the colour scale and the clamp
 
 
+def _spatial_table(window: int, sigma_spatial: float, style: str) -> list[list[float]]:
+    # Python floats, not a tensor: the weights are constants of the filter, so a traced graph
+    # (torch.compile, torch.export) holds them as numbers rather than reading a tensor back.
+    if style == "skimage":
+        grid = range(-(window + 1) // 2, window // 2 + 1)
+    else:
+        grid = range(-(window // 2), window - window // 2)
+    flat = [math.exp(-0.5 * (row * row + col * col) / sigma_spatial**2) for row in grid for col in grid]
+    return [flat[row * window : (row + 1) * window] for row in range(window)]
+
+
 def spatial_weights(window: int, sigma_spatial: float, style: str) -> torch.Tensor:
     """``[window, window]`` float64 spatial weights for ``style`` (see the module docstring)."""
-    if style == "skimage":
-        grid = torch.arange(-(window + 1) // 2, window // 2 + 1, dtype=torch.float64)
-    else:
-        grid = torch.arange(window, dtype=torch.float64) - window // 2
-    squared = grid[:, None] ** 2 + grid[None, :] ** 2
-    table = torch.exp(-0.5 * squared / sigma_spatial**2).flatten()
-    return table[: window * window].view(window, window)
+    return torch.tensor(_spatial_table(window, sigma_spatial, style), dtype=torch.float64)
 
 
 def _bilateral(batch: torch.Tensor, window: int, sigma_spatial: float, sigma_color: float | None, style: str):
@@ -58,7 +65,7 @@ def _bilateral(batch: torch.Tensor, window: int, sigma_spatial: float, sigma_col
         clamp = (flat.amax(dim=1) * (SKIMAGE_BINS - 1) / SKIMAGE_BINS).view(-1, 1, 1, 1) ** 2
     else:
         colour_scale, clamp = 1.0, None
-    spatial = spatial_weights(window, sigma_spatial, style).tolist()
+    spatial = _spatial_table(window, sigma_spatial, style)
     radius = window // 2
     padded = F.pad(batch, (radius, radius, radius, radius))  # neighbours outside the image are 0
     weighted_sum = torch.zeros_like(batch)

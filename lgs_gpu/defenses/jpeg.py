@@ -13,7 +13,8 @@ from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from .._transform import ImageDefense
 from .._validate import from_unit_float, to_unit_float
-from ._common import apply_defense, integer_parameter
+from ..ops import NAMESPACE
+from ._common import apply_defense, integer_parameter, refuse_onnx
 
 PAPER_QUALITIES = (80, 60, 40, 30, 20, 10)
 _READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
@@ -23,6 +24,9 @@ def _check_quality(quality: object) -> int:
     return integer_parameter(quality, "quality", 1, 100)
 
 
+# An operator, so that tracers keep it as one opaque node (torch.export, torch.compile,
+# AOTInductor) instead of stepping into the codec, which they cannot trace.
+@torch.library.custom_op(f"{NAMESPACE}::jpeg", mutates_args=())
 def _compress(batch: torch.Tensor, quality: int) -> torch.Tensor:
     channels = batch.shape[1]
     if channels not in _READ_MODES:
@@ -31,6 +35,14 @@ def _compress(batch: torch.Tensor, quality: int) -> torch.Tensor:
     encoded = encode_jpeg(list(pixels.contiguous().unbind(0)), quality=quality)
     decoded = decode_jpeg([data.cpu() for data in encoded], mode=_READ_MODES[channels], device=batch.device)
     return to_unit_float(torch.stack(decoded)).to(batch.dtype)
+
+
+@_compress.register_fake
+def _(batch: torch.Tensor, quality: int) -> torch.Tensor:
+    channels = batch.shape[1]
+    if channels != 1 and channels != 3:  # compared, not looked up: a traced channel count is symbolic
+        raise ValueError(f"JPEG encodes 1 (grayscale) or 3 (RGB) channels. Got {channels} channels")
+    return torch.empty_like(batch, memory_format=torch.contiguous_format)
 
 
 def jpeg(x: torch.Tensor, quality: int = 30) -> torch.Tensor:
@@ -48,6 +60,7 @@ def jpeg(x: torch.Tensor, quality: int = 30) -> torch.Tensor:
         torch.Size([2, 3, 32, 32])
     """
     quality = _check_quality(quality)
+    refuse_onnx("jpeg", "ONNX has no JPEG encoder or decoder operator")
     return apply_defense(x, lambda batch: _compress(batch, quality), differentiable=False)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .._transform import ImageDefense
+from ..tracing import exporting_to_onnx
 from ._common import apply_defense, odd_window
 from ._padding import pad_reflect
 
@@ -38,7 +39,10 @@ def _median(batch: torch.Tensor, window: int) -> torch.Tensor:
     if window == 3:
         return median_of_9([padded[..., r : r + height, c : c + width] for r in range(3) for c in range(3)])
     patches = padded.unfold(-2, window, 1).unfold(-2, window, 1)  # [B, C, H, W, window, window]
-    return patches.reshape(*patches.shape[:4], window * window).median(dim=-1).values
+    stack = patches.reshape(*patches.shape[:4], window * window)
+    if exporting_to_onnx():  # ONNX has no median: the middle of the sorted stack (window**2 is odd), same values
+        return stack.sort(dim=-1).values[..., window * window // 2]
+    return stack.median(dim=-1).values  # a selection, faster than the sort
 
 
 def median_filter(x: torch.Tensor, window: int = 3) -> torch.Tensor:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 
 from .._transform import ImageDefense
-from ._common import apply_defense, integer_parameter, positive_real
+from ..ops import NAMESPACE
+from ._common import apply_defense, integer_parameter, positive_real, refuse_onnx
 
 PAPER_WEIGHTS = (10, 20, 30)
 DEFAULT_MAX_ITERATIONS = 100
@@ -48,6 +49,9 @@ def _checkerboard(height: int, width: int, device: torch.device) -> torch.Tensor
     return (rows + cols) % 2 == 0
 
 
+# An operator, so that tracers keep it as one opaque node: its loop stops on the data (each
+# channel at its own sweep), which torch.export and torch.compile cannot trace into one graph.
+@torch.library.custom_op(f"{NAMESPACE}::tv_bregman", mutates_args=())
 def _tv_bregman(f: torch.Tensor, weight: float, max_iterations: int, tolerance: float) -> torch.Tensor:
     height, width = f.shape[-2:]
     lam = 2 * weight
@@ -83,7 +87,12 @@ def _tv_bregman(f: torch.Tensor, weight: float, max_iterations: int, tolerance: 
         active = active & (change > tolerance)
         if not active.any():
             break
-    return u[inner]
+    return u[inner].contiguous()
+
+
+@_tv_bregman.register_fake
+def _(f: torch.Tensor, weight: float, max_iterations: int, tolerance: float) -> torch.Tensor:
+    return torch.empty_like(f, memory_format=torch.contiguous_format)
 
 
 def _check(weight: object, max_iterations: object, tolerance: object) -> tuple[float, int, float]:
@@ -116,6 +125,7 @@ def tv_bregman(
         torch.Size([2, 3, 16, 16])
     """
     weight, max_iterations, tolerance = _check(weight, max_iterations, tolerance)
+    refuse_onnx("tvm", "its iterations stop on the data, which the ONNX exporter cannot trace")
     return apply_defense(
         x, lambda batch: _tv_bregman(batch, weight, max_iterations, tolerance), differentiable=False
     )

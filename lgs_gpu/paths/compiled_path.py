@@ -30,6 +30,7 @@ it is handed, so the key is what keeps float64 images out of float32 code.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -164,13 +165,20 @@ def _program(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = No
     if key in _build_failures:
         raise ProgramBuildError(f"building the CPU program {key} failed earlier in this process: {_build_failures[key]}")
 
-    def build(path: Path) -> None:
+    def export_and_compile(path: Path) -> None:
         from torch._inductor import aoti_compile_and_package
 
         # Programs without windows take every image at least MIN_SIDE tall and wide.
         module, inputs, dynamic_shapes = _examples(name, dtype, extents or (1, 1))
         exported = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
         aoti_compile_and_package(exported, package_path=str(path))
+
+    def build(path: Path) -> None:
+        # In a thread of its own: dispatch modes, grad mode and compile contexts are per thread, and
+        # the caller's must not reach the export (a first call from inside a torch.compile'd model
+        # runs under the compiled code's dispatch mode, which turns the export's constants fake).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lgs_gpu-build") as worker:
+            worker.submit(export_and_compile, path).result()
 
     try:
         return _PACKAGES.program(key, build)

@@ -41,7 +41,7 @@ on loops, branches and call sites below are how it weights each instruction.
 from __future__ import annotations
 
 import contextlib
-import functools
+import math
 import struct
 from dataclasses import dataclass
 
@@ -51,7 +51,6 @@ import triton.language as tl
 
 from ..._validate import compute_dtype
 from ...parameters import STAGES
-from ...windows import AxisWindows, axis_windows
 
 # 2**23 as float32: for 0 <= v < 2**23, adding it leaves round-half-even(v) in the low mantissa bits.
 _MAGIC = tl.constexpr(8388608.0)
@@ -632,22 +631,25 @@ def _suppress_kernel(
             MAX_ROW_COVER, MAX_COL_COVER, COL_SLOTS)
 
 
-def _axis_arguments(windows: AxisWindows) -> tuple[int, int, int]:
-    """``(count, extent, last_start)``: window ``i`` starts at ``min(i * STEP, last_start)``."""
-    return windows.count, windows.extent, windows.length - windows.extent
+def _axis_arguments(length, window_size: int, overlap: int) -> tuple:
+    """``(count, extent, last_start)`` of an axis (window ``i`` starts at ``min(i * STEP, last_start)``);
+    ``length`` may be symbolic while a compiler traces the call (no guard is taken on it)."""
+    step = window_size - overlap
+    extent = torch.sym_min(length, window_size)
+    return torch.sym_max((length - extent + step - 1) // step, 0) + 1, extent, length - extent
 
 
-@functools.lru_cache(maxsize=256)
-def _tiling(length: int, window_size: int, overlap: int, tile: int) -> tuple[int, int]:
-    """Tiles of ``tile`` pixels along an axis: the most windows meeting one tile, the most tiles meeting one window."""
-    windows = axis_windows(length, window_size, overlap)
-    first, count = windows.covering
-    windows_per_tile = max(
-        first[min(start + tile, length) - 1] + count[min(start + tile, length) - 1] - first[start]
-        for start in range(0, length, tile)
-    )
-    tiles_per_window = max((start + windows.extent - 1) // tile - start // tile + 1 for start in windows.starts)
-    return windows_per_tile, tiles_per_window
+def _tiling(window_size: int, overlap: int, tile: int) -> tuple[int, int, int]:
+    """Bounds for tiles of ``tile`` pixels on any axis length: the most windows meeting one tile, the
+    most tiles meeting one window, the most windows covering one pixel (the clamped last one included).
+
+    Example:
+        >>> _tiling(15, 5, 48), _tiling(15, 5, 64)
+        ((8, 2, 3), (9, 2, 3))
+    """
+    step = window_size - overlap
+    return (math.ceil((tile - 1 + window_size) / step) + 1, math.ceil((window_size - 1) / tile) + 1,
+            math.ceil(window_size / step) + 1)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -678,8 +680,8 @@ class LaunchConfig:
 
 # The tile sizes a launcher uses unless told otherwise (chosen with benchmarks/kernel_report.py).
 DEFAULT_CONFIG = LaunchConfig(band_rows=48, strip_width=64, num_warps=1)
-MEANS_BLOCK = 1024  # windows per program of the window-means kernel
-RANGE_BLOCK = 256  # tile ranges reduced at once
+MEANS_BLOCK = 32  # rows and columns of windows per program of the window-means kernel
+RANGE_BLOCK = 128  # tile ranges reduced at once
 # CUDA caps grid dimension 1 at 65535: larger batches are launched in chunks.
 MAX_GRID_BATCH = 65535
 
@@ -717,12 +719,16 @@ def stages(
     overlap: int,
     wanted: tuple[str, ...] = STAGES,
     config: LaunchConfig | None = None,
+    traced: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The ``wanted`` stages of LGS (names in :data:`STAGES`) from one launch of each kernel.
 
     ``output`` ``[B, C, H, W]`` in ``x``'s dtype and memory format; ``normalised_gradient`` and
     ``suppression_map`` ``[B, H, W]`` in the compute dtype; ``window_mask`` ``[B, H, W]`` bool;
     ``window_means`` ``[B, n_rows, n_cols]``. The suppress kernel writes only what is asked for.
+    ``traced``: a compiler traces the call (sizes may be symbolic): the kernels go through
+    ``torch.library.wrap_triton`` so that it sees them. Nothing here depends on the image size but
+    the grids and runtime arguments, so one traced graph serves every batch, height and width.
     """
     if x.dim() != 4:
         raise ValueError(f"lgs_triton expects [B, C, H, W] images. Got shape {tuple(x.shape)}")
@@ -732,14 +738,15 @@ def stages(
     config = (config or LaunchConfig()).resolved()
     if x.shape[0] > MAX_GRID_BATCH:
         parts = [
-            stages(x[start : start + MAX_GRID_BATCH], smoothing_factor, threshold, window_size, overlap, wanted, config)
+            stages(x[start : start + MAX_GRID_BATCH], smoothing_factor, threshold, window_size, overlap, wanted, config,
+                   traced)  # fmt: skip
             for start in range(0, x.shape[0], MAX_GRID_BATCH)
         ]
         return {name: torch.cat([part[name] for part in parts]) for name in wanted}
-    # Launch on the tensor's GPU, not on whichever is current.
-    on_device = torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+    # Launch on the tensor's GPU, not on whichever is current (a tracer places the launches itself).
+    on_device = torch.cuda.device(x.device) if x.is_cuda and not traced else contextlib.nullcontext()
     with on_device:
-        return _launch(x, smoothing_factor, threshold, window_size, overlap, frozenset(wanted), config)
+        return _launch(x, smoothing_factor, threshold, window_size, overlap, frozenset(wanted), config, traced)
 
 
 def _scalar_argument(value: float, compute_f64: bool) -> float | int:
@@ -765,54 +772,56 @@ def _launch(
     overlap: int,
     wanted: frozenset[str],
     config: LaunchConfig,
+    traced: bool,
 ) -> dict[str, torch.Tensor]:
-    """Allocate, compute the grids and launch the three kernels for at most MAX_GRID_BATCH images."""
+    """Allocate, compute the grids and launch the kernels for at most MAX_GRID_BATCH images."""
     batch, channels, height, width = x.shape
     device = x.device
     accumulate = compute_dtype(x.dtype)
     compute_f64 = accumulate == torch.float64
-    is_uint8 = x.dtype == torch.uint8
     step = window_size - overlap
-    rows, cols = axis_windows(height, window_size, overlap), axis_windows(width, window_size, overlap)
-    row_arguments, col_arguments = _axis_arguments(rows), _axis_arguments(cols)
-    carried = channels if channels <= MAX_CARRIED_CHANNELS else 0
+    row_arguments = _axis_arguments(height, window_size, overlap)
+    col_arguments = _axis_arguments(width, window_size, overlap)
+    (n_row_windows, row_extent, _), (n_col_windows, col_extent, _) = row_arguments, col_arguments
+    if traced:
+        from torch.library import wrap_triton
+
+        statistics, means_kernel, suppress = (wrap_triton(kernel) for kernel in (_statistics_kernel, _means_kernel,
+                                                                                 _suppress_kernel))  # fmt: skip
+    else:
+        statistics, means_kernel, suppress = _statistics_kernel, _means_kernel, _suppress_kernel
     computed: dict[str, torch.Tensor] = {}
     if "output" in wanted:
         computed["output"] = torch.empty_like(x)
-    wide = _needs_wide_offsets(x, computed.get("output"))
 
-    # One tiling for both image kernels: bands of rows x strips of columns.
-    strip_width = min(config.strip_width, max(16, triton.next_power_of_2(width)))
-    band_rows = min(config.band_rows, height)
+    # One tiling for both image kernels: bands of rows x strips of columns; every constant from the
+    # window parameters and the tiling, none from the image size.
+    band_rows, strip_width = config.band_rows, config.strip_width
     n_strips = triton.cdiv(width, strip_width)
     n_tiles = triton.cdiv(height, band_rows) * n_strips
-    num_warps = min(config.num_warps, max(1, strip_width // 32))
-    row_slots, max_bands = _tiling(height, window_size, overlap, band_rows)
-    col_slots, max_strips = _tiling(width, window_size, overlap, strip_width)
+    row_slots, max_bands, max_row_cover = _tiling(window_size, overlap, band_rows)
+    col_slots, max_strips, max_col_cover = _tiling(window_size, overlap, strip_width)
     row_slots = triton.next_power_of_2(row_slots)
-    common = dict(STEP=step, BAND_ROWS=band_rows, CHANNELS=carried, IS_UINT8=is_uint8, COMPUTE_F64=compute_f64, WIDE=wide, BLOCK_W=strip_width,
-                  num_warps=num_warps)  # fmt: skip
+    common = dict(STEP=step, BAND_ROWS=band_rows, CHANNELS=channels if channels <= MAX_CARRIED_CHANNELS else 0,
+                  IS_UINT8=x.dtype == torch.uint8, COMPUTE_F64=compute_f64,
+                  WIDE=_needs_wide_offsets(x, computed.get("output")), BLOCK_W=strip_width,
+                  num_warps=min(config.num_warps, max(1, strip_width // 32)))  # fmt: skip
+    slots = dict(ROW_SLOTS=row_slots, COL_SLOTS=col_slots, MAX_BANDS=max_bands, MAX_STRIPS=max_strips)
 
     partials = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=accumulate, device=device)
     ranges = torch.empty((batch, n_tiles, 2), dtype=accumulate, device=device)
-    _statistics_kernel[(n_tiles, batch)](
+    statistics[(n_tiles, batch)](
         x, partials, ranges, channels, height, width, *x.stride(), *row_arguments, *col_arguments,
         n_strips, ROW_SLOTS=row_slots, COL_SLOTS=col_slots, **common,
-    )
-
-    geometry = (n_strips, rows.extent * cols.extent)
-    range_block = min(RANGE_BLOCK, triton.next_power_of_2(n_tiles))
-    slots = dict(ROW_SLOTS=row_slots, COL_SLOTS=col_slots, MAX_BANDS=max_bands, MAX_STRIPS=max_strips)
+    )  # fmt: skip
     if "window_means" in wanted:
-        means = torch.empty((batch, rows.count, cols.count), dtype=accumulate, device=device)
-        block_cols = min(MEANS_BLOCK, triton.next_power_of_2(cols.count))
-        block_rows = min(MEANS_BLOCK // block_cols, triton.next_power_of_2(rows.count))
-        n_col_blocks = triton.cdiv(cols.count, block_cols)
-        _means_kernel[(batch, triton.cdiv(rows.count, block_rows) * n_col_blocks)](
-            partials, ranges, means, n_tiles, *geometry, n_col_blocks, *row_arguments, *col_arguments,
-            **slots, STEP=step, BAND_ROWS=band_rows, STRIP_WIDTH=strip_width, COMPUTE_F64=compute_f64, BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols, RANGE_BLOCK=range_block,
-            num_warps=4,
-        )
+        means = torch.empty((batch, n_row_windows, n_col_windows), dtype=accumulate, device=device)
+        n_col_blocks = triton.cdiv(n_col_windows, MEANS_BLOCK)
+        means_kernel[(batch, triton.cdiv(n_row_windows, MEANS_BLOCK) * n_col_blocks)](
+            partials, ranges, means, n_tiles, n_strips, row_extent * col_extent, n_col_blocks, *row_arguments,
+            *col_arguments, **slots, STEP=step, BAND_ROWS=band_rows, STRIP_WIDTH=strip_width, COMPUTE_F64=compute_f64,
+            BLOCK_ROWS=MEANS_BLOCK, BLOCK_COLS=MEANS_BLOCK, RANGE_BLOCK=RANGE_BLOCK, num_warps=4,
+        )  # fmt: skip
         computed["window_means"] = means
 
     for name in ("suppression_map", "normalised_gradient"):
@@ -823,16 +832,16 @@ def _launch(
     if wanted - {"window_means"}:
         output = computed.get("output", x)  # unused pointers point at a tensor that is never written
         passes = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=torch.uint8, device=device)
-        _suppress_kernel[(n_tiles, batch)](
+        suppress[(n_tiles, batch)](
             x, output, computed.get("suppression_map", partials), computed.get("normalised_gradient", partials),
             computed.get("window_mask", passes), partials, ranges, passes, _scalar_argument(threshold, compute_f64),
             _scalar_argument(smoothing_factor, compute_f64), channels, height, width, *x.stride(), *output.stride(),
             *row_arguments, *col_arguments, n_strips,
             WRITE_OUTPUT="output" in wanted, WRITE_MAP="suppression_map" in wanted,
             WRITE_NORMALISED="normalised_gradient" in wanted, WRITE_MASK="window_mask" in wanted,
-            MAX_ROW_COVER=rows.max_cover, MAX_COL_COVER=cols.max_cover, **slots, RANGE_BLOCK=range_block,
+            MAX_ROW_COVER=max_row_cover, MAX_COL_COVER=max_col_cover, **slots, RANGE_BLOCK=RANGE_BLOCK,
             SLOT_COLUMNS=triton.next_power_of_2(col_slots), **common,
-        )
+        )  # fmt: skip
     if "window_mask" in wanted:
         computed["window_mask"] = computed["window_mask"].view(torch.bool)
     return {name: computed[name] for name in wanted}

@@ -1,0 +1,122 @@
+"""LGS as PyTorch operators: ``torch.ops.lgs_gpu.lgs`` and ``torch.ops.lgs_gpu.lgs_map``.
+
+Registered with :func:`torch.library.triton_op`, so that a defended model keeps its defense
+wherever PyTorch takes it:
+
+* eagerly, each runs what ``backend="auto"`` runs (:mod:`lgs_gpu.dispatch`): the Triton kernels
+  on CUDA, the compiled CPU programs (or eager torch) on CPU;
+* under ``torch.compile``, on CUDA Inductor traces into the operator and sees the Triton kernels
+  (through ``torch.library.wrap_triton``), which it launches from its own code. On CPU the
+  operator stays opaque (``torch.ops.lgs_gpu.lgs_cpu``, which runs the compiled CPU programs):
+  Inductor's own code for the traced form is 1.8x slower than those programs (docs/deploy.md);
+* under ``torch.export`` the operator stays one node (``torch.ops.lgs_gpu.lgs.default``, which
+  serialises), and its fake implementation (the same function on fake tensors) gives shapes for
+  any batch, height and width. AOTInductor compiles it into the package, on CPU as the traced
+  form (:mod:`lgs_gpu.paths.traced_path`), so that a package runs without this package or its
+  program cache;
+* autograd: the gradient of the traced form, which is the torch path's (registered backward).
+
+Arguments: ``x`` a validated ``[B, C, H, W]`` batch of an accepted dtype (:mod:`lgs_gpu._validate`;
+:func:`lgs_gpu.lgs` validates and calls these), then λ, γ, the window size and the overlap.
+``lgs`` returns ``x``'s shape, dtype and memory format; ``lgs_map`` the ``[B, H, W]`` map ``ĝ``
+in the compute dtype.
+
+Example:
+    >>> import torch
+    >>> out = torch.ops.lgs_gpu.lgs(torch.rand(2, 3, 32, 32), 2.3, 0.1, 15, 5)
+    >>> out.shape
+    torch.Size([2, 3, 32, 32])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.library import triton_op
+
+from . import dispatch
+from ._validate import compute_dtype, to_unit_float
+from .paths import compiled_path, traced_path
+from .tracing import exporting_to_onnx, tracing
+
+NAMESPACE = "lgs_gpu"
+
+
+def _opaque_on_cpu(x: torch.Tensor) -> bool:
+    """Whether a traced CPU call keeps the compiled programs as one opaque node (see the module's text).
+
+    Not for AOTInductor (a package must not depend on this package's cache), ``torch.export``
+    (its graph keeps ``lgs_gpu::lgs`` itself) or ONNX (standard ops only).
+    """
+    from torch._inductor.virtualized import V
+
+    return (
+        x.device.type == "cpu" and tracing(x) and compiled_path.unusable_reason() is None
+        and not V.aot_compilation and not torch.compiler.is_exporting() and not exporting_to_onnx()
+    )  # fmt: skip
+
+
+@triton_op(f"{NAMESPACE}::lgs", mutates_args=())
+def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
+    if _opaque_on_cpu(x):
+        return torch.ops.lgs_gpu.lgs_cpu(x, smoothing_factor, threshold, window_size, overlap, "output")
+    return dispatch.compute(x, smoothing_factor, threshold, window_size, overlap, "auto", ("output",))["output"]
+
+
+@triton_op(f"{NAMESPACE}::lgs_map", mutates_args=())
+def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
+    if _opaque_on_cpu(x):
+        return torch.ops.lgs_gpu.lgs_cpu(x, 0.0, threshold, window_size, overlap, "suppression_map")
+    return dispatch.compute(x, 0.0, threshold, window_size, overlap, "auto", ("suppression_map",))["suppression_map"]
+
+
+@torch.library.custom_op(f"{NAMESPACE}::lgs_cpu", mutates_args=(), device_types="cpu")
+def lgs_cpu(
+    x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int, stage: str
+) -> torch.Tensor:
+    """One stage (``"output"`` or ``"suppression_map"``) of CPU images as ``auto`` computes it (compiled)."""
+    return dispatch.compute(x, smoothing_factor, threshold, window_size, overlap, "auto", (stage,))[stage]
+
+
+@lgs_cpu.register_fake
+def _(x, smoothing_factor, threshold, window_size, overlap, stage):
+    if stage == "output":
+        return torch.empty_like(x)
+    return x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=compute_dtype(x.dtype))
+
+
+def _setup(ctx, inputs, output) -> None:
+    x, *parameters = inputs
+    ctx.save_for_backward(x)
+    ctx.parameters = parameters
+
+
+def _lgs_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    if not x.dtype.is_floating_point:  # uint8 images carry no gradient
+        return (None,) * 5
+    smoothing_factor, threshold, window_size, overlap = ctx.parameters
+
+    def traced(images):
+        return traced_path.stages(to_unit_float(images), smoothing_factor, threshold, window_size, overlap,
+                                  ("output",))["output"].to(images.dtype)  # fmt: skip
+
+    _, pullback = torch.func.vjp(traced, x)
+    return (pullback(grad)[0], None, None, None, None)
+
+
+def _map_backward(ctx, grad):
+    (x,) = ctx.saved_tensors
+    if not x.dtype.is_floating_point:
+        return (None,) * 4
+    threshold, window_size, overlap = ctx.parameters
+
+    def traced(images):
+        return traced_path.stages(to_unit_float(images), 0.0, threshold, window_size, overlap,
+                                  ("suppression_map",))["suppression_map"]  # fmt: skip
+
+    _, pullback = torch.func.vjp(traced, x)
+    return (pullback(grad)[0], None, None, None)
+
+
+lgs.register_autograd(_lgs_backward, setup_context=_setup)
+lgs_map.register_autograd(_map_backward, setup_context=_setup)
