@@ -19,7 +19,7 @@ import torch
 
 from . import dispatch, ops  # noqa: F401  (ops registers torch.ops.lgs_gpu.lgs and lgs_map)
 from ._transform import ImageDefense
-from ._validate import as_image_batch, from_unit_float, real_scalar, to_unit_float, window_parameters
+from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
 from .dispatch import BACKENDS, backend_info, check_backend
 from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, STAGES
 from .paths import compiled_path, torch_path
@@ -71,11 +71,25 @@ def _through_operator(batch: torch.Tensor, backend: str) -> bool:
     )  # fmt: skip
 
 
+def _finite_in_compute_dtype(value: float, name: str, batch: torch.Tensor) -> float:
+    """λ as the paths compute it: a finite float64 can overflow float32 to inf (and inf * 0 is NaN)."""
+    dtype = compute_dtype(batch.dtype)
+    largest = torch.finfo(dtype).max
+    if abs(value) > largest:
+        raise ValueError(
+            f"{name} must be finite in {str(dtype).removeprefix('torch.')}, the dtype LGS computes "
+            f"{str(batch.dtype).removeprefix('torch.')} images in (|value| <= {largest:.4g}). Got {value:g}"
+        )
+    return value
+
+
 def _prepare(x: Any, smoothing_factor: Any, threshold: Any, window_size: Any, overlap: Any):
     refuse_torchscript("LGS")
     batch, single = as_image_batch(x)
     # λ = ±inf would turn 0 * λ into NaN; γ = ±inf is meaningful (no window / every window passes).
-    smoothing_factor = real_scalar(smoothing_factor, "smoothing_factor", batch.device, finite=True)
+    smoothing_factor = _finite_in_compute_dtype(
+        real_scalar(smoothing_factor, "smoothing_factor", batch.device, finite=True), "smoothing_factor", batch
+    )
     threshold = real_scalar(threshold, "threshold", batch.device)
     window_size, overlap = window_parameters(window_size, overlap)
     return batch, single, smoothing_factor, threshold, window_size, overlap
@@ -258,7 +272,10 @@ def lgs_sweep(
         True
     """
     batch, single, _, _, window_size, overlap = _prepare(x, 0.0, 0.0, window_size, overlap)
-    lambdas = [real_scalar(value, "smoothing_factors", batch.device, finite=True) for value in smoothing_factors]
+    lambdas = [
+        _finite_in_compute_dtype(real_scalar(value, "smoothing_factors", batch.device, finite=True), "smoothing_factors", batch)
+        for value in smoothing_factors
+    ]
     gammas = [real_scalar(value, "thresholds", batch.device) for value in thresholds]
     if not lambdas or not gammas:
         raise ValueError("smoothing_factors and thresholds need at least one value each")

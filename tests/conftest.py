@@ -7,8 +7,15 @@ import os
 if os.environ.get("LGS_GPU_CUDA_TIER") != "1":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import importlib.util  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if os.environ.get("LGS_GPU_CUDA_TIER") != "1" and importlib.util.find_spec("triton") is not None:
+    # Define the kernels now, interpreted: a test that sets TRITON_INTERPRET=0 for a while (to see
+    # the CUDA-only message) must not be the first to import them, or they would be compiled.
+    import lgs_gpu.paths.triton_path.kernels  # noqa: E402, F401
 
 from lgs_gpu.data import bundled_photographs  # noqa: E402
 

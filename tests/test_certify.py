@@ -408,3 +408,29 @@ def test_a_one_output_model_and_case_insensitive_specs():
     assert parse_spec("PC:2%,MASKS=4") == {"patch_fraction": 0.02, "masks_per_axis": 4, "defense": None}
     with pytest.raises(ValueError, match="bad PatchCleanser parameter 'unknown'"):
         parse_spec("pc:unknown")
+
+
+class _NaNForSome(torch.nn.Module):
+    """Finite logits except for images whose mean is above 0.5 (those give NaN, or inf)."""
+
+    def __init__(self, bad: float = float("nan")) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def forward(self, x):
+        logits = torch.nn.functional.one_hot(torch.zeros(x.shape[0], dtype=torch.long), 10).float()
+        return torch.where(x.mean(dim=(1, 2, 3))[:, None] > 0.5, self.bad, logits)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_logits_never_give_a_certificate(bad):
+    """argmax of NaN is 0 for every mask, so a NaN model would look unanimous: it must be refused."""
+    from lgs_gpu.certify import PatchCleanser
+
+    images = torch.zeros(3, 3, 32, 32)
+    images[1] = 0.9  # this one gives non-finite logits
+    cleanser = PatchCleanser(_NaNForSome(bad).eval(), patch_fraction=0.05, masks_per_axis=2, mask_value=0.5)
+    for call in (cleanser.predict_and_certify, cleanser, lambda x: cleanser.certify(x, torch.zeros(3))):
+        with pytest.raises(ValueError, match=r"non-finite logits .* image\(s\) \[1\]"):
+            call(images)
+    assert cleanser.predict_and_certify(images[[0, 2]]).certified.all()  # finite ones still certify

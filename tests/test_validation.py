@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lgs_gpu import LocalGradientsSmoothing, lgs, lgs_map
+from lgs_gpu import LocalGradientsSmoothing, lgs, lgs_map, lgs_sweep
 
 BACKENDS = ["reference", "torch", "triton"]
 
@@ -134,3 +134,14 @@ def test_batches_beyond_the_grid_limit_are_chunked(monkeypatch):
     output, suppressed = module.lgs_triton(x, 2.3, 0.1, 15, 5, write_map=True)
     torch.testing.assert_close(output, lgs(x, backend="torch"))
     assert suppressed.shape == (5, 18, 20)
+
+
+@pytest.mark.parametrize("dtype, value", [(torch.float32, 1e39), (torch.uint8, -1e39), (torch.float16, 3.5e38)])
+def test_a_smoothing_factor_beyond_the_compute_dtype_is_refused(dtype, value):
+    """1e39 is finite as a Python float but inf in float32, and inf * 0 gives NaN outputs."""
+    images = torch.rand(1, 3, 16, 16).to(dtype) if dtype != torch.uint8 else torch.zeros(1, 3, 16, 16, dtype=dtype)
+    with pytest.raises(ValueError, match="smoothing_factor must be finite in float32"):
+        lgs(images, smoothing_factor=value)
+    with pytest.raises(ValueError, match="smoothing_factors must be finite in float32"):
+        list(lgs_sweep(images, [1.0, value], [0.1]))
+    assert torch.isfinite(lgs(images.double() if dtype != torch.uint8 else images.double(), smoothing_factor=1e39)).all()

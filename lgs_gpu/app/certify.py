@@ -3,7 +3,9 @@
 The work is cut into (patch size, batch of images) pieces. Each piece's labels, certificates,
 cases and forward passes are written atomically as a record (``records/patch-2pc/batch-00000.json``)
 as soon as it is done, so an interrupted run resumes where it stopped; ``conditions.json`` keeps
-what the records depend on and a resume under other conditions is refused. Under ``torchrun``
+what the records depend on and a resume under other conditions is refused; each record also
+stores its patch size, mask count and a digest of its images and labels, so a resume after files
+were added to or removed from ``--data`` recomputes the batches whose images changed. Under ``torchrun``
 batch ``b`` goes to rank ``b % N`` and rank 0 merges the records into ``certify.json``,
 ``certify.csv`` and ``certify.md``.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +31,8 @@ from .._files import atomic_write_bytes
 from ..certify import PatchCleanser
 from ..models import load_model
 from . import runs
+
+_LOG = logging.getLogger("lgs_gpu")
 
 
 @dataclass
@@ -193,10 +198,16 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
             for index, start in mine:
                 work.set_postfix_str(_key(fraction))
                 path = folder / "records" / _key(fraction) / f"batch-{index:05d}.json"
-                if not path.exists():
-                    part = slice(start, start + config.images_per_batch)
+                part = slice(start, start + config.images_per_batch)
+                depends_on = {"patch_fraction": fraction, "masks_per_axis": config.masks_per_axis,
+                              "images": runs.batch_identity(images, part, labels)}  # fmt: skip
+                cached, why = runs.read_cached(path, depends_on, runs.read_json)
+                if why is not None:
+                    _LOG.warning("lgs-gpu certify: %s", why)
+                if cached is None:
                     record = _certify_batch(cleanser, model, images.images[part].to(config.device), labels[part],
                                             images.names[part])  # fmt: skip
+                    record["depends_on"] = depends_on
                     atomic_write_bytes(path, json.dumps(record).encode())
                 work.update()
         work.close()

@@ -63,9 +63,44 @@ def _defense_from_arguments(args: argparse.Namespace):
 
 
 def _device(requested: str | None) -> str:
+    """``--device``, checked before any work (``ValueError`` naming what is wrong), or the default."""
     import torch
 
-    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {requested!r} is not a torch device; accepted: cpu, cuda, cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {requested}: no CUDA device here (torch.cuda.is_available() is False); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {requested}: lgs-gpu runs on cpu or cuda")
+    return requested
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """The checks every command shares, before any work: one plain line (exit 2) for each misuse."""
+    from pathlib import Path
+
+    if hasattr(args, "device"):
+        args.device = _device(args.device)
+    if getattr(args, "backend", None) in ("triton", "compiled") and hasattr(args, "device"):
+        wanted = "cuda" if args.backend == "triton" else "cpu"
+        if not args.device.startswith(wanted):
+            raise ValueError(f"--backend {args.backend} runs on {wanted} tensors; this run's device is {args.device}")
+    for flag in ("limit", "batch_size", "iterations", "repeats", "masks", "patch_steps", "eot_samples"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1. Got {value}")
+    if args.command == "demo" and not 16 <= args.size <= 4096:
+        raise ValueError(f"--size must be in 16..4096 pixels. Got {args.size}")
+    output = getattr(args, "output_dir", None)
+    if output is not None and Path(output).exists() and not Path(output).is_dir():
+        raise ValueError(f"-o {output} is a file, not a folder: give a folder for the outputs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,8 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 QUICK_DEFENSES = "none;lgs:2.3;lgs:1.5;median:3;gaussian:5;jpeg:30;tvm:10;bitdepth:3"
 
 
-def _specs(text: str | None) -> list[str] | None:
-    return None if text is None else [spec.strip() for spec in text.split(";") if spec.strip()]
+def _specs(text: str | None, flag: str = "--defenses") -> list[str] | None:
+    if text is None:
+        return None
+    specs = [spec.strip() for spec in text.split(";") if spec.strip()]
+    if not specs:  # "" or ";" must not fall back to the whole default grid
+        raise ValueError(f"{flag} names no defense (got {text!r}); give specs separated by ';', e.g. 'none;lgs;jpeg:30'")
+    return specs
 
 
 def _numbers(text: str, flag: str, kind=float) -> list:
@@ -266,7 +306,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         output_dir=args.output_dir, **_run_inputs(args),
         defenses=_specs(args.defenses) or paper_grid(), attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
         lavan_fractions=fractions, lavan_iterations=args.iterations, patch_fraction=args.patch_fraction,
-        patch_steps=args.patch_steps, bpda_fraction=args.bpda_fraction, bpda_defenses=_specs(args.bpda_defenses),
+        patch_steps=args.patch_steps, bpda_fraction=args.bpda_fraction, bpda_defenses=_specs(args.bpda_defenses, "--bpda-defenses"),
         adaptive_defense=args.adaptive_defense, eot_samples=args.eot_samples, seed=args.seed,
         batch_size=args.batch_size, device=_device(args.device), threads=args.threads,
     )  # fmt: skip
@@ -364,7 +404,10 @@ def _warmup(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--window-sizes takes integers, comma-separated. Got {args.window_sizes!r}") from None
     started = time.perf_counter()
-    names = warmup(tuple(getattr(torch, name) for name in names), window_sizes)
+    try:
+        names = warmup(tuple(getattr(torch, name) for name in names), window_sizes)
+    except RuntimeError as error:  # an unusable cache folder, no C++ compiler: say it in one line
+        raise ValueError(f"{error} (LGS_GPU_CACHE_DIR sets the cache folder)") from error
     print(f"ready in {time.perf_counter() - started:.1f} s: {', '.join(names)}")
     print(f"compiled CPU programs: {compiled_cache_info()}")
     return 0
@@ -422,6 +465,7 @@ def _defend(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_arguments(args)
         if args.command == "defend":
             return _defend(args)
         if args.command == "bench":
@@ -458,6 +502,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as error:
         print(f"lgs-gpu {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # defend says more itself; the resumable runs keep every finished record
+        resumable = args.command in ("evaluate", "certify", "calibrate")
+        print(f"lgs-gpu {args.command}: interrupted" + ("; every finished record is kept: run the same command "
+              "to resume" if resumable else ""), file=sys.stderr)  # fmt: skip
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ file would hold them) and a record with every scored defense's top-1 prediction 
 atomically (``records/<unit>/batch-NNNN.json``). A rerun skips finished records and re-scores
 cached adversarial images without attacking again, so an interrupted run resumes where it
 stopped; the conditions the cached work was made under (config, torch build, CPU, threads) are
-kept in ``conditions.json`` and a resume under other conditions is refused. The attacks step
+kept in ``conditions.json`` and a resume under other conditions is refused. Each cached file also
+stores what it was made from (the unit's attack, fraction and defense, a digest of its batch's
+images and labels, and the patch): a resume with another ``bpda_fraction`` or another set of
+files in ``--data`` recomputes the units and batches that changed, and a truncated or foreign
+cached file is named and recomputed (:func:`.runs.read_cached`). The attacks step
 along the sign of the gradient, so last-bit differences (oneDNN splits convolutions by thread)
 grow into other patches: each run pins its intra-op threads (``threads``, 1 by default) and the
 same command on the same machine gives the same tables. Seeds derive from (seed, unit, batch),
@@ -25,7 +29,9 @@ Tables (see :mod:`.report` for the files):
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +46,8 @@ from ..lgs import LocalGradientsSmoothing
 from ..models import Classifier, load_model
 from ..parameters import DEFAULT_SMOOTHING_FACTOR
 from . import runs
+
+_LOG = logging.getLogger("lgs_gpu")
 
 # The attack settings an evaluation can run (see plan()); the CLI's --attacks takes these names.
 ATTACKS = ("lavan", "patch", "bpda", "adaptive")
@@ -178,15 +186,35 @@ def _save_tensor(path: Path, tensors: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _depends_on(unit: Unit, images: data.ImageSet, part: slice, labels: torch.Tensor | None, patch=None) -> dict:
+    """What a unit's cached work for the images ``part`` was made from (config-wide settings are in
+    ``conditions.json``); a cached file made from anything else is recomputed."""
+    made_from = {"unit": unit.key, "attack": unit.attack, "fraction": unit.fraction, "view": unit.view,
+                 "defense": unit.defense, "images": runs.batch_identity(images, part, labels)}  # fmt: skip
+    if patch is not None:
+        made_from["patch"] = hashlib.sha256(patch["patch"].numpy().tobytes()).hexdigest()[:32]
+    return made_from
+
+
+def _reuse(path: Path, depends_on: dict, load):
+    """The cached object at ``path`` if it was made from ``depends_on`` (else None, saying why)."""
+    cached, why = runs.read_cached(path, depends_on, load)
+    if why is not None:
+        _LOG.warning("lgs-gpu evaluate: %s", why)
+    return cached
+
+
 def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images: data.ImageSet, runtime: runs.Distributed):
     """The universal patch: trained once by rank 0 on every image, cached, loaded by the others."""
     path = Path(config.output_dir) / "adversarial" / _safe(unit.key) / "patch.pt"
-    if runtime.rank == 0 and not path.exists():
+    depends_on = _depends_on(unit, images, slice(None), None)
+    if runtime.rank == 0 and _reuse(path, depends_on, runs.read_tensors) is None:
         result = attacks.train_patch(
             model, images.images.to(config.device), area_fraction=unit.fraction, steps=config.patch_steps,
             batch_size=config.batch_size, seed=config.seed, progress=True,
         )  # fmt: skip
-        _save_tensor(path, {"patch": result.patch.cpu(), "target": result.target, "losses": result.losses})
+        _save_tensor(path, {"patch": result.patch.cpu(), "target": result.target, "losses": result.losses,
+                            "depends_on": depends_on})  # fmt: skip
     runtime.barrier()
     return torch.load(path, weights_only=True)
 
@@ -239,13 +267,15 @@ def adversarial_batch(config, unit: Unit, model, images, labels, index: int, bat
     """
     cache = Path(config.output_dir) / "adversarial" / _safe(unit.key) / f"batch-{index:05d}.pt"
     batch = images.images[batch_slice].to(config.device)
-    if cache.exists():
-        cached = torch.load(cache, weights_only=True)
-        return cached["adversarial"].to(config.device), cached["targets"]
+    depends_on = _depends_on(unit, images, batch_slice, labels, patch)
+    if unit.attack != "clean":
+        cached = _reuse(cache, depends_on, runs.read_tensors)
+        if cached is not None:
+            return cached["adversarial"].to(config.device), cached["targets"]
     batch_labels = labels[batch_slice].to(config.device)
     adversarial, targets = _attack(config, unit, model, batch, batch_labels, _unit_seed(config.seed, unit.key, index), patch)
     if unit.attack != "clean":
-        _save_tensor(cache, {"adversarial": adversarial.cpu(), "targets": targets.cpu()})
+        _save_tensor(cache, {"adversarial": adversarial.cpu(), "targets": targets.cpu(), "depends_on": depends_on})
     return adversarial, targets
 
 
@@ -253,8 +283,9 @@ def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patc
     """Attack (or load the cached attack) and score one batch of one unit; returns its record."""
     folder = Path(config.output_dir)
     record_path = folder / "records" / _safe(unit.key) / f"batch-{index:05d}.json"
-    if record_path.exists():
-        record = json.loads(record_path.read_text())
+    depends_on = _depends_on(unit, images, batch_slice, labels, patch)
+    record = _reuse(record_path, depends_on, runs.read_json)
+    if record is not None:
         missing = tuple(spec for spec in unit.scored if spec not in record["predictions"])
         if missing:  # a resume with more defenses: score them on the cached images, attack nothing
             adversarial, _ = adversarial_batch(config, unit, model, images, labels, index, batch_slice, patch)
@@ -267,6 +298,7 @@ def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patc
     adversarial, targets = adversarial_batch(config, unit, model, images, labels, index, batch_slice, patch)
     record = {
         "unit": unit.key,
+        "depends_on": depends_on,
         "batch": index,
         "images": images.names[batch_slice],
         "labels": batch_labels.tolist(),

@@ -6,10 +6,15 @@
   work was made under in ``conditions.json``, and a resume under other ones is refused: the
   attacks amplify last-bit differences (thread count, CPU, torch build) into other results.
 * :func:`load_images`, :func:`check_output_folder`: the data and output checks both commands make.
+* :func:`batch_identity` and :func:`read_cached`: each cached unit of work (a record, a batch of
+  adversarial images, a patch) stores what it was made from (``depends_on``: the attack, its
+  fraction, the defense, and a digest of the batch's images), and a resume reuses it only when
+  that matches; a truncated or foreign file is named and recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -115,7 +120,15 @@ def check_conditions(folder: str | Path, now: dict, rank: int) -> None:
     """
     path = Path(folder) / "conditions.json"
     if path.exists():
-        before = json.loads(path.read_text())
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(before, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
+            raise ValueError(
+                f"{path} is unreadable ({error}): it says what this folder's cached work was made under, so nothing "
+                "there can be trusted without it; use a new output folder (or delete the folder to start over)"
+            ) from error
         changed = {key: (before.get(key), value) for key, value in now.items() if before.get(key) != value}
         if changed:
             listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
@@ -149,3 +162,46 @@ def load_images(
     if limit is not None:
         images = images.subset(list(range(min(limit, len(images)))))
     return images
+
+
+def batch_identity(images: data.ImageSet, part: slice, labels: torch.Tensor | None = None) -> str:
+    """A digest of which images a batch holds: their names, decoded pixels and labels.
+
+    Cached work is keyed by it, so a resume after files were added to, removed from or changed
+    in the data folder recomputes the batches whose images differ instead of reusing others'.
+    """
+    digest = hashlib.sha256()
+    digest.update("\0".join(images.names[part]).encode())
+    digest.update(images.images[part].contiguous().numpy().tobytes())
+    if labels is not None:
+        digest.update(labels[part].to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def read_cached(path: Path, depends_on: dict, load) -> tuple[object | None, str | None]:
+    """``(what load(path) read, None)`` when ``path`` holds whole work made under ``depends_on``;
+    ``(None, why not)`` when it is missing, truncated, malformed or from other conditions.
+
+    ``load`` returns the stored object, whose ``"depends_on"`` entry is compared.
+    """
+    if not path.exists():
+        return None, None
+    try:
+        stored = load(path)
+        made_under = stored.get("depends_on") if isinstance(stored, dict) else None
+    except Exception as error:  # truncated JSON or tensor file, a foreign file: recompute it
+        return None, f"{path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:120]}); recomputing it"
+    if made_under != depends_on:
+        if not isinstance(made_under, dict):
+            return None, f"{path} does not say what it was made from (an older version's file); recomputing it"
+        changed = sorted(key for key in {*depends_on, *made_under} if depends_on.get(key) != made_under.get(key))
+        return None, f"{path} was made under other conditions ({', '.join(changed)} differ); recomputing it"
+    return stored, None
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_tensors(path: Path) -> dict:
+    return torch.load(path, weights_only=True)

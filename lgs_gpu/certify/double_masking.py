@@ -258,6 +258,14 @@ class _Run:
                 logits = cleanser.model(masked).float()
             if logits.dim() != 2:
                 raise ValueError(f"the model must return [B, classes] logits. Got shape {tuple(logits.shape)}")
+            finite = torch.isfinite(logits).all(dim=1)
+            if not bool(finite.all()):  # argmax of NaN is 0 everywhere: every mask would agree, and certify
+                broken = sorted(set(image[part][~finite].tolist()))
+                raise ValueError(
+                    f"the model returned non-finite logits (NaN or inf) for image(s) {broken} of this batch under "
+                    "PatchCleanser's masks; no label or certificate can rest on them: check the model, its weights "
+                    "and its inputs"
+                )
             top2 = logits.topk(min(2, logits.shape[1]), dim=1)
             labels.append(top2.indices[:, 0])
             runner_up = top2.values[:, 1] if logits.shape[1] > 1 else torch.full_like(top2.values[:, 0], -torch.inf)

@@ -179,6 +179,8 @@ def _single(spec: str) -> ImageDefense:
                     if info.parameters
                     else f"{info.name} takes no parameters. Got {spec!r}"
                 )
+            if key in keywords:
+                raise ValueError(f"{key} given twice in {spec!r}: give each parameter once")
             keywords[key] = _convert(value.strip())
         elif index == 0:
             positional.append(_convert(item))

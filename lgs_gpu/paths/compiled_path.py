@@ -53,7 +53,9 @@ _PACKAGES = PackageCache("cpu-kernels", (Path(__file__), Path(torch_path.__file_
 # Smallest height and width the programs take: an interior of at least 2 x 2 pixels (sizes 1 would
 # be compiled in as constants). Smaller images take the eager torch path.
 MIN_SIDE = 4
-_build_failures: dict[str, str] = {}  # program name -> why its build failed (not retried in this process)
+# (cache folder, program name) -> why its build failed there (not retried in this process; another
+# folder, e.g. after LGS_GPU_CACHE_DIR changed, is tried afresh).
+_build_failures: dict[tuple[str, str], str] = {}
 
 
 class ProgramBuildError(RuntimeError):
@@ -162,8 +164,9 @@ def _key(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = None) 
 
 def _program(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = None):
     key = _key(name, dtype, extents)
-    if key in _build_failures:
-        raise ProgramBuildError(f"building the CPU program {key} failed earlier in this process: {_build_failures[key]}")
+    failure = (str(cache_folder()), key)
+    if failure in _build_failures:
+        raise ProgramBuildError(f"building the CPU program {key} failed earlier in this process: {_build_failures[failure]}")
 
     def export_and_compile(path: Path) -> None:
         from torch._inductor import aoti_compile_and_package
@@ -183,8 +186,8 @@ def _program(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = No
     try:
         return _PACKAGES.program(key, build)
     except Exception as error:  # a compiler error, an unwritable folder: remembered, reported once
-        _build_failures[key] = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-        raise ProgramBuildError(f"building the CPU program {key} failed: {_build_failures[key]}") from error
+        _build_failures[failure] = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        raise ProgramBuildError(f"building the CPU program {key} failed: {_build_failures[failure]}") from error
 
 
 def cache_enabled() -> bool:
@@ -199,8 +202,9 @@ def unusable_reason() -> str | None:
     missing = compiler_missing_reason()
     if missing is not None:
         return missing
-    if _build_failures:
-        key, why = next(iter(_build_failures.items()))
+    failed_here = [(key, why) for (folder, key), why in _build_failures.items() if folder == str(cache_folder())]
+    if failed_here:
+        key, why = failed_here[0]
         return f"building the CPU program {key} failed: {why}"
     return None
 
