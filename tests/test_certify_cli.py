@@ -91,7 +91,7 @@ def test_two_gloo_processes_give_the_same_records(tiny_run, tmp_path):
 @pytest.mark.parametrize("arguments, message", [
     (["--patch", "2%,big"], "comma-separated percentages"),
     (["--patch", "150%"], "patch fractions must be in (0, 1)"),
-    (["--masks", "0"], "--masks must be >= 1"),
+    (["--masks", "0"], "masks_per_axis must be >= 1"),
     (["--data", "/no/such/folder"], "does not exist"),
 ])  # fmt: skip
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys, arguments, message):

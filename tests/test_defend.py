@@ -346,7 +346,7 @@ def test_jpeg_size_reads_the_frame_header(tmp_path, options):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--batch-size", "0"], "batch_size must be an int >= 1"),
     (["--workers", "-1"], "workers must be an int >= 0"),
 ])  # fmt: skip
 def test_bad_scale_arguments_are_refused_before_any_work(tmp_path, mixed, capsys, arguments, message):

@@ -117,7 +117,7 @@ def test_two_gloo_processes_give_the_same_results(tiny_run, tmp_path):
     (["--attacks", "lavan,teleport"], "unknown attack"),
     (["--lavan-fractions", "0.02,big"], "comma-separated numbers"),
     (["--lavan-fractions", "1.5"], "fractions must be in"),
-    (["--iterations", "0"], "--iterations must be >= 1"),
+    (["--iterations", "0"], "lavan_iterations must be >= 1"),
 ])  # fmt: skip
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys, arguments, message):
     output = tmp_path / "out"

@@ -69,8 +69,7 @@ def validate(config: CertifyConfig) -> None:
     for name in ("masks_per_axis", "images_per_batch", "model_batch_size", "threads"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1. Got {getattr(config, name)}")
-    if config.data is not None and not Path(config.data).is_dir():
-        raise ValueError(f"data folder {config.data} does not exist or is not a folder")
+    config.check()
     runs.check_output_folder(config.output_dir)
 
 

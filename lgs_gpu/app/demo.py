@@ -18,6 +18,7 @@ from ..lgs import lgs_stages
 from ..parameters import DEFAULT_SMOOTHING_FACTOR
 from ..patch_geometry import patch_side
 from .report import figure_lgs_stages
+from .runs import check_output_folder
 
 
 def plant_noise_patches(images: torch.Tensor, area_fraction: float, seed: int) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
@@ -55,6 +56,9 @@ def run_demo(
     Returns one dict per photograph with the share of patch / non-patch pixels that LGS
     suppresses (ĝ > 0) and the mean suppression strength ``clip(λ ĝ, 0, 1)`` in each.
     """
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 4096:
+        raise ValueError(f"size must be an int in 16..4096 pixels. Got {size!r}")
+    check_output_folder(output_dir)
     output_dir = Path(output_dir)
     names = DEMO_PHOTOGRAPHS
     clean = torch.stack(list(bundled_photographs(size, names).values()))

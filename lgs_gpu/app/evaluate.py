@@ -169,8 +169,7 @@ def validate(config: EvaluationConfig) -> None:
                         ("threads", config.threads)):  # fmt: skip
         if value < 1:
             raise ValueError(f"{name} must be >= 1. Got {value}")
-    if config.data is not None and not Path(config.data).is_dir():
-        raise ValueError(f"data folder {config.data} does not exist or is not a folder")
+    config.check()
     runs.check_output_folder(config.output_dir)
 
 

@@ -63,6 +63,13 @@ class RunInputs:
         """These fields alone, as keywords for another config."""
         return {field.name: getattr(self, field.name) for field in fields(RunInputs)}
 
+    def check(self) -> None:
+        """Check the image fields before any work (``ValueError`` naming what is wrong)."""
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"limit must be an int >= 1 (the first N images). Got {self.limit!r}")
+        if self.data is not None and not Path(self.data).is_dir():
+            raise ValueError(f"data folder {self.data} does not exist or is not a folder")
+
 
 class Distributed:
     """Rank and world size under torchrun (one process otherwise), and a barrier."""
@@ -140,6 +147,8 @@ def check_conditions(folder: str | Path, now: dict, rank: int) -> None:
 def check_output_folder(folder: str | Path) -> None:
     """Create ``folder`` and check that it is writable (``ValueError`` otherwise), before any work."""
     output = Path(folder)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"output folder {output} is a file, not a folder: give a folder for the outputs")
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / f".write-test-{os.getpid()}"
