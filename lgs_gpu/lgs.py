@@ -71,8 +71,10 @@ def _through_operator(batch: torch.Tensor, backend: str) -> bool:
     )  # fmt: skip
 
 
-def _finite_in_compute_dtype(value: float, name: str, batch: torch.Tensor) -> float:
-    """λ as the paths compute it: a finite float64 can overflow float32 to inf (and inf * 0 is NaN)."""
+def _smoothing_factor(value: Any, name: str, batch: torch.Tensor) -> float:
+    """λ as a float that stays finite in the dtype the paths compute ``batch`` in: a finite float64
+    can overflow float32 to inf (and inf * 0 is NaN)."""
+    value = real_scalar(value, name, batch.device, finite=True)
     dtype = compute_dtype(batch.dtype)
     largest = torch.finfo(dtype).max
     if abs(value) > largest:
@@ -83,13 +85,22 @@ def _finite_in_compute_dtype(value: float, name: str, batch: torch.Tensor) -> fl
     return value
 
 
+def _one_stage(batch, smoothing_factor, threshold, window_size, overlap, backend: str, stage: str) -> torch.Tensor:
+    """``output`` or ``suppression_map`` of a validated batch: through the operator while a compiler
+    traces the call (see :func:`_through_operator`), else on ``backend``'s path."""
+    check_backend(backend)
+    if not _through_operator(batch, backend):
+        return dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, (stage,))[stage]
+    if stage == "output":
+        return torch.ops.lgs_gpu.lgs(batch, smoothing_factor, threshold, window_size, overlap)
+    return torch.ops.lgs_gpu.lgs_map(batch, threshold, window_size, overlap)
+
+
 def _prepare(x: Any, smoothing_factor: Any, threshold: Any, window_size: Any, overlap: Any):
     refuse_torchscript("LGS")
     batch, single = as_image_batch(x)
     # λ = ±inf would turn 0 * λ into NaN; γ = ±inf is meaningful (no window / every window passes).
-    smoothing_factor = _finite_in_compute_dtype(
-        real_scalar(smoothing_factor, "smoothing_factor", batch.device, finite=True), "smoothing_factor", batch
-    )
+    smoothing_factor = _smoothing_factor(smoothing_factor, "smoothing_factor", batch)
     threshold = real_scalar(threshold, "threshold", batch.device)
     window_size, overlap = window_parameters(window_size, overlap)
     return batch, single, smoothing_factor, threshold, window_size, overlap
@@ -121,15 +132,8 @@ def lgs(
         >>> lgs(images).shape
         torch.Size([4, 3, 224, 224])
     """
-    batch, single, smoothing_factor, threshold, window_size, overlap = _prepare(
-        x, smoothing_factor, threshold, window_size, overlap
-    )
-    check_backend(backend)
-    if _through_operator(batch, backend):
-        output = torch.ops.lgs_gpu.lgs(batch, smoothing_factor, threshold, window_size, overlap)
-    else:
-        computed = dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, ("output",))
-        output = computed["output"]
+    batch, single, *parameters = _prepare(x, smoothing_factor, threshold, window_size, overlap)
+    output = _one_stage(batch, *parameters, backend, "output")
     return output[0] if single else output
 
 
@@ -151,14 +155,8 @@ def lgs_map(
         >>> lgs_map(torch.rand(2, 3, 64, 64)).shape
         torch.Size([2, 1, 64, 64])
     """
-    batch, single, _, threshold, window_size, overlap = _prepare(x, 0.0, threshold, window_size, overlap)
-    check_backend(backend)
-    if _through_operator(batch, backend):
-        suppressed = torch.ops.lgs_gpu.lgs_map(batch, threshold, window_size, overlap)
-    else:
-        computed = dispatch.compute(batch, 0.0, threshold, window_size, overlap, backend, ("suppression_map",))
-        suppressed = computed["suppression_map"]
-    suppressed = suppressed[:, None]
+    batch, single, *parameters = _prepare(x, 0.0, threshold, window_size, overlap)
+    suppressed = _one_stage(batch, *parameters, backend, "suppression_map")[:, None]
     return suppressed[0] if single else suppressed
 
 
@@ -272,10 +270,7 @@ def lgs_sweep(
         True
     """
     batch, single, _, _, window_size, overlap = _prepare(x, 0.0, 0.0, window_size, overlap)
-    lambdas = [
-        _finite_in_compute_dtype(real_scalar(value, "smoothing_factors", batch.device, finite=True), "smoothing_factors", batch)
-        for value in smoothing_factors
-    ]
+    lambdas = [_smoothing_factor(value, "smoothing_factors", batch) for value in smoothing_factors]
     gammas = [real_scalar(value, "thresholds", batch.device) for value in thresholds]
     if not lambdas or not gammas:
         raise ValueError("smoothing_factors and thresholds need at least one value each")

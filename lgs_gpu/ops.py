@@ -90,32 +90,28 @@ def _setup(ctx, inputs, output) -> None:
     ctx.parameters = parameters
 
 
-def _lgs_backward(ctx, grad):
-    (x,) = ctx.saved_tensors
-    if not x.dtype.is_floating_point:  # uint8 images carry no gradient
-        return (None,) * 5
-    smoothing_factor, threshold, window_size, overlap = ctx.parameters
+def _traced_gradient(x, grad, stage, smoothing_factor, threshold, window_size, overlap):
+    """The gradient of ``stage`` at ``x`` along ``grad``: the traced form's (the torch path's)."""
 
     def traced(images):
-        return traced_path.stages(to_unit_float(images), smoothing_factor, threshold, window_size, overlap,
-                                  ("output",))["output"].to(images.dtype)  # fmt: skip
+        computed = traced_path.stages(to_unit_float(images), smoothing_factor, threshold, window_size, overlap,
+                                      (stage,))[stage]  # fmt: skip
+        return computed.to(images.dtype) if stage == "output" else computed
 
     _, pullback = torch.func.vjp(traced, x)
-    return (pullback(grad)[0], None, None, None, None)
+    return pullback(grad)[0]
+
+
+def _lgs_backward(ctx, grad):
+    (x,) = ctx.saved_tensors  # uint8 images carry no gradient
+    gradient = _traced_gradient(x, grad, "output", *ctx.parameters) if x.dtype.is_floating_point else None
+    return (gradient, None, None, None, None)
 
 
 def _map_backward(ctx, grad):
     (x,) = ctx.saved_tensors
-    if not x.dtype.is_floating_point:
-        return (None,) * 4
-    threshold, window_size, overlap = ctx.parameters
-
-    def traced(images):
-        return traced_path.stages(to_unit_float(images), 0.0, threshold, window_size, overlap,
-                                  ("suppression_map",))["suppression_map"]  # fmt: skip
-
-    _, pullback = torch.func.vjp(traced, x)
-    return (pullback(grad)[0], None, None, None)
+    gradient = _traced_gradient(x, grad, "suppression_map", 0.0, *ctx.parameters) if x.dtype.is_floating_point else None
+    return (gradient, None, None, None)
 
 
 lgs.register_autograd(_lgs_backward, setup_context=_setup)

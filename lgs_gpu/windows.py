@@ -10,6 +10,7 @@ single window covers ``[0, L)``. A 2-D window is the product of a row window and
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,30 @@ class AxisWindows:
                 class_count.append(pixel_count)
             class_of_pixel.append(len(class_first) - 1)
         return class_of_pixel, class_first, class_count
+
+
+def axis_geometry(length, window_size: int, overlap: int) -> tuple:
+    """``(count, extent, last_start)`` of an axis in closed form: window ``i`` starts at
+    ``min(i * stride, last_start)``. ``length`` may be a symbolic size while a compiler traces a
+    call (no guard is taken on it): the traced form and the Triton launcher compute it so.
+
+    Example:
+        >>> axis_geometry(32, 15, 5), len(axis_windows(32, 15, 5).starts), axis_windows(32, 15, 5).starts[-1]
+        ((3, 15, 17), 3, 17)
+    """
+    stride = window_size - overlap
+    extent = torch.sym_min(length, window_size)
+    return torch.sym_max((length - extent + stride - 1) // stride, 0) + 1, extent, length - extent
+
+
+def max_cover(window_size: int, overlap: int) -> int:
+    """The most windows that can cover one pixel along an axis, for any length (the clamped last one included).
+
+    Example:
+        >>> max_cover(15, 5)
+        3
+    """
+    return math.ceil(window_size / (window_size - overlap)) + 1
 
 
 @functools.lru_cache(maxsize=512)

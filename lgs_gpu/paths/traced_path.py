@@ -2,7 +2,7 @@
 
 The torch path computes its window geometry in Python from the image size (tables of window
 starts and pixel classes), so a tracer specialises on every size. This path computes the same
-geometry (:mod:`lgs_gpu.windows`) from closed forms on index tensors, so ``torch.compile``,
+geometry from closed forms (:func:`lgs_gpu.windows.axis_geometry`) on index tensors, so ``torch.compile``,
 ``torch.export`` (batch, height and width dynamic), AOTInductor and the ONNX exporter see one
 graph for every size. Along an axis of length ``L`` with ``step = window_size - overlap``:
 
@@ -23,25 +23,11 @@ by rounding only (window sums in another order).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..parameters import STAGES
+from ..windows import axis_geometry, max_cover
 from .torch_path import gradient_magnitude, image_range, normalise_between, suppress
-
-
-def max_cover(window_size: int, overlap: int) -> int:
-    """The most windows that can cover one pixel along an axis, for any length (the clamped last one included)."""
-    return math.ceil(window_size / (window_size - overlap)) + 1
-
-
-def axis_geometry(length, window_size: int, overlap: int):
-    """``(count, extent, last_start)`` of an axis; ``length`` may be a symbolic size (no guard on it)."""
-    step = window_size - overlap
-    extent = torch.sym_min(length, window_size)
-    count = torch.sym_max((length - extent + step - 1) // step, 0) + 1
-    return count, extent, length - extent
 
 
 def window_sums(plane: torch.Tensor, dim: int, starts: torch.Tensor, extent) -> torch.Tensor:
@@ -79,13 +65,6 @@ def padded_window_means(normalised: torch.Tensor, window_size: int, overlap: int
     col_starts = torch.clamp(torch.arange(col_count + 1, device=device) * step, max=col_last)
     sums = window_sums(window_sums(normalised, 1, row_starts, row_extent), 2, col_starts, col_extent)
     return (sums / (row_extent * col_extent)).to(normalised.dtype)
-
-
-def window_means(normalised: torch.Tensor, window_size: int, overlap: int) -> torch.Tensor:
-    """Mean of ``g`` over every window: ``[B, H, W]`` in, ``[B, n_rows, n_cols]`` out (``g``'s dtype)."""
-    _, height, width = normalised.shape
-    row_count, col_count = axis_geometry(height, window_size, overlap)[0], axis_geometry(width, window_size, overlap)[0]
-    return padded_window_means(normalised, window_size, overlap)[:, :row_count, :col_count]
 
 
 def collate(passing: torch.Tensor, height, width, window_size: int, overlap: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ normalisation is scale-free); float16 / bfloat16 / float32 in float32; float64 i
 DRAM traffic: x read twice and the output written once, plus the tiles' statistics (about 0.25
 byte per pixel; :func:`lgs_gpu.tooling.roofline.traffic`). No launch copies anything to or from
 the host or synchronises, so a call can be captured in a CUDA graph. Window geometry is
-computed in the kernels from three integers per axis and the stride (:func:`_axis_arguments`),
+computed in the kernels from three integers per axis and the stride (:func:`lgs_gpu.windows.axis_geometry`),
 and the parameters travel as kernel arguments (float64 ones as their bits). Offsets inside an
 image are int32 on an int64 image base (int64 throughout for an image of 2**31 elements or more).
 ``benchmarks/kernel_report.py`` reads the compiled code of every launch; the ``# report:`` tags
@@ -51,6 +51,7 @@ import triton.language as tl
 
 from ..._validate import compute_dtype
 from ...parameters import STAGES
+from ...windows import axis_geometry, max_cover
 
 # 2**23 as float32: for 0 <= v < 2**23, adding it leaves round-half-even(v) in the low mantissa bits.
 _MAGIC = tl.constexpr(8388608.0)
@@ -322,7 +323,7 @@ def _statistics_kernel(
     ranges_ptr,  # *f32|f64 [B, n_tiles, 2] out: (min m, max m) over each tile
     channels, height, width,  # C, H, W
     stride_b, stride_c, stride_h, stride_w,  # strides of x in elements
-    n_row_windows, row_extent, row_last_start,  # row windows (see _axis_arguments)
+    n_row_windows, row_extent, row_last_start,  # row windows (see lgs_gpu.windows.axis_geometry)
     n_col_windows, col_extent, col_last_start,  # column windows
     n_strips,  # tiles: bands of BAND_ROWS rows x strips of BLOCK_W columns
     STEP: tl.constexpr,  # window_size - overlap: the windows' stride on both axes
@@ -631,14 +632,6 @@ def _suppress_kernel(
             MAX_ROW_COVER, MAX_COL_COVER, COL_SLOTS)
 
 
-def _axis_arguments(length, window_size: int, overlap: int) -> tuple:
-    """``(count, extent, last_start)`` of an axis (window ``i`` starts at ``min(i * STEP, last_start)``);
-    ``length`` may be symbolic while a compiler traces the call (no guard is taken on it)."""
-    step = window_size - overlap
-    extent = torch.sym_min(length, window_size)
-    return torch.sym_max((length - extent + step - 1) // step, 0) + 1, extent, length - extent
-
-
 def _tiling(window_size: int, overlap: int, tile: int) -> tuple[int, int, int]:
     """Bounds for tiles of ``tile`` pixels on any axis length: the most windows meeting one tile, the
     most tiles meeting one window, the most windows covering one pixel (the clamped last one included).
@@ -649,7 +642,7 @@ def _tiling(window_size: int, overlap: int, tile: int) -> tuple[int, int, int]:
     """
     step = window_size - overlap
     return (math.ceil((tile - 1 + window_size) / step) + 1, math.ceil((window_size - 1) / tile) + 1,
-            math.ceil(window_size / step) + 1)  # fmt: skip
+            max_cover(window_size, overlap))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -780,8 +773,8 @@ def _launch(
     accumulate = compute_dtype(x.dtype)
     compute_f64 = accumulate == torch.float64
     step = window_size - overlap
-    row_arguments = _axis_arguments(height, window_size, overlap)
-    col_arguments = _axis_arguments(width, window_size, overlap)
+    row_arguments = axis_geometry(height, window_size, overlap)
+    col_arguments = axis_geometry(width, window_size, overlap)
     (n_row_windows, row_extent, _), (n_col_windows, col_extent, _) = row_arguments, col_arguments
     if traced:
         from torch.library import wrap_triton
