@@ -24,13 +24,18 @@ def _check_quality(quality: object) -> int:
     return integer_parameter(quality, "quality", 1, 100)
 
 
+def _check_channels(batch: torch.Tensor):
+    channels = batch.shape[1]
+    if channels != 1 and channels != 3:  # compared, not looked up: a traced channel count is symbolic
+        raise ValueError(f"JPEG encodes 1 (grayscale) or 3 (RGB) channels. Got {channels} channels")
+    return channels
+
+
 # An operator, so that tracers keep it as one opaque node (torch.export, torch.compile,
 # AOTInductor) instead of stepping into the codec, which they cannot trace.
 @torch.library.custom_op(f"{NAMESPACE}::jpeg", mutates_args=())
 def _compress(batch: torch.Tensor, quality: int) -> torch.Tensor:
-    channels = batch.shape[1]
-    if channels not in _READ_MODES:
-        raise ValueError(f"JPEG encodes 1 (grayscale) or 3 (RGB) channels. Got {channels} channels")
+    channels = _check_channels(batch)
     pixels = from_unit_float(batch, torch.uint8)  # JPEG codes 8-bit samples: floats are quantised first
     encoded = encode_jpeg(list(pixels.contiguous().unbind(0)), quality=quality)
     decoded = decode_jpeg([data.cpu() for data in encoded], mode=_READ_MODES[channels], device=batch.device)
@@ -39,9 +44,7 @@ def _compress(batch: torch.Tensor, quality: int) -> torch.Tensor:
 
 @_compress.register_fake
 def _(batch: torch.Tensor, quality: int) -> torch.Tensor:
-    channels = batch.shape[1]
-    if channels != 1 and channels != 3:  # compared, not looked up: a traced channel count is symbolic
-        raise ValueError(f"JPEG encodes 1 (grayscale) or 3 (RGB) channels. Got {channels} channels")
+    _check_channels(batch)
     return torch.empty_like(batch, memory_format=torch.contiguous_format)
 
 
