@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +30,6 @@ from .._files import atomic_write_bytes
 from ..certify import PatchCleanser
 from ..models import load_model
 from . import runs
-
-_LOG = logging.getLogger("lgs_gpu")
 
 
 @dataclass
@@ -200,10 +197,7 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
                 part = slice(start, start + config.images_per_batch)
                 depends_on = {"patch_fraction": fraction, "masks_per_axis": config.masks_per_axis,
                               "images": runs.batch_identity(images, part, labels)}  # fmt: skip
-                cached, why = runs.read_cached(path, depends_on, runs.read_json)
-                if why is not None:
-                    _LOG.warning("lgs-gpu certify: %s", why)
-                if cached is None:
+                if runs.read_cached(path, depends_on, runs.read_json, "certify") is None:
                     record = _certify_batch(cleanser, model, images.images[part].to(config.device), labels[part],
                                             images.names[part])  # fmt: skip
                     record["depends_on"] = depends_on

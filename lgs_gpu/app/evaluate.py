@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,8 +45,6 @@ from ..lgs import LocalGradientsSmoothing
 from ..models import Classifier, load_model
 from ..parameters import DEFAULT_SMOOTHING_FACTOR
 from . import runs
-
-_LOG = logging.getLogger("lgs_gpu")
 
 # The attack settings an evaluation can run (see plan()); the CLI's --attacks takes these names.
 ATTACKS = ("lavan", "patch", "bpda", "adaptive")
@@ -195,19 +192,11 @@ def _depends_on(unit: Unit, images: data.ImageSet, part: slice, labels: torch.Te
     return made_from
 
 
-def _reuse(path: Path, depends_on: dict, load):
-    """The cached object at ``path`` if it was made from ``depends_on`` (else None, saying why)."""
-    cached, why = runs.read_cached(path, depends_on, load)
-    if why is not None:
-        _LOG.warning("lgs-gpu evaluate: %s", why)
-    return cached
-
-
 def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images: data.ImageSet, runtime: runs.Distributed):
     """The universal patch: trained once by rank 0 on every image, cached, loaded by the others."""
     path = Path(config.output_dir) / "adversarial" / _safe(unit.key) / "patch.pt"
     depends_on = _depends_on(unit, images, slice(None), None)
-    if runtime.rank == 0 and _reuse(path, depends_on, runs.read_tensors) is None:
+    if runtime.rank == 0 and runs.read_cached(path, depends_on, runs.read_tensors, "evaluate") is None:
         result = attacks.train_patch(
             model, images.images.to(config.device), area_fraction=unit.fraction, steps=config.patch_steps,
             batch_size=config.batch_size, seed=config.seed, progress=True,
@@ -268,7 +257,7 @@ def adversarial_batch(config, unit: Unit, model, images, labels, index: int, bat
     batch = images.images[batch_slice].to(config.device)
     depends_on = _depends_on(unit, images, batch_slice, labels, patch)
     if unit.attack != "clean":
-        cached = _reuse(cache, depends_on, runs.read_tensors)
+        cached = runs.read_cached(cache, depends_on, runs.read_tensors, "evaluate")
         if cached is not None:
             return cached["adversarial"].to(config.device), cached["targets"]
     batch_labels = labels[batch_slice].to(config.device)
@@ -283,7 +272,7 @@ def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patc
     folder = Path(config.output_dir)
     record_path = folder / "records" / _safe(unit.key) / f"batch-{index:05d}.json"
     depends_on = _depends_on(unit, images, batch_slice, labels, patch)
-    record = _reuse(record_path, depends_on, runs.read_json)
+    record = runs.read_cached(record_path, depends_on, runs.read_json, "evaluate")
     if record is not None:
         missing = tuple(spec for spec in unit.scored if spec not in record["predictions"])
         if missing:  # a resume with more defenses: score them on the cached images, attack nothing

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 from dataclasses import dataclass, fields
@@ -27,6 +28,8 @@ from .. import data
 from .._files import atomic_write_bytes
 from ..lgs import backend_info
 from ..models import OFFLINE_DEFAULT
+
+_LOG = logging.getLogger("lgs_gpu")
 
 
 def rank_device(device: str) -> str:
@@ -187,25 +190,30 @@ def batch_identity(images: data.ImageSet, part: slice, labels: torch.Tensor | No
     return digest.hexdigest()[:32]
 
 
-def read_cached(path: Path, depends_on: dict, load) -> tuple[object | None, str | None]:
-    """``(what load(path) read, None)`` when ``path`` holds whole work made under ``depends_on``;
-    ``(None, why not)`` when it is missing, truncated, malformed or from other conditions.
+def read_cached(path: Path, depends_on: dict, load, command: str):
+    """What ``load(path)`` read when ``path`` holds whole work made under ``depends_on``, else
+    ``None``: missing, or (said in a warning naming the file, for ``lgs-gpu command``) truncated,
+    malformed or made from other inputs, so the caller recomputes it.
 
     ``load`` returns the stored object, whose ``"depends_on"`` entry is compared.
     """
     if not path.exists():
-        return None, None
+        return None
     try:
         stored = load(path)
         made_under = stored.get("depends_on") if isinstance(stored, dict) else None
     except Exception as error:  # truncated JSON or tensor file, a foreign file: recompute it
-        return None, f"{path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:120]}); recomputing it"
-    if made_under != depends_on:
+        why = f"{path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    else:
+        if made_under == depends_on:
+            return stored
         if not isinstance(made_under, dict):
-            return None, f"{path} does not say what it was made from (an older version's file); recomputing it"
-        changed = sorted(key for key in {*depends_on, *made_under} if depends_on.get(key) != made_under.get(key))
-        return None, f"{path} was made under other conditions ({', '.join(changed)} differ); recomputing it"
-    return stored, None
+            why = f"{path} does not say what it was made from (an older version's file)"
+        else:
+            changed = sorted(key for key in {*depends_on, *made_under} if depends_on.get(key) != made_under.get(key))
+            why = f"{path} was made under other conditions ({', '.join(changed)} differ)"
+    _LOG.warning("lgs-gpu %s: %s; recomputing it", command, why)
+    return None
 
 
 def read_json(path: Path) -> dict:
