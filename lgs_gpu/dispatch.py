@@ -14,7 +14,8 @@ Five paths (:mod:`lgs_gpu.paths`) implement one contract; ``backend`` names one,
 While a compiler traces the call (``torch.compile``, ``torch.export``, AOTInductor, the ONNX
 exporter), the torch and compiled backends run as the traced form (:mod:`.paths.traced_path`:
 the same stages, traceable for any image size), and Triton through ``torch.library.wrap_triton``
-so that Inductor sees its kernels.
+so that Inductor sees its kernels. (The operators of :mod:`lgs_gpu.ops` add one case above this
+choice: on CPU under ``torch.compile`` they keep the compiled programs as one opaque call.)
 """
 
 from __future__ import annotations
