@@ -55,38 +55,44 @@ class UnreadableImage(ValueError):
         self.reason = reason
 
 
-def find_images(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
+def find_images(inputs: list[str | Path], output_dir: str | Path | None = None) -> list[tuple[Path, Path]]:
     """Expand files and folders into ``(image path, output path relative to the output folder)``.
 
     Folders are searched recursively and keep their structure under their own name; files keep
-    their name. Raises ``ValueError`` for a path that does not exist, a file whose suffix is not
-    in :data:`IMAGE_SUFFIXES`, inputs with no image at all, or two inputs that would write the
-    same output.
+    their name. A file given twice (or found twice) counts once. When ``output_dir`` lies inside
+    an input folder, nothing under it is taken, and when it is the input folder itself, nothing
+    under the subfolder its outputs go to: outputs are never read back as inputs. Raises
+    ``ValueError`` for a path that does not exist, a file whose suffix is not in
+    :data:`IMAGE_SUFFIXES`, or inputs with no image at all.
 
     Example:
-        >>> find_images(["photos/"])  # doctest: +SKIP
-        [(PosixPath('photos/a.jpg'), PosixPath('photos/a.png')), ...]
+        >>> find_images(["photos/"], output_dir="photos/defended")  # doctest: +SKIP
+        [(PosixPath('photos/a.jpg'), PosixPath('photos/a.jpg')), ...]
     """
-    found: list[tuple[Path, Path]] = []
+    found: dict[Path, tuple[Path, Path]] = {}  # by resolved path: each file once
     for given in map(Path, inputs):
         if given.is_dir():
+            excluded = _outputs_inside(given.resolve(), Path(output_dir).resolve()) if output_dir is not None else None
             for path in sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-                found.append((path, Path(given.resolve().name) / path.relative_to(given)))
+                resolved = path.resolve()
+                if excluded is None or not resolved.is_relative_to(excluded):
+                    found.setdefault(resolved, (path, Path(given.resolve().name) / path.relative_to(given)))
         elif given.is_file():
             if given.suffix.lower() not in IMAGE_SUFFIXES:
                 raise ValueError(f"{given} is not an image file (accepted: {', '.join(IMAGE_SUFFIXES)})")
-            found.append((given, Path(given.name)))
+            found.setdefault(given.resolve(), (given, Path(given.name)))
         else:
             raise ValueError(f"{given} does not exist")
     if not found:
         raise ValueError(f"no image ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(map(str, inputs))}")
-    outputs: dict[Path, Path] = {}
-    for path, relative in found:
-        key = relative.with_suffix("")
-        if key in outputs and outputs[key].resolve() != path.resolve():
-            raise ValueError(f"{outputs[key]} and {path} would both be written as {key}: rename one or pass folders")
-        outputs[key] = path
-    return found
+    return list(found.values())
+
+
+def _outputs_inside(folder: Path, output_dir: Path) -> Path | None:
+    """The part of input ``folder`` that holds outputs (both resolved), or None when none of it does."""
+    if output_dir == folder:
+        return folder / folder.name  # a folder's outputs go to <output_dir>/<its name>/
+    return output_dir if output_dir.is_relative_to(folder) else None
 
 
 def pixel_limit() -> int | None:

@@ -430,7 +430,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _defend(args: argparse.Namespace) -> int:
-    from .defend import default_workers, defend_files
+    from .defend import WriteFailure, default_workers, defend_files
 
     workers = default_workers() if args.workers is None else args.workers
     try:
@@ -444,6 +444,9 @@ def _defend(args: argparse.Namespace) -> int:
         print(f"lgs-gpu defend: interrupted; every file in {args.output_dir} is whole and the finished ones are "
               "recorded: add --resume to finish", file=sys.stderr)  # fmt: skip
         return 130
+    except WriteFailure as failure:
+        print(f"lgs-gpu defend: {failure}", file=sys.stderr)
+        return 1
     rank = f"rank {summary.rank} of {summary.world}: " if summary.world > 1 else ""
     kept = f" (kept {len(summary.kept)} finished earlier)" if summary.kept else ""
     print(f"{rank}defended {len(summary.written)} image(s) into {args.output_dir}{kept}")

@@ -20,6 +20,7 @@ all, and the manifest names only whole files.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -52,6 +53,7 @@ from .defend_outputs import (
     manifest_path,
     output_record,
     read_source_stat,
+    recorded_outputs,
     remove_stale_temporaries,
     retire_existing,
     sort_out,
@@ -114,18 +116,36 @@ def spec_of(defense: ImageDefense) -> str:
 
 
 def plan_jobs(inputs: list[str | Path], output_dir: Path, output_format: str, save_map: bool) -> list[Job]:
-    """Every input image and its output paths; ``ValueError`` when an output would overwrite an input."""
+    """Every input image and its output paths.
+
+    ``ValueError`` when an output would overwrite an input, or when two inputs would write the
+    same output or map (``a.png`` and ``a.jpg`` as PNG, ``a.png``'s map and an input ``a_map.png``):
+    every collision is named in one error. Outputs are never taken as inputs: neither what lies
+    under an output folder inside an input folder, nor a file the output folder's manifest names.
+    """
+    recorded = recorded_outputs(output_dir)  # outputs beside their inputs (an input folder inside output_dir)
+    found = [(path, relative) for path, relative in find_images(inputs, output_dir) if path.resolve() not in recorded]
     jobs, inputs_resolved = [], set()
-    for index, (path, relative) in enumerate(find_images(inputs)):
+    for index, (path, relative) in enumerate(found):
         suffix = path.suffix if output_format == "same" else f".{output_format}"
         target = output_dir / relative.with_suffix(suffix)
         map_target = target.with_name(f"{target.stem}_map.png") if save_map else None
         jobs.append(Job(index, path, target, map_target, relative.with_suffix(suffix).as_posix()))
         inputs_resolved.add(path.resolve())
+    writers: dict[Path, list[Path]] = {}  # output -> the inputs that would write it
     for job in jobs:
         for candidate in (job.target, job.map_target):
-            if candidate is not None and candidate.resolve() in inputs_resolved:
+            if candidate is None:
+                continue
+            if candidate.resolve() in inputs_resolved:
                 raise ValueError(f"refusing to overwrite the input {candidate}: choose another output folder")
+            writers.setdefault(candidate.resolve(), []).append(job.source)
+    collisions = [(output, sources) for output, sources in writers.items() if len(sources) > 1]
+    if collisions:
+        named = "; ".join(f"{' and '.join(map(str, sources))} -> {output}" for output, sources in collisions)
+        same = "" if output_format == "same" else ", or keep each input's suffix with --format same (output_format='same')"
+        raise ValueError(f"{len(collisions)} output(s) would be written by more than one input: {named}; rename the "
+                         f"inputs{same}")  # fmt: skip
     return jobs
 
 
@@ -294,11 +314,36 @@ def encode_and_write(job: Job, image: torch.Tensor, map_image: torch.Tensor | No
     return len(data)
 
 
+# A full disk or quota, a read-only or failing file system: every later write would fail too.
+STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+class WriteFailure(RuntimeError):
+    """An output could not be written (or recorded) for a reason that stops the run (:data:`STOPPING_ERRNOS`).
+
+    What was written before it is whole and recorded, so ``resume`` finishes the run once the
+    cause is fixed.
+    """
+
+
+def write_reason(path: Path, error: OSError, doing: str = "write") -> str:
+    """A failed write in plain words, saying it is a write failure.
+
+    Example:
+        >>> write_reason(Path("out/a.png"), OSError(errno.ENOSPC, "No space left on device"))
+        'write failure: cannot write out/a.png: no space left on device'
+    """
+    return f"write failure: cannot {doing} {path}: {(error.strerror or str(error)).lower()}"
+
+
 class Writer:
     """Encodes and writes outputs in a thread pool; records a batch in the manifest once all of it is written.
 
     At most ``max_in_flight`` images wait for their writes (the oldest batch is waited for beyond
-    that), so a fast defense cannot fill memory with encoded-to-be images.
+    that), so a fast defense cannot fill memory with encoded-to-be images. A write that fails for
+    one file (permission denied, name too long) skips that image; one that no later write could
+    escape (:data:`STOPPING_ERRNOS`), or a manifest that cannot be appended to, stops the run
+    with :class:`WriteFailure`.
     """
 
     def __init__(self, manifest: Path, spec: str, threads: int, png_compression: int, max_in_flight: int,
@@ -310,6 +355,7 @@ class Writer:
         self.in_flight = 0
         self.written: list[tuple[int, Path]] = []
         self.failed: list[tuple[int, Path, str]] = []
+        self.stopped: str | None = None  # why the run must stop, once a write failed for good
 
     def submit(self, outputs: list[tuple[Job, Decoded, torch.Tensor, torch.Tensor | None]]) -> None:
         """Queue one batch's outputs for writing, then record the batches already written."""
@@ -330,24 +376,34 @@ class Writer:
             self._record(head)
             self.batches.popleft()
             self.in_flight -= len(head)
+            if self.stopped is not None:
+                raise WriteFailure(self.stopped)
 
     def _record(self, batch: list[tuple[Job, Decoded, Future]], aborting: bool = False) -> None:
-        records = []
+        records, written = [], []
         for job, item, future in batch:
             if future.cancelled():
                 continue
             try:
                 size = future.result()
             except OSError as error:
-                self.failed.append((job.index, job.source, f"cannot write {job.target}: {plain_reason(error)}"))
+                why = write_reason(job.target, error)
+                self.failed.append((job.index, job.source, why))
+                if error.errno in STOPPING_ERRNOS and self.stopped is None:
+                    self.stopped = why
                 continue
             except Exception:
                 if aborting:  # the error being raised already says what went wrong
                     continue
                 raise
             records.append(output_record(job, item.source_stat, self.spec, size))
-            self.written.append((job.index, job.target))
-        append_manifest(self.manifest, records)
+            written.append((job.index, job.target))
+        try:
+            append_manifest(self.manifest, records)
+        except OSError as error:  # the files are whole but unrecorded: a resume redoes them
+            self.stopped = self.stopped or write_reason(self.manifest, error, doing="append to")
+        else:
+            self.written += written
         self.progress.update(sum(not future.cancelled() for *_, future in batch))
 
     def close(self) -> None:
@@ -359,10 +415,11 @@ class Writer:
         """Finish the writes already queued, record what is whole; a second Ctrl-C drops the writes not started.
 
         What is queued was already defended and is at most ``max_in_flight`` images: finishing it
-        costs a fraction of a second and spares a resume from redoing it.
+        costs a fraction of a second and spares a resume from redoing it. After a
+        :class:`WriteFailure` the writes not started are dropped: they would fail the same way.
         """
         try:
-            self.pool.shutdown(wait=True)
+            self.pool.shutdown(wait=True, cancel_futures=self.stopped is not None)
         except KeyboardInterrupt:  # the caller re-raises the first one
             self.pool.shutdown(wait=True, cancel_futures=True)
         finally:
@@ -448,6 +505,12 @@ def defend_files(
     JPEGs on the device. Existing outputs are refused unless ``resume`` (keep finished ones,
     see :mod:`lgs_gpu.app.defend_outputs`) or ``overwrite``. Under ``torchrun`` each rank takes every
     ``world``-th file; ``shard=(rank, world)`` does the same by hand (several machines, or tests).
+
+    A write that fails for one file skips it (``"write failure: ..."`` in ``skipped``); a full
+    disk or quota, or a read-only or failing file system, stops the run with
+    :class:`WriteFailure`, whatever was written before it whole and recorded. Outputs get the
+    mode ``open()`` would give them (the umask is respected). An output folder inside an input
+    folder is not searched for inputs.
 
     Example:
         >>> summary = defend_files(["photos/"], "defended", defense="lgs", workers=2)  # doctest: +SKIP
@@ -545,6 +608,12 @@ class Pipeline:
                                        max_waiting=4 * settings.batch_size):  # fmt: skip
                 self.defend(group)
             self.writer.close()
+        except WriteFailure as failure:
+            self.writer.abort()
+            raise WriteFailure(
+                f"{failure}; stopped after {len(self.writer.written)} output(s), each whole and recorded: fix the "
+                "cause (free space, a writable folder) and add --resume (resume=True) to finish"
+            ) from None
         except BaseException:
             self.writer.abort()
             raise

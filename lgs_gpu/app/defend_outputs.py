@@ -95,6 +95,17 @@ def read_manifest(output_dir: Path) -> dict[str, dict]:
     return newest
 
 
+def recorded_outputs(output_dir: Path) -> set[Path]:
+    """Every output and map the manifests in ``output_dir`` name, resolved (none when there is no manifest)."""
+    paths = set()
+    for name, record in read_manifest(output_dir).items():
+        output = output_dir / name
+        paths.add(output.resolve())
+        if isinstance(record.get("map"), str):
+            paths.add(output.with_name(record["map"]).resolve())
+    return paths
+
+
 def output_record(job: Job, source_stat: tuple[int, int], spec: str, size: int) -> dict:
     """The manifest line of one written output; ``source_stat`` is the input's as it was read."""
     return {
