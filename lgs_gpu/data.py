@@ -19,7 +19,7 @@ import PIL.Image
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from .imageio import IMAGE_SUFFIXES, read_image
+from .imageio import IMAGE_SUFFIXES, decode_image_file
 
 SKIMAGE_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
 SKLEARN_PHOTOGRAPHS = ("china", "flower")  # sklearn.datasets.load_sample_images, by file stem
@@ -41,6 +41,7 @@ class ImageSet:
     names: list[str]
     labels: torch.Tensor | None = None  # [N] int64
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (file, what the reader did: first frame only, ...)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -52,6 +53,7 @@ class ImageSet:
             [self.names[i] for i in indices],
             None if self.labels is None else self.labels[index],
             list(self.skipped),
+            list(self.notes),
         )
 
 
@@ -112,15 +114,19 @@ def bundled(size: int, names: tuple[str, ...] = ALL_PHOTOGRAPHS) -> ImageSet:
     return ImageSet(torch.stack(list(photographs.values())), list(photographs))
 
 
-def _load_files(paths: list[Path], size: int, root: Path) -> tuple[list[torch.Tensor], list[str], list[tuple[str, str]]]:
-    images, names, skipped = [], [], []
+def _load_files(paths: list[Path], size: int, root: Path) -> tuple[list[torch.Tensor], list[str], list[tuple[str, str]],
+                                                                   list[tuple[str, str]]]:  # fmt: skip
+    images, names, skipped, notes = [], [], [], []
     for path in paths:
         try:
-            images.append(resize_and_crop(read_image(path), size))
-            names.append(str(path.relative_to(root)))
+            image, said = decode_image_file(path)
         except ValueError as error:
             skipped.append((str(path), str(error)))
-    return images, names, skipped
+            continue
+        images.append(resize_and_crop(image, size))
+        names.append(str(path.relative_to(root)))
+        notes += [(str(path), note) for note in said]
+    return images, names, skipped, notes
 
 
 def image_folder(folder: str | Path, size: int, limit: int | None = None) -> ImageSet:
@@ -134,10 +140,10 @@ def image_folder(folder: str | Path, size: int, limit: int | None = None) -> Ima
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ValueError(f"no image ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-    images, names, skipped = _load_files(paths[:limit] if limit else paths, size, folder)
+    images, names, skipped, notes = _load_files(paths[:limit] if limit else paths, size, folder)
     if not images:
         raise ValueError(f"none of the {len(paths)} image files under {folder} could be read: {skipped[0][1]}")
-    return ImageSet(torch.stack(images), names, None, skipped)
+    return ImageSet(torch.stack(images), names, None, skipped, notes)
 
 
 def _read_labels_file(path: Path) -> dict[str, int]:

@@ -14,9 +14,11 @@ import io
 import re
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 
 with warnings.catch_warnings():
@@ -169,50 +171,140 @@ def _without_internals(message: str) -> str:
     return re.sub(r"^[\w()]+, \S+:\d+, ", "", message.strip().splitlines()[0] if message.strip() else "unknown error")
 
 
-def _read_bytes(path: str | Path) -> bytes:
-    """The whole file, refusing (with a plain reason) unreadable and empty files."""
+class DecodeNote(UserWarning):
+    """Something a reader did to an image that its user should know (first frame only, 16 bits scaled to 8)."""
+
+
+HEAD_BYTES = 32  # enough for every signature in _SIGNATURES and a PNG's bit depth (byte 24)
+
+
+def _open(path: str | Path) -> tuple[BinaryIO, bytes]:
+    """The open file and its first :data:`HEAD_BYTES`, refusing unreadable, empty and non-image files before more is read."""
     try:
-        data = Path(path).read_bytes()
+        stream = open(path, "rb")  # noqa: SIM115 (the caller closes it)
     except OSError as error:
         raise UnreadableImage(path, plain_reason(error)) from error
-    if not data:
+    try:
+        head = stream.read(HEAD_BYTES)
+    except OSError as error:
+        stream.close()
+        raise UnreadableImage(path, plain_reason(error)) from error
+    if not head:
+        stream.close()
         raise UnreadableImage(path, "empty file (0 bytes)")
-    return data
+    if file_format(head) is None:  # a 2 GB text file named .png is refused from its first 32 bytes
+        stream.close()
+        raise UnreadableImage(path, "not an image file, or a format that cannot be read")
+    stream.seek(0)
+    return stream, head
+
+
+def decode_image_file(path: str | Path) -> tuple[torch.Tensor, list[str]]:
+    """Decode an image file into ``[3, H, W]`` uint8 RGB, and notes on what was done to it.
+
+    What :func:`read_image` does; the notes (also issued there as :class:`DecodeNote` warnings)
+    say that only the first frame of a multi-frame file was used, or that 16-bit or float
+    samples were scaled to 8 bits.
+
+    Example:
+        >>> image, notes = decode_image_file("scan.tif")  # doctest: +SKIP
+        >>> notes  # doctest: +SKIP
+        ['16-bit samples scaled to 8 bits (the top 8 bits of each)']
+    """
+    stream, head = _open(path)
+    kind = file_format(head)
+    try:
+        with stream, warnings.catch_warnings():
+            # Past the limit Pillow warns (2x: raises) at open; the check below refuses it, naming its size.
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(stream) as image:
+                check_pixel_limit(path, image.height, image.width)  # before anything is decoded
+                frames = getattr(image, "n_frames", 1)
+                image.load()
+                rgb, notes = _to_rgb8(path, _upright(image), head)
+    except UnreadableImage:
+        raise
+    except PIL.Image.DecompressionBombError as error:
+        raise UnreadableImage(path, plain_reason(error, head)) from error
+    except PIL.UnidentifiedImageError as error:  # a known signature that Pillow cannot parse
+        reason = _UNPARSED.get(kind, f"truncated or incomplete {kind}")
+        raise UnreadableImage(path, reason) from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise UnreadableImage(path, plain_reason(error, head)) from error
+    if min(rgb.shape[:2]) == 0:
+        raise UnreadableImage(path, "empty image (0 pixels)")
+    if frames > 1:
+        notes.insert(0, f"{frames} frames (an animated or multi-page file): only the first is used")
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), notes
+
+
+# Formats whose valid files Pillow may fail to identify (not only cut-short ones): what to say instead.
+_UNPARSED = {"TIFF": "a TIFF that cannot be read (float colour samples, an unsupported compression), or a truncated one"}
+
+_ORIENTATION_TAG = 0x0112  # EXIF; 1 is upright, 2..8 a mirror and/or a rotation
+
+
+def _upright(image: PIL.Image.Image) -> PIL.Image.Image:
+    """``image`` turned as its EXIF orientation says (JPEG, PNG, TIFF, WebP), as viewers show it."""
+    if image.getexif().get(_ORIENTATION_TAG, 1) in range(2, 9):
+        return PIL.ImageOps.exif_transpose(image)
+    return image
+
+
+def _to_rgb8(path: str | Path, image: PIL.Image.Image, head: bytes) -> tuple[np.ndarray, list[str]]:
+    """``[H, W, 3]`` uint8 of a loaded image, scaling 16-bit and float samples (Pillow's convert clips them)."""
+    if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey (and 32-bit integer) samples
+        samples = np.asarray(image)
+        low, high = int(samples.min()), int(samples.max())
+        if low < 0 or high > 65535:
+            raise UnreadableImage(path, f"32-bit integer samples in [{low}, {high}]: their range is unknown")
+        grey = (samples.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1), [_SIXTEEN_BITS]
+    if image.mode == "F":  # 32-bit float grey (TIFF)
+        samples = np.asarray(image)
+        if not np.isfinite(samples).all():
+            raise UnreadableImage(path, "float samples that are NaN or infinite")
+        low, high = float(samples.min()), float(samples.max())
+        if low < 0 or high > 1:
+            raise UnreadableImage(path, f"float samples in [{low:g}, {high:g}], not 0..1: their scale is unknown")
+        grey = np.round(samples * 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1), ["float samples (0..1) scaled to 8 bits"]
+    notes = [_SIXTEEN_BITS] if _sixteen_bit_colour(image, head) else []  # Pillow keeps their top 8 bits
+    return np.array(image.convert("RGB")), notes
+
+
+_SIXTEEN_BITS = "16-bit samples scaled to 8 bits (the top 8 bits of each)"
+
+
+def _sixteen_bit_colour(image: PIL.Image.Image, head: bytes) -> bool:
+    """Whether a colour image had 16-bit samples that Pillow read as 8-bit (PNG, TIFF)."""
+    if head.startswith(b"\x89PNG") and len(head) > 24:
+        return head[24] == 16  # IHDR's bit depth
+    bits = getattr(image, "tag_v2", {}).get(258)  # TIFF BitsPerSample
+    return bits is not None and max(bits if isinstance(bits, tuple) else (bits,)) > 8
 
 
 def read_image(path: str | Path) -> torch.Tensor:
     """Decode an image file into ``[3, H, W]`` uint8 RGB (grey, palette and alpha are converted).
 
-    Pillow's decompression-bomb guard stays on: an image past :func:`pixel_limit` is refused
-    before it is decoded. Raises :class:`UnreadableImage` (a ``ValueError``) saying in plain words
-    what is wrong: unreadable, empty, not an image, truncated, corrupt or oversized.
+    The file's first bytes are checked before the rest is read: a file that is no image format is
+    refused without reading it whole. Pillow's decompression-bomb guard stays on: an image past
+    :func:`pixel_limit` is refused before it is decoded. The image is turned upright as its EXIF
+    orientation says; 16-bit samples keep their top 8 bits, float samples in 0..1 are scaled to
+    0..255 (others are refused), and a multi-frame file gives its first frame: each of these is
+    said in a :class:`DecodeNote` warning (:func:`decode_image_file` returns them instead).
+    Raises :class:`UnreadableImage` (a ``ValueError``) saying in plain words what is wrong:
+    unreadable, empty, not an image, truncated, corrupt or oversized.
 
     Example:
         >>> read_image("notes.txt")  # doctest: +SKIP
         Traceback (most recent call last):
         UnreadableImage: cannot read notes.txt: not an image file, or a format that cannot be read
     """
-    data = _read_bytes(path)
-    try:
-        with warnings.catch_warnings():
-            # Past the limit Pillow warns (2x: raises) at open; the check below refuses it, naming its size.
-            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            with PIL.Image.open(io.BytesIO(data)) as image:
-                check_pixel_limit(path, image.height, image.width)  # before anything is decoded
-                image.load()
-                rgb = np.array(image.convert("RGB"))
-    except UnreadableImage:
-        raise
-    except PIL.Image.DecompressionBombError as error:
-        raise UnreadableImage(path, plain_reason(error, data[:16])) from error
-    except PIL.UnidentifiedImageError as error:
-        kind = file_format(data[:16])  # a known signature that Pillow cannot parse: cut short
-        raise UnreadableImage(path, f"truncated or incomplete {kind}" if kind else plain_reason(error)) from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise UnreadableImage(path, plain_reason(error, data[:16])) from error
-    if min(rgb.shape[:2]) == 0:
-        raise UnreadableImage(path, "empty image (0 pixels)")
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+    image, notes = decode_image_file(path)
+    for note in notes:
+        warnings.warn(f"{path}: {note}", DecodeNote, stacklevel=2)
+    return image
 
 
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size.
@@ -258,21 +350,33 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
     raise ValueError("truncated or incomplete JPEG header")
 
 
+JPEG_HEADER_BYTES = 1 << 20  # the frame header is looked for in a JPEG's first MiB (EXIF blocks are <= 64 KiB each)
+
+
 def read_jpeg_bytes(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
     """A JPEG file's bytes as a 1-D uint8 tensor and its ``(height, width)``, for :func:`decode_jpegs`.
 
-    The header's size is checked against :func:`pixel_limit` here, before anything is decoded.
-    Raises :class:`UnreadableImage` for unreadable, empty or oversized files and ``ValueError``
-    for a header this parser cannot read (decode such a file with :func:`read_image`).
+    The header's size is checked against :func:`pixel_limit` from the file's first
+    :data:`JPEG_HEADER_BYTES`, before the rest is read or anything decoded. Raises
+    :class:`UnreadableImage` for unreadable, empty, non-image or oversized files and
+    ``ValueError`` for a header this parser cannot read (decode such a file with :func:`read_image`).
     """
-    data = _read_bytes(path)
-    height, width = jpeg_size(data)
-    check_pixel_limit(path, height, width)
+    stream, head = _open(path)
+    with stream:
+        try:
+            prefix = stream.read(JPEG_HEADER_BYTES)
+            height, width = jpeg_size(prefix)
+            check_pixel_limit(path, height, width)
+            data = prefix + stream.read()
+        except OSError as error:
+            raise UnreadableImage(path, plain_reason(error, head)) from error
     return torch.frombuffer(bytearray(data), dtype=torch.uint8), (height, width)
 
 
 def decode_jpegs(encoded: list[torch.Tensor], device: str | torch.device) -> list[torch.Tensor]:
     """Decode JPEG byte tensors on ``device`` (nvJPEG on CUDA) in one batched call: ``[3, H, W]`` uint8 RGB each.
+
+    Each is turned upright as its EXIF orientation says, as :func:`read_image` does.
 
     Raises ``RuntimeError`` when any of them fails; decode them one by one to find which.
     """
@@ -280,7 +384,7 @@ def decode_jpegs(encoded: list[torch.Tensor], device: str | torch.device) -> lis
         return []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchCodec.*")
-        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
 
 
 def encode_image(image: torch.Tensor, suffix: str, jpeg_quality: int = 95, png_compression: int = 6) -> bytes:

@@ -56,6 +56,16 @@ def test_compiled_matches_reference(shape, dtype):
     check_against_reference(shape, dtype)
 
 
+def test_small_images_build_no_program_of_their_own(monkeypatch):
+    # 120 mixed small images cost 134 s on a cold cache when each size smaller than the window built one.
+    built = []
+    real = lgs_compiled._PACKAGES.program
+    monkeypatch.setattr(lgs_compiled._PACKAGES, "program", lambda key, build: built.append(key) or real(key, build))
+    for shape in [(1, 3, 5, 7), (2, 3, 9, 14), (1, 3, 14, 40), (1, 3, 40, 14), (1, 3, 6, 300)]:
+        check_against_reference(shape, torch.float32)
+    assert {key for key in built if key.startswith("window_test")} <= {"window_test-float32-15x15"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("shape, dtype", SLOW_CASES, ids=str)
 def test_compiled_matches_reference_in_float64_and_single_images(shape, dtype):

@@ -216,7 +216,7 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
             "config": asdict(config),
             "conditions": evaluate.conditions(evaluation),
             "model": {"name": model.name, "input_size": model.input_size, "weights": model.weights},
-            "images": {"count": len(images), "names": images.names, "skipped": images.skipped},
+            "images": {"count": len(images), "names": images.names, "skipped": images.skipped, "notes": images.notes},
             "label_source": label_source,
             "attack": {"unit": attack.key, "iterations": config.iterations, "view": "bare model (non-adaptive)"},
             "bare": bare,

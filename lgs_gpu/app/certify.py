@@ -219,6 +219,7 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
             "images": len(images),
             "names": images.names,
             "skipped": images.skipped,
+            "notes": images.notes,
             "label_source": label_source,
             "table": [
                 summarise(fraction, cleansers[fraction], model.input_size, records[_key(fraction)])

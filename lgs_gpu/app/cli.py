@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     defend.add_argument("--save-map", action="store_true", help="also write ĝ as <name>_map.png")
     defend.add_argument("--format", choices=("png", "jpg", "same"), default="png", help="output format (default png)")
     defend.add_argument("--batch-size", type=int, default=8, help="images of one size defended together (default 8)")
+    defend.add_argument("--batch-memory", type=float, metavar="GB",
+                        help="memory one batch may use; fewer images per batch beyond it (default: a quarter of the "
+                        "available RAM, half the free GPU memory)")  # fmt: skip
     defend.add_argument("--workers", type=int, help="decoding processes (0: decode in this one; default min(4, CPUs))")
     defend.add_argument("--write-threads", type=int, help="encoding and writing threads (default: one per CPU)")
     defend.add_argument("--png-level", type=int, default=6, choices=range(10), metavar="0-9",
@@ -304,8 +307,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if results is None:  # not rank 0 under torchrun
         return 0
     print(f"model {results['model']['name']}, {results['images']['count']} images, labels: {results['label_source']}")
-    for path, why in results["images"]["skipped"]:
-        print(f"skipped {path}: {why}", file=sys.stderr)
+    _print_reader_reports(results["images"]["skipped"], results["images"]["notes"])
     for key in ("table1", "table3", "adaptive", "table2", "certified"):
         if results["tables"][key]:
             print(f"\n{TABLE_TITLES[key]}\n\n{markdown_table(results['tables'][key])}")
@@ -332,8 +334,7 @@ def _certify(args: argparse.Namespace) -> int:
     results = certify(config)
     if results is None:  # not rank 0 under torchrun
         return 0
-    for path, why in results["skipped"]:
-        print(f"skipped {path}: {why}", file=sys.stderr)
+    _print_reader_reports(results["skipped"], results["notes"])
     print(markdown(results))
     print(f"wrote {args.output_dir}/certify.json, certify.csv, certify.md")
     return 0
@@ -429,6 +430,21 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gigabytes(value: float, flag: str) -> int:
+    """``value`` GB as bytes; ``ValueError`` unless it is finite and > 0."""
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{flag} must be a number of gigabytes > 0. Got {value}")
+    return max(1, int(value * 1e9))
+
+
+def _print_reader_reports(skipped: list, notes: list, prefix: str = "") -> None:
+    """The images skipped and why, and what the reader did to others (first frame only, 16 bits scaled), on stderr."""
+    for path, why in skipped:
+        print(f"{prefix}skipped {path}: {why}", file=sys.stderr)
+    for path, note in notes:
+        print(f"{prefix}note {path}: {note}", file=sys.stderr)
+
+
 def _defend(args: argparse.Namespace) -> int:
     from .defend import WriteFailure, default_workers, defend_files
 
@@ -439,6 +455,7 @@ def _defend(args: argparse.Namespace) -> int:
             save_map=args.save_map, output_format=args.format, batch_size=args.batch_size, workers=workers,
             write_threads=args.write_threads, resume=args.resume, overwrite=args.overwrite,
             png_compression=args.png_level, decode_on_device=False if args.cpu_decode else None,
+            batch_memory=None if args.batch_memory is None else _gigabytes(args.batch_memory, "--batch-memory"),
         )  # fmt: skip
     except KeyboardInterrupt:
         print(f"lgs-gpu defend: interrupted; every file in {args.output_dir} is whole and the finished ones are "
@@ -450,8 +467,7 @@ def _defend(args: argparse.Namespace) -> int:
     rank = f"rank {summary.rank} of {summary.world}: " if summary.world > 1 else ""
     kept = f" (kept {len(summary.kept)} finished earlier)" if summary.kept else ""
     print(f"{rank}defended {len(summary.written)} image(s) into {args.output_dir}{kept}")
-    for path, why in summary.skipped:
-        print(f"{rank}skipped {path}: {why}", file=sys.stderr)
+    _print_reader_reports(summary.skipped, summary.notes, rank)
     return 0 if summary.written or summary.kept or not summary.skipped else 1
 
 

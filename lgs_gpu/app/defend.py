@@ -40,6 +40,7 @@ from ..defenses import get
 from ..imageio import (
     JPEG_SUFFIXES,
     UnreadableImage,
+    decode_image_file,
     decode_jpegs,
     encode_image,
     find_images,
@@ -73,6 +74,7 @@ class DefendSummary:
     written: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
     kept: list[Path] = field(default_factory=list)  # finished by an earlier run (resume)
+    notes: list[tuple[Path, str]] = field(default_factory=list)  # (input, what the reader did: first frame only, ...)
     rank: int = 0
     world: int = 1
 
@@ -87,6 +89,7 @@ class Decoded:
     encoded: torch.Tensor | None = None
     source_stat: tuple[int, int] = (0, 0)  # (bytes, mtime_ns) when read: a later change means redo
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the reader did (first frame only, 16 bits scaled)
 
 
 def default_workers() -> int:
@@ -167,10 +170,10 @@ def decode_job(job: Job, jpeg_bytes: bool) -> Decoded:
         except ValueError:  # a header this parser does not read: Pillow decides below
             pass
     try:
-        image = read_image(job.source)
+        image, notes = decode_image_file(job.source)
     except UnreadableImage as error:
         return Decoded(job.index, error=error.reason)
-    return Decoded(job.index, (image.shape[-2], image.shape[-1]), image=image, source_stat=stat)
+    return Decoded(job.index, (image.shape[-2], image.shape[-1]), image=image, source_stat=stat, notes=notes)
 
 
 class _DecodeSet(Dataset):
@@ -197,33 +200,66 @@ def decoded_inputs(jobs: list[Job], workers: int, chunk: int, jpeg_bytes: bool) 
 
 
 def group_batches(
-    items: Iterable[T], key: Callable[[T], Hashable], batch_size: int, max_waiting: int
+    items: Iterable[T],
+    key: Callable[[T], Hashable],
+    batch_size: int,
+    max_waiting: int,
+    weight: Callable[[Hashable], int] = lambda group_key: 1,
+    max_weight: int | None = None,
+    max_waiting_weight: int | None = None,
 ) -> Iterator[list[T]]:
     """Group items of equal ``key`` into batches of up to ``batch_size``, in arrival order.
 
-    A group leaves when full; when more than ``max_waiting`` items wait (many sizes), the oldest
-    group leaves early, so memory stays bounded. The batches depend only on the items' order.
+    Each item of a group weighs ``weight(key)`` (1 by default; its pixels in ``defend``). A group
+    leaves when it holds ``batch_size`` items, or when one more would weigh more than
+    ``max_weight`` (a single item always makes a batch); when more than ``max_waiting`` items
+    wait, or they weigh more than ``max_waiting_weight`` (many sizes), the oldest group leaves
+    early, so memory stays bounded. The batches depend only on the items' order.
 
     Example:
         >>> list(group_batches(["a", "bb", "c", "dd", "e"], len, batch_size=2, max_waiting=8))
         [['a', 'c'], ['bb', 'dd'], ['e']]
         >>> list(group_batches(["a", "bb", "ccc", "dd"], len, batch_size=2, max_waiting=2))  # "a" leaves early
         [['a'], ['bb', 'dd'], ['ccc']]
+        >>> list(group_batches(["a", "a", "bb", "bb"], len, batch_size=8, max_waiting=99, weight=lambda n: n, max_weight=2))
+        [['a', 'a'], ['bb'], ['bb']]
     """
     waiting: dict[Hashable, list[T]] = {}
-    count = 0
+    count = load = 0
     for item in items:
         group_key = key(item)
-        waiting.setdefault(group_key, []).append(item)
-        count += 1
-        if len(waiting[group_key]) == batch_size:
-            count -= batch_size
+        group = waiting.setdefault(group_key, [])
+        group.append(item)
+        each = weight(group_key)
+        count, load = count + 1, load + each
+        if len(group) == batch_size or (max_weight is not None and (len(group) + 1) * each > max_weight):
+            count, load = count - len(group), load - len(group) * each
             yield waiting.pop(group_key)
-        elif count > max_waiting:
+        elif count > max_waiting or (max_waiting_weight is not None and load > max_waiting_weight):
             oldest = next(iter(waiting))
-            count -= len(waiting[oldest])
+            count, load = count - len(waiting[oldest]), load - len(waiting[oldest]) * weight(oldest)
             yield waiting.pop(oldest)
     yield from waiting.values()
+
+
+# Peak memory per pixel of a batch: the largest the registry's defenses were measured to use (tvm,
+# 258 on the CPU; lgs 43) with a margin, by `python benchmarks/defense_memory.py`. Batches are sized
+# so that their images' pixels times this stay within their budget.
+BYTES_PER_PIXEL = 320
+
+
+def default_batch_memory(device: str) -> int:
+    """Bytes a defended batch may use by default: half the free memory of a CUDA device, else a quarter of the available RAM."""
+    if torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return free // 2
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 // 4
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
 
 
 def on_device(
@@ -488,6 +524,7 @@ def defend_files(
     png_compression: int = 6,
     decode_on_device: bool | None = None,
     shard: tuple[int, int] | None = None,
+    batch_memory: int | None = None,
 ) -> DefendSummary:
     """Defend every image under ``inputs`` and write the results under ``output_dir``.
 
@@ -500,7 +537,9 @@ def defend_files(
     reason, not fatal.
 
     At scale: ``workers`` processes decode (0: this one); images of one size are defended
-    ``batch_size`` at a time on ``device``; ``write_threads`` (default: one per CPU) encode and
+    ``batch_size`` at a time on ``device``, fewer when a batch would need more than
+    ``batch_memory`` bytes (default: :func:`default_batch_memory`; :data:`BYTES_PER_PIXEL` per
+    pixel), and a single image past it alone; ``write_threads`` (default: one per CPU) encode and
     write, PNG at zlib level ``png_compression``. ``decode_on_device`` (default: on CUDA) decodes
     JPEGs on the device. Existing outputs are refused unless ``resume`` (keep finished ones,
     see :mod:`lgs_gpu.app.defend_outputs`) or ``overwrite``. Under ``torchrun`` each rank takes every
@@ -519,6 +558,9 @@ def defend_files(
     """
     defense = _check_arguments(defense, save_map, output_format, batch_size, workers, write_threads, resume,
                                overwrite, png_compression, shard)  # fmt: skip
+    if batch_memory is not None and (isinstance(batch_memory, bool) or not isinstance(batch_memory, int)
+                                     or batch_memory < 1):  # fmt: skip
+        raise ValueError(f"batch_memory must be a number of bytes >= 1 or None (from the free memory). Got {batch_memory!r}")
     output_dir = Path(output_dir)
     jobs = plan_jobs(inputs, output_dir, output_format, save_map)
     check_output_folder(output_dir)
@@ -537,8 +579,9 @@ def defend_files(
             retire_existing(mine, manifest)
         if decode_on_device is None:
             decode_on_device = torch.device(device).type == "cuda"
+        budget = default_batch_memory(device) if batch_memory is None else batch_memory
         settings = Settings(device, save_map, batch_size, workers, write_threads or os.cpu_count() or 1,
-                            png_compression, decode_on_device)  # fmt: skip
+                            png_compression, decode_on_device, max(1, budget // BYTES_PER_PIXEL))  # fmt: skip
         summary = Pipeline(todo, defense, settings, manifest, progress, rank, world).run()
         summary.kept = [job.target for job in kept]
         return summary
@@ -558,6 +601,7 @@ class Settings:
     threads: int
     png_compression: int
     jpeg_bytes: bool  # JPEGs decoded by the device's decoder
+    batch_pixels: int  # the most pixels one defended batch holds (its memory budget / BYTES_PER_PIXEL)
 
 
 class Pipeline:
@@ -568,6 +612,7 @@ class Pipeline:
         self.jobs, self.defense, self.settings, self.rank, self.world = jobs, defense, settings, rank, world
         self.by_index = {job.index: job for job in jobs}
         self.skipped: list[tuple[int, Path, str]] = []
+        self.notes: list[tuple[int, Path, str]] = []
         self.bar = tqdm(total=len(jobs), desc="lgs-gpu defend" + (f" (rank {rank} of {world})" if world > 1 else ""),
                         unit="image", disable=not progress)  # fmt: skip
         in_flight = max(2 * settings.batch_size, 4 * settings.threads)
@@ -583,6 +628,7 @@ class Pipeline:
         """The items that were read, skipping (and reporting) the others."""
         for item in items:
             if item.error is None:
+                self.notes += [(item.index, self.by_index[item.index].source, note) for note in item.notes]
                 yield item
             else:
                 self.skip(item, item.error)
@@ -605,7 +651,9 @@ class Pipeline:
         try:
             decoded = decoded_inputs(self.jobs, settings.workers, settings.batch_size, settings.jpeg_bytes)
             for group in group_batches(self.readable(decoded), lambda item: item.size, settings.batch_size,
-                                       max_waiting=4 * settings.batch_size):  # fmt: skip
+                                       max_waiting=4 * settings.batch_size, weight=lambda size: size[0] * size[1],
+                                       max_weight=settings.batch_pixels,
+                                       max_waiting_weight=4 * settings.batch_pixels):  # fmt: skip
                 self.defend(group)
             self.writer.close()
         except WriteFailure as failure:
@@ -622,6 +670,7 @@ class Pipeline:
         return DefendSummary(
             written=[target for _, target in sorted(self.writer.written)],
             skipped=[(path, why) for _, path, why in sorted(self.skipped + self.writer.failed)],
+            notes=[(path, note) for _, path, note in sorted(self.notes)],
             rank=self.rank,
             world=self.world,
         )

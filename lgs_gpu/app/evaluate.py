@@ -350,7 +350,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
             "config": asdict(config),
             "conditions": conditions(config),
             "model": {"name": model.name, "input_size": model.input_size, "weights": model.weights},
-            "images": {"count": len(images), "names": images.names, "skipped": images.skipped},
+            "images": {"count": len(images), "names": images.names, "skipped": images.skipped, "notes": images.notes},
             "label_source": label_source,
             "units": [asdict(unit) for unit in units],
             "tables": tables(config, units, records),

@@ -10,7 +10,7 @@ from numbers import Real
 import torch
 
 from .._validate import as_image_batch, from_unit_float, to_unit_float
-from ..tracing import exporting_to_onnx
+from ..tracing import exporting_to_onnx, tracing
 
 
 def apply_defense(x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor], differentiable: bool) -> torch.Tensor:
@@ -60,6 +60,37 @@ def odd_window(value: object, name: str = "window") -> int:
     if value % 2 == 0:
         raise ValueError(f"{name} must be odd (3, 5, 7, ...) so the window has a centre pixel. Got {value}")
     return value
+
+
+ALWAYS_FITS = 15  # windows up to this side are cheap on any image (the paper's are 3 and 5)
+
+
+def largest_window(height: int, width: int) -> int:
+    """The widest window a filter accepts on a ``height x width`` image: ``2 x its larger side + 1``, at least 15.
+
+    Example:
+        >>> largest_window(299, 200), largest_window(2, 2)
+        (599, 15)
+    """
+    return max(2 * max(height, width) + 1, ALWAYS_FITS)
+
+
+def window_fits(window: int, batch: torch.Tensor) -> None:
+    """Refuse a ``window`` wider than :func:`largest_window` of the batch's images (``ValueError``).
+
+    Past ``2 x the larger side + 1`` the window reaches beyond the image's reflection on both
+    axes: it only repeats pixels, while its cost grows with ``window**2`` (``median:99999`` asked
+    for 120 GB). Not checked while a compiler traces (the sizes are symbolic there).
+    """
+    if tracing(batch):
+        return
+    height, width = batch.shape[-2:]
+    largest = largest_window(height, width)
+    if window > largest:
+        raise ValueError(
+            f"window {window} is too large for a {height} x {width} image: at most {largest} (2 x its larger side + 1; "
+            "a wider window only repeats the image's reflection)"
+        )
 
 
 def positive_real(value: object, name: str, allow_zero: bool = False) -> float:

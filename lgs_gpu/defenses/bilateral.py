@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .._transform import ImageDefense
-from ._common import apply_defense, odd_window, positive_real
+from ._common import apply_defense, odd_window, positive_real, window_fits
 
 PAPER_WINDOWS = (5,)
 STYLES = ("skimage", "textbook")
@@ -51,6 +51,7 @@ def spatial_weights(window: int, sigma_spatial: float, style: str) -> torch.Tens
 
 
 def _bilateral(batch: torch.Tensor, window: int, sigma_spatial: float, sigma_color: float | None, style: str):
+    window_fits(window, batch)  # memory is a few planes whatever the window; its time grows with window**2
     _, channels, height, width = batch.shape
     flat = batch.flatten(1)
     if sigma_color is None:
@@ -101,7 +102,7 @@ def bilateral_filter(
 
     Args:
         x: ``[B, C, H, W]`` or ``[C, H, W]``, float in [0, 1] or uint8; any device.
-        window: odd window side.
+        window: odd window side, at most :func:`~lgs_gpu.defenses._common.largest_window` of the image.
         sigma_spatial: spatial standard deviation, in pixels.
         sigma_color: colour standard deviation on the [0, 1] scale; ``None`` uses each image's
             standard deviation.

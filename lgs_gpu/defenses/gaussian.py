@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from .._transform import ImageDefense
-from ._common import apply_defense, odd_window, positive_real
-from ._padding import pad_reflect
+from ._common import apply_defense, odd_window, positive_real, window_fits
+from ._padding import reflect_indices
 
 PAPER_WINDOWS = (5,)
 DEFAULT_SIGMA = 1.0
@@ -26,11 +26,14 @@ def gaussian_taps(window: int, sigma: float, dtype: torch.dtype, device: torch.d
 
 
 def _gaussian(batch: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
-    channels = batch.shape[1]
+    window_fits(window, batch)
+    channels, radius = batch.shape[1], window // 2
     taps = gaussian_taps(window, sigma, batch.dtype, batch.device)
-    padded = pad_reflect(batch, window // 2)
-    down = F.conv2d(padded, taps.view(1, 1, window, 1).expand(channels, 1, window, 1), groups=channels)
-    return F.conv2d(down, taps.view(1, 1, 1, window).expand(channels, 1, 1, window), groups=channels)
+    # Each pass pads only the axis it filters: memory (H + 2r) W + H (W + 2r), not (H + 2r)(W + 2r).
+    tall = batch.index_select(-2, reflect_indices(batch.shape[-2], radius, batch.device))
+    down = F.conv2d(tall, taps.view(1, 1, window, 1).expand(channels, 1, window, 1), groups=channels)
+    wide = down.index_select(-1, reflect_indices(batch.shape[-1], radius, batch.device))
+    return F.conv2d(wide, taps.view(1, 1, 1, window).expand(channels, 1, 1, window), groups=channels)
 
 
 def _check(window: object, sigma: object) -> tuple[int, float]:
@@ -42,7 +45,8 @@ def gaussian_filter(x: torch.Tensor, window: int = 5, sigma: float = DEFAULT_SIG
 
     Args:
         x: ``[B, C, H, W]`` or ``[C, H, W]``, float in [0, 1] or uint8; any device.
-        window: odd kernel side (the kernel is truncated at ``window // 2`` pixels).
+        window: odd kernel side (the kernel is truncated at ``window // 2`` pixels), at most
+            :func:`~lgs_gpu.defenses._common.largest_window` of the image.
         sigma: standard deviation in pixels.
     Returns:
         Same shape, dtype and device. Differentiable (linear).

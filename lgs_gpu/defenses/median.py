@@ -3,7 +3,8 @@
 Checked against ``scipy.ndimage.median_filter(channel, size=window, mode="reflect")``; a median
 selects one of the input values, so the result is exact. The 3x3 window (the paper's) uses a
 19-comparator sorting network over the 9 shifted neighbour planes (elementwise min/max, no
-unfolded copy); other windows sort an unfolded ``window**2`` stack.
+unfolded copy); other windows select from an unfolded ``window**2`` stack, a tile of the image at
+a time, so that memory stays bounded (:data:`TILE_VALUES`) whatever the window and the image.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import torch
 
 from .._transform import ImageDefense
-from ..tracing import exporting_to_onnx
-from ._common import apply_defense, odd_window
+from ..tracing import exporting_to_onnx, tracing
+from ._common import apply_defense, odd_window, window_fits
 from ._padding import pad_reflect
 
 PAPER_WINDOWS = (3,)
+TILE_VALUES = 1 << 24  # values in one unfolded tile (64 MiB in float32), whatever the window and the batch
 
 # Compare-exchange pairs of a median-of-9 network (Paeth, Graphics Gems, 1990): after these, the
 # element at index 4 is the median of the 9 inputs.
@@ -34,11 +36,28 @@ def median_of_9(values: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _median(batch: torch.Tensor, window: int) -> torch.Tensor:
+    window_fits(window, batch)
     height, width = batch.shape[-2:]
     padded = pad_reflect(batch, window // 2)
     if window == 3:
         return median_of_9([padded[..., r : r + height, c : c + width] for r in range(3) for c in range(3)])
-    patches = padded.unfold(-2, window, 1).unfold(-2, window, 1)  # [B, C, H, W, window, window]
+    if tracing(batch):  # symbolic sizes: one piece (a traced graph holds no loop over tiles)
+        return _median_of_stack(padded, window)
+    per_pixel = batch.shape[0] * batch.shape[1] * window * window  # values unfolded per output pixel
+    tile_width = min(width, max(1, TILE_VALUES // per_pixel))
+    tile_height = min(height, max(1, TILE_VALUES // (per_pixel * tile_width)))
+    reach = window - 1  # an output tile reads this many more padded rows and columns
+    rows = [
+        torch.cat([_median_of_stack(padded[..., top : top + tile_height + reach, left : left + tile_width + reach],
+                                    window) for left in range(0, width, tile_width)], dim=-1)
+        for top in range(0, height, tile_height)
+    ]  # fmt: skip
+    return torch.cat(rows, dim=-2)
+
+
+def _median_of_stack(padded: torch.Tensor, window: int) -> torch.Tensor:
+    """The median over each ``window x window`` neighbourhood of an already padded block."""
+    patches = padded.unfold(-2, window, 1).unfold(-2, window, 1)  # [B, C, h, w, window, window]
     stack = patches.reshape(*patches.shape[:4], window * window)
     if exporting_to_onnx():  # ONNX has no median: the middle of the sorted stack (window**2 is odd), same values
         return stack.sort(dim=-1).values[..., window * window // 2]
@@ -50,7 +69,7 @@ def median_filter(x: torch.Tensor, window: int = 3) -> torch.Tensor:
 
     Args:
         x: ``[B, C, H, W]`` or ``[C, H, W]``, float in [0, 1] or uint8; any device.
-        window: odd window side.
+        window: odd window side, at most :func:`~lgs_gpu.defenses._common.largest_window` of the image.
     Returns:
         Same shape, dtype and device. Differentiable (the gradient goes to the selected pixel).
 

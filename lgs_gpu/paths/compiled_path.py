@@ -14,9 +14,11 @@ bytes are counted in :func:`lgs_gpu.tooling.roofline.traffic`):
 1. :class:`InteriorGradientProgram`: read C, write 1 (``m`` on inner pixels, in place, from shifted
    slices); the one-pixel frame from two-pixel strips (eager, tiny).
 2. :class:`WindowTestProgram`: read ``m`` about 2.5 times (min/max, then the overlapping
-   windows), write the ``n_rows x n_cols`` means and pass flags. One program per window extent:
-   the extents are the only sizes that are compiled in (``min(window_size, H)``, see
-   :func:`lgs_gpu.windows.axis_windows`), so one program serves every image at least a window tall.
+   windows), write the ``n_rows x n_cols`` means and pass flags. One program per window size:
+   the window's extents are the only sizes that are compiled in, so one program serves every
+   image at least a window tall and wide. On an image smaller than the window in either axis
+   (the extent is then ``min(window_size, H)``, see :func:`lgs_gpu.windows.axis_windows`) the
+   window test runs eagerly: a program per small size cost tens of seconds each on a cold cache.
 3. :func:`.torch_path.collate_by_row_class` (eager): the mask as a small table, one row per class
    of rows (about ``2 * n_rows`` of them), no full-size mask.
 4. :class:`SuppressProgram`: read C + 1 (``m``) and the table's row for each pixel row, write C.
@@ -30,6 +32,7 @@ it is handed, so the key is what keeps float64 images out of float32 code.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,7 +41,7 @@ import torch.nn.functional as F
 
 from ..parameters import STAGES
 from . import torch_path
-from .package_cache import PackageCache, cache_folder, compiler_missing_reason
+from .package_cache import PackageCache, UntrustedCache, cache_folder, compiler_missing_reason
 from .torch_path import (
     collate_by_row_class,
     collation_geometry,
@@ -46,6 +49,7 @@ from .torch_path import (
     magnitude_of_padded,
     normalise_between,
     window_geometry,
+    window_means_at,
 )
 
 # The graphs below and the torch path's functions they trace: a change to either rebuilds.
@@ -56,6 +60,10 @@ MIN_SIDE = 4
 # (cache folder, program name) -> why its build failed there (not retried in this process; another
 # folder, e.g. after LGS_GPU_CACHE_DIR changed, is tried afresh).
 _build_failures: dict[tuple[str, str], str] = {}
+
+
+_LOG = logging.getLogger("lgs_gpu")
+_said: set[str] = set()  # the untrusted-cache warnings already logged in this process
 
 
 class ProgramBuildError(RuntimeError):
@@ -185,6 +193,8 @@ def _program(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = No
 
     try:
         return _PACKAGES.program(key, build)
+    except UntrustedCache as error:  # not remembered: fixing the folder's permissions is enough
+        raise ProgramBuildError(str(error)) from error
     except Exception as error:  # a compiler error, an unwritable folder: remembered, reported once
         _build_failures[failure] = f"{type(error).__name__}: {error}".splitlines()[0][:300]
         raise ProgramBuildError(f"building the CPU program {key} failed: {_build_failures[failure]}") from error
@@ -199,6 +209,12 @@ def unusable_reason() -> str | None:
     """Why ``auto`` should not pick this path now (no compiler, cache off, a failed build), or ``None``."""
     if cache_folder() is None:
         return "LGS_GPU_CACHE_DIR=off: no cache for the compiled CPU programs, so auto uses eager torch"
+    untrusted = _PACKAGES.untrusted_reason()
+    if untrusted is not None:
+        if untrusted not in _said:  # auto falls back to eager torch: say why, once per reason
+            _said.add(untrusted)
+            _LOG.warning("lgs_gpu: refusing the CPU program cache: %s; using the eager torch path", untrusted)
+        return f"refusing the CPU program cache: {untrusted}"
     missing = compiler_missing_reason()
     if missing is not None:
         return missing
@@ -224,8 +240,7 @@ def warmup(
 ) -> list[str]:
     """Build (or load) the programs for ``dtypes`` and ``window_sizes`` now; returns their names.
 
-    Images at least a window tall and wide need only these; smaller ones build their own window
-    test on first use.
+    Every image needs only these (images smaller than a window test their windows eagerly).
     """
     programs = ["gradient", *(program for stage, program in _STAGE_PROGRAMS.items() if stage in stages)]
     names = []
@@ -262,8 +277,15 @@ def stages(
     _, _, height, width = x.shape
     magnitude = gradient_magnitude(x)
     row_starts, col_starts, row_extent, col_extent = window_geometry(height, width, window_size, overlap, x.device)
-    window_test = _program("window_test", x.dtype, (row_extent, col_extent))
-    passing, means, lowest, highest = window_test([magnitude, row_starts, col_starts, torch.tensor(threshold, dtype=x.dtype)])
+    if (row_extent, col_extent) == (window_size, window_size):
+        window_test = _program("window_test", x.dtype, (row_extent, col_extent))
+        passing, means, lowest, highest = window_test([magnitude, row_starts, col_starts,
+                                                       torch.tensor(threshold, dtype=x.dtype)])  # fmt: skip
+    else:  # an image smaller than the window: eagerly (cheap there), so that no program is built per small size
+        lowest, highest = image_range(magnitude)
+        normalised = normalise_between(magnitude, lowest, highest)
+        means = window_means_at(normalised, row_starts, col_starts, row_extent, col_extent)
+        passing = means > threshold
     # Collation works on small tables, eagerly: compiled, Inductor's bool loops made it 4x slower.
     row_class, *collation = collation_geometry(height, width, window_size, overlap, x.device)
     covered_by_row_class = collate_by_row_class(passing, *collation).to(x.dtype)

@@ -11,6 +11,13 @@ Packages sit under a subfolder named by everything that makes them invalid when 
 torch version, the CPU's vector ISA, a hash of the source that defines the graphs), and are
 written atomically (a temporary file, then ``os.replace``), so concurrent builders and
 interrupted builds never leave a half-written package.
+
+A package is native code that the process loads and runs, so, as ssh does with ``~/.ssh`` and
+pip with its cache, the cache is trusted only when nobody else can change it: every folder from
+the cache root down to the package, and the package itself, must be owned by this user (or root)
+and not writable by group or others, and no folder above the root may let others rename it
+(writable by others without the sticky bit, as ``/tmp`` has). Otherwise :func:`untrusted_reason`
+says why and nothing is loaded from or built into it. The folders are created ``0700``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import hashlib
 import logging
 import os
 import platform
+import pwd
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -55,6 +64,64 @@ def cache_folder() -> Path | None:
         return Path(configured).expanduser()
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
     return Path(base) / "lgs_gpu"
+
+
+class UntrustedCache(PermissionError):
+    """The cache folder or a package in it could be changed by another user: nothing is loaded from it."""
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _untrusted(path: Path, status: os.stat_result, fix: str) -> str | None:
+    if status.st_uid not in (os.geteuid(), 0):
+        return (f"{path} is owned by {_owner(status.st_uid)}, not by you ({_owner(os.geteuid())}): its owner could "
+                f"replace the native code loaded from it; {fix}")  # fmt: skip
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (f"{path} is writable by {'others' if status.st_mode & stat.S_IWOTH else 'its group'} (mode "
+                f"{stat.S_IMODE(status.st_mode):04o}): they could replace the native code loaded from it; "
+                f"`chmod go-w {path}`, or {fix}")  # fmt: skip
+    return None
+
+
+def untrusted_reason(root: Path, below: tuple[Path, ...] = ()) -> str | None:
+    """Why native code must not be loaded from the cache ``root`` (and the existing ``below`` it), or ``None``.
+
+    ``below`` are folders and packages under ``root``; those that do not exist yet are skipped
+    (they will be created private). The owner must be this user or root, and group and others
+    must not be able to write; a folder above ``root`` must not let others rename it.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     os.chmod(folder, 0o777)
+        ...     print(untrusted_reason(Path(folder)).split(":")[0].endswith("mode 0777)"))
+        True
+    """
+    fix = f"set {CACHE_ENVIRONMENT_VARIABLE} to a folder only you can write"
+    for path in (root, *below):
+        try:
+            status = path.stat()
+        except FileNotFoundError:
+            continue
+        reason = _untrusted(path, status, fix)
+        if reason is not None:
+            return reason
+    for parent in root.resolve().parents:
+        try:
+            status = parent.stat()
+        except OSError:
+            continue
+        open_to_others = status.st_mode & stat.S_IWOTH and not status.st_mode & stat.S_ISVTX
+        if status.st_uid not in (os.geteuid(), 0) or open_to_others:
+            why = f"owned by {_owner(status.st_uid)}" if status.st_uid not in (os.geteuid(), 0) else (
+                f"writable by others without the sticky bit (mode {stat.S_IMODE(status.st_mode):04o})")  # fmt: skip
+            return f"{parent}, a folder above the cache {root}, is {why}: the cache could be swapped for another; {fix}"
+    return None
 
 
 def compiler_missing_reason() -> str | None:
@@ -100,12 +167,27 @@ class PackageCache:
         # Keyed by where the package lives: moving or switching the cache mid-process loads anew.
         self._loaded: dict[Path, Callable[[list[torch.Tensor]], list[torch.Tensor]]] = {}
         self._lock = threading.Lock()
+        self._trust: dict[Path, str | None] = {}  # folder -> why it is not trusted (None: it is)
         self._scratch: tempfile.TemporaryDirectory | None = None
 
     def folder(self) -> Path | None:
         """Where this machine's packages live now, or ``None`` when the cache is off."""
         root = cache_folder()
         return None if root is None else root / self.subfolder / _fingerprint(self.sources)
+
+    def untrusted_reason(self) -> str | None:
+        """Why this cache must not be used (see :func:`untrusted_reason`), or ``None`` (also when it is off).
+
+        Checked once per folder per process, as ssh checks its files once per connection: a
+        process that found the folder private keeps using it.
+        """
+        folder = self.folder()
+        if folder is None:
+            return None
+        if folder not in self._trust:
+            root = cache_folder()
+            self._trust[folder] = untrusted_reason(root, (root / self.subfolder, folder))
+        return self._trust[folder]
 
     def cached(self, name: str) -> bool:
         """Whether the package ``name`` is built in the cache folder."""
@@ -118,6 +200,10 @@ class PackageCache:
         ``build(path)`` writes the package to ``path``; it runs only when neither this process
         nor the cache folder has the package yet.
         """
+        folder = self.folder()
+        loaded = self._loaded.get(folder / f"{name}.pt2") if folder is not None else None
+        if loaded is not None:  # loaded (and checked) earlier in this process
+            return loaded
         with self._lock:  # one build per package per process, however many threads ask
             path = self._package(name, build)
             if path not in self._loaded:
@@ -125,15 +211,20 @@ class PackageCache:
             return self._loaded[path]
 
     def _package(self, name: str, build: Callable[[Path], None]) -> Path:
-        folder = self.folder()
+        root, folder = cache_folder(), self.folder()
         if folder is None:  # cache off: this process only
             if self._scratch is None:
                 self._scratch = tempfile.TemporaryDirectory(prefix="lgs_gpu-packages-")
             folder = Path(self._scratch.name)
         path = folder / f"{name}.pt2"
+        if root is not None:
+            reason = untrusted_reason(root, (root / self.subfolder, folder, path))
+            if reason is not None:
+                raise UntrustedCache(f"refusing the CPU program cache: {reason}")
         if path.is_file():
             return path
-        folder.mkdir(parents=True, exist_ok=True)
+        for created in (root, root / self.subfolder, folder) if root is not None else ():
+            created.mkdir(mode=0o700, parents=True, exist_ok=True)  # private from the start (under umask 002 too)
         _LOG.warning(
             "lgs_gpu: building the CPU program %r once (tens of seconds) into %s; later processes load it in "
             "milliseconds (`lgs-gpu warmup` builds ahead, %s moves the cache or switches it off)",

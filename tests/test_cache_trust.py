@@ -1,0 +1,82 @@
+"""The compiled CPU path loads native code from its cache folder: it refuses a folder or program
+that another user could change, as ssh and pip do (issue 21, item 9; lgs_gpu/paths/package_cache.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from lgs_gpu import lgs
+from lgs_gpu.paths import compiled_path
+from lgs_gpu.paths.compiled_path import ProgramBuildError
+from lgs_gpu.paths.package_cache import PackageCache, untrusted_reason
+
+IMAGES = torch.rand(1, 3, 32, 32)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("mode, words", [(0o777, "writable by others (mode 0777)"),
+                                         (0o775, "writable by its group (mode 0775)")])  # fmt: skip
+def test_a_folder_others_can_write_is_refused_and_auto_falls_back_saying_why(cache, caplog, mode, words):
+    cache.chmod(mode)
+    with pytest.raises(ProgramBuildError, match=rf"refusing the CPU program cache: .*{re.escape(words)}.*chmod go-w"):
+        lgs(IMAGES, backend="compiled")
+    with caplog.at_level(logging.WARNING, logger="lgs_gpu"):
+        assert torch.equal(lgs(IMAGES), lgs(IMAGES, backend="torch"))  # auto: the eager torch path
+    assert words in caplog.text and "using the eager torch path" in caplog.text
+    assert words in compiled_path.unusable_reason()
+    assert not list(cache.rglob("*.pt2"))  # nothing was built into it either
+
+
+def test_a_program_others_can_write_is_not_loaded(cache):
+    folder = compiled_path._PACKAGES.folder()
+    folder.mkdir(mode=0o700, parents=True)
+    planted = folder / "gradient-float32.pt2"
+    planted.write_bytes(b"not a package: loading it would crash, refusing it says why")
+    planted.chmod(0o666)
+    with pytest.raises(ProgramBuildError, match=r"gradient-float32.pt2 is writable by others \(mode 0666\)"):
+        lgs(IMAGES, backend="compiled")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_folder_another_user_owns_is_refused(cache):
+    os.chown(cache, 12345, 12345)
+    assert "is owned by uid 12345" in untrusted_reason(cache)
+    with pytest.raises(ProgramBuildError, match="owned by uid 12345"):
+        lgs(IMAGES, backend="compiled")
+
+
+def test_a_parent_others_can_rename_it_in_is_refused_unless_sticky(tmp_path):
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    (parent / "cache").mkdir(mode=0o700)
+    parent.chmod(0o777)
+    assert "a folder above the cache" in untrusted_reason(parent / "cache")
+    parent.chmod(0o1777)  # sticky, like /tmp: others cannot rename what is ours
+    assert untrusted_reason(parent / "cache") is None
+
+
+def test_folders_it_creates_are_private_whatever_the_umask(tmp_path, monkeypatch):
+    monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(tmp_path / "fresh"))
+    packages = PackageCache("trust-test", (Path(__file__),))
+    previous = os.umask(0o002)
+    try:
+        path = packages._package("program", lambda target: target.write_bytes(b"built"))
+    finally:
+        os.umask(previous)
+    for folder in (tmp_path / "fresh", tmp_path / "fresh" / "trust-test", path.parent):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    assert path.stat().st_mode & 0o077 == 0
+    assert packages.untrusted_reason() is None
