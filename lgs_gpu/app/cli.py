@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "available RAM, half the free GPU memory)")  # fmt: skip
     defend.add_argument("--workers", type=int, help="decoding processes (0: decode in this one; default min(4, CPUs))")
     defend.add_argument("--write-threads", type=int, help="encoding and writing threads (default: one per CPU)")
+    defend.add_argument("--threads", type=int,
+                        help="torch threads of the main process (default: the CPUs the workers leave, at least 1)")  # fmt: skip
     defend.add_argument("--png-level", type=int, default=6, choices=range(10), metavar="0-9",
                         help="PNG zlib level: 1 encodes ~5x faster, files ~10%% larger; lossless at all (default 6)")  # fmt: skip
     existing = defend.add_mutually_exclusive_group()
@@ -376,6 +378,10 @@ def _info(args: argparse.Namespace) -> int:
     for name, state in backend_info(device).items():
         print(f"  {name}: {state}")
     print(f"compiled CPU programs: {compiled_cache_info()}")
+    from .defend import ThreadPlan, default_workers
+
+    print(f"defend by default: {ThreadPlan.choose(default_workers(), None, None).describe()}; "
+          "--workers, --write-threads and --threads change it (docs/defend.md)")  # fmt: skip
     return 0
 
 
@@ -456,6 +462,7 @@ def _defend(args: argparse.Namespace) -> int:
             write_threads=args.write_threads, resume=args.resume, overwrite=args.overwrite,
             png_compression=args.png_level, decode_on_device=False if args.cpu_decode else None,
             batch_memory=None if args.batch_memory is None else _gigabytes(args.batch_memory, "--batch-memory"),
+            threads=args.threads,
         )  # fmt: skip
     except KeyboardInterrupt:
         print(f"lgs-gpu defend: interrupted; every file in {args.output_dir} is whole and the finished ones are "
@@ -466,7 +473,7 @@ def _defend(args: argparse.Namespace) -> int:
         return 1
     rank = f"rank {summary.rank} of {summary.world}: " if summary.world > 1 else ""
     kept = f" (kept {len(summary.kept)} finished earlier)" if summary.kept else ""
-    print(f"{rank}defended {len(summary.written)} image(s) into {args.output_dir}{kept}")
+    print(f"{rank}defended {len(summary.written)} image(s) into {args.output_dir}{kept}; {summary.threads}")
     _print_reader_reports(summary.skipped, summary.notes, rank)
     return 0 if summary.written or summary.kept or not summary.skipped else 1
 

@@ -21,6 +21,7 @@ all, and the manifest names only whole files.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -61,6 +62,7 @@ from .defend_outputs import (
 )
 from .runs import Distributed, check_output_folder, rank_device
 
+_LOG = logging.getLogger("lgs_gpu")
 OUTPUT_FORMATS = ("png", "jpg", "same")
 JPEG_QUALITY = 95  # of ``--format jpg`` outputs
 
@@ -77,6 +79,7 @@ class DefendSummary:
     notes: list[tuple[Path, str]] = field(default_factory=list)  # (input, what the reader did: first frame only, ...)
     rank: int = 0
     world: int = 1
+    threads: str = ""  # who ran on the CPUs (ThreadPlan.describe)
 
 
 @dataclass
@@ -92,9 +95,46 @@ class Decoded:
     notes: list[str] = field(default_factory=list)  # what the reader did (first frame only, 16 bits scaled)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's limit), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Decoding processes of ``lgs-gpu defend`` by default: one per CPU, at most 4."""
-    return min(4, os.cpu_count() or 1)
+    return min(4, usable_cpus())
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """Who runs on the CPUs during ``defend``: decoding processes, write threads, torch's threads in this process.
+
+    The torch threads of the main process default to the CPUs the decoding workers leave, at
+    least 1: OpenMP threads spin while they wait, so more threads than free cores made the
+    defense several times slower (``docs/defend.md``, "Threads").
+
+    Example:
+        >>> ThreadPlan.choose(workers=2, write_threads=None, threads=None, cpus=2).describe()
+        '2 decoding workers, 2 write threads, 1 torch thread in the main process (2 CPUs)'
+    """
+
+    workers: int
+    write_threads: int
+    threads: int
+    cpus: int
+
+    @classmethod
+    def choose(cls, workers: int, write_threads: int | None, threads: int | None, cpus: int | None = None) -> ThreadPlan:
+        cpus = usable_cpus() if cpus is None else cpus
+        return cls(workers, write_threads or cpus, threads or max(1, cpus - workers), cpus)
+
+    def describe(self) -> str:
+        plural = lambda count, word: f"{count} {word}" + ("s" if count != 1 else "")  # noqa: E731
+        return (f"{plural(self.workers, 'decoding worker')}, {plural(self.write_threads, 'write thread')}, "
+                f"{plural(self.threads, 'torch thread')} in the main process ({plural(self.cpus, 'CPU')})")  # fmt: skip
 
 
 def _gives_map(defense: ImageDefense) -> bool:
@@ -467,8 +507,8 @@ class Writer:
 
 
 def _check_arguments(defense: str | ImageDefense, save_map: bool, output_format: str, batch_size: int, workers: int,
-                     write_threads: int | None, resume: bool, overwrite: bool, png_compression: int,
-                     shard: tuple[int, int] | None) -> ImageDefense:  # fmt: skip
+                     write_threads: int | None, threads: int | None, resume: bool, overwrite: bool,
+                     png_compression: int, shard: tuple[int, int] | None) -> ImageDefense:  # fmt: skip
     """The defense module; ``ValueError`` / ``TypeError`` naming what was wrong, before any work."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be 'png', 'jpg' or 'same'. Got {output_format!r}")
@@ -483,6 +523,8 @@ def _check_arguments(defense: str | ImageDefense, save_map: bool, output_format:
         raise ValueError(f"png_compression must be a zlib level in 0..9. Got {png_compression}")
     if write_threads is not None and (not isinstance(write_threads, int) or write_threads < 1):
         raise ValueError(f"write_threads must be an int >= 1 or None (one per CPU). Got {write_threads!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be an int >= 1 or None (the CPUs the workers leave). Got {threads!r}")
     if resume and overwrite:
         raise ValueError("resume keeps finished outputs and overwrite redoes them: choose one")
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
@@ -525,6 +567,7 @@ def defend_files(
     decode_on_device: bool | None = None,
     shard: tuple[int, int] | None = None,
     batch_memory: int | None = None,
+    threads: int | None = None,
 ) -> DefendSummary:
     """Defend every image under ``inputs`` and write the results under ``output_dir``.
 
@@ -540,7 +583,8 @@ def defend_files(
     ``batch_size`` at a time on ``device``, fewer when a batch would need more than
     ``batch_memory`` bytes (default: :func:`default_batch_memory`; :data:`BYTES_PER_PIXEL` per
     pixel), and a single image past it alone; ``write_threads`` (default: one per CPU) encode and
-    write, PNG at zlib level ``png_compression``. ``decode_on_device`` (default: on CUDA) decodes
+    write, PNG at zlib level ``png_compression``; torch runs ``threads`` threads in this process
+    for the run (default: the CPUs the workers leave, at least 1: see :class:`ThreadPlan`). ``decode_on_device`` (default: on CUDA) decodes
     JPEGs on the device. Existing outputs are refused unless ``resume`` (keep finished ones,
     see :mod:`lgs_gpu.app.defend_outputs`) or ``overwrite``. Under ``torchrun`` each rank takes every
     ``world``-th file; ``shard=(rank, world)`` does the same by hand (several machines, or tests).
@@ -556,7 +600,7 @@ def defend_files(
         >>> len(summary.written), summary.skipped  # doctest: +SKIP
         (1000, [])
     """
-    defense = _check_arguments(defense, save_map, output_format, batch_size, workers, write_threads, resume,
+    defense = _check_arguments(defense, save_map, output_format, batch_size, workers, write_threads, threads, resume,
                                overwrite, png_compression, shard)  # fmt: skip
     if batch_memory is not None and (isinstance(batch_memory, bool) or not isinstance(batch_memory, int)
                                      or batch_memory < 1):  # fmt: skip
@@ -580,10 +624,18 @@ def defend_files(
         if decode_on_device is None:
             decode_on_device = torch.device(device).type == "cuda"
         budget = default_batch_memory(device) if batch_memory is None else batch_memory
-        settings = Settings(device, save_map, batch_size, workers, write_threads or os.cpu_count() or 1,
-                            png_compression, decode_on_device, max(1, budget // BYTES_PER_PIXEL))  # fmt: skip
-        summary = Pipeline(todo, defense, settings, manifest, progress, rank, world).run()
+        plan = ThreadPlan.choose(workers, write_threads, threads)
+        _LOG.info("lgs-gpu defend: %s", plan.describe())
+        settings = Settings(device, save_map, batch_size, workers, plan.write_threads, png_compression,
+                            decode_on_device, max(1, budget // BYTES_PER_PIXEL))  # fmt: skip
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(plan.threads)  # for this run only: the caller's setting comes back after
+        try:
+            summary = Pipeline(todo, defense, settings, manifest, progress, rank, world).run()
+        finally:
+            torch.set_num_threads(previous_threads)
         summary.kept = [job.target for job in kept]
+        summary.threads = plan.describe()
         return summary
     finally:
         if runtime is not None:
