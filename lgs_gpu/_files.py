@@ -47,7 +47,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-            os.fchmod(stream.fileno(), file_mode())
+            try:
+                os.fchmod(stream.fileno(), file_mode())
+            except OSError:  # a file system without modes (vfat, some SMB/FUSE mounts): its own rules apply
+                pass
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -40,6 +40,10 @@ _SIGNATURES = (
     (b"BM", "BMP"),
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"MM\x00+", "TIFF"),
+    (b"MM*\x00", "TIFF"),  # the byte-swapped variants Pillow also reads
+    (b"II\x00*", "TIFF"),
 )
 
 
@@ -233,7 +237,7 @@ def decode_image_file(path: str | Path) -> tuple[torch.Tensor, list[str]]:
         raise UnreadableImage(path, plain_reason(error, head)) from error
     if min(rgb.shape[:2]) == 0:
         raise UnreadableImage(path, "empty image (0 pixels)")
-    if frames > 1:
+    if frames > 1 and kind != "JPEG":  # a JPEG's extra "frames" are MPF gain or depth maps, not pictures
         notes.insert(0, f"{frames} frames (an animated or multi-page file): only the first is used")
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), notes
 
@@ -359,7 +363,8 @@ def read_jpeg_bytes(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
     The header's size is checked against :func:`pixel_limit` from the file's first
     :data:`JPEG_HEADER_BYTES`, before the rest is read or anything decoded. Raises
     :class:`UnreadableImage` for unreadable, empty, non-image or oversized files and
-    ``ValueError`` for a header this parser cannot read (decode such a file with :func:`read_image`).
+    ``ValueError`` for a header this parser cannot read or a JPEG with an EXIF orientation
+    (decode such a file with :func:`read_image`, which turns it upright).
     """
     stream, head = _open(path)
     with stream:
@@ -367,16 +372,31 @@ def read_jpeg_bytes(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
             prefix = stream.read(JPEG_HEADER_BYTES)
             height, width = jpeg_size(prefix)
             check_pixel_limit(path, height, width)
+            if _exif_orientation(prefix) != 1:
+                # nvJPEG ignores the orientation (torchvision applies it on the CPU only): Pillow turns it.
+                raise ValueError("a JPEG with an EXIF orientation: decoded by read_image")
             data = prefix + stream.read()
         except OSError as error:
             raise UnreadableImage(path, plain_reason(error, head)) from error
     return torch.frombuffer(bytearray(data), dtype=torch.uint8), (height, width)
 
 
+def _exif_orientation(prefix: bytes) -> int:
+    """The EXIF orientation of a JPEG from its first bytes (1, upright, when it has none or they are cut)."""
+    try:
+        with warnings.catch_warnings(), PIL.Image.open(io.BytesIO(prefix)) as image:
+            warnings.simplefilter("ignore")
+            return int(image.getexif().get(_ORIENTATION_TAG, 1))
+    except (OSError, SyntaxError, ValueError, EOFError, PIL.UnidentifiedImageError):
+        return 1
+
+
 def decode_jpegs(encoded: list[torch.Tensor], device: str | torch.device) -> list[torch.Tensor]:
     """Decode JPEG byte tensors on ``device`` (nvJPEG on CUDA) in one batched call: ``[3, H, W]`` uint8 RGB each.
 
-    Each is turned upright as its EXIF orientation says, as :func:`read_image` does.
+    On the CPU each is turned upright as its EXIF orientation says, as :func:`read_image` does;
+    nvJPEG ignores the orientation, so :func:`read_jpeg_bytes` sends turned JPEGs to
+    :func:`read_image` instead.
 
     Raises ``RuntimeError`` when any of them fails; decode them one by one to find which.
     """

@@ -80,3 +80,43 @@ def test_folders_it_creates_are_private_whatever_the_umask(tmp_path, monkeypatch
         assert folder.stat().st_mode & 0o777 == 0o700, folder
     assert path.stat().st_mode & 0o077 == 0
     assert packages.untrusted_reason() is None
+
+
+def test_a_group_writable_parent_is_refused_too(tmp_path):
+    parent = tmp_path / "team"
+    (parent / "cache").mkdir(parents=True, mode=0o700)
+    parent.chmod(0o2775)
+    assert "writable by group or others without the sticky bit (mode 2775)" in untrusted_reason(parent / "cache")
+
+
+def test_a_cache_path_that_cannot_be_checked_is_a_reason_not_a_crash(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    assert "cannot check" in compiled_path.unusable_reason()
+    assert torch.equal(lgs(IMAGES), lgs(IMAGES, backend="torch"))  # auto still answers
+
+
+def test_its_own_subfolders_made_by_an_older_version_under_umask_002_are_made_private(cache, caplog):
+    own = compiled_path._PACKAGES.folder()
+    own.mkdir(parents=True)
+    for folder in (own.parent, own):
+        folder.chmod(0o775)
+    with caplog.at_level(logging.WARNING, logger="lgs_gpu"):
+        assert compiled_path._PACKAGES.untrusted_reason() is None
+    assert {oct(folder.stat().st_mode & 0o777) for folder in (own.parent, own)} == {oct(0o755)}
+    assert "made the program cache folder" in caplog.text
+    cache.chmod(0o775)  # the root the user chose (LGS_GPU_CACHE_DIR) is theirs: refused, not changed
+    compiled_path._PACKAGES._trust.clear()
+    assert "writable by its group" in compiled_path._PACKAGES.untrusted_reason()
+    assert cache.stat().st_mode & 0o777 == 0o775
+
+
+def test_missing_parents_are_private_under_umask_000(tmp_path, monkeypatch):
+    monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(tmp_path / "a" / "b"))
+    packages = PackageCache("trust-test", (Path(__file__),))
+    previous = os.umask(0)
+    try:
+        packages._package("program", lambda target: target.write_bytes(b"built"))
+    finally:
+        os.umask(previous)
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "a", tmp_path / "a" / "b")} == {oct(0o700)}

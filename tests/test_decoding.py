@@ -58,10 +58,13 @@ class TestOrientation:
         path = tmp_path / "turned.jpg"
         with_orientation(path, asymmetric, orientation, quality=95)
         on_cpu = read_image(path)
-        encoded, _ = read_jpeg_bytes(path)
+        encoded = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
         (decoded,) = decode_jpegs([encoded], "cpu")  # the batched decoder defend uses on CUDA (here on the CPU)
         assert decoded.shape == on_cpu.shape == (3, *UPRIGHT[orientation](asymmetric).shape[:2])
         assert (decoded.int() - on_cpu.int()).abs().max() <= 2
+        # nvJPEG ignores the orientation: the device path hands turned JPEGs to the CPU reader.
+        with pytest.raises(ValueError, match="EXIF orientation"):
+            read_jpeg_bytes(path)
 
     @pytest.mark.parametrize("decode_on_device", [False, True], ids=["pillow", "jpeg-bytes path"])
     def test_defend_writes_upright_images(self, tmp_path, asymmetric, decode_on_device):
@@ -162,6 +165,16 @@ class TestFrames:
         image, notes = decode_image_file(path)
         assert np.array_equal(image.permute(1, 2, 0).numpy(), asymmetric)
         assert notes == ["3 frames (an animated or multi-page file): only the first is used"]
+
+    def test_a_jpeg_with_gain_or_depth_maps_is_no_multi_frame_file(self, tmp_path, asymmetric):
+        frames = [PIL.Image.fromarray(asymmetric), PIL.Image.fromarray(asymmetric[::2, ::2].copy())]
+        frames[0].save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=frames[1:])
+        assert PIL.Image.open(tmp_path / "phone.jpg").n_frames == 2
+        assert decode_image_file(tmp_path / "phone.jpg")[1] == []
+
+    def test_bigtiff_is_read(self, tmp_path, asymmetric):
+        PIL.Image.fromarray(asymmetric).save(tmp_path / "big.tif", big_tiff=True)
+        assert np.array_equal(read_image(tmp_path / "big.tif").permute(1, 2, 0).numpy(), asymmetric)
 
     def test_defend_evaluate_and_certify_report_it(self, tmp_path, asymmetric, capsys):
         folder = tmp_path / "in"

@@ -4,6 +4,7 @@ folder, and with inputs that would write the same output (issue 21, item 3; lgs_
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 import PIL.Image
@@ -107,6 +108,41 @@ class TestWriteFailures:
         err = capsys.readouterr().err
         assert "skipped" in err and "write failure: cannot write" in err and "03.png: permission denied" in err
         assert len(written_outputs(out)) == 11 and "photos/03.png" not in read_manifest(out)
+
+
+def test_a_failed_map_write_names_the_map(tmp_path, photos, monkeypatch):
+    real = defend_module.atomic_write_bytes
+
+    def write(path, data):
+        if path.name.endswith("_map.png"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path.with_name(".tmp.part")))
+        real(path, data)
+
+    monkeypatch.setattr(defend_module, "atomic_write_bytes", write)
+    with pytest.raises(WriteFailure, match=r"cannot write .*00_map.png: no space left"):
+        defend_files([photos], tmp_path / "out", defense="lgs", save_map=True, progress=False)
+
+
+def test_a_torn_manifest_append_is_taken_back(tmp_path, monkeypatch):
+    from lgs_gpu.app import defend_outputs
+
+    manifest = tmp_path / "m.jsonl"
+    defend_outputs.append_manifest(manifest, [{"output": "a.png", "spec": "none"}])
+    real_write, calls = os.write, [0]
+
+    def half_then_full(handle, data):
+        calls[0] += 1
+        if calls[0] == 1:
+            return real_write(handle, bytes(data[:7]))  # part of the first line lands ...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ... then the disk is full
+
+    monkeypatch.setattr(defend_outputs.os, "write", half_then_full)
+    with pytest.raises(OSError):
+        defend_outputs.append_manifest(manifest, [{"output": "b.png", "spec": "none"}])
+    monkeypatch.undo()
+    defend_outputs.append_manifest(manifest, [{"output": "c.png", "spec": "none"}])
+    lines = manifest.read_text().splitlines()
+    assert [json.loads(line)["output"] for line in lines] == ["a.png", "c.png"]
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])

@@ -4,6 +4,7 @@ workers leave, said in defend's closing line and ``lgs-gpu info``; and its throu
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -80,3 +81,16 @@ def test_defend_reaches_80_percent_of_plain_pillow_in_one_run():
                             capture_output=True, text=True, check=True, cwd=BENCHMARKS)  # fmt: skip
     ratio = float(re.search(r"defend / roof: ([\d.]+)%", result.stdout).group(1))
     assert ratio >= 80, result.stdout
+
+
+def test_a_containers_cpu_quota_and_memory_limit_count(tmp_path, monkeypatch):
+    import lgs_gpu.app.defend as defend_module
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: 2 threads' worth
+    (tmp_path / "memory.max").write_text(f"{8 << 30}\n")
+    (tmp_path / "memory.current").write_text(f"{2 << 30}\n")
+    monkeypatch.setattr(defend_module, "CGROUP", tmp_path)
+    assert defend_module.usable_cpus() == min(2, len(os.sched_getaffinity(0)))
+    assert defend_module.default_batch_memory("cpu") <= (6 << 30) // 4
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert defend_module.usable_cpus() == len(os.sched_getaffinity(0))

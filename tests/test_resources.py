@@ -52,6 +52,12 @@ class TestMedianTiles:
             assert np.array_equal(out[b].astype(image.dtype if dtype == torch.uint8 else out.dtype),
                                   ref.scipy_median(image[b].astype(out.dtype), 7))  # fmt: skip
 
+    def test_planes_one_by_one_when_one_pixel_of_each_would_not_fit(self, monkeypatch):
+        monkeypatch.setattr(median_module, "TILE_VALUES", 2 * 25)  # a pixel of 6 planes is 150 values
+        batch = torch.rand(2, 3, 9, 11, dtype=torch.float64)
+        expected = np.stack([ref.scipy_median(image.permute(1, 2, 0).numpy(), 5) for image in batch])
+        assert np.array_equal(median_filter(batch, 5).permute(0, 2, 3, 1).numpy(), expected)
+
     def test_tiles_keep_the_gradient(self, monkeypatch):
         x = torch.rand(1, 2, 12, 10, dtype=torch.float64, requires_grad=True)
         (whole,) = torch.autograd.grad(median_filter(x, 5).square().sum(), x)

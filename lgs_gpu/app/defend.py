@@ -95,12 +95,22 @@ class Decoded:
     notes: list[str] = field(default_factory=list)  # what the reader did (first frame only, 16 bits scaled)
 
 
+CGROUP = Path("/sys/fs/cgroup")  # cgroup v2: a container's CPU quota and memory limit
+
+
 def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, e.g. a container's limit), at least 1."""
+    """The CPUs this process may use, at least 1: its affinity mask, and a container's CPU quota (cgroup v2 ``cpu.max``)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = (CGROUP / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 def default_workers() -> int:
@@ -289,17 +299,25 @@ BYTES_PER_PIXEL = 320
 
 
 def default_batch_memory(device: str) -> int:
-    """Bytes a defended batch may use by default: half the free memory of a CUDA device, else a quarter of the available RAM."""
+    """Bytes a defended batch may use by default: half the free memory of a CUDA device, else a quarter of the
+    available RAM (the machine's, or what a container's cgroup v2 ``memory.max`` leaves, whichever is less)."""
     if torch.device(device).type == "cuda":
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return free // 2
+    available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 // 4
+                available = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    try:
+        limit = (CGROUP / "memory.max").read_text().strip()
+        if limit != "max":
+            available = min(available, int(limit) - int((CGROUP / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(1, available // 4)
 
 
 def on_device(
@@ -384,9 +402,15 @@ def defend_group(
 def encode_and_write(job: Job, image: torch.Tensor, map_image: torch.Tensor | None, png_compression: int) -> int:
     """Encode and atomically write one output (and its map); the output's size in bytes."""
     data = encode_image(image, job.target.suffix, JPEG_QUALITY, png_compression)
-    atomic_write_bytes(job.target, data)
+    writes = [(job.target, data)]
     if map_image is not None and job.map_target is not None:
-        atomic_write_bytes(job.map_target, encode_image(map_image, ".png", png_compression=png_compression))
+        writes.append((job.map_target, encode_image(map_image, ".png", png_compression=png_compression)))
+    for path, content in writes:
+        try:
+            atomic_write_bytes(path, content)
+        except OSError as error:
+            error.filename = str(path)  # the output, not its temporary file: what a failure message names
+            raise
     return len(data)
 
 
@@ -463,7 +487,7 @@ class Writer:
             try:
                 size = future.result()
             except OSError as error:
-                why = write_reason(job.target, error)
+                why = write_reason(Path(error.filename) if error.filename else job.target, error)
                 self.failed.append((job.index, job.source, why))
                 if error.errno in STOPPING_ERRNOS and self.stopped is None:
                     self.stopped = why

@@ -71,9 +71,17 @@ def append_manifest(path: Path, records: list[dict]) -> None:
     data = memoryview("".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode())
     handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        while data:
-            data = data[os.write(handle, data) :]
-        os.fsync(handle)
+        end = os.lseek(handle, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(handle, data) :]
+            os.fsync(handle)
+        except OSError:  # a full disk mid-batch: take the torn lines back, so the next batch starts a clean line
+            try:
+                os.ftruncate(handle, end)
+            except OSError:
+                pass
+            raise
     finally:
         os.close(handle)
 

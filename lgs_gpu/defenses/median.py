@@ -37,6 +37,10 @@ def median_of_9(values: list[torch.Tensor]) -> torch.Tensor:
 
 def _median(batch: torch.Tensor, window: int) -> torch.Tensor:
     window_fits(window, batch)
+    planes = batch.shape[0] * batch.shape[1]
+    if window > 3 and planes > 1 and planes * window * window > TILE_VALUES and not tracing(batch):
+        # One pixel of every plane would not fit a tile: plane by plane, not in tiles of one pixel.
+        return torch.cat([_median(plane[None, None], window) for plane in batch.flatten(0, 1)]).view_as(batch)
     height, width = batch.shape[-2:]
     padded = pad_reflect(batch, window // 2)
     if window == 3:

@@ -27,7 +27,6 @@ import hashlib
 import logging
 import os
 import platform
-import pwd
 import shutil
 import stat
 import tempfile
@@ -72,6 +71,10 @@ class UntrustedCache(PermissionError):
 
 def _owner(uid: int) -> str:
     try:
+        import pwd  # POSIX only, like the ownership check itself
+    except ImportError:
+        return f"uid {uid}"
+    try:
         return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
     except KeyError:
         return f"uid {uid}"
@@ -108,6 +111,8 @@ def untrusted_reason(root: Path, below: tuple[Path, ...] = ()) -> str | None:
             status = path.stat()
         except FileNotFoundError:
             continue
+        except OSError as error:  # not a folder, not searchable: nothing can be built or loaded there
+            return f"cannot check {path}: {(error.strerror or str(error)).lower()}; {fix}"
         reason = _untrusted(path, status, fix)
         if reason is not None:
             return reason
@@ -116,12 +121,35 @@ def untrusted_reason(root: Path, below: tuple[Path, ...] = ()) -> str | None:
             status = parent.stat()
         except OSError:
             continue
-        open_to_others = status.st_mode & stat.S_IWOTH and not status.st_mode & stat.S_ISVTX
+        # Group or others who can write a folder without the sticky bit can rename what is in it.
+        open_to_others = status.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and not status.st_mode & stat.S_ISVTX
         if status.st_uid not in (os.geteuid(), 0) or open_to_others:
             why = f"owned by {_owner(status.st_uid)}" if status.st_uid not in (os.geteuid(), 0) else (
-                f"writable by others without the sticky bit (mode {stat.S_IMODE(status.st_mode):04o})")  # fmt: skip
+                f"writable by group or others without the sticky bit (mode {stat.S_IMODE(status.st_mode):04o})")  # fmt: skip
             return f"{parent}, a folder above the cache {root}, is {why}: the cache could be swapped for another; {fix}"
     return None
+
+
+def make_private_folders(path: Path) -> None:
+    """Create ``path`` and its missing parents, each ``0700`` whatever the umask (``mkdir(parents=True)`` applies the mode to the last only)."""
+    for folder in reversed([path, *path.parents]):
+        if not folder.exists():
+            folder.mkdir(mode=0o700, exist_ok=True)
+
+
+def _tighten_own(folders: tuple[Path, ...]) -> None:
+    """``chmod go-w`` the folders of the package's own making (``cpu-kernels/``, the fingerprint folder, the
+    default root) that this user owns: earlier versions created them with the umask's mode (0775 under 002)."""
+    for folder in folders:
+        try:
+            status = folder.stat()
+        except OSError:
+            continue
+        if status.st_uid == os.geteuid() and status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            mode = stat.S_IMODE(status.st_mode)
+            folder.chmod(mode & ~0o022)
+            _LOG.warning("lgs_gpu: made the program cache folder %s private to you (mode %04o -> %04o)", folder, mode,
+                         mode & ~0o022)  # fmt: skip
 
 
 def compiler_missing_reason() -> str | None:
@@ -186,8 +214,14 @@ class PackageCache:
             return None
         if folder not in self._trust:
             root = cache_folder()
+            self._tighten(root)
             self._trust[folder] = untrusted_reason(root, (root / self.subfolder, folder))
         return self._trust[folder]
+
+    def _tighten(self, root: Path) -> None:
+        own = (root / self.subfolder, root / self.subfolder / _fingerprint(self.sources))
+        default_root = not os.environ.get(CACHE_ENVIRONMENT_VARIABLE, "").strip()
+        _tighten_own(((root,) if default_root else ()) + own)  # a folder the user chose is theirs to set
 
     def cached(self, name: str) -> bool:
         """Whether the package ``name`` is built in the cache folder."""
@@ -218,13 +252,13 @@ class PackageCache:
             folder = Path(self._scratch.name)
         path = folder / f"{name}.pt2"
         if root is not None:
-            reason = untrusted_reason(root, (root / self.subfolder, folder, path))
-            if reason is not None:
-                raise UntrustedCache(f"refusing the CPU program cache: {reason}")
+            self._tighten(root)
+            self._check(root, folder, path)
         if path.is_file():
             return path
-        for created in (root, root / self.subfolder, folder) if root is not None else ():
-            created.mkdir(mode=0o700, parents=True, exist_ok=True)  # private from the start (under umask 002 too)
+        if root is not None:
+            make_private_folders(folder)  # private from the start (under umask 002 or 000 too)
+            self._check(root, folder, path)  # again: a folder someone else made meanwhile is refused
         _LOG.warning(
             "lgs_gpu: building the CPU program %r once (tens of seconds) into %s; later processes load it in "
             "milliseconds (`lgs-gpu warmup` builds ahead, %s moves the cache or switches it off)",
@@ -241,6 +275,12 @@ class PackageCache:
             raise
         _LOG.info("lgs_gpu: built %s in %.1f s", path.name, time.perf_counter() - started)
         return path
+
+
+    def _check(self, root: Path, folder: Path, path: Path) -> None:
+        reason = untrusted_reason(root, (root / self.subfolder, folder, path))
+        if reason is not None:
+            raise UntrustedCache(f"refusing the CPU program cache: {reason}")
 
 
 def _load(path: Path) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
