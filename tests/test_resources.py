@@ -129,3 +129,22 @@ class Recording(ImageDefense):
     def _defend(self, x: torch.Tensor) -> torch.Tensor:
         self.shapes.append(tuple(x.shape))
         return self.inner(x)
+
+
+def test_the_write_queue_is_bounded_by_pixels_too(tmp_path, monkeypatch, photo_batch):
+    import lgs_gpu.app.defend as defend_module
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for number in range(6):
+        write_png(photo_batch[number % 4, :, :40, :56].contiguous(), str(folder / f"{number}.png"))
+    most, real = [0], defend_module.Writer._record_written
+
+    def watching(self, most_in_flight, most_pixels):
+        real(self, most_in_flight, most_pixels)
+        most[0] = max(most[0], self.pixels_in_flight)
+
+    monkeypatch.setattr(defend_module.Writer, "_record_written", watching)
+    budget = BYTES_PER_PIXEL * 40 * 56  # one image a batch, four images' pixels in flight at most
+    defend_files([folder], tmp_path / "out", defense="median:3", batch_memory=budget, progress=False)
+    assert 0 < most[0] <= 4 * 40 * 56

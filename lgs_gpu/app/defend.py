@@ -436,23 +436,28 @@ def write_reason(path: Path, error: OSError, doing: str = "write") -> str:
     return f"write failure: cannot {doing} {path}: {(error.strerror or str(error)).lower()}"
 
 
+def _pixels(item: Decoded) -> int:
+    return item.size[0] * item.size[1]
+
+
 class Writer:
     """Encodes and writes outputs in a thread pool; records a batch in the manifest once all of it is written.
 
-    At most ``max_in_flight`` images wait for their writes (the oldest batch is waited for beyond
-    that), so a fast defense cannot fill memory with encoded-to-be images. A write that fails for
+    At most ``max_in_flight`` images, of at most ``max_pixels_in_flight`` pixels in all, wait for
+    their writes (the oldest batch is waited for beyond that), so a fast defense cannot fill
+    memory with encoded-to-be images. A write that fails for
     one file (permission denied, name too long) skips that image; one that no later write could
     escape (:data:`STOPPING_ERRNOS`), or a manifest that cannot be appended to, stops the run
     with :class:`WriteFailure`.
     """
 
     def __init__(self, manifest: Path, spec: str, threads: int, png_compression: int, max_in_flight: int,
-                 progress: tqdm) -> None:  # fmt: skip
+                 max_pixels_in_flight: int, progress: tqdm) -> None:  # fmt: skip
         self.manifest, self.spec, self.png_compression = manifest, spec, png_compression
-        self.max_in_flight, self.progress = max_in_flight, progress
+        self.max_in_flight, self.max_pixels_in_flight, self.progress = max_in_flight, max_pixels_in_flight, progress
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lgs-defend-write")
         self.batches: deque[list[tuple[Job, Decoded, Future]]] = deque()
-        self.in_flight = 0
+        self.in_flight = self.pixels_in_flight = 0
         self.written: list[tuple[int, Path]] = []
         self.failed: list[tuple[int, Path, str]] = []
         self.stopped: str | None = None  # why the run must stop, once a write failed for good
@@ -463,19 +468,23 @@ class Writer:
                  for job, item, image, map_image in outputs]  # fmt: skip
         self.batches.append(batch)
         self.in_flight += len(batch)
-        self._record_written(self.max_in_flight)
+        self.pixels_in_flight += sum(_pixels(item) for _, item, _ in batch)
+        self._record_written(self.max_in_flight, self.max_pixels_in_flight)
 
-    def _record_written(self, most_in_flight: int) -> None:
-        """Record written batches in order, waiting on the oldest while more than ``most_in_flight`` images are in flight."""
+    def _record_written(self, most_in_flight: int, most_pixels: int) -> None:
+        """Record written batches in order, waiting on the oldest while more than ``most_in_flight`` images
+        (or ``most_pixels`` pixels) are in flight."""
         while self.batches:
             head = self.batches[0]
-            if self.in_flight <= most_in_flight and not all(future.done() for *_, future in head):
+            within = self.in_flight <= most_in_flight and self.pixels_in_flight <= most_pixels
+            if within and not all(future.done() for *_, future in head):
                 return
             wait([future for *_, future in head])
             # Leaves the queue only once recorded: a Ctrl-C before that lets abort() record it (again, harmlessly).
             self._record(head)
             self.batches.popleft()
             self.in_flight -= len(head)
+            self.pixels_in_flight -= sum(_pixels(item) for _, item, _ in head)
             if self.stopped is not None:
                 raise WriteFailure(self.stopped)
 
@@ -508,7 +517,7 @@ class Writer:
 
     def close(self) -> None:
         """Wait for every write and record it."""
-        self._record_written(0)
+        self._record_written(0, 0)
         self.pool.shutdown()
 
     def abort(self) -> None:
@@ -692,9 +701,8 @@ class Pipeline:
         self.bar = tqdm(total=len(jobs), desc="lgs-gpu defend" + (f" (rank {rank} of {world})" if world > 1 else ""),
                         unit="image", disable=not progress)  # fmt: skip
         in_flight = max(2 * settings.batch_size, 4 * settings.threads)
-        self.writer = Writer(
-            manifest, spec_of(defense), settings.threads, settings.png_compression, in_flight, self.bar
-        )
+        self.writer = Writer(manifest, spec_of(defense), settings.threads, settings.png_compression, in_flight,
+                             4 * settings.batch_pixels, self.bar)  # fmt: skip
 
     def skip(self, item: Decoded, why: str) -> None:
         self.skipped.append((item.index, self.by_index[item.index].source, why))

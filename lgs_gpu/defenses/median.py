@@ -38,7 +38,8 @@ def median_of_9(values: list[torch.Tensor]) -> torch.Tensor:
 def _median(batch: torch.Tensor, window: int) -> torch.Tensor:
     window_fits(window, batch)
     planes = batch.shape[0] * batch.shape[1]
-    if window > 3 and planes > 1 and planes * window * window > TILE_VALUES and not tracing(batch):
+    # Checked before any size is compared: under a trace the sizes are symbolic, and a comparison would guard them.
+    if not tracing(batch) and window > 3 and planes > 1 and planes * window * window > TILE_VALUES:
         # One pixel of every plane would not fit a tile: plane by plane, not in tiles of one pixel.
         return torch.cat([_median(plane[None, None], window) for plane in batch.flatten(0, 1)]).view_as(batch)
     height, width = batch.shape[-2:]
