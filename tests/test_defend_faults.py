@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import subprocess
 
 import PIL.Image
 import pytest
@@ -70,6 +72,27 @@ class TestWriteFailures:
         reference = tmp_path / "reference"
         assert main(["defend", str(photos), "-o", str(reference), "--defense", DEFENSE, "--workers", "0"]) == 0
         assert written_outputs(out) == written_outputs(reference)
+
+    def test_a_real_full_disk(self, tmp_path, photos, capsys):
+        disk = tmp_path / "small-disk"
+        disk.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(disk)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip("mounting a small tmpfs needs root and CAP_SYS_ADMIN")
+        try:
+            argv = ["defend", str(photos), "-o", str(disk / "out"), "--defense", DEFENSE, "--workers", "0"]
+            assert main(argv) == 1
+            err = capsys.readouterr().err
+            # An output or the manifest hits the full disk first, as it happens.
+            assert re.search(r"write failure: cannot (write|append to) .*: no space left on device", err)
+            assert "Traceback" not in err
+            recorded = read_manifest(disk / "out")
+            assert f"stopped after {len(recorded)} output(s)" in err and len(written_outputs(disk / "out")) < 12
+            assert not list(disk.rglob("*.part"))
+            for name in recorded:  # every output the manifest names is whole
+                assert read_image(str(disk / "out" / name)).shape == (3, 40 + 8 * (int(name[-6:-4]) % 2), 48), name
+        finally:
+            subprocess.run(["umount", str(disk)], check=True)
 
     def test_the_api_raises_write_failure(self, tmp_path, photos, monkeypatch):
         failing_after(monkeypatch, 0, errno.ENOSPC)
