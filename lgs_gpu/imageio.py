@@ -189,17 +189,18 @@ def _open(path: str | Path) -> tuple[BinaryIO, bytes]:
     except OSError as error:
         raise UnreadableImage(path, plain_reason(error)) from error
     try:
-        head = stream.read(HEAD_BYTES)
-    except OSError as error:
+        try:
+            head = stream.read(HEAD_BYTES)
+        except OSError as error:
+            raise UnreadableImage(path, plain_reason(error)) from error
+        if not head:
+            raise UnreadableImage(path, "empty file (0 bytes)")
+        if file_format(head) is None:  # a 2 GB text file named .png is refused from its first 32 bytes
+            raise UnreadableImage(path, "not an image file, or a format that cannot be read")
+        stream.seek(0)
+    except BaseException:
         stream.close()
-        raise UnreadableImage(path, plain_reason(error)) from error
-    if not head:
-        stream.close()
-        raise UnreadableImage(path, "empty file (0 bytes)")
-    if file_format(head) is None:  # a 2 GB text file named .png is refused from its first 32 bytes
-        stream.close()
-        raise UnreadableImage(path, "not an image file, or a format that cannot be read")
-    stream.seek(0)
+        raise
     return stream, head
 
 

@@ -54,6 +54,7 @@ from .defend_outputs import (
     append_manifest,
     manifest_path,
     output_record,
+    read_manifest,
     read_source_stat,
     recorded_outputs,
     remove_stale_temporaries,
@@ -168,15 +169,17 @@ def spec_of(defense: ImageDefense) -> str:
         return f"{type(defense).__module__}.{type(defense).__qualname__}"
 
 
-def plan_jobs(inputs: list[str | Path], output_dir: Path, output_format: str, save_map: bool) -> list[Job]:
-    """Every input image and its output paths.
+def plan_jobs(
+    inputs: list[str | Path], output_dir: Path, output_format: str, save_map: bool, records: dict[str, dict]
+) -> list[Job]:
+    """Every input image and its output paths (``records``: the output folder's manifest, :func:`read_manifest`).
 
     ``ValueError`` when an output would overwrite an input, or when two inputs would write the
     same output or map (``a.png`` and ``a.jpg`` as PNG, ``a.png``'s map and an input ``a_map.png``):
     every collision is named in one error. Outputs are never taken as inputs: neither what lies
     under an output folder inside an input folder, nor a file the output folder's manifest names.
     """
-    recorded = recorded_outputs(output_dir)  # outputs beside their inputs (an input folder inside output_dir)
+    recorded = recorded_outputs(output_dir, records)  # outputs beside their inputs (an input folder inside output_dir)
     found = [(path, relative) for path, relative in find_images(inputs, output_dir) if path.resolve() not in recorded]
     jobs, inputs_resolved = [], set()
     for index, (path, relative) in enumerate(found):
@@ -445,10 +448,9 @@ class Writer:
 
     At most ``max_in_flight`` images, of at most ``max_pixels_in_flight`` pixels in all, wait for
     their writes (the oldest batch is waited for beyond that), so a fast defense cannot fill
-    memory with encoded-to-be images. A write that fails for
-    one file (permission denied, name too long) skips that image; one that no later write could
-    escape (:data:`STOPPING_ERRNOS`), or a manifest that cannot be appended to, stops the run
-    with :class:`WriteFailure`.
+    memory with encoded-to-be images. A write that fails for one file (permission denied, name
+    too long) skips that image; one that no later write could escape (:data:`STOPPING_ERRNOS`),
+    or a manifest that cannot be appended to, stops the run with :class:`WriteFailure`.
     """
 
     def __init__(self, manifest: Path, spec: str, threads: int, png_compression: int, max_in_flight: int,
@@ -540,8 +542,8 @@ class Writer:
 
 
 def _check_arguments(defense: str | ImageDefense, save_map: bool, output_format: str, batch_size: int, workers: int,
-                     write_threads: int | None, threads: int | None, resume: bool, overwrite: bool,
-                     png_compression: int, shard: tuple[int, int] | None) -> ImageDefense:  # fmt: skip
+                     write_threads: int | None, threads: int | None, batch_memory: int | None, resume: bool,
+                     overwrite: bool, png_compression: int, shard: tuple[int, int] | None) -> ImageDefense:  # fmt: skip
     """The defense module; ``ValueError`` / ``TypeError`` naming what was wrong, before any work."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be 'png', 'jpg' or 'same'. Got {output_format!r}")
@@ -554,10 +556,13 @@ def _check_arguments(defense: str | ImageDefense, save_map: bool, output_format:
             raise ValueError(f"{name} must be an int >= {low}. Got {value!r}")
     if not png_compression <= 9:
         raise ValueError(f"png_compression must be a zlib level in 0..9. Got {png_compression}")
-    if write_threads is not None and (not isinstance(write_threads, int) or write_threads < 1):
-        raise ValueError(f"write_threads must be an int >= 1 or None (one per CPU). Got {write_threads!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be an int >= 1 or None (the CPUs the workers leave). Got {threads!r}")
+    for name, value, default in (
+        ("write_threads", write_threads, "one per CPU"),
+        ("threads", threads, "the CPUs the workers leave"),
+        ("batch_memory", batch_memory, "bytes; a share of the free memory"),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be an int >= 1 or None ({default}). Got {value!r}")
     if resume and overwrite:
         raise ValueError("resume keeps finished outputs and overwrite redoes them: choose one")
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
@@ -617,8 +622,8 @@ def defend_files(
     ``batch_memory`` bytes (default: :func:`default_batch_memory`; :data:`BYTES_PER_PIXEL` per
     pixel), and a single image past it alone; ``write_threads`` (default: one per CPU) encode and
     write, PNG at zlib level ``png_compression``; torch runs ``threads`` threads in this process
-    for the run (default: the CPUs the workers leave, at least 1: see :class:`ThreadPlan`). ``decode_on_device`` (default: on CUDA) decodes
-    JPEGs on the device. Existing outputs are refused unless ``resume`` (keep finished ones,
+    for the run (default: the CPUs the workers leave, at least 1: see :class:`ThreadPlan`).
+    ``decode_on_device`` (default: on CUDA) decodes JPEGs on the device. Existing outputs are refused unless ``resume`` (keep finished ones,
     see :mod:`lgs_gpu.app.defend_outputs`) or ``overwrite``. Under ``torchrun`` each rank takes every
     ``world``-th file; ``shard=(rank, world)`` does the same by hand (several machines, or tests).
 
@@ -633,13 +638,11 @@ def defend_files(
         >>> len(summary.written), summary.skipped  # doctest: +SKIP
         (1000, [])
     """
-    defense = _check_arguments(defense, save_map, output_format, batch_size, workers, write_threads, threads, resume,
-                               overwrite, png_compression, shard)  # fmt: skip
-    if batch_memory is not None and (isinstance(batch_memory, bool) or not isinstance(batch_memory, int)
-                                     or batch_memory < 1):  # fmt: skip
-        raise ValueError(f"batch_memory must be a number of bytes >= 1 or None (from the free memory). Got {batch_memory!r}")
+    defense = _check_arguments(defense, save_map, output_format, batch_size, workers, write_threads, threads,
+                               batch_memory, resume, overwrite, png_compression, shard)  # fmt: skip
     output_dir = Path(output_dir)
-    jobs = plan_jobs(inputs, output_dir, output_format, save_map)
+    records = read_manifest(output_dir)  # once: for the input walk and for resume
+    jobs = plan_jobs(inputs, output_dir, output_format, save_map, records)
     check_output_folder(output_dir)
     if shard is None:
         device = rank_device(device)
@@ -648,7 +651,7 @@ def defend_files(
     try:
         mine = jobs[rank::world]
         spec = spec_of(defense)
-        todo, kept, problem = sort_out(mine, output_dir, spec, resume, overwrite)
+        todo, kept, problem = sort_out(mine, output_dir, spec, resume, overwrite, records)
         _agree(runtime, problem)  # every rank has read the folder before any writes to it
         remove_stale_temporaries(mine)
         manifest = manifest_path(output_dir, rank)

@@ -103,10 +103,10 @@ def read_manifest(output_dir: Path) -> dict[str, dict]:
     return newest
 
 
-def recorded_outputs(output_dir: Path) -> set[Path]:
-    """Every output and map the manifests in ``output_dir`` name, resolved (none when there is no manifest)."""
+def recorded_outputs(output_dir: Path, records: dict[str, dict]) -> set[Path]:
+    """Every output and map the manifest ``records`` of ``output_dir`` (:func:`read_manifest`) name, resolved."""
     paths = set()
-    for name, record in read_manifest(output_dir).items():
+    for name, record in records.items():
         output = output_dir / name
         paths.add(output.resolve())
         if isinstance(record.get("map"), str):
@@ -154,14 +154,16 @@ def output_state(job: Job, record: dict | None, spec: str) -> str:
 
 
 def sort_out(
-    jobs: list[Job], output_dir: Path, spec: str, resume: bool, overwrite: bool
+    jobs: list[Job], output_dir: Path, spec: str, resume: bool, overwrite: bool, records: dict[str, dict]
 ) -> tuple[list[Job], list[Job], str | None]:
-    """``(to do, finished, problem)``: which outputs to make, which to keep, and why to refuse (or None)."""
+    """``(to do, finished, problem)``: which outputs to make, which to keep, and why to refuse (or None).
+
+    ``records`` is the folder's manifest as :func:`read_manifest` read it.
+    """
     if overwrite:
         return jobs, [], None
     if not resume:
         return jobs, [], _existing_outputs(jobs, output_dir)
-    records = read_manifest(output_dir)
     states = {job.index: output_state(job, records.get(job.name), spec) for job in jobs}
     todo, finished, conflicts = (
         [job for job in jobs if states[job.index] == wanted] for wanted in ("todo", "finished", "conflict")

@@ -48,7 +48,7 @@ def _median(batch: torch.Tensor, window: int) -> torch.Tensor:
         return median_of_9([padded[..., r : r + height, c : c + width] for r in range(3) for c in range(3)])
     if tracing(batch):  # symbolic sizes: one piece (a traced graph holds no loop over tiles)
         return _median_of_stack(padded, window)
-    per_pixel = batch.shape[0] * batch.shape[1] * window * window  # values unfolded per output pixel
+    per_pixel = planes * window * window  # values unfolded per output pixel
     tile_width = min(width, max(1, TILE_VALUES // per_pixel))
     tile_height = min(height, max(1, TILE_VALUES // (per_pixel * tile_width)))
     reach = window - 1  # an output tile reads this many more padded rows and columns

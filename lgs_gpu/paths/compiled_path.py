@@ -49,7 +49,6 @@ from .torch_path import (
     magnitude_of_padded,
     normalise_between,
     window_geometry,
-    window_means_at,
 )
 
 # The graphs below and the torch path's functions they trace: a change to either rebuilds.
@@ -277,15 +276,11 @@ def stages(
     _, _, height, width = x.shape
     magnitude = gradient_magnitude(x)
     row_starts, col_starts, row_extent, col_extent = window_geometry(height, width, window_size, overlap, x.device)
+    window_inputs = (magnitude, row_starts, col_starts, torch.tensor(threshold, dtype=x.dtype))
     if (row_extent, col_extent) == (window_size, window_size):
-        window_test = _program("window_test", x.dtype, (row_extent, col_extent))
-        passing, means, lowest, highest = window_test([magnitude, row_starts, col_starts,
-                                                       torch.tensor(threshold, dtype=x.dtype)])  # fmt: skip
-    else:  # an image smaller than the window: eagerly (cheap there), so that no program is built per small size
-        lowest, highest = image_range(magnitude)
-        normalised = normalise_between(magnitude, lowest, highest)
-        means = window_means_at(normalised, row_starts, col_starts, row_extent, col_extent)
-        passing = means > threshold
+        passing, means, lowest, highest = _program("window_test", x.dtype, (row_extent, col_extent))(list(window_inputs))
+    else:  # an image smaller than the window: the same graph eagerly (cheap there), not a program per small size
+        passing, means, lowest, highest = WindowTestProgram(row_extent, col_extent)(*window_inputs)
     # Collation works on small tables, eagerly: compiled, Inductor's bool loops made it 4x slower.
     row_class, *collation = collation_geometry(height, width, window_size, overlap, x.device)
     covered_by_row_class = collate_by_row_class(passing, *collation).to(x.dtype)

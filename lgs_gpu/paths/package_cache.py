@@ -80,8 +80,12 @@ def _owner(uid: int) -> str:
         return f"uid {uid}"
 
 
+def _trusted_owner(uid: int) -> bool:
+    return uid in (os.geteuid(), 0)
+
+
 def _untrusted(path: Path, status: os.stat_result, fix: str) -> str | None:
-    if status.st_uid not in (os.geteuid(), 0):
+    if not _trusted_owner(status.st_uid):
         return (f"{path} is owned by {_owner(status.st_uid)}, not by you ({_owner(os.geteuid())}): its owner could "
                 f"replace the native code loaded from it; {fix}")  # fmt: skip
     if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
@@ -123,8 +127,8 @@ def untrusted_reason(root: Path, below: tuple[Path, ...] = ()) -> str | None:
             continue
         # Group or others who can write a folder without the sticky bit can rename what is in it.
         open_to_others = status.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and not status.st_mode & stat.S_ISVTX
-        if status.st_uid not in (os.geteuid(), 0) or open_to_others:
-            why = f"owned by {_owner(status.st_uid)}" if status.st_uid not in (os.geteuid(), 0) else (
+        if not _trusted_owner(status.st_uid) or open_to_others:
+            why = f"owned by {_owner(status.st_uid)}" if not _trusted_owner(status.st_uid) else (
                 f"writable by group or others without the sticky bit (mode {stat.S_IMODE(status.st_mode):04o})")  # fmt: skip
             return f"{parent}, a folder above the cache {root}, is {why}: the cache could be swapped for another; {fix}"
     return None
@@ -214,14 +218,14 @@ class PackageCache:
             return None
         if folder not in self._trust:
             root = cache_folder()
-            self._tighten(root)
+            self._tighten(root, folder)
             self._trust[folder] = untrusted_reason(root, (root / self.subfolder, folder))
         return self._trust[folder]
 
-    def _tighten(self, root: Path) -> None:
-        own = (root / self.subfolder, root / self.subfolder / _fingerprint(self.sources))
+    def _tighten(self, root: Path, folder: Path) -> None:
         default_root = not os.environ.get(CACHE_ENVIRONMENT_VARIABLE, "").strip()
-        _tighten_own(((root,) if default_root else ()) + own)  # a folder the user chose is theirs to set
+        # A root the user chose (LGS_GPU_CACHE_DIR) is theirs to set; the rest is of this package's making.
+        _tighten_own(((root,) if default_root else ()) + (root / self.subfolder, folder))
 
     def cached(self, name: str) -> bool:
         """Whether the package ``name`` is built in the cache folder."""
@@ -252,7 +256,7 @@ class PackageCache:
             folder = Path(self._scratch.name)
         path = folder / f"{name}.pt2"
         if root is not None:
-            self._tighten(root)
+            self._tighten(root, folder)
             self._check(root, folder, path)
         if path.is_file():
             return path
