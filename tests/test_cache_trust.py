@@ -73,7 +73,7 @@ def test_folders_it_creates_are_private_whatever_the_umask(tmp_path, monkeypatch
     packages = PackageCache("trust-test", (Path(__file__),))
     previous = os.umask(0o002)
     try:
-        path = packages._package("program", lambda target: target.write_bytes(b"built"))
+        (path,) = packages._packages(["program"], lambda targets: targets["program"].write_bytes(b"built"))
     finally:
         os.umask(previous)
     for folder in (tmp_path / "fresh", tmp_path / "fresh" / "trust-test", path.parent):
@@ -116,7 +116,7 @@ def test_missing_parents_are_private_under_umask_000(tmp_path, monkeypatch):
     packages = PackageCache("trust-test", (Path(__file__),))
     previous = os.umask(0)
     try:
-        packages._package("program", lambda target: target.write_bytes(b"built"))
+        packages._packages(["program"], lambda targets: targets["program"].write_bytes(b"built"))
     finally:
         os.umask(previous)
     assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "a", tmp_path / "a" / "b")} == {oct(0o700)}

@@ -59,8 +59,8 @@ def test_compiled_matches_reference(shape, dtype):
 def test_small_images_build_no_program_of_their_own(monkeypatch):
     # 120 mixed small images cost 134 s on a cold cache when each size smaller than the window built one.
     built = []
-    real = lgs_compiled._PACKAGES.program
-    monkeypatch.setattr(lgs_compiled._PACKAGES, "program", lambda key, build: built.append(key) or real(key, build))
+    real = lgs_compiled._PACKAGES.programs
+    monkeypatch.setattr(lgs_compiled._PACKAGES, "programs", lambda keys, build: built.extend(keys) or real(keys, build))
     for shape in [(1, 3, 5, 7), (2, 3, 9, 14), (1, 3, 14, 40), (1, 3, 40, 14), (1, 3, 6, 300)]:
         check_against_reference(shape, torch.float32)
     assert {key for key in built if key.startswith("window_test")} <= {"window_test-float32-15x15"}
@@ -127,8 +127,10 @@ def test_compiled_allocates_only_the_output_and_the_gradient_for_contiguous_inpu
     x = textured_images((2, 3, 57, 64), torch.float32, seed=16)
     lgs(x, backend="compiled")
     peak = peak_torch_bytes(lambda: lgs(x, backend="compiled"), x.device)
-    # Output (1) + gradient magnitude (1/3 of a 3-channel input) + small tables: no extra copy.
-    assert x.nbytes * 4 / 3 <= peak < x.nbytes * 1.5
+    # Output (1) + gradient magnitude (1/3 of a 3-channel input) + small tables: no copy of the input.
+    # Inductor's code for the window test keeps one more [B, H, W] plane on some torch versions (2.11).
+    plane = x.nbytes / 3
+    assert x.nbytes + plane <= peak < x.nbytes + plane * 2.25
 
 
 def test_compiled_gives_every_stage_within_tolerance_of_the_reference():
@@ -177,24 +179,52 @@ def test_no_compiler_means_eager_torch_with_the_reason(monkeypatch):
     assert info["auto"] == "torch" and info["compiled"].startswith("no C++ compiler on PATH")
 
 
-def test_a_failed_build_leaves_no_package_and_auto_falls_back(monkeypatch, tmp_path, caplog):
+# A build process that writes part of every package it was asked for, then dies as torch 2.11's
+# exporter did (SIGSEGV) or fails with a reason.
+CRASHING_BUILD = """
+import json, os, signal, sys
+for *_, path in json.loads(sys.argv[1]):
+    open(path, "wb").write(b"half a package")
+print("RuntimeError: the compiler crashed", file=sys.stderr, flush=True)
+os.kill(os.getpid(), signal.SIGSEGV)
+"""
+FAILING_BUILD = "import sys; print('Traceback ...', file=sys.stderr); sys.exit('RuntimeError: no space for the compiler')"
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(lgs_compiled, "_PACKAGES", package_cache.PackageCache("cpu-kernels", lgs_compiled._PACKAGES.sources))
     monkeypatch.setattr(lgs_compiled, "_build_failures", {})
+    return tmp_path
 
-    def broken_export(*args, **kwargs):
-        raise RuntimeError("the compiler crashed")
 
-    monkeypatch.setattr(torch.export, "export", broken_export)
+@pytest.mark.parametrize("script, words", [(CRASHING_BUILD, "died of SIGSEGV"), (FAILING_BUILD, "no space for the compiler")])
+def test_a_failed_build_leaves_no_file_and_auto_falls_back_saying_why(monkeypatch, fresh_cache, caplog, script, words):
+    monkeypatch.setattr(lgs_compiled, "child_command", lambda: [sys.executable, "-c", script])
     x = textured_images((2, 3, 57, 64), torch.float32, seed=20)
     with caplog.at_level(logging.WARNING, logger="lgs_gpu"):
-        out = lgs(x)  # auto: says why, then eager torch
+        out = lgs(x)  # auto: says why, then eager torch; this process lives on
     assert torch.equal(out, lgs(x, backend="torch"))
-    assert any("the compiler crashed" in record.getMessage() for record in caplog.records)
-    assert not [path for path in tmp_path.rglob("*") if path.is_file()]  # no partial package
-    assert "failed" in backend_info("cpu")["compiled"] and backend_info("cpu")["auto"] == "torch"
-    with pytest.raises(lgs_compiled.ProgramBuildError, match="the compiler crashed"):
+    assert any(words in record.getMessage() and "eager torch" in record.getMessage() for record in caplog.records)
+    assert not [path for path in fresh_cache.rglob("*") if path.is_file()]  # no package, no partial file
+    assert words in backend_info("cpu")["compiled"] and backend_info("cpu")["auto"] == "torch"
+    with pytest.raises(lgs_compiled.ProgramBuildError, match=words):
         lgs(x, backend="compiled")  # asked for explicitly: the error, not a silent fallback
+
+
+def test_partial_packages_of_builders_that_died_are_removed(fresh_cache):
+    folder = lgs_compiled._PACKAGES.folder()
+    folder.mkdir(parents=True, mode=0o700)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    tag = package_cache._builder_tag().rsplit("-", 1)[0]
+    abandoned = folder / f".gradient-float32.{tag}-{finished.stdout.strip()}.x1y2.part.pt2"  # its builder has exited
+    in_progress = folder / f".gradient-float32.{tag}-{os.getpid()}.a1b2.part.pt2"  # a live builder's
+    elsewhere = folder / ".gradient-float32.otherhost-1.c3d4.part.pt2"  # another machine's: cannot tell
+    for path in (abandoned, in_progress, elsewhere):
+        path.write_bytes(b"partial")
+    package_cache._remove_abandoned_parts(folder)
+    assert not abandoned.exists() and in_progress.exists() and elsewhere.exists()
 
 
 def test_programs_are_keyed_by_dtype_extent_and_source(tmp_path):
@@ -213,9 +243,9 @@ def test_one_build_when_threads_race_for_a_program(monkeypatch, tmp_path):
     cache = package_cache.PackageCache("race", ())
     built = []
 
-    def build(path):
-        built.append(path)
-        path.write_bytes(b"")
+    def build(targets):
+        built.append(targets)
+        targets["p"].write_bytes(b"built")
 
     monkeypatch.setattr(package_cache, "_load", lambda path: path)
     threads = [threading.Thread(target=cache.program, args=("p", build)) for _ in range(4)]

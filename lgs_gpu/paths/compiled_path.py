@@ -4,7 +4,9 @@ Implements the contract of :mod:`lgs_gpu.lgs` for inference (no autograd) on con
 tensors of the compute dtype. The torch path's stages are exported (``torch.export``, dynamic
 batch, channels, height and width) and compiled by AOTInductor into one vectorised C++/OpenMP
 program each, kept in the per-machine cache of :mod:`.package_cache`: built once (tens of seconds,
-on first use or by ``lgs-gpu warmup``), then loaded by every new process in milliseconds.
+on first use or by ``lgs-gpu warmup``) by a Python process of its own (:mod:`.compiled_build`: a
+compiler that crashes ends that process, not the caller's, which falls back to eager torch with the
+reason), then loaded by every new process in milliseconds.
 The stages are separate programs because one graph lets Inductor fuse the per-image reduction
 into every consumer and recompute the gradient many times over.
 
@@ -32,8 +34,12 @@ it is handed, so the key is what keeps float64 images out of float32 code.
 
 from __future__ import annotations
 
+import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -52,7 +58,9 @@ from .torch_path import (
 )
 
 # The graphs below and the torch path's functions they trace: a change to either rebuilds.
-_PACKAGES = PackageCache("cpu-kernels", (Path(__file__), Path(torch_path.__file__)))
+_PACKAGES = PackageCache(
+    "cpu-kernels", (Path(__file__), Path(torch_path.__file__), Path(__file__).with_name("compiled_build.py"))
+)
 # Smallest height and width the programs take: an interior of at least 2 x 2 pixels (sizes 1 would
 # be compiled in as constants). Smaller images take the eager torch path.
 MIN_SIDE = 4
@@ -132,7 +140,7 @@ class SuppressProgram(torch.nn.Module):
         return x * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
 
 
-def _examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (1, 1)):
+def examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (1, 1)):
     """``(module, example inputs, dynamic shapes)`` to export the program ``name``.
 
     Example sizes are distinct and above 1 (sizes 0 and 1 would be compiled in as constants).
@@ -170,33 +178,82 @@ def _key(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = None) 
 
 
 def _program(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = None):
-    key = _key(name, dtype, extents)
-    failure = (str(cache_folder()), key)
-    if failure in _build_failures:
-        raise ProgramBuildError(f"building the CPU program {key} failed earlier in this process: {_build_failures[failure]}")
+    return _programs([(name, dtype, extents)])[0]
 
-    def export_and_compile(path: Path) -> None:
-        from torch._inductor import aoti_compile_and_package
 
-        # Programs without windows take every image at least MIN_SIDE tall and wide.
-        module, inputs, dynamic_shapes = _examples(name, dtype, extents or (1, 1))
-        exported = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
-        aoti_compile_and_package(exported, package_path=str(path))
+def _programs(requests: list[tuple[str, torch.dtype, tuple[int, int] | None]]) -> list:
+    """The programs ``requests`` names, loaded; those missing from the cache are built first, together."""
+    keys = [_key(*request) for request in requests]
+    folder = str(cache_folder())
+    for key in keys:
+        if (folder, key) in _build_failures:
+            raise ProgramBuildError(
+                f"building the CPU program {key} failed earlier in this process: {_build_failures[folder, key]}"
+            )
+    by_key = dict(zip(keys, requests, strict=True))
 
-    def build(path: Path) -> None:
-        # In a thread of its own: dispatch modes, grad mode and compile contexts are per thread, and
-        # the caller's must not reach the export (a first call from inside a torch.compile'd model
-        # runs under the compiled code's dispatch mode, which turns the export's constants fake).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lgs_gpu-build") as worker:
-            worker.submit(export_and_compile, path).result()
+    def build(targets: dict[str, Path]) -> None:
+        build_in_child([(*_request_fields(by_key[key]), str(path)) for key, path in targets.items()])
 
     try:
-        return _PACKAGES.program(key, build)
+        return _PACKAGES.programs(keys, build)
     except UntrustedCache as error:  # not remembered: fixing the folder's permissions is enough
         raise ProgramBuildError(str(error)) from error
-    except Exception as error:  # a compiler error, an unwritable folder: remembered, reported once
-        _build_failures[failure] = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-        raise ProgramBuildError(f"building the CPU program {key} failed: {_build_failures[failure]}") from error
+    except Exception as error:  # a compiler error or crash, an unwritable folder: remembered, reported once
+        why = str(error) if isinstance(error, ProgramBuildError) else f"{type(error).__name__}: {error}"
+        why = why.splitlines()[0][:300] if why else type(error).__name__
+        for key in keys:
+            if not _PACKAGES.cached(key):
+                _build_failures[folder, key] = why
+        raise ProgramBuildError(f"building the CPU programs {', '.join(keys)} failed: {why}") from error
+
+
+def _request_fields(request) -> tuple[str, str, list[int] | None]:
+    name, dtype, extents = request
+    return name, str(dtype).removeprefix("torch."), list(extents) if extents else None
+
+
+# Seconds a build process may take before it counts as failed (a cold build takes tens of seconds).
+BUILD_TIMEOUT_SECONDS = 1800
+
+
+def child_command() -> list[str]:
+    """The command that builds programs in a process of its own (:mod:`.compiled_build`)."""
+    return [sys.executable, "-m", "lgs_gpu.paths.compiled_build"]
+
+
+def build_in_child(requests: list[tuple[str, str, list[int] | None, str]]) -> None:
+    """Export and compile ``(name, dtype, extents, package path)`` requests in a new Python process.
+
+    A process of its own, not a thread: an exporter or compiler that crashes (torch 2.11 segfaults
+    in ``torch.export`` in the second thread that exports) ends that process with a reason here,
+    never the caller's; and none of the caller's dispatch modes, grad mode or compile contexts (a
+    first call from inside a ``torch.compile``'d model) reach the export.
+    """
+    if not sys.executable:
+        raise ProgramBuildError("no Python executable to build in (sys.executable is empty)")
+    package_root = str(Path(__file__).resolve().parents[2])  # runs from a checkout that is not installed too
+    search_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    try:
+        result = subprocess.run(
+            [*child_command(), json.dumps(requests)], env={**os.environ, "PYTHONPATH": search_path},
+            capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise ProgramBuildError(f"the build process took over {BUILD_TIMEOUT_SECONDS} s and was stopped") from None
+    except OSError as error:
+        raise ProgramBuildError(f"could not start the build process: {error}") from error
+    if result.returncode == 0:
+        return
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    last = lines[-1][:300] if lines else "it printed nothing"
+    if result.returncode < 0:
+        try:
+            died = f"died of {signal.Signals(-result.returncode).name}"
+        except ValueError:
+            died = f"died of signal {-result.returncode}"
+        raise ProgramBuildError(f"the build process {died} (last words: {last})")
+    raise ProgramBuildError(last)
 
 
 def cache_enabled() -> bool:
@@ -242,15 +299,11 @@ def warmup(
     Every image needs only these (images smaller than a window test their windows eagerly).
     """
     programs = ["gradient", *(program for stage, program in _STAGE_PROGRAMS.items() if stage in stages)]
-    names = []
-    for dtype in dtypes:
-        for name in programs:
-            _program(name, dtype)
-            names.append(_key(name, dtype))
-        for window_size in window_sizes:
-            _program("window_test", dtype, (window_size, window_size))
-            names.append(_key("window_test", dtype, (window_size, window_size)))
-    return names
+    requests = [(name, dtype, None) for dtype in dtypes for name in programs] + [
+        ("window_test", dtype, (window_size, window_size)) for dtype in dtypes for window_size in window_sizes
+    ]
+    _programs(requests)  # one build process for every missing program
+    return [_key(*request) for request in requests]
 
 
 # The full-size stages that have a program of their own (the others come from the gradient and the window test).
@@ -274,11 +327,18 @@ def stages(
 ) -> dict[str, torch.Tensor]:
     """The ``wanted`` stages (see :func:`.torch_path.stages`) of contiguous CPU images, ``H, W >= MIN_SIDE``."""
     _, _, height, width = x.shape
-    magnitude = gradient_magnitude(x)
     row_starts, col_starts, row_extent, col_extent = window_geometry(height, width, window_size, overlap, x.device)
+    # Every program this call runs, built together when missing (one build process, not one each).
+    whole_windows = (row_extent, col_extent) == (window_size, window_size)
+    requests = [("gradient", x.dtype, None)] + [("window_test", x.dtype, (window_size, window_size))] * whole_windows
+    requests += [(program, x.dtype, None) for stage, program in _STAGE_PROGRAMS.items() if stage in wanted]
+    programs = dict(zip((name for name, _, _ in requests), _programs(requests), strict=True))
+    magnitude = x.new_empty(x.shape[0], height, width)
+    programs["gradient"]([x, magnitude])
+    _frame(x, magnitude)
     window_inputs = (magnitude, row_starts, col_starts, torch.tensor(threshold, dtype=x.dtype))
-    if (row_extent, col_extent) == (window_size, window_size):
-        passing, means, lowest, highest = _program("window_test", x.dtype, (row_extent, col_extent))(list(window_inputs))
+    if whole_windows:
+        passing, means, lowest, highest = programs["window_test"](list(window_inputs))
     else:  # an image smaller than the window: the same graph eagerly (cheap there), not a program per small size
         passing, means, lowest, highest = WindowTestProgram(row_extent, col_extent)(*window_inputs)
     # Collation works on small tables, eagerly: compiled, Inductor's bool loops made it 4x slower.
@@ -287,9 +347,9 @@ def stages(
     table = [magnitude, lowest, highest, covered_by_row_class, row_class]
     computed: dict[str, torch.Tensor] = {"window_means": means}
     if "output" in wanted:
-        (computed["output"],) = _program("suppress", x.dtype)([x, *table, torch.tensor(smoothing_factor, dtype=x.dtype)])
+        (computed["output"],) = programs["suppress"]([x, *table, torch.tensor(smoothing_factor, dtype=x.dtype)])
     if "suppression_map" in wanted:
-        (computed["suppression_map"],) = _program("suppression_map", x.dtype)(table)
+        (computed["suppression_map"],) = programs["suppression_map"](table)
     if "normalised_gradient" in wanted:
         computed["normalised_gradient"] = normalise_between(magnitude, lowest, highest)
     if "window_mask" in wanted:

@@ -28,6 +28,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import stat
 import tempfile
 import threading
@@ -232,59 +233,110 @@ class PackageCache:
         folder = self.folder()
         return folder is not None and (folder / f"{name}.pt2").is_file()
 
-    def program(self, name: str, build: Callable[[Path], None]) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
-        """The program ``name``: ``run(inputs) -> outputs`` (flat lists of tensors).
+    def program(self, name: str, build: Callable[[dict[str, Path]], None]) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+        """The program ``name``: ``run(inputs) -> outputs`` (flat lists of tensors); see :meth:`programs`."""
+        return self.programs([name], build)[0]
 
-        ``build(path)`` writes the package to ``path``; it runs only when neither this process
-        nor the cache folder has the package yet.
+    def programs(
+        self, names: list[str], build: Callable[[dict[str, Path]], None]
+    ) -> list[Callable[[list[torch.Tensor]], list[torch.Tensor]]]:
+        """The programs ``names``, in order: each ``run(inputs) -> outputs`` (flat lists of tensors).
+
+        ``build(targets)`` writes each missing package ``name`` to the temporary path
+        ``targets[name]``, all in one call; it runs only when neither this process nor the cache
+        folder has them. A package appears in the cache whole (moved into place) or not at all.
         """
         folder = self.folder()
-        loaded = self._loaded.get(folder / f"{name}.pt2") if folder is not None else None
-        if loaded is not None:  # loaded (and checked) earlier in this process
-            return loaded
+        if folder is not None:
+            loaded = [self._loaded.get(folder / f"{name}.pt2") for name in names]
+            if all(program is not None for program in loaded):  # loaded (and checked) earlier in this process
+                return loaded
         with self._lock:  # one build per package per process, however many threads ask
-            path = self._package(name, build)
-            if path not in self._loaded:
-                self._loaded[path] = _load(path)
-            return self._loaded[path]
+            paths = self._packages(names, build)
+            for path in paths:
+                if path not in self._loaded:
+                    self._loaded[path] = _load(path)
+            return [self._loaded[path] for path in paths]
 
-    def _package(self, name: str, build: Callable[[Path], None]) -> Path:
+    def _packages(self, names: list[str], build: Callable[[dict[str, Path]], None]) -> list[Path]:
         root, folder = cache_folder(), self.folder()
         if folder is None:  # cache off: this process only
             if self._scratch is None:
                 self._scratch = tempfile.TemporaryDirectory(prefix="lgs_gpu-packages-")
             folder = Path(self._scratch.name)
-        path = folder / f"{name}.pt2"
+        paths = {name: folder / f"{name}.pt2" for name in names}
         if root is not None:
             self._tighten(root, folder)
-            self._check(root, folder, path)
-        if path.is_file():
-            return path
+            for path in paths.values():
+                self._check(root, folder, path)
+        missing = [name for name, path in paths.items() if not path.is_file()]
+        if not missing:
+            return list(paths.values())
         if root is not None:
             make_private_folders(folder)  # private from the start (under umask 002 or 000 too)
-            self._check(root, folder, path)  # again: a folder someone else made meanwhile is refused
+            self._check(root, folder, folder)  # again: a folder someone else made meanwhile is refused
+        _remove_abandoned_parts(folder)
         _LOG.warning(
-            "lgs_gpu: building the CPU program %r once (tens of seconds) into %s; later processes load it in "
+            "lgs_gpu: building the CPU program%s %s once (tens of seconds) into %s; later processes load them in "
             "milliseconds (`lgs-gpu warmup` builds ahead, %s moves the cache or switches it off)",
-            name, folder, CACHE_ENVIRONMENT_VARIABLE,
+            "s" if len(missing) > 1 else "", ", ".join(map(repr, missing)), folder, CACHE_ENVIRONMENT_VARIABLE,
         )  # fmt: skip
         started = time.perf_counter()
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part.pt2")
-        os.close(handle)
+        temporaries: dict[str, Path] = {}
         try:
-            build(Path(temporary))
-            os.replace(temporary, path)
+            for name in missing:
+                handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.{_builder_tag()}.", suffix=_PART)
+                os.close(handle)
+                temporaries[name] = Path(temporary)
+            build(dict(temporaries))
+            for name, temporary in temporaries.items():
+                if temporary.stat().st_size == 0:
+                    raise RuntimeError(f"the build wrote nothing for {name}")
+                os.replace(temporary, paths[name])
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            for temporary in temporaries.values():
+                temporary.unlink(missing_ok=True)
             raise
-        _LOG.info("lgs_gpu: built %s in %.1f s", path.name, time.perf_counter() - started)
-        return path
-
+        _LOG.info("lgs_gpu: built %s in %.1f s", ", ".join(missing), time.perf_counter() - started)
+        return list(paths.values())
 
     def _check(self, root: Path, folder: Path, path: Path) -> None:
         reason = untrusted_reason(root, (root / self.subfolder, folder, path))
         if reason is not None:
             raise UntrustedCache(f"refusing the CPU program cache: {reason}")
+
+
+_PART = ".part.pt2"
+
+
+def _builder_tag() -> str:
+    """``host-pid`` of this process, in the names of its partial packages, so that a later build can tell
+    those whose builder died (killed mid-build) from those another live process is writing."""
+    host = "".join(character if character.isalnum() else "_" for character in socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _remove_abandoned_parts(folder: Path) -> None:
+    """Delete partial packages left by builders on this machine that are no longer running."""
+    host = _builder_tag().rsplit("-", 1)[0]
+    for part in folder.glob(f".*{_PART}"):
+        fields = part.name.split(".")  # "", name, host-pid, random, "part", "pt2"
+        if len(fields) != 6 or "-" not in fields[2]:
+            continue
+        builder_host, _, pid = fields[2].rpartition("-")
+        if builder_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        part.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _load(path: Path) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:

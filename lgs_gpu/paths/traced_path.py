@@ -38,12 +38,21 @@ def window_sums(plane: torch.Tensor, dim: int, starts: torch.Tensor, extent) -> 
     return running.index_select(dim, starts + extent) - running.index_select(dim, starts)
 
 
+def _floor_divide(values: torch.Tensor, step: int) -> torch.Tensor:
+    """``values // step`` for non-negative integers, as float64 arithmetic (exact below 2**53).
+
+    An integer floor division by a constant above 8 is what Inductor's CPU loop split rewrites,
+    and torch 2.11's rewrite fails on this graph ("'int' object has no attribute 'has'").
+    """
+    return torch.floor(values.to(torch.float64) / step).to(values.dtype)
+
+
 def covering(length, count, extent, last_start, window_size: int, overlap: int, device: torch.device):
     """For each of ``max_cover`` ranks k: the k-th window covering every pixel (clamped) and whether it exists."""
     step = window_size - overlap
     pixels = torch.arange(length, device=device)
-    first = torch.clamp(torch.clamp(pixels - extent + step, min=0) // step, max=count - 1)
-    last = torch.where(pixels >= last_start, count - 1, pixels // step)
+    first = torch.clamp(_floor_divide(torch.clamp(pixels - extent + step, min=0), step), max=count - 1)
+    last = torch.where(pixels >= last_start, count - 1, _floor_divide(pixels, step))
     ranks = torch.arange(max_cover(window_size, overlap), device=device)[:, None]
     window = first[None, :] + ranks  # [K, L]
     return torch.clamp(window, max=count - 1), window <= last[None, :]
