@@ -204,6 +204,50 @@ def source_tags(source: str) -> Tags:
     return Tags(headers, calls)
 
 
+def recover_call_sites(instructions: list[Instruction], labels: dict[str, int], targets: dict[int, str],
+                       source: str) -> list[Instruction]:  # fmt: skip
+    """Give each instruction the tagged call site it was inlined through where the SASS does not say.
+
+    Triton 3.6's PTX has ``.loc`` directives without ``inlined_at`` (3.8's have them), so its SASS
+    names only the innermost line. The kernels call each walk from both arms of one ``if`` (an
+    interior and a border copy): the code from the ``if`` header's forward branch to its target is
+    the body (the first arm), and from the target to the join (the furthest forward target the body
+    branches to, or the end where both arms exit) the ``else`` arm. Each instruction there gets its arm's call line as call site.
+    SASS that names call sites is returned as it is.
+    """
+    import ast
+
+    if any(len(ins.lines) > 1 for ins in instructions):
+        return instructions
+    arms = []  # (if header lines, first arm's call line, second arm's call line)
+    for node in ast.walk(ast.parse(Path(source).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.If) and len(node.body) == 1 and len(node.orelse) == 1:
+            body, orelse = node.body[0], node.orelse[0]
+            if all(isinstance(arm, ast.Expr | ast.Assign) and isinstance(arm.value, ast.Call) for arm in (body, orelse)):
+                arms.append((range(node.lineno, body.lineno), body.lineno, orelse.lineno))
+    by_address = {ins.address: ins for ins in instructions}
+    recovered = {ins.address: ins for ins in instructions}
+    for header, first_call, second_call in arms:
+        branches = [address for address in sorted(targets) if address in by_address and by_address[address].predicated
+                    and by_address[address].lines and by_address[address].lines[0] in header
+                    and labels.get(targets[address], -1) > address]  # fmt: skip
+        if not branches:
+            continue
+        branch = branches[0]
+        second = labels[targets[branch]]
+        # Where the arms join: the furthest the body branches forward past the else arm's start, or,
+        # when both arms end in EXIT (the suppress kernel's do), the end of the code.
+        join = max((labels[label] for address, label in targets.items()
+                    if branch < address < second and labels.get(label, -1) >= second),
+                   default=instructions[-1].address + 1)  # fmt: skip
+        for ins in instructions:
+            arm = first_call if branch < ins.address < second else second_call if second <= ins.address < join else None
+            if arm is not None:
+                recovered[ins.address] = Instruction(ins.address, ins.opcode, ins.operands,
+                                                     (ins.lines[0] if ins.lines else header.start, arm), ins.predicated)
+    return [recovered[ins.address] for ins in instructions]
+
+
 def _qualified(tag: str, call_sites: list[str]) -> str:
     return "@".join([tag, *call_sites])
 
@@ -367,6 +411,7 @@ def analyse(launch, source: str) -> dict:
     cubin = launch.compiled.asm["cubin"]
     usage = resource_usage(cubin)
     instructions, labels, targets = parse_sass(disassemble(cubin), source)
+    instructions = recover_call_sites(instructions, labels, targets, source)
     tags = source_tags(source)
     found = regions(instructions, labels, targets, tags)
     counts = execution_counts(launch)

@@ -1,4 +1,4 @@
-"""Which LGS path runs a call, and running it: the front's dispatch (:mod:`lgs_gpu.lgs` is its public face).
+"""Which LGS path runs a call, and running it: the front's dispatch (:mod:`lgs_gpu.front` is its public face).
 
 Five paths (:mod:`lgs_gpu.paths`) implement one contract; ``backend`` names one, or ``"auto"``:
 
@@ -25,12 +25,12 @@ import logging
 import torch
 
 from ._validate import compute_dtype, from_unit_float, to_unit_float
+from .parameters import BACKENDS
 from .paths import compiled_path, reference, torch_path, traced_path
 from .paths.triton_path import interpreting, triton_import_error, triton_unusable_reason, triton_usable
 from .tracing import exporting_to_onnx, tracing
 from .windows import axis_windows
 
-BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
 _LOG = logging.getLogger("lgs_gpu")
 
 
@@ -140,7 +140,7 @@ def compute(
     """The ``wanted`` stages of a validated ``[B, C, H, W]`` batch on ``backend``'s path.
 
     ``output`` in ``batch``'s dtype and memory format; the planes ``[B, H, W]`` and the window
-    means in the compute dtype (see :func:`lgs_gpu.lgs.lgs_stages`).
+    means in the compute dtype (see :func:`lgs_gpu.front.lgs_stages`).
     """
     if batch.shape[0] == 0:
         return empty_stages(batch, window_size, overlap, wanted)

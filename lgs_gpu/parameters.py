@@ -30,5 +30,7 @@ DEFAULT_SMOOTHING_FACTOR = 2.3
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_WINDOW_SIZE = 15
 DEFAULT_OVERLAP = 5
+# The paths that compute LGS, by the names ``backend=`` takes (:mod:`lgs_gpu.dispatch` says which runs).
+BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
 # The stages above that ``lgs_stages`` can return, in the order of ``LGSStages``' fields.
 STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")

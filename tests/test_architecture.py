@@ -20,7 +20,7 @@ LAYERS = (
     ("base", ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform", "lgs_gpu.windows", "lgs_gpu.imageio",
               "lgs_gpu.parameters", "lgs_gpu.patch_geometry", "lgs_gpu.tracing")),
     ("paths", ("lgs_gpu.paths",)),
-    ("op", ("lgs_gpu.lgs", "lgs_gpu.dispatch", "lgs_gpu.ops", "lgs_gpu")),  # lgs_gpu/__init__ re-exports the LGS front
+    ("op", ("lgs_gpu.front", "lgs_gpu.dispatch", "lgs_gpu.ops", "lgs_gpu")),  # lgs_gpu/__init__ re-exports the LGS front
     ("models/data", ("lgs_gpu.models", "lgs_gpu.data")),
     ("methods", ("lgs_gpu.defenses", "lgs_gpu.attacks", "lgs_gpu.certify")),
     ("integrations", ("lgs_gpu.integrations",)),
@@ -33,7 +33,7 @@ SHARED_BASE = ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform")
 # Subpackages whose __init__ is their one public front.
 FRONTED = ("lgs_gpu.defenses", "lgs_gpu.attacks", "lgs_gpu.certify", "lgs_gpu.integrations")
 # The op layer: the front, the dispatch that picks a path, and the PyTorch operators; only they use the paths.
-LGS_OP = ("lgs_gpu.lgs", "lgs_gpu.dispatch", "lgs_gpu.ops")
+LGS_OP = ("lgs_gpu.front", "lgs_gpu.dispatch", "lgs_gpu.ops")
 # The only reaches past a front, each with its reason.
 ALLOWED_REACHES = {
     ("lgs_gpu.evaluate", "lgs_gpu.app.evaluate"): "the public import path of the evaluation",
@@ -101,7 +101,7 @@ def violations(edges: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
         if target_layer > source_layer:
             found.append(f"{source} ({LAYERS[source_layer][0]}) imports {target} ({LAYERS[target_layer][0]}): upward")
         if target.startswith("lgs_gpu.paths") and not source.startswith("lgs_gpu.paths") and source not in LGS_OP:
-            found.append(f"{source} imports the LGS path {target}: use the front (lgs_gpu.lgs)")
+            found.append(f"{source} imports the LGS path {target}: use the front (lgs_gpu.front)")
         if target.startswith("lgs_gpu.paths.reference") and source.startswith("lgs_gpu.paths.") and (
             not source.startswith("lgs_gpu.paths.reference")
         ):
@@ -170,21 +170,21 @@ def test_top_level_units_form_no_cycle():
 def test_the_graph_sees_the_imports_it_must():
     """The parser finds known edges: relative, nested in functions, and submodules named in a from-import."""
     edges = {(source, target) for source, target, _ in package_edges()}
-    assert ("lgs_gpu.lgs", "lgs_gpu.paths.torch_path") in edges  # from .paths import reference, torch_path
-    assert ("lgs_gpu.lgs", "lgs_gpu.paths.compiled_path") in edges  # imported inside a function
+    assert ("lgs_gpu.front", "lgs_gpu.paths.torch_path") in edges  # from .paths import reference, torch_path
+    assert ("lgs_gpu.front", "lgs_gpu.paths.compiled_path") in edges  # imported inside a function
     assert ("lgs_gpu.paths.reference", "lgs_gpu.windows") in edges
     assert ("lgs_gpu.app.evaluate", "lgs_gpu.attacks") in edges  # from .. import attacks, data, defenses
     assert ("lgs_gpu.dispatch", "lgs_gpu.paths.triton_path.kernels") in edges  # imported inside a function
 
 
 @pytest.mark.parametrize("edge, rule", [
-    (("lgs_gpu.windows", "lgs_gpu.lgs", ()), "upward"),
+    (("lgs_gpu.windows", "lgs_gpu.front", ()), "upward"),
     (("lgs_gpu.defenses.compose", "lgs_gpu.paths.torch_path", ()), "use the front"),
     (("lgs_gpu.paths.torch_path", "lgs_gpu.paths.reference", ("safe_sqrt",)), "oracle must stay independent"),
     (("lgs_gpu.paths.reference", "lgs_gpu.paths.torch_path", ()), "only windows and _validate"),
     (("lgs_gpu.app.evaluate", "lgs_gpu.attacks.lavan", ()), "reaches past the front"),
     (("lgs_gpu.app.evaluate", "lgs_gpu.defenses._common", ()), "reaches past the front"),
-    (("lgs_gpu.app.demo", "lgs_gpu.lgs", ("_prepare",)), "private"),
+    (("lgs_gpu.app.demo", "lgs_gpu.front", ("_prepare",)), "private"),
     (("lgs_gpu.app.evaluate", "lgs_gpu.app.cli", ()), "imports the CLI"),
 ])  # fmt: skip
 def test_each_rule_catches_its_violation(edge, rule):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -70,3 +73,36 @@ def test_ctrl_c_in_a_resumable_run_is_one_line_and_exit_130(command, runner, tmp
     assert cli.main([command, "-o", str(tmp_path / "out"), "--limit", "1"]) == 130
     error = capsys.readouterr().err
     assert error.strip() == f"lgs-gpu {command}: interrupted; every finished record is kept: run the same command to resume"
+
+
+@pytest.mark.parametrize("command, runner, field, flags, expected", [
+    ("evaluate", "lgs_gpu.app.evaluate.evaluate", "lavan_iterations", ["--iterations", "1000"], 1000),
+    ("evaluate", "lgs_gpu.app.evaluate.evaluate", "lavan_iterations", [], 100),
+    ("evaluate", "lgs_gpu.app.evaluate.evaluate", "lavan_fractions", ["--lavan-fractions", "0.02,0.03,0.04"], [0.02, 0.03, 0.04]),
+    ("evaluate", "lgs_gpu.app.evaluate.evaluate", "attacks", ["--attacks", "lavan,patch,bpda,adaptive"],
+     ["lavan", "patch", "bpda", "adaptive"]),
+    ("evaluate", "lgs_gpu.app.evaluate.evaluate", "limit", ["--limit", "2"], 2),
+    ("calibrate", "lgs_gpu.app.calibrate.calibrate", "iterations", ["--iterations", "1000"], 1000),
+    ("calibrate", "lgs_gpu.app.calibrate.calibrate", "thresholds", [], [0.1, 0.2, 0.3]),
+])  # fmt: skip
+def test_quick_keeps_every_flag_given_even_at_its_default(command, runner, field, flags, expected, tmp_path, monkeypatch):
+    """--quick presets only the flags not given: --iterations 1000 (the full default) is 1000 steps."""
+    seen = {}
+
+    def record(config, *args, **kwargs):
+        seen["config"] = config
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(runner, record)
+    assert cli.main([command, "--quick", "-o", str(tmp_path / "out"), *flags]) == 130
+    assert getattr(seen["config"], field) == expected
+
+
+def test_help_and_argument_errors_answer_without_importing_torch():
+    script = ("import sys; from lgs_gpu.app.cli import main\n"
+              "for argv in (['--help'], ['evaluate', '--help'], ['frobnicate']):\n"
+              "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+              "print('torch' in sys.modules)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stdout

@@ -140,6 +140,59 @@ def test_untagged_loops_are_refused(tmp_path):
         kernel_report.regions(instructions, labels, targets, kernel_report.source_tags(str(source)))
 
 
+# Triton 3.6's SASS: no "inlined at", so the two copies of walk() (one per arm of the kernel's
+# if/else) name only walk's lines; the arms are told apart by the if header's branch.
+SASS_WITHOUT_CALL_SITES = textwrap.dedent("""\
+    \t//## File "k.py", line 30
+            /*0000*/               @P0 BRA `(.L_x_2) ;
+    .L_x_0:
+    \t//## File "k.py", line 13
+            /*0010*/                   FADD R3, R3, R4 ;
+    \t//## File "k.py", line 12
+            /*0020*/               @P1 BRA `(.L_x_0) ;
+            /*0030*/                   BRA `(.L_x_4) ;
+    .L_x_2:
+    \t//## File "k.py", line 13
+            /*0040*/                   FADD R3, R3, R4 ;
+            /*0050*/                   FMUL R3, R3, R4 ;
+    \t//## File "k.py", line 12
+            /*0060*/               @P1 BRA `(.L_x_2) ;
+    .L_x_4:
+    \t//## File "k.py", line 34
+            /*0070*/                   EXIT ;
+""")
+SOURCE_WITH_ARMS = SOURCE.replace("""def kernel():
+    walk()  # report: inner
+""", """def kernel():
+    if x:
+        walk()  # report: inner
+    else:
+        walk()  # report: outer
+    return
+""")
+
+
+def test_call_sites_are_recovered_from_the_if_arms_when_the_sass_does_not_name_them(tmp_path):
+    import kernel_report
+
+    source = tmp_path / "k.py"
+    source.write_text(SOURCE_WITH_ARMS)
+    assert source.read_text().splitlines()[29].strip() == "if x:"  # line 30
+    instructions, labels, targets = kernel_report.parse_sass(SASS_WITHOUT_CALL_SITES, str(source))
+    tags = kernel_report.source_tags(str(source))
+    with pytest.raises(ValueError, match="no execution count for the region tagged 'walk'"):
+        found = kernel_report.regions(instructions, labels, targets, tags)
+        kernel_report.weighted_counts(instructions, found, {"walk@inner": 9, "walk@outer": 2}, programs=2, tags=tags)
+    recovered = kernel_report.recover_call_sites(instructions, labels, targets, str(source))
+    found = kernel_report.regions(recovered, labels, targets, tags)
+    assert sorted(tag for *_, tag in found) == ["walk@inner", "walk@outer"]
+    weights = kernel_report.weighted_counts(recovered, found, {"walk@inner": 9, "walk@outer": 2, "inner": 1,
+                                                               "outer": 1}, programs=2, tags=tags)  # fmt: skip
+    assert weights == [2, 9, 9, 1, 2, 2, 2, 2]  # branch; the first arm's loop; its exit jump; the second arm's loop; exit
+    with_sites = kernel_report.parse_sass(SASS, str(tmp_path / "k.py"))[0]
+    assert kernel_report.recover_call_sites(with_sites, {}, {}, str(source)) is with_sites  # named: left alone
+
+
 @pytest.mark.parametrize("shape, config", [((2, 3, 37, 61), (7, 16)), ((1, 1, 40, 50), (48, 64)), ((1, 6, 20, 70), (5, 32))])
 def test_execution_counts_match_the_interpreter(shape, config):
     """The report's replay of the kernels' loops and branches counts what the interpreter executes."""

@@ -31,7 +31,7 @@ import torch
 
 from .. import defenses
 from .._files import atomic_write_bytes
-from ..lgs import lgs, triton_usable
+from ..front import lgs, triton_usable
 from ..tooling import cpu_references as references
 from ..tooling import roofline
 from ..tooling.peak_memory import peak_numpy_bytes, peak_torch_bytes

@@ -5,7 +5,7 @@ on LaVAN images crafted *once* against the bare model (non-adaptive: the attacke
 LGS) are measured; with no ground truth, accuracy is agreement with the bare model's clean
 prediction. The adversarial images come from :func:`.evaluate.adversarial_batch`, cached in the
 output folder exactly as ``lgs-gpu evaluate`` caches them, so an evaluation in the same folder
-reuses them. Each window size is one :func:`lgs_gpu.lgs.lgs_sweep` per batch: one gradient for
+reuses them. Each window size is one :func:`lgs_gpu.front.lgs_sweep` per batch: one gradient for
 every (λ, γ) pair.
 
 The recommendation is the setting with the best robust accuracy whose clean cost (the bare
@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .. import defenses
 from .._files import atomic_write_bytes
-from ..lgs import lgs_sweep
+from ..front import lgs_sweep
 from ..models import load_model
 from ..parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 from . import evaluate, runs
@@ -39,7 +39,6 @@ from . import evaluate, runs
 SMOOTHING_FACTORS = (0.5, 1.0, 1.5, 2.3, 3.0, 4.0, 6.0)
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 WINDOW_SIZES = (9, 15, 25)
-QUICK_GRID = {"smoothing_factors": [1.0, 2.3, 4.0], "thresholds": [0.1, 0.2, 0.3], "window_sizes": [15]}
 
 
 @dataclass
@@ -182,7 +181,8 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
     """Run (or resume: the attacks are cached) a calibration; returns what ``calibration.json`` holds.
 
     Example:
-        >>> result = calibrate(CalibrationConfig(output_dir="out", **QUICK_GRID))  # doctest: +SKIP
+        >>> from lgs_gpu.app.presets import QUICK_CALIBRATION
+        >>> result = calibrate(CalibrationConfig(output_dir="out", **QUICK_CALIBRATION))  # doctest: +SKIP
         >>> result["recommended"]  # doctest: +SKIP
         'lgs:1,threshold=0.2,window=15,overlap=5'
     """

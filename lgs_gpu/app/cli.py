@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 
-from ..lgs import BACKENDS
-from ..parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
-from .evaluate import ATTACKS, DEFAULT_LGS_SPEC
+# Nothing here imports torch: --help and argument errors answer at once; each command imports its work.
+from ..parameters import BACKENDS, DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from .presets import ATTACKS, DEFAULT_LGS_SPEC, QUICK_CALIBRATION, QUICK_EVALUATION
 
 _LGS_FLAGS = {
     "smoothing_factor": DEFAULT_SMOOTHING_FACTOR,
@@ -48,7 +49,7 @@ def _run_inputs(args: argparse.Namespace) -> dict:
 def _defense_from_arguments(args: argparse.Namespace):
     """The defense of ``--defense SPEC``, or LGS built from the LGS flags (not both)."""
     from ..defenses import get
-    from ..lgs import LocalGradientsSmoothing
+    from ..front import LocalGradientsSmoothing
 
     given = {name: getattr(args, name) for name in _LGS_FLAGS if getattr(args, name) is not None}
     if args.defense is not None:
@@ -139,14 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(evaluate, "lgs-evaluation")
     evaluate.add_argument("--defenses", help="comma-free list of specs separated by ';' (default: the paper's grid)")
-    evaluate.add_argument("--attacks", default=",".join(ATTACKS), help=f"subset of {','.join(ATTACKS)}")
-    evaluate.add_argument("--lavan-fractions", default="0.02,0.03,0.04", help="LaVAN patch areas (default 0.02,0.03,0.04)")
-    evaluate.add_argument("--iterations", type=int, default=1000, help="LaVAN steps per image (default 1000)")
+    evaluate.add_argument("--attacks", help=f"subset of {','.join(ATTACKS)} (default: all)")
+    evaluate.add_argument("--lavan-fractions", help="LaVAN patch areas (default 0.02,0.03,0.04)")
+    evaluate.add_argument("--iterations", type=int, help="LaVAN steps per image (default 1000)")
     evaluate.add_argument("--patch-fraction", type=float, default=0.1)
     evaluate.add_argument("--patch-steps", type=int, default=500)
     evaluate.add_argument("--bpda-fraction", type=float, default=0.02)
     evaluate.add_argument("--bpda-defenses", help="';'-separated specs for Table 3 (default: every defense but none)")
-    evaluate.add_argument("--adaptive-defense", default=DEFAULT_LGS_SPEC)
+    evaluate.add_argument("--adaptive-defense", help=f"the LGS setting attacked with exact gradients (default {DEFAULT_LGS_SPEC})")
     evaluate.add_argument("--eot-samples", type=int, default=1)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--batch-size", type=int, default=8)
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="intra-op CPU threads (default 1); part of the run: other counts give other numbers")
     evaluate.add_argument("--quick", action="store_true",
                           help="the README's small run: 4 photographs, LaVAN 2%% and 4%% at 100 steps, no patch, "
-                               "a short defense list")  # fmt: skip
+                               "a short defense list; flags given as well take precedence")  # fmt: skip
 
     evaluate.add_argument("--calibration", help="a calibration.json: score its recommended spec too and attack it adaptively")
 
@@ -169,14 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--thresholds", help="γ grid, comma-separated (default 0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5)")
     calibrate.add_argument("--window-sizes", help="window sides, comma-separated (default 9,15,25); overlap = round(window / 3)")
     calibrate.add_argument("--patch-fraction", type=float, default=0.04, help="LaVAN patch area (default 0.04)")
-    calibrate.add_argument("--iterations", type=int, default=1000, help="LaVAN steps per image (default 1000)")
+    calibrate.add_argument("--iterations", type=int, help="LaVAN steps per image (default 1000)")
     calibrate.add_argument("--eot-samples", type=int, default=1)
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--batch-size", type=int, default=8)
     calibrate.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     calibrate.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
     calibrate.add_argument("--no-adaptive", action="store_true", help="skip the exact-gradient and BPDA attacks on the result")
-    calibrate.add_argument("--quick", action="store_true", help="a 3 x 3 grid at 15-pixel windows, LaVAN at 100 steps")
+    calibrate.add_argument("--quick", action="store_true", help="a 3 x 3 grid at 15-pixel windows, LaVAN at 100 steps; "
+                           "flags given as well take precedence")  # fmt: skip
 
     certify = commands.add_parser(
         "certify", help="PatchCleanser: clean and certified accuracy against patches (resumable; torchrun shards it)"
@@ -222,9 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-QUICK_DEFENSES = "none;lgs:2.3;lgs:1.5;median:3;gaussian:5;jpeg:30;tvm:10;bitdepth:3"
-
-
 def _specs(text: str | None, flag: str = "--defenses") -> list[str] | None:
     if text is None:
         return None
@@ -249,20 +248,25 @@ def _fraction(text: str, flag: str) -> float:
         raise ValueError(f"{flag} takes a share like 5% or 0.05. Got {text!r}") from None
 
 
-def _calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import QUICK_GRID, CalibrationConfig, calibrate, markdown
+def _with_preset(given: dict, preset: dict, quick: bool) -> dict:
+    """The config fields to set: the flags given (not None), then, with ``--quick``, the preset's others.
+    Fields in neither keep the config's defaults."""
+    chosen = {name: value for name, value in given.items() if value is not None}
+    return {**copy.deepcopy(preset), **chosen} if quick else chosen
 
-    grid = dict(QUICK_GRID) if args.quick else {}
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import CalibrationConfig, calibrate, markdown
+
+    given = {"iterations": args.iterations}
     for name, kind in (("smoothing_factors", float), ("thresholds", float), ("window_sizes", int)):
         text = getattr(args, name)
-        if text is not None:
-            grid[name] = _numbers(text, "--" + name.replace("_", "-"), kind)
-    iterations = 100 if args.quick and args.iterations == 1000 else args.iterations
+        given[name] = None if text is None else _numbers(text, "--" + name.replace("_", "-"), kind)
     config = CalibrationConfig(
         output_dir=args.output_dir, **_run_inputs(args),
-        budget=_fraction(args.budget, "--budget"), patch_fraction=args.patch_fraction, iterations=iterations,
+        budget=_fraction(args.budget, "--budget"), patch_fraction=args.patch_fraction,
         eot_samples=args.eot_samples, seed=args.seed, batch_size=args.batch_size, device=_device(args.device),
-        threads=args.threads, adaptive=not args.no_adaptive, **grid,
+        threads=args.threads, adaptive=not args.no_adaptive, **_with_preset(given, QUICK_CALIBRATION, args.quick),
     )  # fmt: skip
     result = calibrate(config)
     print(markdown(result))
@@ -279,31 +283,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EvaluationConfig, evaluate
     from .report import TABLE_TITLES, markdown_table
 
-    if args.quick:
-        args.limit = args.limit or 4
-        args.iterations = 100 if args.iterations == 1000 else args.iterations
-        args.defenses = args.defenses or QUICK_DEFENSES
-        args.attacks = "lavan,bpda,adaptive" if args.attacks == ",".join(ATTACKS) else args.attacks
-        args.lavan_fractions = "0.02,0.04" if args.lavan_fractions == "0.02,0.03,0.04" else args.lavan_fractions
-        args.bpda_defenses = args.bpda_defenses or "jpeg:30;median:3"
+    given = {
+        "limit": args.limit, "lavan_iterations": args.iterations, "defenses": _specs(args.defenses),
+        "attacks": None if args.attacks is None else [a.strip() for a in args.attacks.split(",") if a.strip()],
+        "lavan_fractions": None if args.lavan_fractions is None else _numbers(args.lavan_fractions, "--lavan-fractions"),
+        "bpda_defenses": _specs(args.bpda_defenses, "--bpda-defenses"), "adaptive_defense": args.adaptive_defense,
+    }  # fmt: skip
+    chosen = _with_preset(given, QUICK_EVALUATION, args.quick)
     if args.calibration:
         from .calibrate import read_recommended
 
         recommended = read_recommended(args.calibration)
-        specs = _specs(args.defenses) or paper_grid()
-        args.defenses = ";".join(specs if recommended in specs else [*specs, recommended])
-        args.adaptive_defense = recommended
-    try:
-        fractions = [float(value) for value in args.lavan_fractions.split(",")]
-    except ValueError as error:
-        raise ValueError(f"--lavan-fractions must be comma-separated numbers. Got {args.lavan_fractions!r}") from error
+        specs = chosen.get("defenses") or paper_grid()
+        chosen["defenses"] = specs if recommended in specs else [*specs, recommended]
+        chosen["adaptive_defense"] = recommended
     config = EvaluationConfig(
-        output_dir=args.output_dir, **_run_inputs(args),
-        defenses=_specs(args.defenses) or paper_grid(), attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
-        lavan_fractions=fractions, lavan_iterations=args.iterations, patch_fraction=args.patch_fraction,
-        patch_steps=args.patch_steps, bpda_fraction=args.bpda_fraction, bpda_defenses=_specs(args.bpda_defenses, "--bpda-defenses"),
-        adaptive_defense=args.adaptive_defense, eot_samples=args.eot_samples, seed=args.seed,
-        batch_size=args.batch_size, device=_device(args.device), threads=args.threads,
+        output_dir=args.output_dir, **{**_run_inputs(args), **chosen},
+        patch_fraction=args.patch_fraction, patch_steps=args.patch_steps, bpda_fraction=args.bpda_fraction,
+        eot_samples=args.eot_samples, seed=args.seed, batch_size=args.batch_size, device=_device(args.device),
+        threads=args.threads,
     )  # fmt: skip
     results = evaluate(config)
     if results is None:  # not rank 0 under torchrun
@@ -369,7 +367,7 @@ def _info(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..lgs import backend_info, compiled_cache_info
+    from ..front import backend_info, compiled_cache_info
 
     device = _device(args.device)
     print(f"lgs_gpu on Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
@@ -390,7 +388,7 @@ def _warmup(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..lgs import compiled_cache_info, warmup
+    from ..front import compiled_cache_info, warmup
 
     names = [name.strip() for name in args.dtypes.split(",") if name.strip()]
     unknown = [name for name in names if name not in ("float32", "float64")]

@@ -14,7 +14,7 @@ import torch
 
 from .._files import atomic_write_bytes
 from ..data import DEMO_PHOTOGRAPHS, bundled_photographs
-from ..lgs import lgs_stages
+from ..front import lgs_stages
 from ..parameters import DEFAULT_SMOOTHING_FACTOR
 from ..patch_geometry import patch_side
 from .report import figure_lgs_stages

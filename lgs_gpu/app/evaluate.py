@@ -41,14 +41,10 @@ from tqdm import tqdm
 from .. import attacks, certify, data, defenses
 from .._files import atomic_write_bytes
 from .._validate import from_unit_float
-from ..lgs import LocalGradientsSmoothing
+from ..front import LocalGradientsSmoothing
 from ..models import Classifier, load_model
-from ..parameters import DEFAULT_SMOOTHING_FACTOR
 from . import runs
-
-# The attack settings an evaluation can run (see plan()); the CLI's --attacks takes these names.
-ATTACKS = ("lavan", "patch", "bpda", "adaptive")
-DEFAULT_LGS_SPEC = f"lgs:{DEFAULT_SMOOTHING_FACTOR:g}"
+from .presets import ATTACKS, DEFAULT_LGS_SPEC
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 
 from .. import data
 from .._files import atomic_write_bytes
-from ..lgs import backend_info
+from ..front import backend_info
 from ..models import OFFLINE_DEFAULT
 
 _LOG = logging.getLogger("lgs_gpu")

@@ -12,7 +12,7 @@ Example:
 """
 
 from .._transform import ImageDefense
-from ..lgs import LocalGradientsSmoothing, lgs
+from ..front import LocalGradientsSmoothing, lgs
 from .bilateral import BilateralFilter, bilateral_filter
 from .bit_depth import BitDepth, bit_depth
 from .compose import Compose, LGSMaskedFilter

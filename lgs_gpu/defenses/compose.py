@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 
 from .._transform import ImageDefense
-from ..lgs import LocalGradientsSmoothing
+from ..front import LocalGradientsSmoothing
 from ._common import apply_defense
 
 

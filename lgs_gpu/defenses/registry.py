@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._transform import ImageDefense
-from ..lgs import BACKENDS, LocalGradientsSmoothing
+from ..front import BACKENDS, LocalGradientsSmoothing
 from ..parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 from .bilateral import PAPER_WINDOWS as BILATERAL_WINDOWS
 from .bilateral import BilateralFilter

@@ -1,6 +1,6 @@
 """Local Gradients Smoothing compiled ahead of time for the CPU: the default CPU path.
 
-Implements the contract of :mod:`lgs_gpu.lgs` for inference (no autograd) on contiguous CPU
+Implements the contract of :mod:`lgs_gpu.front` for inference (no autograd) on contiguous CPU
 tensors of the compute dtype. The torch path's stages are exported (``torch.export``, dynamic
 batch, channels, height and width) and compiled by AOTInductor into one vectorised C++/OpenMP
 program each, kept in the per-machine cache of :mod:`.package_cache`: built once (tens of seconds,

@@ -6,7 +6,7 @@ Python. It imports only :mod:`lgs_gpu.windows` and shares no code with the paths
 The symbols and stages are documented in :mod:`lgs_gpu.parameters`.
 
 Inputs here are ``[B, C, H, W]`` floating tensors of the compute dtype (validation, dtype
-conversion and dispatch live in :mod:`lgs_gpu.lgs`). Autograd flows through every step.
+conversion and dispatch live in :mod:`lgs_gpu.front`). Autograd flows through every step.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Vectorised Local Gradients Smoothing in plain PyTorch: the differentiable path, on any device.
 
-Implements the contract of :mod:`lgs_gpu.lgs` (symbols in :mod:`lgs_gpu.parameters`) with no
+Implements the contract of :mod:`lgs_gpu.front` (symbols in :mod:`lgs_gpu.parameters`) with no
 Python loop over images or windows. The window test sums rows then columns of windows on strided
 views (:func:`window_means`), and the collation ORs window flags on a small table of pixel
 classes before expanding it once (:func:`collate`). About thirty unfused full-size passes: their

@@ -37,8 +37,12 @@ def triton_unusable_reason(x: torch.Tensor) -> str | None:
     error = triton_import_error()
     if error is not None:
         return error
-    if x.is_cuda or (interpreting() and x.device.type == "cpu"):
+    if x.is_cuda:
         return None
+    if interpreting() and x.device.type == "cpu":
+        from .interpreter_check import interpreter_unusable_reason
+
+        return interpreter_unusable_reason()
     return f"the Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors); got a tensor on {x.device}"
 
 

@@ -20,8 +20,15 @@ import torch
 from . import dispatch, ops  # noqa: F401  (ops registers torch.ops.lgs_gpu.lgs and lgs_map)
 from ._transform import ImageDefense
 from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
-from .dispatch import BACKENDS, backend_info, check_backend
-from .parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, STAGES
+from .dispatch import backend_info, check_backend
+from .parameters import (
+    BACKENDS,
+    DEFAULT_OVERLAP,
+    DEFAULT_SMOOTHING_FACTOR,
+    DEFAULT_THRESHOLD,
+    DEFAULT_WINDOW_SIZE,
+    STAGES,
+)
 from .paths import compiled_path, torch_path
 from .paths.triton_path import triton_usable
 from .tracing import exporting_to_onnx, refuse_torchscript, tracing
