@@ -18,6 +18,23 @@ from torchvision.transforms.v2 import functional as TF
 from .tracing import refuse_torchscript
 
 
+def spec_number(value: float) -> str:
+    """``value`` as a defense spec writes it: the shortest text that reads back as exactly ``value``,
+    without a ``+`` (which joins LGS and a filter in a spec).
+
+    Example:
+        >>> spec_number(2.3), spec_number(1e6), spec_number(2.3000001), spec_number(15)
+        ('2.3', '1e06', '2.3000001', '15')
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    value = float(value)
+    text = f"{value:g}"
+    if float(text) != value:
+        text = repr(value)
+    return text.replace("e+", "e")
+
+
 def is_pure_tensor(x: Any) -> bool:
     """A tensor that is not a torchvision ``tv_tensor`` (an image, a box, a mask ...)."""
     return isinstance(x, torch.Tensor) and not isinstance(x, tv_tensors.TVTensor)

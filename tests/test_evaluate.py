@@ -218,3 +218,16 @@ def test_a_resume_with_more_defenses_scores_them_on_the_cached_attacks(tmp_path)
     assert second["tables"]["table1"][0] == first["tables"]["table1"][0]
     for record in second["records"]:
         assert set(record["predictions"]) == {"none", "jpeg:30"}
+
+
+@pytest.mark.parametrize("chain", ["lgs:2|median:3", "median:3|lgs:1.5"])
+def test_a_chain_holding_lgs_gets_its_stages_figure(tmp_path, chain):
+    """Figure 2 shows the stages of the LGS inside the first spec holding one (a chain has no .lgs: an
+    AttributeError after results.json was written)."""
+    from lgs_gpu.app.evaluate import _first_lgs
+
+    results = evaluate(EvaluationConfig(output_dir=str(tmp_path / "run"), limit=1, defenses=["none", chain],
+                                        attacks=["lavan"], lavan_fractions=[0.04], lavan_iterations=1), progress=False)  # fmt: skip
+    assert [row["defense"] for row in results["tables"]["table1"]] == ["none", chain]
+    assert (tmp_path / "run" / "figure2_lgs_stages.png").stat().st_size > 0
+    assert _first_lgs(["none", chain]).spec == chain.split("|")[0 if chain.startswith("lgs") else 1]

@@ -132,3 +132,15 @@ def test_imagenet_val_labels_from_the_package_or_a_file(tmp_path):
     labels_file.write_text("ILSVRC2012_val_00000001.JPEG 1000\n")
     with pytest.raises(ValueError, match="0..999"):
         data.imagenet_val(folder, 32, labels_file=labels_file)
+
+
+def test_limit_counts_usable_images_not_files(tmp_path):
+    """--limit N gives N images: corrupt files, and for ImageNet names the unlabelled ones, do not use up the count."""
+    folder = _folder_with_problems(tmp_path)  # sorted: a readable image, corrupt.jpg, then a second readable image
+    images = data.image_folder(folder, 32, limit=2)
+    assert images.names == ["ILSVRC2012_val_00000001.png", "sub/ILSVRC2012_val_00000002.JPEG"]
+    assert data.image_folder(folder, 32, limit=1).names == ["ILSVRC2012_val_00000001.png"]
+    (folder / "ILSVRC2012_val_000000000.png").write_bytes((folder / "ILSVRC2012_val_00000001.png").read_bytes())  # no label
+    labelled = data.imagenet_val(folder, 32, limit=2)
+    assert labelled.names == ["ILSVRC2012_val_00000001.png", "sub/ILSVRC2012_val_00000002.JPEG"]
+    assert len(labelled.labels) == 2

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from .. import defenses
 from .._files import atomic_write_bytes
+from .._transform import spec_number
 from ..front import lgs_sweep
 from ..models import load_model
 from ..parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
@@ -65,14 +66,6 @@ def overlap_for(window_size: int) -> int:
     return round(window_size / 3)
 
 
-def _number(value: float) -> str:
-    """The shortest text that reads back as exactly ``value``, without a ``+`` (which chains specs)."""
-    text = f"{value:g}"
-    if float(text) != value:
-        text = repr(float(value))
-    return text.replace("e+", "e")
-
-
 def setting_spec(smoothing_factor: float, threshold: float, window_size: int) -> str:
     """A defense spec usable everywhere (``lgs-gpu evaluate --defenses``, :func:`lgs_gpu.defenses.get`).
 
@@ -82,7 +75,7 @@ def setting_spec(smoothing_factor: float, threshold: float, window_size: int) ->
         >>> setting_spec(1e6, 1.23456789, 9)
         'lgs:1e06,threshold=1.23456789,window=9,overlap=3'
     """
-    return (f"lgs:{_number(smoothing_factor)},threshold={_number(threshold)},window={window_size},"
+    return (f"lgs:{spec_number(float(smoothing_factor))},threshold={spec_number(float(threshold))},window={window_size},"
             f"overlap={overlap_for(window_size)}")  # fmt: skip
 
 

@@ -184,9 +184,9 @@ def batch_identity(images: data.ImageSet, part: slice, labels: torch.Tensor | No
     """
     digest = hashlib.sha256()
     digest.update("\0".join(images.names[part]).encode())
-    digest.update(images.images[part].contiguous().numpy().tobytes())
-    if labels is not None:
-        digest.update(labels[part].to(torch.int64).numpy().tobytes())
+    digest.update(images.images[part].cpu().contiguous().numpy().tobytes())
+    if labels is not None:  # on the run's device (CUDA in a GPU run): bytes come from a CPU copy
+        digest.update(labels[part].to("cpu", torch.int64).numpy().tobytes())
     return digest.hexdigest()[:32]
 
 

@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._transform import ImageDefense
+from .._transform import ImageDefense, spec_number
 from ._common import apply_defense, odd_window, positive_real, window_fits
 
 PAPER_WINDOWS = (5,)
@@ -134,8 +134,8 @@ class BilateralFilter(ImageDefense):
 
     @property
     def spec(self) -> str:
-        extras = [f"sigma_spatial={self.sigma_spatial:g}"] if self.sigma_spatial != 1.0 else []
-        extras += [f"sigma_color={self.sigma_color:g}"] if self.sigma_color is not None else []
+        extras = [f"sigma_spatial={spec_number(self.sigma_spatial)}"] if self.sigma_spatial != 1.0 else []
+        extras += [f"sigma_color={spec_number(self.sigma_color)}"] if self.sigma_color is not None else []
         extras += [f"style={self.style}"] if self.style != "skimage" else []
         return ",".join([f"bilateral:{self.window}", *extras])
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._transform import ImageDefense
+from .._transform import ImageDefense, spec_number
 from ._common import apply_defense, odd_window, positive_real, window_fits
 from ._padding import reflect_indices
 
@@ -71,7 +71,7 @@ class GaussianFilter(ImageDefense):
 
     @property
     def spec(self) -> str:
-        return f"gaussian:{self.window}" + ("" if self.sigma == DEFAULT_SIGMA else f",sigma={self.sigma:g}")
+        return f"gaussian:{self.window}" + ("" if self.sigma == DEFAULT_SIGMA else f",sigma={spec_number(self.sigma)}")
 
     def _defend(self, x: torch.Tensor) -> torch.Tensor:
         return gaussian_filter(x, self.window, self.sigma)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .._transform import ImageDefense
+from .._transform import ImageDefense, spec_number
 from ..ops import NAMESPACE
 from ._common import apply_defense, integer_parameter, positive_real, refuse_onnx
 
@@ -146,8 +146,8 @@ class TVBregman(ImageDefense):
     @property
     def spec(self) -> str:
         extras = [f"max_iterations={self.max_iterations}"] if self.max_iterations != DEFAULT_MAX_ITERATIONS else []
-        extras += [f"tolerance={self.tolerance:g}"] if self.tolerance != DEFAULT_TOLERANCE else []
-        return ",".join([f"tvm:{self.weight:g}", *extras])
+        extras += [f"tolerance={spec_number(self.tolerance)}"] if self.tolerance != DEFAULT_TOLERANCE else []
+        return ",".join([f"tvm:{spec_number(self.weight)}", *extras])
 
     def _defend(self, x: torch.Tensor) -> torch.Tensor:
         return tv_bregman(x, self.weight, self.max_iterations, self.tolerance)
