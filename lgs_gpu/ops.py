@@ -10,8 +10,8 @@ wherever PyTorch takes it:
   operator stays opaque (``torch.ops.lgs_gpu.lgs_cpu``, which runs the compiled CPU programs):
   Inductor's own code for the traced form is 1.8x slower than those programs (docs/deploy.md);
 * under ``torch.export`` the operator stays one node (``torch.ops.lgs_gpu.lgs.default``, which
-  serialises), and its fake implementation (the same function on fake tensors) gives shapes for
-  any batch, height and width. AOTInductor compiles it into the package, on CPU as the traced
+  serialises), and its fake implementation (shapes only, no computation) gives them for any
+  batch, height and width. AOTInductor compiles it into the package, on CPU as the traced
   form (:mod:`lgs_gpu.paths.traced_path`), so that a package runs without this package or its
   program cache;
 * autograd: the gradient of the traced form, which is the torch path's (registered backward).
@@ -34,6 +34,7 @@ import torch
 from torch.library import triton_op
 
 from . import dispatch
+from ._torch_internals import aot_compiling, exporting
 from ._validate import compute_dtype, to_unit_float
 from .paths import compiled_path, traced_path
 from .tracing import exporting_to_onnx, tracing
@@ -47,11 +48,9 @@ def _opaque_on_cpu(x: torch.Tensor) -> bool:
     Not for AOTInductor (a package must not depend on this package's cache), ``torch.export``
     (its graph keeps ``lgs_gpu::lgs`` itself) or ONNX (standard ops only).
     """
-    from torch._inductor.virtualized import V
-
     return (
         x.device.type == "cpu" and tracing(x) and compiled_path.unusable_reason() is None
-        and not V.aot_compilation and not torch.compiler.is_exporting() and not exporting_to_onnx()
+        and not aot_compiling() and not exporting() and not exporting_to_onnx()
     )  # fmt: skip
 
 
@@ -77,11 +76,23 @@ def lgs_cpu(
     return dispatch.compute(x, smoothing_factor, threshold, window_size, overlap, "auto", (stage,))[stage]
 
 
+def _output_like(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)  # the input's shape, dtype and memory format
+
+
+def _map_like(x: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=compute_dtype(x.dtype))
+
+
+# Shapes without running LGS: tracing the computation on fake tensors would take guards on the sizes
+# (torch 2.6's export refuses those guards for dynamic sizes).
+lgs.register_fake(lambda x, smoothing_factor, threshold, window_size, overlap: _output_like(x))
+lgs_map.register_fake(lambda x, threshold, window_size, overlap: _map_like(x))
+
+
 @lgs_cpu.register_fake
 def _(x, smoothing_factor, threshold, window_size, overlap, stage):
-    if stage == "output":
-        return torch.empty_like(x)
-    return x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=compute_dtype(x.dtype))
+    return _output_like(x) if stage == "output" else _map_like(x)
 
 
 def _setup(ctx, inputs, output) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ._torch_internals import is_fake, onnx_exporter_flag
+
 
 def tracing(x: torch.Tensor) -> bool:
     """Whether a compiler is tracing this call (its tensors are fake, or dynamo is compiling).
@@ -17,8 +19,6 @@ def tracing(x: torch.Tensor) -> bool:
         >>> tracing(torch.zeros(1))
         False
     """
-    from torch._subclasses.fake_tensor import is_fake
-
     return torch.compiler.is_compiling() or is_fake(x)
 
 
@@ -35,9 +35,7 @@ def exporting_to_onnx() -> bool:
     """
     if not torch.compiler.is_compiling():
         return torch.onnx.is_in_onnx_export()
-    from torch.onnx._internal.exporter import _flags
-
-    return bool(getattr(_flags, "_is_onnx_exporting", False))
+    return onnx_exporter_flag()
 
 
 def refuse_torchscript(what: str) -> None:

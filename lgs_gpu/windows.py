@@ -87,7 +87,7 @@ def axis_geometry(length, window_size: int, overlap: int) -> tuple:
     stride = window_size - overlap
     # Python's min and max would guard on a symbolic size; sym_min on plain ints is a graph break
     # under torch.compile in some torch versions ("torch.* op returned non-Tensor").
-    if isinstance(length, int):
+    if not isinstance(length, torch.SymInt):
         extent = min(length, window_size)
         return max((length - extent + stride - 1) // stride, 0) + 1, extent, length - extent
     extent = torch.sym_min(length, window_size)

@@ -17,8 +17,8 @@ PACKAGE_DIR = Path(lgs_gpu.__file__).parent
 
 # Bottom to top: a module may import from its own layer or any layer below it.
 LAYERS = (
-    ("base", ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform", "lgs_gpu.windows", "lgs_gpu.imageio",
-              "lgs_gpu.parameters", "lgs_gpu.patch_geometry", "lgs_gpu.tracing")),
+    ("base", ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform", "lgs_gpu._extras", "lgs_gpu._torch_internals",
+              "lgs_gpu.windows", "lgs_gpu.imageio", "lgs_gpu.parameters", "lgs_gpu.patch_geometry", "lgs_gpu.tracing")),
     ("paths", ("lgs_gpu.paths",)),
     ("op", ("lgs_gpu.front", "lgs_gpu.dispatch", "lgs_gpu.ops", "lgs_gpu")),  # lgs_gpu/__init__ re-exports the LGS front
     ("models/data", ("lgs_gpu.models", "lgs_gpu.data")),
@@ -28,8 +28,8 @@ LAYERS = (
     ("app", ("lgs_gpu.app", "lgs_gpu.evaluate", "lgs_gpu.__main__")),
 )  # fmt: skip
 # Base modules every layer may use, private names included: the input contract, atomic writes,
-# the defense base class.
-SHARED_BASE = ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform")
+# the defense base class, optional packages, and the guarded torch internals.
+SHARED_BASE = ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform", "lgs_gpu._extras", "lgs_gpu._torch_internals")
 # Subpackages whose __init__ is their one public front.
 FRONTED = ("lgs_gpu.defenses", "lgs_gpu.attacks", "lgs_gpu.certify", "lgs_gpu.integrations")
 # The op layer: the front, the dispatch that picks a path, and the PyTorch operators; only they use the paths.

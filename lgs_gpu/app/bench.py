@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import defenses
+from .._extras import optional_import
 from .._files import atomic_write_bytes
 from ..front import lgs, triton_usable
 from ..tooling import cpu_references as references
@@ -120,8 +121,9 @@ def measure(
 
 def machine() -> dict:
     import PIL
-    import scipy
-    import skimage
+
+    scipy = optional_import("scipy", "lgs-gpu bench's CPU references")
+    skimage = optional_import("skimage", "lgs-gpu bench's CPU references")
 
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -302,10 +304,9 @@ def markdown(report: dict) -> str:
 
 def figure(report: dict, path: Path) -> None:
     """Log-scale horizontal bars of seconds per 1,000 images (the paper's Figure 3 analogue)."""
-    import matplotlib
+    from .report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = report["rows"]
     colours = {"roof": "grey", "lgs": "tab:green", "baseline ours": "tab:blue", "baseline library": "tab:orange"}

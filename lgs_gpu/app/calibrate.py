@@ -342,12 +342,9 @@ def write_calibration(result: dict, folder: Path) -> None:
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
+    from .report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report import save_figure
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(6, 4.5))
     settings = result["settings"]

@@ -7,6 +7,7 @@ import copy
 import sys
 
 # Nothing here imports torch: --help and argument errors answer at once; each command imports its work.
+from .._extras import MissingExtra
 from ..parameters import BACKENDS, DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 from .presets import ATTACKS, DEFAULT_LGS_SPEC, QUICK_CALIBRATION, QUICK_EVALUATION
 
@@ -376,6 +377,10 @@ def _info(args: argparse.Namespace) -> int:
     for name, state in backend_info(device).items():
         print(f"  {name}: {state}")
     print(f"compiled CPU programs: {compiled_cache_info()}")
+    from .._torch_internals import degraded
+
+    for what, instead in degraded().items():
+        print(f"degraded: {instead}")
     from .defend import ThreadPlan, default_workers
 
     print(f"defend by default: {ThreadPlan.choose(default_workers(), None, None).describe()}; "
@@ -513,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"wrote {args.output_dir}/lgs_demo.png and lgs_demo.json")
         return 0
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, MissingExtra) as error:
         print(f"lgs-gpu {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # defend says more itself; the resumable runs keep every finished record

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._torch_internals import is_operator_overload
 from ..defenses import get as get_defense
 from ..models import Classifier, load_model
 
@@ -52,7 +53,7 @@ class ExportSummary:
 def _operators_in(program: torch.export.ExportedProgram) -> set[str]:
     return {
         node.target.name().split(".")[0] for node in program.graph.nodes
-        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+        if node.op == "call_function" and is_operator_overload(node.target)
     }  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .._extras import optional_import
 from .._files import atomic_write_bytes
 
 
@@ -30,10 +31,7 @@ def figure_lgs_stages(rows: list[dict], path: str | Path, dpi: int = 110) -> Pat
             and ``suppressed`` (``[H, W]`` in [0, 1]), and an optional ``note`` under the name.
         path: the PNG to write (atomically).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     titles = ("input (with patch)", "g: normalised gradient", "ĝ: kept windows", "LGS output")
     figure, axes = plt.subplots(len(rows), 4, figsize=(12, 3.1 * len(rows)), squeeze=False)
@@ -50,10 +48,15 @@ def figure_lgs_stages(rows: list[dict], path: str | Path, dpi: int = 110) -> Pat
     return save_figure(figure, path, dpi)
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display), or :class:`MissingExtra`."""
+    optional_import("matplotlib", "figures").use("Agg")
+    return optional_import("matplotlib.pyplot", "figures")
+
+
 def save_figure(figure, path: str | Path, dpi: int) -> Path:
     """Render a matplotlib figure to PNG and write it atomically; closes the figure."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
@@ -70,10 +73,7 @@ def figure_defended_examples(columns: list[dict], rows: list[str], path: str | P
             confidence)}`` for every spec in ``rows``.
         rows: defense specs, top to bottom.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(len(rows), len(columns), figsize=(2.6 * len(columns), 2.5 * len(rows)), squeeze=False)
     for column, entry in enumerate(columns):

@@ -64,6 +64,8 @@ _PACKAGES = PackageCache(
 # Smallest height and width the programs take: an interior of at least 2 x 2 pixels (sizes 1 would
 # be compiled in as constants). Smaller images take the eager torch path.
 MIN_SIDE = 4
+# Largest size of any dimension the programs take (no image has one that large: a bound torch 2.6 needs).
+MAX_SIZE = 2**31 - 1
 # (cache folder, program name) -> why its build failed there (not retried in this process; another
 # folder, e.g. after LGS_GPU_CACHE_DIR changed, is tried afresh).
 _build_failures: dict[tuple[str, str], str] = {}
@@ -148,9 +150,11 @@ def examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (1, 1)):
     from torch.export import Dim
 
     row_extent, col_extent = extents
-    batch, channels, classes = Dim("batch"), Dim("channels"), Dim("row_classes")
-    height, width = Dim("height", min=max(MIN_SIDE, row_extent)), Dim("width", min=max(MIN_SIDE, col_extent))
-    n_rows, n_cols = Dim("n_rows"), Dim("n_cols")
+    # Bounded sizes: torch 2.6's export otherwise fails on guards of its own that a size is not 2**63 - 1.
+    batch, channels, classes = (Dim(name, max=MAX_SIZE) for name in ("batch", "channels", "row_classes"))
+    height = Dim("height", min=max(MIN_SIDE, row_extent), max=MAX_SIZE)
+    width = Dim("width", min=max(MIN_SIDE, col_extent), max=MAX_SIZE)
+    n_rows, n_cols = Dim("n_rows", max=MAX_SIZE), Dim("n_cols", max=MAX_SIZE)
     shape = (2, 3, max(MIN_SIDE, row_extent) * 3 + 2, max(MIN_SIDE, col_extent) * 3 + 5)
     x = torch.rand(shape, dtype=dtype)
     magnitude = torch.rand(shape[0], *shape[2:], dtype=dtype)

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from .._torch_internals import aoti_package_runner
+
 CACHE_ENVIRONMENT_VARIABLE = "LGS_GPU_CACHE_DIR"
 _OFF = "off"
 _LOG = logging.getLogger("lgs_gpu")
@@ -340,13 +342,4 @@ def _alive(pid: int) -> bool:
 
 
 def _load(path: Path) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
-    # The runtime's loader directly: ``torch._inductor.aoti_load_package`` wraps the same object but
-    # imports the whole compiler first (about a second), which a new process would pay on its first call.
-    try:
-        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
-    except (AttributeError, TypeError):  # another torch's signature: the public route
-        from torch._inductor import aoti_load_package
-
-        compiled = aoti_load_package(str(path))
-        return lambda inputs: list(compiled(*inputs))
-    return loader.run
+    return aoti_package_runner(str(path))

@@ -1,0 +1,67 @@
+"""Each private torch internal the package reads is behind a guard: without it, the safe answer and a reason."""
+
+import importlib
+import sys
+
+import pytest
+import torch
+
+from lgs_gpu import _torch_internals as internals
+
+
+@pytest.fixture
+def reload_internals():
+    """Re-import the guards under the test's conditions; afterwards, as they were."""
+    yield lambda: importlib.reload(internals)
+    importlib.reload(internals)
+
+
+def test_without_is_exporting_an_export_counts_as_a_compile(monkeypatch, reload_internals):
+    monkeypatch.delattr(torch.compiler, "is_exporting", raising=False)
+    guards = reload_internals()
+    assert guards.exporting() is False
+    assert "torch.compiler.is_exporting" in guards.degraded()
+
+
+def test_without_the_onnx_exporters_flag_the_answer_is_no(monkeypatch, reload_internals):
+    exporter = importlib.import_module("torch.onnx._internal.exporter")
+    monkeypatch.delattr(exporter, "_flags", raising=False)
+    monkeypatch.setitem(sys.modules, "torch.onnx._internal.exporter._flags", None)  # import fails
+    guards = reload_internals()
+    assert guards.onnx_exporter_flag() is False
+    assert "torch.onnx._internal.exporter._flags" in guards.degraded()
+
+
+def test_without_is_fake_fake_tensors_are_told_by_class(monkeypatch, reload_internals):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = torch.empty(2)
+    monkeypatch.delattr(importlib.import_module("torch._subclasses"), "fake_tensor", raising=False)
+    monkeypatch.setitem(sys.modules, "torch._subclasses.fake_tensor", None)
+    guards = reload_internals()
+    assert guards.is_fake(fake) and not guards.is_fake(torch.empty(2))
+    assert "torch._subclasses.fake_tensor.is_fake" in guards.degraded()
+
+
+def test_without_inductors_flag_every_compile_is_taken_for_aot(monkeypatch):
+    monkeypatch.setattr(internals, "_DEGRADED", {})
+    monkeypatch.setitem(sys.modules, "torch._inductor.virtualized", None)  # import fails
+    assert internals.aot_compiling() is True  # the traced form: correct, and needs nothing of this package
+    assert "torch._inductor.virtualized.V.aot_compilation" in internals.degraded()
+
+
+def test_without_the_runtime_loader_packages_load_the_public_way(monkeypatch):
+    inductor = importlib.import_module("torch._inductor")
+    monkeypatch.setattr(internals, "_DEGRADED", {})
+    monkeypatch.setattr(torch._C, "_aoti", None, raising=False)
+    loaded = []
+    monkeypatch.setattr(inductor, "aoti_load_package", lambda path: loaded.append(path) or (lambda *x: x[0] * 2))
+    run = internals.aoti_package_runner("program.pt2")
+    assert loaded == ["program.pt2"] and run([torch.ones(1)])[0].item() == 2  # one output: still a list
+    assert "torch._C._aoti.AOTIModelPackageLoader" in internals.degraded()
+
+
+def test_this_torch_lacks_nothing_or_says_what():
+    for what, instead in internals.degraded().items():
+        assert what in instead and torch.__version__ in instead
