@@ -379,7 +379,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"compiled CPU programs: {compiled_cache_info()}")
     from .._torch_internals import degraded
 
-    for what, instead in degraded().items():
+    for instead in degraded().values():
         print(f"degraded: {instead}")
     from .defend import ThreadPlan, default_workers
 
