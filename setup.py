@@ -8,9 +8,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["lgs_gpu", "lgs_gpu.*"]),
-    # The core: what `lgs`, every defense and `lgs-gpu defend` need. Tested from torch 2.6 (the first with
-    # torch.library.triton_op) to 2.14.1; the versions each CI stack runs are in docs/deploy.md.
-    install_requires=["torch>=2.6", "torchvision>=0.21", "numpy", "pillow", "tqdm"],
+    # The core: what `lgs`, every defense and `lgs-gpu defend` need. Tested from torch 2.8 (below it torch.export
+    # and ONNX fail on dynamic sizes: docs/deploy.md) to 2.14.1; .ci/run tests each stack.
+    install_requires=["torch>=2.8", "torchvision>=0.23", "numpy", "pillow", "tqdm"],
     extras_require={
         # The evaluation's models, images, figures and references (lgs_gpu/_extras.py says which needs what).
         "eval": [
@@ -22,7 +22,7 @@ setup(
             "matplotlib",  # a bundled photograph; every figure
             "scipy",  # bench's CPU references
         ],
-        "triton": ["triton>=3.2"],
+        "triton": ["triton>=3.4"],
         "art": ["adversarial-robustness-toolbox>=1.20"],  # lgs_gpu.integrations.art
         "onnx": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],  # torch.onnx.export(..., dynamo=True) (docs/deploy.md)
         "test": ["pytest", "pytest-timeout", "hypothesis", "pytest-benchmark", "scipy", "ruff"],

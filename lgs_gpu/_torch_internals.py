@@ -116,13 +116,10 @@ def aoti_package_runner(path: str) -> Callable[[list[torch.Tensor]], list[torch.
     imports the whole compiler first (about a second), which a new process would pay on its first call.
     """
     loader_class = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
-    # (path, model name, run single-threaded, threads, device index) since torch 2.7; (path) in 2.6.
-    for arguments in ((path, "model", False, 1, -1), (path,)):
-        try:
-            return loader_class(*arguments).run
-        except TypeError:  # absent, or another signature
-            continue
-    _degrade("torch._C._aoti.AOTIModelPackageLoader")
+    try:  # (path, model name, run single-threaded, threads, device index)
+        return loader_class(path, "model", False, 1, -1).run
+    except TypeError:  # absent, or another signature
+        _degrade("torch._C._aoti.AOTIModelPackageLoader")
     from torch._inductor import aoti_load_package
 
     compiled = aoti_load_package(path)

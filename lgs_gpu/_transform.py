@@ -28,7 +28,7 @@ def spec_number(value: float) -> str:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    value = float(value)
+    value = float(value) + 0.0  # -0.0 as 0: it acts as 0 everywhere, and "-0" would read back as the int 0
     text = f"{value:g}"
     if float(text) != value:
         text = repr(value)

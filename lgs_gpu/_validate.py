@@ -41,7 +41,7 @@ def as_image_batch(x: object, name: str = "x") -> tuple[torch.Tensor, bool]:
     single = x.dim() == 3
     batch = x.unsqueeze(0) if single else x
     # Each size against 0, not min() of them: min compares sizes with each other, which a tracer
-    # records as guards (torch 2.6's export then refuses dynamic sizes).
+    # records as guards (a strict torch.export then refuses the dynamic sizes).
     if batch.shape[0] > 0 and any(size == 0 for size in batch.shape[1:]):
         raise ValueError(f"{name} must have C, H, W >= 1. Got shape {tuple(x.shape)}")
     return batch, single

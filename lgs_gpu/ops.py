@@ -85,7 +85,7 @@ def _map_like(x: torch.Tensor) -> torch.Tensor:
 
 
 # Shapes without running LGS: tracing the computation on fake tensors would take guards on the sizes
-# (torch 2.6's export refuses those guards for dynamic sizes).
+# (a torch.export of dynamic sizes refuses such guards).
 lgs.register_fake(lambda x, smoothing_factor, threshold, window_size, overlap: _output_like(x))
 lgs_map.register_fake(lambda x, threshold, window_size, overlap: _map_like(x))
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lgs_gpu import LocalGradientsSmoothing, defenses, lgs, lgs_map
@@ -200,6 +200,9 @@ any_defense = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(any_defense)
+@example(LocalGradientsSmoothing(1e6))
+@example(LocalGradientsSmoothing(2.3000001))
+@example(LocalGradientsSmoothing(0.0, threshold=-0.0))
 def test_every_spec_rebuilds_exactly_the_same_parameters(defense):
     """defenses.get(module.spec) is the same defense: λ = 1e6 (written 1e+06, whose '+' split the spec) and
     λ = 2.3000001 (written 2.3) did not come back."""

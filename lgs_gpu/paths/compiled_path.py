@@ -64,7 +64,8 @@ _PACKAGES = PackageCache(
 # Smallest height and width the programs take: an interior of at least 2 x 2 pixels (sizes 1 would
 # be compiled in as constants). Smaller images take the eager torch path.
 MIN_SIDE = 4
-# Largest size of any dimension the programs take (no image has one that large: a bound torch 2.6 needs).
+# Largest size of any dimension the programs take (no image has one that large). Unbounded, some torch
+# versions' export takes a guard of its own that a size is not 2**63 - 1, and refuses the dynamic size.
 MAX_SIZE = 2**31 - 1
 # (cache folder, program name) -> why its build failed there (not retried in this process; another
 # folder, e.g. after LGS_GPU_CACHE_DIR changed, is tried afresh).
@@ -150,7 +151,6 @@ def examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (1, 1)):
     from torch.export import Dim
 
     row_extent, col_extent = extents
-    # Bounded sizes: torch 2.6's export otherwise fails on guards of its own that a size is not 2**63 - 1.
     batch, channels, classes = (Dim(name, max=MAX_SIZE) for name in ("batch", "channels", "row_classes"))
     height = Dim("height", min=max(MIN_SIDE, row_extent), max=MAX_SIZE)
     width = Dim("width", min=max(MIN_SIDE, col_extent), max=MAX_SIZE)

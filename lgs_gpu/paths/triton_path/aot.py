@@ -103,14 +103,17 @@ def compile_only(arch: int = 90) -> Iterator[list[Launch]]:
         launches.append(Launch(self.fn.__name__, grid_tuple, dict(bound.arguments), compiled, arch))
         return compiled
 
-    saved = driver._active  # not driver.active: reading it would create the real driver (no GPU here)
+    # The active driver as stored, not read through driver.active: in triton 3.5 and later that property
+    # creates the real driver (which needs a GPU); triton 3.4 stores a lazy proxy in .active itself.
+    state = "_active" if "_active" in vars(driver) else "active"
+    saved = vars(driver)[state]
     driver.set_active(_CompileOnlyDriver(arch))
     JITFunction.run = run
     try:
         yield launches
     finally:
         JITFunction.run = real_run
-        driver._active = saved
+        setattr(driver, state, saved)
 
 
 def compile_stages(
