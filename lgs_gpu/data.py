@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from ._extras import optional_import
 from .imageio import IMAGE_SUFFIXES, decode_image_file
@@ -75,6 +74,8 @@ def _bundled_array(name: str) -> np.ndarray:
 
 def resize_and_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     """``[3, H, W]`` -> ``[3, size, size]``: shorter side to ``size`` (antialiased), centre crop."""
+    from torchvision.transforms.v2 import functional as TF  # here: importing torchvision takes 1.5 s
+
     return TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
 
 

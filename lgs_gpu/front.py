@@ -6,7 +6,8 @@ documented in :mod:`lgs_gpu.parameters`. Five paths implement the same contract 
 the package reaches them through this module; :mod:`lgs_gpu.dispatch` says which runs a call
 (``backend``) and why, and :mod:`lgs_gpu.ops` registers LGS as PyTorch operators
 (``torch.ops.lgs_gpu.lgs``, ``torch.ops.lgs_gpu.lgs_map``), which is what a compiler sees: a model
-with LGS inside keeps it through ``torch.compile``, ``torch.export``, AOTInductor and ONNX.
+with LGS inside keeps it through ``torch.compile``, ``torch.export``, AOTInductor and ONNX. The
+operators are registered by the first call a compiler traces, or by ``import lgs_gpu.ops``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import dispatch, ops  # noqa: F401  (ops registers torch.ops.lgs_gpu.lgs and lgs_map)
+from . import dispatch
 from ._transform import ImageDefense, spec_number
 from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
 from .dispatch import backend_info, check_backend
@@ -98,6 +99,8 @@ def _one_stage(batch, smoothing_factor, threshold, window_size, overlap, backend
     check_backend(backend)
     if not _through_operator(batch, backend):
         return dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, (stage,))[stage]
+    # Registered on the first traced call, not at import: creating a Triton operator imports Inductor (a second).
+    from . import ops  # noqa: F401
     if stage == "output":
         return torch.ops.lgs_gpu.lgs(batch, smoothing_factor, threshold, window_size, overlap)
     return torch.ops.lgs_gpu.lgs_map(batch, threshold, window_size, overlap)

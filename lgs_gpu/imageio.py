@@ -21,12 +21,18 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-with warnings.catch_warnings():
-    # torchvision 0.29 announces that its codecs will move to TorchCodec; they work and are what we use.
-    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchCodec.*")
-    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
-
 from ._files import atomic_write_bytes
+
+
+def _torchvision_io():
+    """``torchvision.io``, imported when a JPEG is decoded on the GPU or encoded: importing torchvision takes
+    about 1.5 s, which a run that never needs its codecs should not pay."""
+    with warnings.catch_warnings():
+        # torchvision 0.29 announces that its codecs will move to TorchCodec; they work and are what we use.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchCodec.*")
+        import torchvision.io
+
+    return torchvision.io
 
 # Suffixes read (and, with the same suffix, written) everywhere in the package.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -324,6 +330,7 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
     ``ValueError`` when ``data`` is not a JPEG or ends before its SOF.
 
     Example:
+        >>> from torchvision.io import encode_jpeg
         >>> jpeg_size(encode_jpeg(torch.zeros(3, 20, 30, dtype=torch.uint8)).numpy().tobytes())
         (20, 30)
     """
@@ -403,9 +410,10 @@ def decode_jpegs(encoded: list[torch.Tensor], device: str | torch.device) -> lis
     """
     if not encoded:
         return []
+    codecs = _torchvision_io()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchCodec.*")
-        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
+        return codecs.decode_jpeg(encoded, mode=codecs.ImageReadMode.RGB, device=device, apply_exif_orientation=True)
 
 
 def encode_image(image: torch.Tensor, suffix: str, jpeg_quality: int = 95, png_compression: int = 6) -> bytes:
@@ -428,7 +436,7 @@ def encode_image(image: torch.Tensor, suffix: str, jpeg_quality: int = 95, png_c
         raise ValueError(f"png_compression must be a zlib level in 0..9. Got {png_compression}")
     image = image.cpu()
     if suffix in JPEG_SUFFIXES:
-        return encode_jpeg(image, quality=jpeg_quality).numpy().tobytes()
+        return _torchvision_io().encode_jpeg(image, quality=jpeg_quality).numpy().tobytes()
     buffer = io.BytesIO()  # the other formats through Pillow
     array = image.permute(1, 2, 0).numpy()
     options = {"compress_level": png_compression} if suffix == ".png" else {}

@@ -36,10 +36,9 @@ from torch.library import triton_op
 from . import dispatch
 from ._torch_internals import aot_compiling, exporting
 from ._validate import compute_dtype, to_unit_float
+from .parameters import OPERATOR_NAMESPACE
 from .paths import compiled_path, traced_path
 from .tracing import exporting_to_onnx, tracing
-
-NAMESPACE = "lgs_gpu"
 
 
 def _opaque_on_cpu(x: torch.Tensor) -> bool:
@@ -54,21 +53,21 @@ def _opaque_on_cpu(x: torch.Tensor) -> bool:
     )  # fmt: skip
 
 
-@triton_op(f"{NAMESPACE}::lgs", mutates_args=())
+@triton_op(f"{OPERATOR_NAMESPACE}::lgs", mutates_args=())
 def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
     if _opaque_on_cpu(x):
         return torch.ops.lgs_gpu.lgs_cpu(x, smoothing_factor, threshold, window_size, overlap, "output")
     return dispatch.compute(x, smoothing_factor, threshold, window_size, overlap, "auto", ("output",))["output"]
 
 
-@triton_op(f"{NAMESPACE}::lgs_map", mutates_args=())
+@triton_op(f"{OPERATOR_NAMESPACE}::lgs_map", mutates_args=())
 def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
     if _opaque_on_cpu(x):
         return torch.ops.lgs_gpu.lgs_cpu(x, 0.0, threshold, window_size, overlap, "suppression_map")
     return dispatch.compute(x, 0.0, threshold, window_size, overlap, "auto", ("suppression_map",))["suppression_map"]
 
 
-@torch.library.custom_op(f"{NAMESPACE}::lgs_cpu", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{OPERATOR_NAMESPACE}::lgs_cpu", mutates_args=(), device_types="cpu")
 def lgs_cpu(
     x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int, stage: str
 ) -> torch.Tensor:

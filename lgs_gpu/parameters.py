@@ -30,6 +30,8 @@ DEFAULT_SMOOTHING_FACTOR = 2.3
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_WINDOW_SIZE = 15
 DEFAULT_OVERLAP = 5
+# The namespace of the package's PyTorch operators (torch.ops.lgs_gpu.lgs, .lgs_map, .jpeg, .tv_bregman).
+OPERATOR_NAMESPACE = "lgs_gpu"
 # The paths that compute LGS, by the names ``backend=`` takes (:mod:`lgs_gpu.dispatch` says which runs).
 BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
 # The stages above that ``lgs_stages`` can return, in the order of ``LGSStages``' fields.

@@ -9,6 +9,7 @@ import sys
 # Nothing here imports torch: --help and argument errors answer at once; each command imports its work.
 from .._extras import MissingExtra
 from ..parameters import BACKENDS, DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from . import allocator
 from .presets import ATTACKS, DEFAULT_LGS_SPEC, QUICK_CALIBRATION, QUICK_EVALUATION
 
 _LGS_FLAGS = {
@@ -222,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})")  # fmt: skip
     demo.add_argument("--backend", choices=BACKENDS, default="auto")
     demo.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    for command in (defend, warm, evaluate, calibrate, certify, bench, demo):
+        command.add_argument("--allocator", choices=allocator.CHOICES,
+                             help="tuned: glibc's malloc set for large tensors, so batches reuse memory instead of "
+                             f"page-faulting it in again; system: as it is (default tuned, or ${allocator.ENVIRONMENT_VARIABLE})")  # fmt: skip
     return parser
 
 
@@ -377,6 +382,7 @@ def _info(args: argparse.Namespace) -> int:
     for name, state in backend_info(device).items():
         print(f"  {name}: {state}")
     print(f"compiled CPU programs: {compiled_cache_info()}")
+    print(f"memory allocator of the commands: {allocator.configure()} (--allocator or ${allocator.ENVIRONMENT_VARIABLE})")
     from .._torch_internals import degraded
 
     for instead in degraded().values():
@@ -484,6 +490,8 @@ def _defend(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "allocator"):  # before torch allocates anything
+            allocator.configure(args.allocator)
         _check_arguments(args)
         if args.command == "defend":
             return _defend(args)

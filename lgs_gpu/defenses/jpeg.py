@@ -9,15 +9,13 @@ whose output is close to but not byte-identical with libjpeg's.
 from __future__ import annotations
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from .._transform import ImageDefense
 from .._validate import from_unit_float, to_unit_float
-from ..ops import NAMESPACE
+from ..parameters import OPERATOR_NAMESPACE
 from ._common import apply_defense, integer_parameter, refuse_onnx
 
 PAPER_QUALITIES = (80, 60, 40, 30, 20, 10)
-_READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
 
 
 def _check_quality(quality: object) -> int:
@@ -33,12 +31,14 @@ def _check_channels(batch: torch.Tensor):
 
 # An operator, so that tracers keep it as one opaque node (torch.export, torch.compile,
 # AOTInductor) instead of stepping into the codec, which they cannot trace.
-@torch.library.custom_op(f"{NAMESPACE}::jpeg", mutates_args=())
+@torch.library.custom_op(f"{OPERATOR_NAMESPACE}::jpeg", mutates_args=())
 def _compress(batch: torch.Tensor, quality: int) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg  # here: importing torchvision takes 1.5 s
+
     channels = _check_channels(batch)
     pixels = from_unit_float(batch, torch.uint8)  # JPEG codes 8-bit samples: floats are quantised first
     encoded = encode_jpeg(list(pixels.contiguous().unbind(0)), quality=quality)
-    decoded = decode_jpeg([data.cpu() for data in encoded], mode=_READ_MODES[channels], device=batch.device)
+    decoded = decode_jpeg([data.cpu() for data in encoded], mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB, device=batch.device)
     return to_unit_float(torch.stack(decoded)).to(batch.dtype)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from .._transform import ImageDefense, spec_number
-from ..ops import NAMESPACE
+from ..parameters import OPERATOR_NAMESPACE
 from ._common import apply_defense, integer_parameter, positive_real, refuse_onnx
 
 PAPER_WEIGHTS = (10, 20, 30)
@@ -51,7 +51,7 @@ def _checkerboard(height: int, width: int, device: torch.device) -> torch.Tensor
 
 # An operator, so that tracers keep it as one opaque node: its loop stops on the data (each
 # channel at its own sweep), which torch.export and torch.compile cannot trace into one graph.
-@torch.library.custom_op(f"{NAMESPACE}::tv_bregman", mutates_args=())
+@torch.library.custom_op(f"{OPERATOR_NAMESPACE}::tv_bregman", mutates_args=())
 def _tv_bregman(f: torch.Tensor, weight: float, max_iterations: int, tolerance: float) -> torch.Tensor:
     height, width = f.shape[-2:]
     lam = 2 * weight
