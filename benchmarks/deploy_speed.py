@@ -26,6 +26,8 @@ import time
 
 import torch
 
+import lgs_gpu.ops  # noqa: F401  (registers torch.ops.lgs_gpu.*, timed here directly)
+
 
 def median_seconds(call, repeats: int, device: torch.device) -> float:
     def synchronise():

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+import lgs_gpu.ops  # noqa: F401  (registers torch.ops.lgs_gpu.*, which these tests call directly)
 from lgs_gpu import LocalGradientsSmoothing, lgs, lgs_map
 from lgs_gpu.defenses import get
 from lgs_gpu.models import Classifier
@@ -83,6 +84,22 @@ def test_a_saved_program_loads_in_a_new_process_after_importing_the_operators(tm
                              str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=300, env=environment)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), lgs(new), atol=1e-5, rtol=0)
+
+
+def test_eager_calls_import_no_compiler_and_the_first_traced_call_registers_the_operators():
+    script = ("import sys, torch\n"
+              "from lgs_gpu import lgs\n"
+              "x = torch.rand(2, 3, 40, 44)\n"
+              "lgs(x); lgs(x, backend='torch')\n"
+              "heavy = ('torchvision', 'torch._dynamo', 'torch._inductor', 'lgs_gpu.ops')\n"
+              "print([name for name in heavy if name in sys.modules])\n"
+              "torch.compile(lambda x: lgs(x), fullgraph=True, backend='eager')(x)\n"
+              "print('lgs_gpu.ops' in sys.modules, hasattr(torch.ops.lgs_gpu, 'lgs'))")  # fmt: skip
+    environment = {**{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}, "LGS_GPU_CACHE_DIR": "off"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    eager, traced = result.stdout.strip().splitlines()[-2:]
+    assert eager == "[]" and traced == "True True"
 
 
 def test_export_of_lgs_is_one_operator_node():
