@@ -125,7 +125,7 @@ def empty_stages(batch: torch.Tensor, window_size: int, overlap: int, wanted: tu
     return {name: torch.empty(shapes[name][0], dtype=shapes[name][1], device=device) for name in wanted}
 
 
-_MODULES = {"torch": torch_path, "reference": reference, "traced": traced_path, "compiled": compiled_path}
+_MODULES = {"torch": torch_path, "reference": reference, "traced": traced_path}
 
 
 def compute(
@@ -136,39 +136,37 @@ def compute(
     overlap: int,
     backend: str,
     wanted: tuple[str, ...],
+    out: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The ``wanted`` stages of a validated ``[B, C, H, W]`` batch on ``backend``'s path.
 
-    ``output`` in ``batch``'s dtype and memory format; the planes ``[B, H, W]`` and the window
-    means in the compute dtype (see :func:`lgs_gpu.front.lgs_stages`).
+    ``output`` in ``batch``'s dtype and memory format, written into ``out`` when given (checked by
+    the front); the planes ``[B, H, W]`` and the window means in the compute dtype (see
+    :func:`lgs_gpu.front.lgs_stages`).
     """
     if batch.shape[0] == 0:
-        return empty_stages(batch, window_size, overlap, wanted)
+        return empty_stages(batch, window_size, overlap, wanted) | ({"output": out} if out is not None else {})
     path = choose(backend, batch)
+    if path == "compiled" and min(batch.shape[-2:]) < compiled_path.MIN_SIDE:
+        path = "torch"  # smaller images: eager torch
+    if path == "compiled":
+        try:
+            return compiled_path.stages(batch, smoothing_factor, threshold, window_size, overlap, wanted, out)
+        except compiled_path.ProgramBuildError as error:
+            if backend != "auto":
+                raise
+            # auto promised a result, not a path: say why once, then stay on eager torch.
+            _LOG.warning("lgs_gpu: %s; using the eager torch path", error)
+            path = "torch"
     if path == "triton":
         from .paths.triton_path.kernels import stages as triton_stages
 
-        return triton_stages(batch, smoothing_factor, threshold, window_size, overlap, wanted, traced=tracing(batch))
-    unit = to_unit_float(batch)
-    ready = unit
-    if path == "compiled":
-        if min(batch.shape[-2:]) >= compiled_path.MIN_SIDE:
-            # Detached: no gradient is asked for here. Contiguous: the programs are compiled for it.
-            ready = unit.detach().contiguous()
-        else:  # smaller images: eager torch
-            path = "torch"
-    try:
-        computed = _MODULES[path].stages(ready, smoothing_factor, threshold, window_size, overlap, wanted)
-    except compiled_path.ProgramBuildError as error:
-        if backend != "auto":
-            raise
-        # auto promised a result, not a path: say why once, then stay on eager torch.
-        _LOG.warning("lgs_gpu: %s; using the eager torch path", error)
-        ready = unit
-        computed = torch_path.stages(ready, smoothing_factor, threshold, window_size, overlap, wanted)
-    if "output" in computed:
-        output = computed["output"]
-        if path == "compiled" and ready.data_ptr() != unit.data_ptr():  # a contiguous copy: back to the caller's layout
-            output = torch.empty_like(unit).copy_(output)
-        computed["output"] = from_unit_float(output, batch.dtype)
+        computed = triton_stages(batch, smoothing_factor, threshold, window_size, overlap, wanted, traced=tracing(batch))
+    else:
+        unit = to_unit_float(batch)
+        computed = _MODULES[path].stages(unit, smoothing_factor, threshold, window_size, overlap, wanted)
+        if "output" in computed:
+            computed["output"] = from_unit_float(computed["output"], batch.dtype)
+    if out is not None and "output" in computed:
+        computed["output"] = out.copy_(computed["output"])
     return computed

@@ -50,21 +50,26 @@ def warmup(
     dtypes: tuple[torch.dtype, ...] = (torch.float32,),
     window_sizes: tuple[int, ...] = (DEFAULT_WINDOW_SIZE,),
     stages: tuple[str, ...] = ("output", "suppression_map"),
+    channels: tuple[int, ...] = (3,),
 ) -> list[str]:
     """Build the compiled CPU path's programs now rather than on first use; returns their names.
 
     ``dtypes`` are compute dtypes (float32 serves uint8, float16 and bfloat16 images too;
-    float64). Images at least ``window_size`` pixels tall and wide use only these programs.
-    Built programs are loaded from the cache (``LGS_GPU_CACHE_DIR``), not rebuilt.
+    float64); ``channels`` the images' channel counts (compiled in). Images at least
+    ``window_size`` pixels tall and wide use only these programs. Built programs are loaded from
+    the cache (``LGS_GPU_CACHE_DIR``), not rebuilt.
     """
     for dtype in dtypes:
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtypes must be torch.float32 or torch.float64 (compute dtypes). Got {dtype}")
     for window_size in window_sizes:
         window_parameters(window_size, 0)
+    for count in channels:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"channels must be ints >= 1. Got {count!r}")
     if not compiled_path.cache_enabled():
         raise ValueError("nothing to warm up: the cache is off (LGS_GPU_CACHE_DIR=off); unset it or name a folder")
-    return compiled_path.warmup(tuple(dtypes), tuple(window_sizes), tuple(_check_stages(stages)))
+    return compiled_path.warmup(tuple(dtypes), tuple(window_sizes), tuple(_check_stages(stages)), tuple(channels))
 
 
 def _through_operator(batch: torch.Tensor, backend: str) -> bool:
@@ -93,17 +98,45 @@ def _smoothing_factor(value: Any, name: str, batch: torch.Tensor) -> float:
     return value
 
 
-def _one_stage(batch, smoothing_factor, threshold, window_size, overlap, backend: str, stage: str) -> torch.Tensor:
+def _one_stage(batch, smoothing_factor, threshold, window_size, overlap, backend: str, stage: str,
+               out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """``output`` or ``suppression_map`` of a validated batch: through the operator while a compiler
     traces the call (see :func:`_through_operator`), else on ``backend``'s path."""
     check_backend(backend)
     if not _through_operator(batch, backend):
-        return dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, (stage,))[stage]
+        return dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, (stage,), out)[stage]
     # Registered on the first traced call, not at import: creating a Triton operator imports Inductor (a second).
     from . import ops  # noqa: F401
     if stage == "output":
-        return torch.ops.lgs_gpu.lgs(batch, smoothing_factor, threshold, window_size, overlap)
+        result = torch.ops.lgs_gpu.lgs(batch, smoothing_factor, threshold, window_size, overlap)
+        return result if out is None else out.copy_(result)
     return torch.ops.lgs_gpu.lgs_map(batch, threshold, window_size, overlap)
+
+
+def _check_out(out: Any, x: torch.Tensor) -> None:
+    """``out=`` as PyTorch's functions take it, without resizing: a tensor of ``x``'s shape, dtype and device
+    that is ``x`` itself (LGS in place) or shares none of its memory."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor. Got {type(out).__name__}")
+    if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(f"out must have the images' shape, dtype and device {tuple(x.shape)}, {x.dtype}, {x.device}. "
+                         f"Got {tuple(out.shape)}, {out.dtype}, {out.device}")  # fmt: skip
+    if out.requires_grad and torch.is_grad_enabled():
+        raise ValueError("out= does not take a tensor that requires grad (LGS writes into it); call lgs(x) instead")
+    same = out.data_ptr() == x.data_ptr() and out.stride() == x.stride()
+    if not same and out.numel() and x.numel() and _spans_overlap(out, x):
+        raise ValueError("out shares memory with the images without being them: give the images themselves (LGS in "
+                         "place) or a tensor of its own")  # fmt: skip
+
+
+def _spans_overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    def span(t):
+        start = t.data_ptr()
+        extent = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride(), strict=True)) + 1
+        return start, start + extent * t.element_size()
+
+    (a_start, a_end), (b_start, b_end) = span(a), span(b)
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a_start < b_end and b_start < a_end
 
 
 def _prepare(x: Any, smoothing_factor: Any, threshold: Any, window_size: Any, overlap: Any):
@@ -123,6 +156,8 @@ def lgs(
     window_size: int = DEFAULT_WINDOW_SIZE,
     overlap: int = DEFAULT_OVERLAP,
     backend: str = "auto",
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Defend images with Local Gradients Smoothing: ``x * (1 - clip(λ·ĝ, 0, 1))``.
 
@@ -134,15 +169,27 @@ def lgs(
         window_size: side of the square windows, in pixels.
         overlap: pixels shared by neighbouring windows (``0 <= overlap < window_size``).
         backend: ``"auto"``, ``"triton"``, ``"compiled"``, ``"torch"`` or ``"reference"``.
+        out: where to write the result: a tensor of ``x``'s shape, dtype and device, which is ``x``
+            itself (in place) or shares none of its memory. On the CPU default a call with ``out``
+            allocates no full-size tensor.
     Returns:
-        The defended images: same shape, dtype and device as ``x`` (uint8 rounded and clamped).
+        The defended images: same shape, dtype and device as ``x`` (uint8 rounded and clamped);
+        ``out`` when given.
 
     Example:
         >>> images = torch.rand(4, 3, 224, 224)
         >>> lgs(images).shape
         torch.Size([4, 3, 224, 224])
+        >>> defended = torch.empty_like(images)
+        >>> lgs(images, out=defended) is defended
+        True
     """
     batch, single, *parameters = _prepare(x, smoothing_factor, threshold, window_size, overlap)
+    if out is not None:
+        _check_out(out, x)
+        out_batch = out[None] if single else out
+        _one_stage(batch, *parameters, backend, "output", out_batch)
+        return out
     output = _one_stage(batch, *parameters, backend, "output")
     return output[0] if single else output
 

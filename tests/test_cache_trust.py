@@ -43,10 +43,10 @@ def test_a_folder_others_can_write_is_refused_and_auto_falls_back_saying_why(cac
 def test_a_program_others_can_write_is_not_loaded(cache):
     folder = compiled_path._PACKAGES.folder()
     folder.mkdir(mode=0o700, parents=True)
-    planted = folder / "gradient-float32.pt2"
+    planted = folder / "gradient-float32-c3.pt2"
     planted.write_bytes(b"not a package: loading it would crash, refusing it says why")
     planted.chmod(0o666)
-    with pytest.raises(ProgramBuildError, match=r"gradient-float32.pt2 is writable by others \(mode 0666\)"):
+    with pytest.raises(ProgramBuildError, match=r"gradient-float32-c3.pt2 is writable by others \(mode 0666\)"):
         lgs(IMAGES, backend="compiled")
 
 

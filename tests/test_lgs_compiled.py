@@ -121,16 +121,75 @@ def test_compiled_module_and_auto_choice():
     assert "backend='compiled'" in repr(module)
 
 
-def test_compiled_allocates_only_the_output_and_the_gradient_for_contiguous_input():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8], ids=str)
+def test_a_warm_call_allocates_its_output_only_and_with_out_nothing_full_size(dtype):
+    """The gradient plane and conversion buffers live in the per-thread workspace (issue 26 B)."""
     from lgs_gpu.tooling.peak_memory import peak_torch_bytes
 
-    x = textured_images((2, 3, 57, 64), torch.float32, seed=16)
-    lgs(x, backend="compiled")
-    peak = peak_torch_bytes(lambda: lgs(x, backend="compiled"), x.device)
-    # Output (1) + gradient magnitude (1/3 of a 3-channel input) + small tables: no copy of the input.
-    # Inductor's code for the window test keeps one more [B, H, W] plane on some torch versions (2.11).
-    plane = x.nbytes / 3
-    assert x.nbytes + plane <= peak < x.nbytes + plane * 2.25
+    x = textured_images((2, 3, 57, 64), dtype, seed=16)
+    out = torch.empty_like(x)
+    lgs(x, backend="compiled"), lgs(x, backend="compiled", out=out)  # the workspace fills once
+    plane = x.numel() // 3 * 4  # one float32 [B, H, W] plane
+    # Inductor's code for the window test keeps one more plane on some torch versions (2.11).
+    small = plane * 1.25
+    assert x.nbytes <= peak_torch_bytes(lambda: lgs(x, backend="compiled"), x.device) < x.nbytes + small
+    assert peak_torch_bytes(lambda: lgs(x, backend="compiled", out=out), x.device) < small
+    torch.testing.assert_close(out, lgs(x, backend="compiled"), atol=0, rtol=0)
+
+
+def test_the_workspace_is_reused_per_thread_and_bounded():
+    from lgs_gpu.paths.workspace import Workspace
+
+    workspace = Workspace(limit_bytes=3000)
+    first = workspace.buffer("plane", (10, 10), torch.float32)  # 400 bytes
+    assert workspace.buffer("plane", (10, 10), torch.float32).data_ptr() == first.data_ptr()
+    workspace.buffer("other", (20, 20), torch.float32)  # 1600 bytes: both kept
+    assert workspace.held_bytes() == 2000
+    workspace.buffer("third", (15, 20), torch.float32)  # 1200 more: over the limit, the least recent goes
+    assert [key[0] for key in workspace._buffers()] == ["other", "third"] and workspace.held_bytes() == 2800
+    assert workspace.buffer("huge", (100, 100), torch.float32).numel() == 10_000  # larger than the limit: not kept
+    assert [key[0] for key in workspace._buffers()] == ["other", "third"]
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(workspace.held_bytes()))
+    thread.start()
+    thread.join()
+    assert seen == [0]  # another thread has buffers of its own
+    from lgs_gpu.paths import compiled_path
+
+    compiled_path.WORKSPACE.clear()
+    lgs(textured_images((2, 3, 57, 64), torch.uint8, seed=16), backend="compiled")
+    assert 0 < compiled_path.WORKSPACE.held_bytes() <= compiled_path.WORKSPACE.limit_bytes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.float16], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "in place"])
+def test_out_takes_the_result_in_every_dtype_and_layout(dtype, layout):
+    x = textured_images((2, 3, 57, 64), dtype, seed=21)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = lgs(x, backend="compiled")
+    out = x.clone() if layout == "in place" else torch.empty_like(x)
+    images = out if layout == "in place" else x
+    assert lgs(images, backend="compiled", out=out) is out
+    assert torch.equal(out, expected)
+    assert torch.equal(lgs(x[0], backend="compiled", out=torch.empty_like(x[0])), expected[0])  # one image
+    assert torch.equal(lgs(x, backend="torch", out=torch.empty_like(x)), lgs(x, backend="torch"))  # other paths too
+
+
+@pytest.mark.parametrize("out, error, words", [
+    ("not a tensor", TypeError, "out must be a torch.Tensor"),
+    (torch.empty(2, 3, 57, 65), ValueError, "shape, dtype and device"),
+    (torch.empty(2, 3, 57, 64, dtype=torch.float64), ValueError, "shape, dtype and device"),
+])  # fmt: skip
+def test_out_is_checked(out, error, words):
+    with pytest.raises(error, match=words):
+        lgs(torch.rand(2, 3, 57, 64), out=out)
+
+
+def test_out_overlapping_the_images_without_being_them_is_refused():
+    buffer = torch.rand(3, 3, 57, 64)
+    with pytest.raises(ValueError, match="shares memory with the images"):
+        lgs(buffer[:2], out=buffer[1:])
 
 
 def test_compiled_gives_every_stage_within_tolerance_of_the_reference():
@@ -228,8 +287,8 @@ def test_partial_packages_of_builders_that_died_are_removed(fresh_cache):
 
 
 def test_programs_are_keyed_by_dtype_extent_and_source(tmp_path):
-    assert lgs_compiled._key("window_test", torch.float32, (15, 7)) == "window_test-float32-15x7"
-    assert lgs_compiled._key("gradient", torch.float64) == "gradient-float64"
+    assert lgs_compiled.Program("window_test", torch.float32, (15, 7)).key == "window_test-float32-15x7"
+    assert lgs_compiled.Program("gradient", torch.float64, channels=3).key == "gradient-float64-c3"
     source = tmp_path / "graphs.py"
     source.write_text("a = 1\n")
     before = package_cache._fingerprint((source,))
@@ -259,7 +318,7 @@ def test_one_build_when_threads_race_for_a_program(monkeypatch, tmp_path):
 
 def test_warmup_builds_ahead_and_a_new_process_loads_without_the_compiler(program_cache):
     names = warmup()
-    assert {"gradient-float32", "window_test-float32-15x15", "suppress-float32", "suppression_map-float32"} <= set(names)
+    assert {"gradient-float32-c3", "window_test-float32-15x15", "suppress-float32-c3", "suppression_map-float32"} <= set(names)
     assert "window_test-float32-15x15" in compiled_cache_info()
     with pytest.raises(ValueError, match="compute dtypes"):
         warmup(dtypes=(torch.float16,))

@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--dtypes", default="float32",
                       help="compute dtypes, comma-separated: float32 (also serves uint8 / float16), float64")  # fmt: skip
     warm.add_argument("--window-sizes", default="15", help="window sides, comma-separated, e.g. 15,25 (default 15)")
+    warm.add_argument("--channels", default="3", help="image channel counts, comma-separated, e.g. 1,3 (default 3)")
 
     evaluate = commands.add_parser(
         "evaluate", help="attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)"
@@ -411,7 +412,8 @@ def _warmup(args: argparse.Namespace) -> int:
         raise ValueError(f"--window-sizes takes integers, comma-separated. Got {args.window_sizes!r}") from None
     started = time.perf_counter()
     try:
-        names = warmup(tuple(getattr(torch, name) for name in names), window_sizes)
+        names = warmup(tuple(getattr(torch, name) for name in names), window_sizes,
+                       channels=tuple(_integers(args.channels, "--channels")))  # fmt: skip
     except RuntimeError as error:  # an unusable cache folder, no C++ compiler: say it in one line
         raise ValueError(f"{error} (LGS_GPU_CACHE_DIR sets the cache folder)") from error
     print(f"ready in {time.perf_counter() - started:.1f} s: {', '.join(names)}")

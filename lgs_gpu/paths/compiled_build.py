@@ -2,9 +2,9 @@
 
 :func:`lgs_gpu.paths.compiled_path.build_in_child` runs
 ``python -m lgs_gpu.paths.compiled_build REQUESTS``, ``REQUESTS`` a JSON list of
-``[name, dtype, extents or null, package path]``: each graph of :func:`.compiled_path.examples`
-is exported with dynamic shapes and compiled by AOTInductor into the ``.pt2`` package at that
-path. A failure prints its reason as the last line on stderr and exits non-zero.
+:meth:`.compiled_path.Program.fields` lists, each followed by a package path: each graph of
+:func:`.compiled_path.examples` is exported with dynamic shapes and compiled by AOTInductor into
+the ``.pt2`` package at that path. A failure prints its reason as the last line on stderr and exits non-zero.
 """
 
 from __future__ import annotations
@@ -15,20 +15,21 @@ import sys
 import torch
 
 
-def build(name: str, dtype: str, extents: list[int] | None, path: str) -> None:
-    """Export the program ``name`` for ``dtype`` (and window ``extents``) and compile it into ``path``."""
+def build(name: str, dtype: str, extents: list[int] | None, channels: int | None, path: str) -> None:
+    """Export the program these fields name and compile it into ``path``."""
     from torch._inductor import aoti_compile_and_package
 
-    from .compiled_path import examples
+    from .compiled_path import Program, examples
 
-    module, inputs, dynamic_shapes = examples(name, getattr(torch, dtype), tuple(extents) if extents else (1, 1))
+    module, inputs, dynamic_shapes = examples(Program.from_fields(name, dtype, extents, channels))
     exported = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)
     aoti_compile_and_package(exported, package_path=path)
 
 
 def main(arguments: list[str]) -> int:
     if len(arguments) != 1:
-        print("usage: python -m lgs_gpu.paths.compiled_build '[[name, dtype, extents, path], ...]'", file=sys.stderr)
+        print("usage: python -m lgs_gpu.paths.compiled_build '[[name, dtype, extents, channels, path], ...]'",
+              file=sys.stderr)  # fmt: skip
         return 2
     for request in json.loads(arguments[0]):
         build(*request)

@@ -13,7 +13,7 @@ into every consumer and recompute the gradient many times over.
 Full-size traffic per pixel of a ``C``-channel image (the copy roof moves C in and C out; the
 bytes are counted in :func:`lgs_gpu.tooling.roofline.traffic`):
 
-1. :class:`InteriorGradientProgram`: read C, write 1 (``m`` on inner pixels, in place, from shifted
+1. :class:`GradientProgram`: read C, write 1 (``m`` on inner pixels, in place, from shifted
    slices); the one-pixel frame from two-pixel strips (eager, tiny).
 2. :class:`WindowTestProgram`: read ``m`` about 2.5 times (min/max, then the overlapping
    windows), write the ``n_rows x n_cols`` means and pass flags. One program per window size:
@@ -40,11 +40,13 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .._validate import UINT8_MAX, compute_dtype
 from ..parameters import STAGES
 from . import torch_path
 from .package_cache import PackageCache, UntrustedCache, cache_folder, compiler_missing_reason
@@ -56,8 +58,11 @@ from .torch_path import (
     normalise_between,
     window_geometry,
 )
+from .workspace import Workspace
 
 # The graphs below and the torch path's functions they trace: a change to either rebuilds.
+# The intermediates of calls, reused per thread (see .workspace).
+WORKSPACE = Workspace()
 _PACKAGES = PackageCache(
     "cpu-kernels", (Path(__file__), Path(torch_path.__file__), Path(__file__).with_name("compiled_build.py"))
 )
@@ -80,7 +85,7 @@ class ProgramBuildError(RuntimeError):
     """A CPU program could not be built (no working compiler, an unwritable cache folder ...)."""
 
 
-class InteriorGradientProgram(torch.nn.Module):
+class GradientProgram(torch.nn.Module):
     """Eq. 5 on the pixels whose 3x3 neighbourhood lies inside the image, written into ``magnitude``.
 
     The image is its own padding there: shifted slices, unit-stride loads (a replicate pad folded
@@ -94,7 +99,11 @@ class InteriorGradientProgram(torch.nn.Module):
 
 
 def _frame(x: torch.Tensor, magnitude: torch.Tensor) -> None:
-    """``m`` on the first / last row and column, from replicate-padded two-pixel strips (eager: tiny)."""
+    """``m`` on the first / last row and column, from replicate-padded two-pixel strips.
+
+    Eager: about 1 ms at 32 x 3 x 299^2, most of it in ``pad``. Compiled, as a program of its own it
+    took 1.5 ms, and inside the gradient's program it slowed that loop by half.
+    """
     magnitude[:, :1] = magnitude_of_padded(F.pad(x[..., :2, :], (1, 1, 1, 0), mode="replicate"))
     magnitude[:, -1:] = magnitude_of_padded(F.pad(x[..., -2:, :], (1, 1, 0, 1), mode="replicate"))
     magnitude[:, 1:-1, :1] = magnitude_of_padded(F.pad(x[..., :2], (1, 0, 0, 0), mode="replicate"))
@@ -136,68 +145,99 @@ class SuppressionMapProgram(torch.nn.Module):
 
 
 class SuppressProgram(torch.nn.Module):
-    """Eq. 7: the defended ``[B, C, H, W]`` images."""
+    """Eq. 7: the defended ``[B, C, H, W]`` images, written into ``out`` (an input, so that the caller
+    owns the memory: a reused buffer, or the ``out=`` of :func:`lgs_gpu.lgs`)."""
 
-    def forward(self, x, magnitude, lowest, highest, covered_by_row_class, row_class, smoothing_factor):
+    def forward(self, x, magnitude, lowest, highest, covered_by_row_class, row_class, smoothing_factor, out):
         suppressed = _suppressed(magnitude, lowest, highest, covered_by_row_class, row_class)
-        return x * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None]
+        out.copy_(x * (1 - (smoothing_factor * suppressed).clamp(0, 1))[:, None])
+        return ()
 
 
-def examples(name: str, dtype: torch.dtype, extents: tuple[int, int] = (1, 1)):
-    """``(module, example inputs, dynamic shapes)`` to export the program ``name``.
+@dataclass(frozen=True)
+class Program:
+    """One compiled program: its graph (``name``), the compute dtype, and what is compiled in.
+
+    ``extents``: the window test's window (rows x columns). ``channels``: the channel count of the
+    programs that read the images (gradient, suppress); compiled in, their loops over channels unroll
+    (the gradient ran in 3.5 ms instead of 5.4-6.7 at 32 x 3 x 299^2, one thread), so each count a
+    machine meets builds its own.
+    """
+
+    name: str
+    dtype: torch.dtype
+    extents: tuple[int, int] | None = None
+    channels: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The package's name in the cache, e.g. ``gradient-float32-c3`` or ``window_test-float32-15x15``."""
+        dtype_name = str(self.dtype).removeprefix("torch.")
+        extents = f"-{self.extents[0]}x{self.extents[1]}" if self.extents else ""
+        return f"{self.name}-{dtype_name}{extents}" + (f"-c{self.channels}" if self.channels else "")
+
+    def fields(self) -> list:
+        """JSON-able fields for the build process (:mod:`.compiled_build`)."""
+        return [self.name, str(self.dtype).removeprefix("torch."), list(self.extents) if self.extents else None,
+                self.channels]  # fmt: skip
+
+    @classmethod
+    def from_fields(cls, name: str, dtype: str, extents: list[int] | None, channels: int | None) -> Program:
+        return cls(name, getattr(torch, dtype), tuple(extents) if extents else None, channels)
+
+
+def examples(program: Program):
+    """``(module, example inputs, dynamic shapes)`` to export ``program``.
 
     Example sizes are distinct and above 1 (sizes 0 and 1 would be compiled in as constants).
     """
     from torch.export import Dim
 
-    row_extent, col_extent = extents
+    dtype = program.dtype
+    row_extent, col_extent = program.extents or (1, 1)
     batch, channels, classes = (Dim(name, max=MAX_SIZE) for name in ("batch", "channels", "row_classes"))
     height = Dim("height", min=max(MIN_SIDE, row_extent), max=MAX_SIZE)
     width = Dim("width", min=max(MIN_SIDE, col_extent), max=MAX_SIZE)
     n_rows, n_cols = Dim("n_rows", max=MAX_SIZE), Dim("n_cols", max=MAX_SIZE)
-    shape = (2, 3, max(MIN_SIDE, row_extent) * 3 + 2, max(MIN_SIDE, col_extent) * 3 + 5)
+    shape = (2, program.channels or 3, max(MIN_SIDE, row_extent) * 3 + 2, max(MIN_SIDE, col_extent) * 3 + 5)
     x = torch.rand(shape, dtype=dtype)
     magnitude = torch.rand(shape[0], *shape[2:], dtype=dtype)
     lowest, highest = torch.zeros(2, 1, 1, dtype=dtype), torch.ones(2, 1, 1, dtype=dtype)
     table = torch.ones(2, 4, shape[3], dtype=dtype)
     row_class = torch.arange(shape[2]) % 4
     scalar = torch.tensor(0.5, dtype=dtype)
-    image, plane, range_ = {0: batch, 1: channels, 2: height, 3: width}, {0: batch, 1: height, 2: width}, {0: batch}
-    if name == "gradient":
-        return InteriorGradientProgram(), (x, magnitude), (image, plane)
-    if name == "window_test":
+    image = {0: batch, 2: height, 3: width} | ({} if program.channels else {1: channels})
+    plane, range_ = {0: batch, 1: height, 2: width}, {0: batch}
+    if program.name == "gradient":
+        return GradientProgram(), (x, magnitude), (image, plane)
+    if program.name == "window_test":
         starts = (torch.tensor([0, row_extent, 2 * row_extent]), torch.tensor([0, col_extent, 2 * col_extent, 2 * col_extent + 5]))
-        return WindowTestProgram(*extents), (magnitude, *starts, scalar), (plane, {0: n_rows}, {0: n_cols}, None)
+        return WindowTestProgram(row_extent, col_extent), (magnitude, *starts, scalar), (plane, {0: n_rows}, {0: n_cols}, None)
     table_shape, rows = {0: batch, 1: classes, 2: width}, {0: height}
-    if name == "suppression_map":
+    if program.name == "suppression_map":
         return SuppressionMapProgram(), (magnitude, lowest, highest, table, row_class), (plane, range_, range_, table_shape, rows)
-    return SuppressProgram(), (x, magnitude, lowest, highest, table, row_class, scalar), (
-        image, plane, range_, range_, table_shape, rows, None,
+    return SuppressProgram(), (x, magnitude, lowest, highest, table, row_class, scalar, torch.empty_like(x)), (
+        image, plane, range_, range_, table_shape, rows, None, image,
     )  # fmt: skip
 
 
-def _key(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = None) -> str:
-    dtype_name = str(dtype).removeprefix("torch.")
-    return f"{name}-{dtype_name}" + (f"-{extents[0]}x{extents[1]}" if extents else "")
+def _program(program: Program):
+    return _programs([program])[0]
 
 
-def _program(name: str, dtype: torch.dtype, extents: tuple[int, int] | None = None):
-    return _programs([(name, dtype, extents)])[0]
-
-
-def _programs(requests: list[tuple[str, torch.dtype, tuple[int, int] | None]]) -> list:
-    """The programs ``requests`` names, loaded; those missing from the cache are built first, together."""
-    keys = [_key(*request) for request in requests]
+def _programs(programs: list[Program]) -> list:
+    """The ``programs``, loaded; those missing from the cache are built first, together."""
+    keys = [program.key for program in programs]
     folder = str(cache_folder())
     for key in keys:
         if (folder, key) in _build_failures:
             raise ProgramBuildError(
                 f"building the CPU program {key} failed earlier in this process: {_build_failures[folder, key]}"
             )
-    by_key = dict(zip(keys, requests, strict=True))
+    by_key = dict(zip(keys, programs, strict=True))
 
     def build(targets: dict[str, Path]) -> None:
-        build_in_child([(*_request_fields(by_key[key]), str(path)) for key, path in targets.items()])
+        build_in_child([(*by_key[key].fields(), str(path)) for key, path in targets.items()])
 
     try:
         return _PACKAGES.programs(keys, build)
@@ -212,11 +252,6 @@ def _programs(requests: list[tuple[str, torch.dtype, tuple[int, int] | None]]) -
         raise ProgramBuildError(f"building the CPU programs {', '.join(keys)} failed: {why}") from error
 
 
-def _request_fields(request) -> tuple[str, str, list[int] | None]:
-    name, dtype, extents = request
-    return name, str(dtype).removeprefix("torch."), list(extents) if extents else None
-
-
 # Seconds a build process may take before it counts as failed (a cold build takes tens of seconds).
 BUILD_TIMEOUT_SECONDS = 1800
 
@@ -226,8 +261,9 @@ def child_command() -> list[str]:
     return [sys.executable, "-m", "lgs_gpu.paths.compiled_build"]
 
 
-def build_in_child(requests: list[tuple[str, str, list[int] | None, str]]) -> None:
-    """Export and compile ``(name, dtype, extents, package path)`` requests in a new Python process.
+def build_in_child(requests: list[list]) -> None:
+    """Export and compile programs in a new Python process: each request is a :meth:`Program.fields`
+    list followed by the package's path.
 
     A process of its own, not a thread: an exporter or compiler that crashes (torch 2.11 segfaults
     in ``torch.export`` in the second thread that exports) ends that process with a reason here,
@@ -296,22 +332,24 @@ def cache_description() -> str:
 
 def warmup(
     dtypes: tuple[torch.dtype, ...] = (torch.float32,), window_sizes: tuple[int, ...] = (15,),
-    stages: tuple[str, ...] = ("output", "suppression_map"),
+    stages: tuple[str, ...] = ("output", "suppression_map"), channels: tuple[int, ...] = (3,),
 ) -> list[str]:
-    """Build (or load) the programs for ``dtypes`` and ``window_sizes`` now; returns their names.
+    """Build (or load) the programs for ``dtypes``, ``window_sizes`` and image ``channels`` now; returns their names.
 
     Every image needs only these (images smaller than a window test their windows eagerly).
     """
-    programs = ["gradient", *(program for stage, program in _STAGE_PROGRAMS.items() if stage in stages)]
-    requests = [(name, dtype, None) for dtype in dtypes for name in programs] + [
-        ("window_test", dtype, (window_size, window_size)) for dtype in dtypes for window_size in window_sizes
-    ]
-    _programs(requests)  # one build process for every missing program
-    return [_key(*request) for request in requests]
+    names = ["gradient", *(program for stage, program in _STAGE_PROGRAMS.items() if stage in stages)]
+    programs = [Program(name, dtype, channels=count if name in _IMAGE_PROGRAMS else None)
+                for dtype in dtypes for name in names for count in (channels if name in _IMAGE_PROGRAMS else (None,))]  # fmt: skip
+    programs += [Program("window_test", dtype, (window_size, window_size)) for dtype in dtypes for window_size in window_sizes]
+    _programs(programs)  # one build process for every missing program
+    return [program.key for program in programs]
 
 
 # The full-size stages that have a program of their own (the others come from the gradient and the window test).
 _STAGE_PROGRAMS = {"output": "suppress", "suppression_map": "suppression_map"}
+# The programs that read the images, compiled per channel count.
+_IMAGE_PROGRAMS = ("gradient", "suppress")
 
 
 @torch.no_grad()
@@ -319,39 +357,53 @@ def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
     """Eq. 5 on contiguous ``[B, C, H, W]`` images with ``H, W >= MIN_SIDE``. Returns ``[B, H, W]``."""
     batch, _, height, width = x.shape
     magnitude = x.new_empty(batch, height, width)
-    _program("gradient", x.dtype)([x, magnitude])
+    _program(Program("gradient", x.dtype, channels=x.shape[1]))([x, magnitude])
     _frame(x, magnitude)
     return magnitude
 
 
 @torch.no_grad()
 def stages(
-    x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int,
-    wanted: tuple[str, ...] = STAGES,
+    batch: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int,
+    wanted: tuple[str, ...] = STAGES, out: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The ``wanted`` stages (see :func:`.torch_path.stages`) of contiguous CPU images, ``H, W >= MIN_SIDE``."""
-    _, _, height, width = x.shape
+    """The ``wanted`` stages (see :func:`.torch_path.stages`) of validated CPU images, ``H, W >= MIN_SIDE``.
+
+    ``batch`` is the caller's ``[B, C, H, W]`` (any accepted dtype and layout); ``output`` comes back
+    in its dtype and memory format, written into ``out`` when given (same shape and dtype, not
+    overlapping ``batch`` unless it is ``batch``). The intermediates live in :data:`WORKSPACE`: with
+    ``out`` a call allocates no full-size tensor.
+    """
+    dtype = compute_dtype(batch.dtype)
+    batch_size, channels, height, width = batch.shape
+    x = batch.detach()
+    if x.dtype != dtype or not x.is_contiguous():  # the programs take contiguous images of the compute dtype
+        x = WORKSPACE.buffer("images", tuple(batch.shape), dtype).copy_(batch)
+        if batch.dtype == torch.uint8:
+            x.div_(UINT8_MAX)
     row_starts, col_starts, row_extent, col_extent = window_geometry(height, width, window_size, overlap, x.device)
     # Every program this call runs, built together when missing (one build process, not one each).
     whole_windows = (row_extent, col_extent) == (window_size, window_size)
-    requests = [("gradient", x.dtype, None)] + [("window_test", x.dtype, (window_size, window_size))] * whole_windows
-    requests += [(program, x.dtype, None) for stage, program in _STAGE_PROGRAMS.items() if stage in wanted]
-    programs = dict(zip((name for name, _, _ in requests), _programs(requests), strict=True))
-    magnitude = x.new_empty(x.shape[0], height, width)
+    requests = [Program("gradient", dtype, channels=channels)]
+    requests += [Program("window_test", dtype, (window_size, window_size))] * whole_windows
+    requests += [Program(name, dtype, channels=channels if name in _IMAGE_PROGRAMS else None)
+                 for stage, name in _STAGE_PROGRAMS.items() if stage in wanted]  # fmt: skip
+    programs = dict(zip((program.name for program in requests), _programs(requests), strict=True))
+    magnitude = WORKSPACE.buffer("magnitude", (batch_size, height, width), dtype)
     programs["gradient"]([x, magnitude])
     _frame(x, magnitude)
-    window_inputs = (magnitude, row_starts, col_starts, torch.tensor(threshold, dtype=x.dtype))
+    window_inputs = (magnitude, row_starts, col_starts, torch.tensor(threshold, dtype=dtype))
     if whole_windows:
         passing, means, lowest, highest = programs["window_test"](list(window_inputs))
     else:  # an image smaller than the window: the same graph eagerly (cheap there), not a program per small size
         passing, means, lowest, highest = WindowTestProgram(row_extent, col_extent)(*window_inputs)
     # Collation works on small tables, eagerly: compiled, Inductor's bool loops made it 4x slower.
     row_class, *collation = collation_geometry(height, width, window_size, overlap, x.device)
-    covered_by_row_class = collate_by_row_class(passing, *collation).to(x.dtype)
+    covered_by_row_class = collate_by_row_class(passing, *collation).to(dtype)
     table = [magnitude, lowest, highest, covered_by_row_class, row_class]
     computed: dict[str, torch.Tensor] = {"window_means": means}
     if "output" in wanted:
-        (computed["output"],) = programs["suppress"]([x, *table, torch.tensor(smoothing_factor, dtype=x.dtype)])
+        computed["output"] = _suppress(programs["suppress"], batch, x, table, smoothing_factor, out)
     if "suppression_map" in wanted:
         (computed["suppression_map"],) = programs["suppression_map"](table)
     if "normalised_gradient" in wanted:
@@ -359,3 +411,24 @@ def stages(
     if "window_mask" in wanted:
         computed["window_mask"] = covered_by_row_class[:, row_class] > 0
     return {name: computed[name] for name in wanted}
+
+
+def _suppress(program, batch: torch.Tensor, x: torch.Tensor, table: list, smoothing_factor: float,
+              out: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """Eq. 7 into ``out``, or into a new tensor like ``batch``: straight from the program where the layout
+    and dtype allow, else through a reused float buffer."""
+    factor = torch.tensor(smoothing_factor, dtype=x.dtype)
+    fits = x.dtype == batch.dtype and batch.is_contiguous()  # the program's output has the caller's dtype and layout
+    if out is not None and fits and out.data_ptr() != batch.data_ptr():
+        target = out
+    elif out is None and fits:
+        target = torch.empty_like(x)
+    else:  # a conversion (uint8, half), another layout, or in place: through the workspace
+        target = WORKSPACE.buffer("output", tuple(x.shape), x.dtype)
+    program([x, *table, factor, target])
+    if target is out or out is None and fits:
+        return target
+    out = torch.empty_like(batch) if out is None else out  # the caller's dtype and memory format
+    if out.dtype == torch.uint8:  # rounded half-to-even and clamped in the buffer, as from_unit_float does
+        target.mul_(UINT8_MAX).round_().clamp_(0, UINT8_MAX)
+    return out.copy_(target)

@@ -1,0 +1,67 @@
+"""Buffers a CPU path reuses from call to call in one thread, so that a loop does not fault memory in anew.
+
+A fresh large tensor on CPU is fresh pages: with glibc's default malloc every buffer above 32 MiB
+is a new mapping, and the kernel zero-fills each 4 KiB page on first touch, which on a virtual
+machine costs more than the arithmetic done in it. The compiled path keeps its intermediates (the
+gradient plane, a float copy of uint8 or half images, the output before it is converted back) here
+instead: per thread, keyed by role, shape, dtype and device, least recently used first out when
+the buffers of a thread would exceed :data:`LIMIT_BYTES`. What a call returns is never one of these
+buffers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import torch
+
+# The most a thread keeps between calls: 32 x 3 x 299^2 float32 images need about 80 MiB.
+LIMIT_BYTES = 1 << 30
+
+
+class Workspace:
+    """Per-thread reusable buffers (see the module's text).
+
+    Example:
+        >>> workspace = Workspace(limit_bytes=1 << 20)
+        >>> a = workspace.buffer("plane", (4, 8), torch.float32)
+        >>> a.data_ptr() == workspace.buffer("plane", (4, 8), torch.float32).data_ptr()
+        True
+        >>> workspace.held_bytes()
+        128
+    """
+
+    def __init__(self, limit_bytes: int = LIMIT_BYTES) -> None:
+        self.limit_bytes = limit_bytes
+        self._local = threading.local()
+
+    def _buffers(self) -> OrderedDict:
+        if not hasattr(self._local, "buffers"):
+            self._local.buffers = OrderedDict()
+        return self._local.buffers
+
+    def buffer(self, role: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu"
+               ) -> torch.Tensor:  # fmt: skip
+        """A contiguous tensor for ``role`` with undefined contents, the same memory as the last call's when it fits."""
+        buffers = self._buffers()
+        key = (role, tuple(shape), dtype, torch.device(device))
+        if key in buffers:
+            buffers.move_to_end(key)
+            return buffers[key]
+        tensor = torch.empty(shape, dtype=dtype, device=device)
+        size = tensor.numel() * tensor.element_size()
+        if size > self.limit_bytes:
+            return tensor  # too large to keep: this call's alone
+        buffers[key] = tensor
+        while self.held_bytes() > self.limit_bytes:
+            buffers.popitem(last=False)
+        return tensor
+
+    def held_bytes(self) -> int:
+        """Bytes this thread keeps."""
+        return sum(tensor.numel() * tensor.element_size() for tensor in self._buffers().values())
+
+    def clear(self) -> None:
+        """Let this thread's buffers go."""
+        self._buffers().clear()
