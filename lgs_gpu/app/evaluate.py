@@ -296,7 +296,7 @@ def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patc
 def clean_labels(model: Classifier, images: data.ImageSet, config: EvaluationConfig) -> tuple[torch.Tensor, str]:
     """Ground truth when the data has it, else the model's clean top-1 prediction (and which)."""
     if images.labels is not None:
-        return images.labels, "ground truth"
+        return images.labels, images.label_source or "ground truth"
     predictions, _ = model.predict(images.images.to(config.device), config.batch_size)
     return predictions.cpu(), "the model's clean top-1 prediction (no ground truth for these images)"
 

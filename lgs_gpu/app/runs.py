@@ -58,7 +58,7 @@ class RunInputs:
     model: str = OFFLINE_DEFAULT
     weights: str | None = "default"
     data: str | None = None  # None: the bundled photographs; else an image folder
-    imagenet: bool = False  # with data: ImageNet validation names, labels from imagenet_labels or the package
+    imagenet: bool = False  # with data: ground-truth labels required (read from the layout, or imagenet_labels)
     imagenet_labels: str | None = None
     limit: int | None = None  # first N images
 
@@ -164,13 +164,12 @@ def check_output_folder(folder: str | Path) -> None:
 def load_images(
     folder: str | None, size: int, imagenet: bool = False, imagenet_labels: str | None = None, limit: int | None = None
 ) -> data.ImageSet:
-    """The bundled photographs (``folder`` None), an image folder, or ImageNet validation images."""
+    """The bundled photographs (``folder`` None) or an image folder, with ImageNet labels where its layout gives
+    them (:func:`lgs_gpu.data.image_folder`); ``imagenet`` requires them."""
     if folder is None:
         images = data.bundled(size)
-    elif imagenet:
-        images = data.imagenet_val(folder, size, imagenet_labels, limit)
     else:
-        images = data.image_folder(folder, size, limit)
+        images = data.image_folder(folder, size, limit, labels_file=imagenet_labels, require_labels=imagenet)
     if limit is not None:
         images = images.subset(list(range(min(limit, len(images)))))
     return images
