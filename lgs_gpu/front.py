@@ -121,6 +121,9 @@ def _check_out(out: Any, x: torch.Tensor) -> None:
     if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
         raise ValueError(f"out must have the images' shape, dtype and device {tuple(x.shape)}, {x.dtype}, {x.device}. "
                          f"Got {tuple(out.shape)}, {out.dtype}, {out.device}")  # fmt: skip
+    if any(stride == 0 and size > 1 for size, stride in zip(out.shape, out.stride(), strict=True)):
+        raise ValueError("out has elements that share memory (an expanded tensor): give a tensor whose every element "
+                         "is its own")  # fmt: skip
     if out.requires_grad and torch.is_grad_enabled():
         raise ValueError("out= does not take a tensor that requires grad (LGS writes into it); call lgs(x) instead")
     same = out.data_ptr() == x.data_ptr() and out.stride() == x.stride()
@@ -169,9 +172,9 @@ def lgs(
         window_size: side of the square windows, in pixels.
         overlap: pixels shared by neighbouring windows (``0 <= overlap < window_size``).
         backend: ``"auto"``, ``"triton"``, ``"compiled"``, ``"torch"`` or ``"reference"``.
-        out: where to write the result: a tensor of ``x``'s shape, dtype and device, which is ``x``
-            itself (in place) or shares none of its memory. On the CPU default a call with ``out``
-            allocates no full-size tensor.
+        out: where to write the result: a tensor of ``x``'s shape, dtype and device (any strides,
+            each element its own), which is ``x`` itself (in place) or shares none of its memory. On
+            the CPU default a call with a contiguous ``out`` allocates no full-size image tensor.
     Returns:
         The defended images: same shape, dtype and device as ``x`` (uint8 rounded and clamped);
         ``out`` when given.

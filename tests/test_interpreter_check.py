@@ -21,10 +21,15 @@ def test_the_probe_agrees_with_a_real_launch():
         assert stages(x, 2.3, 0.1, 15, 5, ("output",))["output"].shape == x.shape
         assert backend_info("cpu")["triton"].startswith("interpreted on CPU")
     else:
-        assert "triton-lang/triton#9171" in reason
         with pytest.raises(Exception, match="0-dimensional"):  # what the probe predicted
             stages(x, 2.3, 0.1, 15, 5, ("output",))
-        assert backend_info("cpu")["triton"] == reason
-        with pytest.raises(ValueError, match="triton-lang/triton#9171"):
+        if backend_info("cpu")["triton"] != reason:  # not an assert: its message would quote the reason
+            pytest.fail("backend_info does not give the probe's reason for the Triton path")
+        try:
             lgs(x, backend="triton")
+        except ValueError as error:
+            if reason not in str(error):
+                pytest.fail("the refusal of backend='triton' does not give the probe's reason")
+        else:
+            pytest.fail("backend='triton' ran on a broken interpreter")
     assert backend_info("cpu")["auto"] != "triton"

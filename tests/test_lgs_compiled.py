@@ -186,6 +186,35 @@ def test_out_is_checked(out, error, words):
         lgs(torch.rand(2, 3, 57, 64), out=out)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "every other column of a larger tensor"])
+def test_out_with_other_strides_than_the_images_gets_the_result_and_nothing_else(layout):
+    x = textured_images((2, 3, 40, 48), torch.float32, seed=22)
+    if layout == "channels_last":
+        big = out = torch.empty_like(x, memory_format=torch.channels_last)
+    else:
+        big = torch.full((2, 3, 40, 96), -7.0)
+        out = big[..., ::2]
+    lgs(x, backend="compiled", out=out)
+    assert torch.equal(out, lgs(x, backend="compiled"))
+    if layout != "channels_last":
+        assert (big[..., 1::2] == -7).all()  # nothing written outside the view
+
+
+def test_an_expanded_out_is_refused():
+    with pytest.raises(ValueError, match="elements that share memory"):
+        lgs(torch.rand(8, 3, 40, 48), out=torch.zeros(1, 3, 40, 48).expand(8, 3, 40, 48))
+
+
+def test_a_first_call_under_inference_mode_leaves_later_calls_working():
+    from lgs_gpu.paths import compiled_path
+
+    compiled_path.WORKSPACE.clear()  # the buffers are made by the call below
+    x = textured_images((2, 3, 41, 47), torch.uint8, seed=23)
+    with torch.inference_mode():
+        first = lgs(x, backend="compiled")
+    assert torch.equal(lgs(x, backend="compiled"), first)
+
+
 def test_out_overlapping_the_images_without_being_them_is_refused():
     buffer = torch.rand(3, 3, 57, 64)
     with pytest.raises(ValueError, match="shares memory with the images"):

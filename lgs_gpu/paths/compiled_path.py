@@ -275,8 +275,10 @@ def build_in_child(requests: list[list]) -> None:
     package_root = str(Path(__file__).resolve().parents[2])  # runs from a checkout that is not installed too
     search_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     try:
+        # cwd: the folder holding this package, which `python -m` puts first on sys.path (another checkout in the
+        # caller's folder must not build programs under this version's fingerprint).
         result = subprocess.run(
-            [*child_command(), json.dumps(requests)], env={**os.environ, "PYTHONPATH": search_path},
+            [*child_command(), json.dumps(requests)], env={**os.environ, "PYTHONPATH": search_path}, cwd=package_root,
             capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
@@ -370,9 +372,9 @@ def stages(
     """The ``wanted`` stages (see :func:`.torch_path.stages`) of validated CPU images, ``H, W >= MIN_SIDE``.
 
     ``batch`` is the caller's ``[B, C, H, W]`` (any accepted dtype and layout); ``output`` comes back
-    in its dtype and memory format, written into ``out`` when given (same shape and dtype, not
-    overlapping ``batch`` unless it is ``batch``). The intermediates live in :data:`WORKSPACE`: with
-    ``out`` a call allocates no full-size tensor.
+    in its dtype and memory format, written into ``out`` when given (same shape and dtype, any
+    strides, not overlapping ``batch`` unless it is ``batch``). The intermediates live in
+    :data:`WORKSPACE`: with a contiguous ``out`` a call allocates no full-size image tensor.
     """
     dtype = compute_dtype(batch.dtype)
     batch_size, channels, height, width = batch.shape
@@ -419,7 +421,7 @@ def _suppress(program, batch: torch.Tensor, x: torch.Tensor, table: list, smooth
     and dtype allow, else through a reused float buffer."""
     factor = torch.tensor(smoothing_factor, dtype=x.dtype)
     fits = x.dtype == batch.dtype and batch.is_contiguous()  # the program's output has the caller's dtype and layout
-    if out is not None and fits and out.data_ptr() != batch.data_ptr():
+    if out is not None and fits and out.is_contiguous() and out.data_ptr() != batch.data_ptr():
         target = out
     elif out is None and fits:
         target = torch.empty_like(x)

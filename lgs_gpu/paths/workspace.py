@@ -4,9 +4,10 @@ A fresh large tensor on CPU is fresh pages: with glibc's default malloc every bu
 is a new mapping, and the kernel zero-fills each 4 KiB page on first touch, which on a virtual
 machine costs more than the arithmetic done in it. The compiled path keeps its intermediates (the
 gradient plane, a float copy of uint8 or half images, the output before it is converted back) here
-instead: per thread, keyed by role, shape, dtype and device, least recently used first out when
-the buffers of a thread would exceed :data:`LIMIT_BYTES`. What a call returns is never one of these
-buffers.
+instead: per thread, one flat buffer per role, dtype and device that grows to the largest call
+and is viewed to each call's shape (images of many sizes share it), the least recently used
+dropped first when a thread's buffers would exceed :data:`LIMIT_BYTES`. What a call returns is
+never one of these buffers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Workspace:
     Example:
         >>> workspace = Workspace(limit_bytes=1 << 20)
         >>> a = workspace.buffer("plane", (4, 8), torch.float32)
-        >>> a.data_ptr() == workspace.buffer("plane", (4, 8), torch.float32).data_ptr()
+        >>> a.data_ptr() == workspace.buffer("plane", (2, 8), torch.float32).data_ptr()  # a smaller call: same memory
         True
         >>> workspace.held_bytes()
         128
@@ -43,20 +44,26 @@ class Workspace:
 
     def buffer(self, role: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu"
                ) -> torch.Tensor:  # fmt: skip
-        """A contiguous tensor for ``role`` with undefined contents, the same memory as the last call's when it fits."""
+        """A contiguous tensor of ``shape`` for ``role`` with undefined contents, in the memory of earlier calls'
+        when it fits."""
         buffers = self._buffers()
-        key = (role, tuple(shape), dtype, torch.device(device))
-        if key in buffers:
-            buffers.move_to_end(key)
-            return buffers[key]
-        tensor = torch.empty(shape, dtype=dtype, device=device)
-        size = tensor.numel() * tensor.element_size()
-        if size > self.limit_bytes:
-            return tensor  # too large to keep: this call's alone
-        buffers[key] = tensor
-        while self.held_bytes() > self.limit_bytes:
-            buffers.popitem(last=False)
-        return tensor
+        key = (role, dtype, torch.device(device))
+        numel = 1
+        for size in shape:
+            numel *= size
+        flat = buffers.get(key)
+        if flat is None or flat.numel() < numel:
+            buffers.pop(key, None)
+            # Made outside inference mode: a buffer made inside it could not be written by a later call outside.
+            with torch.inference_mode(False):
+                flat = torch.empty(numel, dtype=dtype, device=device)
+            if numel * flat.element_size() > self.limit_bytes:
+                return flat.view(shape)  # too large to keep: this call's alone
+            buffers[key] = flat
+            while self.held_bytes() > self.limit_bytes:
+                buffers.popitem(last=False)
+        buffers.move_to_end(key)
+        return flat[:numel].view(shape)
 
     def held_bytes(self) -> int:
         """Bytes this thread keeps."""
