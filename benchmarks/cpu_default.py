@@ -3,7 +3,7 @@
 For each thread count, a fresh process with glibc's default allocator (the library never changes
 it) times, in one run, medians of ``--repeats`` calls of: ``y.copy_(x)`` into a preallocated ``y``
 (the roof: every byte read and written once), ``lgs(x)`` (which allocates its output) and
-``lgs(x, out=y)`` (which allocates no full-size tensor: its intermediates are reused), with the
+``lgs(x, out=y)`` (which allocates no full-size image tensor: its intermediates are reused), with the
 minor page faults per call. The program cache must be warm (``lgs-gpu warmup``).
 
 Usage: ``python benchmarks/cpu_default.py [--batch 32] [--size 299] [--threads 1,2] [--repeats 15]``;
