@@ -44,7 +44,7 @@ def test_the_dry_run_imports_every_step_from_a_checkout_that_is_not_installed(tm
         import runpy, sys
         sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", str(f)).lower()
                             and "editable" not in repr(f).lower()]
-        sys.path[:] = [p for p in sys.path if not p.startswith({str(ROOT)!r})]
+        sys.path[:] = [p for p in sys.path if p != {str(ROOT)!r} and not p.startswith({str(ROOT) + os.sep!r})]
         try:
             import lgs_gpu
             raise SystemExit("lgs_gpu is still importable before gpu_check runs: " + lgs_gpu.__file__)

