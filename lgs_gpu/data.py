@@ -7,11 +7,18 @@ flower (``load_sample_images``) and matplotlib's grace_hopper. Every loader retu
 then centre-cropped). Files are read by :func:`lgs_gpu.imageio.read_image`; unreadable or
 corrupt files are skipped and reported in ``ImageSet.skipped``, never fatal (an image past
 Pillow's decompression-bomb limit is skipped like a corrupt one).
+
+For data sets larger than memory, :func:`image_files` lists a folder without decoding it
+(:class:`ImageFiles`), and :meth:`ImageFiles.batches` decodes the batches asked for in worker
+processes, a few batches ahead: what a run holds does not grow with the number of images. Both
+kinds of set cut their images into the same fixed batches (batch ``b`` holds positions
+``b * batch_size`` onwards), so a run's records and caches are the same whichever it reads.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +27,7 @@ import PIL.Image
 import torch
 
 from ._extras import optional_import
-from .imageio import IMAGE_SUFFIXES, decode_image_file
+from .imageio import IMAGE_SUFFIXES, UnreadableImage, decode_image_file, probe_image_file
 
 SKIMAGE_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
 SKLEARN_PHOTOGRAPHS = ("china", "flower")  # sklearn.datasets.load_sample_images, by file stem
@@ -58,6 +65,35 @@ class ImageSet:
             list(self.notes),
             self.label_source,
         )
+
+
+    def batches(self, batch_size: int, indices: Iterable[int] | None = None, workers: int = 0) -> Iterator[Batch]:
+        """The batches ``indices`` (all by default) of ``batch_size`` images, in order (``workers``: unused, in memory)."""
+        labels = self.labels
+        for index in range(batch_count(len(self), batch_size)) if indices is None else indices:
+            part = slice(index * batch_size, (index + 1) * batch_size)
+            yield Batch(index, self.images[part], self.names[part], None if labels is None else labels[part])
+
+
+def batch_count(count: int, batch_size: int) -> int:
+    """How many batches of ``batch_size`` cut ``count`` images (the last may be smaller)."""
+    return -(-count // batch_size)
+
+
+@dataclass
+class Batch:
+    """One batch of a run's fixed cut: batch ``index`` holds the images at positions ``index * batch_size`` onwards.
+
+    ``images`` ``[n, 3, size, size]`` uint8 has fewer than ``batch_size`` images in the last batch,
+    and where files failed to decode (``skipped``: (file, why)); ``notes``: what the reader did.
+    """
+
+    index: int
+    images: torch.Tensor
+    names: list[str]
+    labels: torch.Tensor | None = None  # [n] int64 ImageNet-1k indices, or None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _bundled_array(name: str) -> np.ndarray:
@@ -183,24 +219,10 @@ def label_of(path: Path, root: Path, table: dict[str, int] | None = None) -> tup
     return None, None
 
 
-def image_folder(
-    folder: str | Path, size: int, limit: int | None = None, labels_file: str | Path | None = None,
-    require_labels: bool = False,
-) -> ImageSet:
-    """Every image under ``folder`` (recursive, sorted by path), with ImageNet labels where the layout gives them.
-
-    Labels come from any of :data:`LABEL_LAYOUTS` per file, no flag needed. When some files have
-    a label, those without one are skipped and reported; when none has, the set is unlabelled
-    (``labels`` None), or, with ``require_labels`` (or a ``labels_file``), a ``ValueError`` lists
-    the accepted layouts. ``limit``: the first ``limit`` usable images (files skipped as unreadable
-    or unlabelled do not count).
-
-    Example:
-        >>> images = image_folder("../shared/data/imagenet-sample", 224, limit=2)  # doctest: +SKIP
-        >>> images.labels.tolist(), images.label_source  # doctest: +SKIP
-        ([0, 2], 'ground truth: synset-prefixed file names (2)')
-    """
-    folder = Path(folder)
+def _listing(folder: Path, labels_file: str | Path | None, require_labels: bool) -> tuple[
+        list[Path], dict[Path, tuple[int | None, str | None]], list[tuple[str, str]]]:  # fmt: skip
+    """The files to read under ``folder`` (the labelled ones when any file has a label), each file's
+    (label, layout), and the unlabelled files skipped; ``ValueError`` when labels are required and none is found."""
     paths = _image_paths(folder)
     table = _read_labels_file(Path(labels_file)) if labels_file is not None else None
     found = {path: label_of(path, folder, table) for path in paths}
@@ -212,18 +234,153 @@ def image_folder(
     # Labels come from paths: unlabelled files are skipped before any is read, and never count to limit.
     skipped = [(str(path), "no ImageNet label: its folder and name fit none of the label layouts")
                for path in paths if found[path][0] is None] if labelled else []  # fmt: skip
-    images, loaded, unreadable, notes = _load_files(labelled or paths, size, folder, limit)
-    if not images:
-        raise ValueError(f"none of the {len(labelled or paths)} image files under {folder} could be read: "
-                         f"{unreadable[0][1]}")  # fmt: skip
-    names = [str(path.relative_to(folder)) for path in loaded]
-    if not labelled:
-        return ImageSet(torch.stack(images), names, None, skipped + unreadable, notes)
-    layouts = [found[path][1] for path in loaded]
+    return labelled or paths, found, skipped
+
+
+def _labels(paths: list[Path], found: dict) -> tuple[torch.Tensor | None, str | None]:
+    """The labels of ``paths`` and where they came from (``None, None`` for an unlabelled set)."""
+    if not paths or found[paths[0]][0] is None:
+        return None, None
+    layouts = [found[path][1] for path in paths]
     source = "ground truth: " + ", ".join(f"{LABEL_LAYOUTS[name].split(' (')[0]} ({layouts.count(name)})"
                                           for name in LABEL_LAYOUTS if name in layouts)  # fmt: skip
-    labels = torch.tensor([found[path][0] for path in loaded], dtype=torch.long)
+    return torch.tensor([found[path][0] for path in paths], dtype=torch.long), source
+
+
+def image_folder(
+    folder: str | Path, size: int, limit: int | None = None, labels_file: str | Path | None = None,
+    require_labels: bool = False,
+) -> ImageSet:
+    """Every image under ``folder`` (recursive, sorted by path), decoded, with ImageNet labels where the layout gives them.
+
+    Labels come from any of :data:`LABEL_LAYOUTS` per file, no flag needed. When some files have
+    a label, those without one are skipped and reported; when none has, the set is unlabelled
+    (``labels`` None), or, with ``require_labels`` (or a ``labels_file``), a ``ValueError`` lists
+    the accepted layouts. ``limit``: the first ``limit`` usable images (files skipped as unreadable
+    or unlabelled do not count). Holds every image in memory: :func:`image_files` reads large sets.
+
+    Example:
+        >>> images = image_folder("../shared/data/imagenet-sample", 224, limit=2)  # doctest: +SKIP
+        >>> images.labels.tolist(), images.label_source  # doctest: +SKIP
+        ([0, 2], 'ground truth: synset-prefixed file names (2)')
+    """
+    folder = Path(folder)
+    candidates, found, skipped = _listing(folder, labels_file, require_labels)
+    images, loaded, unreadable, notes = _load_files(candidates, size, folder, limit)
+    if not images:
+        raise ValueError(f"none of the {len(candidates)} image files under {folder} could be read: "
+                         f"{unreadable[0][1]}")  # fmt: skip
+    labels, source = _labels(loaded, found)
+    names = [str(path.relative_to(folder)) for path in loaded]
     return ImageSet(torch.stack(images), names, labels, skipped + unreadable, notes, source)
+
+
+@dataclass
+class ImageFiles:
+    """Image files listed and labelled but not decoded: :meth:`batches` decodes the batches a run asks for.
+
+    ``skipped`` holds the files left out when listing (unlabelled beside labelled ones, a header
+    that cannot be read); files that fail later, in their pixel data, are reported by their
+    :class:`Batch`. Made by :func:`image_files`.
+    """
+
+    root: Path
+    paths: list[Path]
+    size: int
+    labels: torch.Tensor | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    label_source: str | None = None
+    notes: list[tuple[str, str]] = field(default_factory=list)  # the reader's notes come with each Batch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def names(self) -> list[str]:
+        return [str(path.relative_to(self.root)) for path in self.paths]
+
+    def batches(self, batch_size: int, indices: Iterable[int] | None = None, workers: int = 0) -> Iterator[Batch]:
+        """The batches ``indices`` (all by default), in order, each decoded, resized and cropped by one of
+        ``workers`` processes (0: this one), at most two batches per worker ahead of the caller.
+
+        Example:
+            >>> files = image_files("../shared/data/imagenet-sample", 224, limit=20)  # doctest: +SKIP
+            >>> [batch.images.shape[0] for batch in files.batches(8, workers=2)]  # doctest: +SKIP
+            [8, 8, 4]
+        """
+        from torch.utils.data import DataLoader
+
+        wanted = list(range(batch_count(len(self), batch_size)) if indices is None else indices)
+        loader = DataLoader(_BatchDecoder(self, batch_size, wanted), batch_size=None, shuffle=False,
+                            num_workers=workers, prefetch_factor=2 if workers else None)  # fmt: skip
+        yield from loader
+
+    def load(self) -> ImageSet:
+        """Every image decoded into one :class:`ImageSet` (in memory)."""
+        parts = list(self.batches(max(len(self), 1)))
+        images = torch.cat([part.images for part in parts])
+        names = [name for part in parts for name in part.names]
+        kept = set(names)
+        index = [i for i, name in enumerate(self.names) if name in kept]
+        labels = None if self.labels is None else self.labels[index]
+        return ImageSet(images, names, labels, self.skipped + [item for part in parts for item in part.skipped],
+                        [item for part in parts for item in part.notes], self.label_source)  # fmt: skip
+
+
+class _BatchDecoder:
+    """Batch positions -> decoded :class:`Batch` (a map-style dataset for DataLoader workers)."""
+
+    def __init__(self, files: ImageFiles, batch_size: int, indices: list[int]) -> None:
+        self.files, self.batch_size, self.indices = files, batch_size, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> Batch:
+        index = self.indices[position]
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        paths = self.files.paths[part]
+        images, loaded, skipped, notes = _load_files(paths, self.files.size, self.files.root)
+        read = set(loaded)
+        kept = [i for i, path in enumerate(paths) if path in read]
+        labels = None if self.files.labels is None else self.files.labels[part][kept]
+        pixels = torch.stack(images) if images else torch.empty(0, 3, self.files.size, self.files.size, dtype=torch.uint8)
+        names = [str(path.relative_to(self.files.root)) for path in loaded]
+        return Batch(index, pixels, names, labels, skipped, notes)
+
+
+def image_files(
+    folder: str | Path, size: int, limit: int | None = None, labels_file: str | Path | None = None,
+    require_labels: bool = False,
+) -> ImageFiles:
+    """The images under ``folder`` as :func:`image_folder` finds and labels them, without decoding them.
+
+    Each file's header is read (:func:`lgs_gpu.imageio.probe_image_file`) and files that fail it
+    are skipped with the reason; ``limit``: the first ``limit`` files that pass. A file whose
+    pixel data turns out corrupt is left out of its batch when decoded, and reported there.
+
+    Example:
+        >>> files = image_files("../shared/data/imagenet-sample", 224)  # doctest: +SKIP
+        >>> len(files), files.label_source  # doctest: +SKIP
+        (500, 'ground truth: synset-prefixed file names (500)')
+    """
+    folder = Path(folder)
+    candidates, found, skipped = _listing(folder, labels_file, require_labels)
+    kept, unreadable = [], []
+    for path in candidates:
+        if limit is not None and len(kept) >= limit:
+            break
+        try:
+            probe_image_file(path)
+        except UnreadableImage as error:
+            unreadable.append((str(path), str(error)))
+            continue
+        kept.append(path)
+    if not kept:
+        raise ValueError(f"none of the {len(candidates)} image files under {folder} could be read: "
+                         f"{unreadable[0][1]}")  # fmt: skip
+    labels, source = _labels(kept, found)
+    return ImageFiles(folder, kept, size, labels, skipped + unreadable, source)
 
 
 def _read_labels_file(path: Path) -> dict[str, int]:

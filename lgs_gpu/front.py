@@ -29,6 +29,7 @@ from .parameters import (
     DEFAULT_THRESHOLD,
     DEFAULT_WINDOW_SIZE,
     STAGES,
+    model_preset,
 )
 from .paths import compiled_path, torch_path
 from .paths.triton_path import triton_usable
@@ -389,6 +390,17 @@ class LocalGradientsSmoothing(ImageDefense):
         self.window_size = window_size
         self.overlap = overlap
         self.backend = backend
+
+    @classmethod
+    def for_model(cls, model: str, **overrides: Any) -> LocalGradientsSmoothing:
+        """LGS with the setting calibrated for ``model`` (:func:`lgs_gpu.parameters.model_preset`), any
+        argument overridden by keyword. The same as the defense spec ``lgs@<model>``.
+
+        Example:
+            >>> LocalGradientsSmoothing.for_model("efficientnet_lite0", backend="torch").backend
+            'torch'
+        """
+        return cls(**{**model_preset(model), **overrides})
 
     @property
     def spec(self) -> str:

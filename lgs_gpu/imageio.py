@@ -9,10 +9,12 @@ header's size against the same pixel limit before :func:`decode_jpegs` decodes a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -210,6 +212,45 @@ def _open(path: str | Path) -> tuple[BinaryIO, bytes]:
     return stream, head
 
 
+@contextlib.contextmanager
+def _opened(path: str | Path) -> Iterator[tuple[PIL.Image.Image, bytes]]:
+    """The file opened by Pillow (its header parsed, nothing decoded, checked against :func:`pixel_limit`)
+    and its first bytes; what goes wrong inside, there or in the caller's decoding, becomes an
+    :class:`UnreadableImage` with the plain reason."""
+    stream, head = _open(path)
+    kind = file_format(head)
+    try:
+        with stream, warnings.catch_warnings():
+            # Past the limit Pillow warns (2x: raises) at open; the check below refuses it, naming its size.
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(stream) as image:
+                check_pixel_limit(path, image.height, image.width)  # before anything is decoded
+                yield image, head
+    except UnreadableImage:
+        raise
+    except PIL.Image.DecompressionBombError as error:
+        raise UnreadableImage(path, plain_reason(error, head)) from error
+    except PIL.UnidentifiedImageError as error:  # a known signature that Pillow cannot parse
+        reason = _UNPARSED.get(kind, f"truncated or incomplete {kind}")
+        raise UnreadableImage(path, reason) from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise UnreadableImage(path, plain_reason(error, head)) from error
+
+
+def probe_image_file(path: str | Path) -> tuple[int, int]:
+    """An image file's ``(height, width)`` from its header, refusing (:class:`UnreadableImage`) what
+    :func:`decode_image_file` would refuse before decoding: unreadable, empty, not an image, an
+    unparsable header, past :func:`pixel_limit`. A file cut short in its pixel data passes here
+    and is refused when decoded.
+
+    Example:
+        >>> probe_image_file("photo.jpg")  # doctest: +SKIP
+        (375, 500)
+    """
+    with _opened(path) as (image, _):
+        return image.height, image.width
+
+
 def decode_image_file(path: str | Path) -> tuple[torch.Tensor, list[str]]:
     """Decode an image file into ``[3, H, W]`` uint8 RGB, and notes on what was done to it.
 
@@ -222,29 +263,13 @@ def decode_image_file(path: str | Path) -> tuple[torch.Tensor, list[str]]:
         >>> notes  # doctest: +SKIP
         ['16-bit samples scaled to 8 bits (the top 8 bits of each)']
     """
-    stream, head = _open(path)
-    kind = file_format(head)
-    try:
-        with stream, warnings.catch_warnings():
-            # Past the limit Pillow warns (2x: raises) at open; the check below refuses it, naming its size.
-            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
-            with PIL.Image.open(stream) as image:
-                check_pixel_limit(path, image.height, image.width)  # before anything is decoded
-                frames = getattr(image, "n_frames", 1)
-                image.load()
-                rgb, notes = _to_rgb8(path, _upright(image), head)
-    except UnreadableImage:
-        raise
-    except PIL.Image.DecompressionBombError as error:
-        raise UnreadableImage(path, plain_reason(error, head)) from error
-    except PIL.UnidentifiedImageError as error:  # a known signature that Pillow cannot parse
-        reason = _UNPARSED.get(kind, f"truncated or incomplete {kind}")
-        raise UnreadableImage(path, reason) from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise UnreadableImage(path, plain_reason(error, head)) from error
+    with _opened(path) as (image, head):
+        frames = getattr(image, "n_frames", 1)
+        image.load()
+        rgb, notes = _to_rgb8(path, _upright(image), head)
     if min(rgb.shape[:2]) == 0:
         raise UnreadableImage(path, "empty image (0 pixels)")
-    if frames > 1 and kind != "JPEG":  # a JPEG's extra "frames" are MPF gain or depth maps, not pictures
+    if frames > 1 and file_format(head) != "JPEG":  # a JPEG's extra "frames" are MPF gain or depth maps, not pictures
         notes.insert(0, f"{frames} frames (an animated or multi-page file): only the first is used")
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), notes
 

@@ -138,6 +138,15 @@ def test_bench_smoke_writes_every_row_and_file(tmp_path, capsys):
     assert "comma-separated integers" in capsys.readouterr().err
 
 
+def test_defend_with_a_model_preset(tmp_path, image_folder, photo_batch):
+    from lgs_gpu import LocalGradientsSmoothing
+
+    out = tmp_path / "out"
+    assert main(["defend", str(image_folder), "-o", str(out), "--defense", "lgs@efficientnet_lite0,backend=torch"]) == 0
+    preset = LocalGradientsSmoothing.for_model("efficientnet_lite0", backend="torch")
+    assert torch.equal(decode_image(str(out / "photos" / "a.png")), preset(photo_batch[0]))
+
+
 @pytest.mark.parametrize("spec", ["lgs:1.9,backend=torch", "lgs:1.9,backend=torch+median:3"])
 def test_defend_save_map_computes_the_gradient_once_per_image(monkeypatch, tmp_path, image_folder, spec):
     from lgs_gpu.paths import torch_path

@@ -210,3 +210,47 @@ def test_every_spec_rebuilds_exactly_the_same_parameters(defense):
     rebuilt = defenses.get(spec)
     assert rebuilt.spec == spec
     same_parameters(rebuilt, defense)
+
+
+def test_a_model_preset_by_spec_and_in_python():
+    from lgs_gpu import LocalGradientsSmoothing
+    from lgs_gpu.parameters import MODEL_PRESETS, model_preset
+
+    preset = model_preset("efficientnet_lite0")
+    assert preset == MODEL_PRESETS["efficientnet_lite0"] and preset is not MODEL_PRESETS["efficientnet_lite0"]
+    from_spec = defenses.get("lgs@efficientnet_lite0")
+    from_python = LocalGradientsSmoothing.for_model("efficientnet_lite0")
+    settings = ("smoothing_factor", "threshold", "window_size", "overlap")
+    assert {name: getattr(from_spec, name) for name in settings} == preset
+    assert {name: getattr(from_python, name) for name in settings} == preset
+    rebuilt = defenses.get(from_spec.spec)  # the spec a module reports names its parameters, not the preset
+    assert {name: getattr(rebuilt, name) for name in settings} == preset
+    # what the spec gives overrides the preset, everywhere a spec goes
+    assert defenses.get("lgs@EfficientNet_Lite0:1.5,backend=torch").smoothing_factor == 1.5
+    assert defenses.get("lgs@efficientnet_lite0,threshold=0.05").threshold == 0.05
+    assert LocalGradientsSmoothing.for_model("efficientnet_lite0", window_size=9).window_size == 9
+    assert defenses.get("lgs@efficientnet_lite0+median:3").lgs.threshold == preset["threshold"]
+    assert defenses.get("median:3|lgs@efficientnet_lite0").defenses[1].threshold == preset["threshold"]
+    # lgs() and the plain spec keep the paper's defaults
+    assert defenses.get("lgs").threshold == 0.1 and LocalGradientsSmoothing().smoothing_factor == 2.3
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("lgs@resnet18", "no LGS preset for model 'resnet18'; presets exist for: efficientnet_lite0"),
+    ("jpeg@efficientnet_lite0", "only lgs has model presets"),
+    ("lgs@", "'@' names a model"),
+])  # fmt: skip
+def test_a_preset_that_does_not_exist_is_refused_with_what_does(spec, message):
+    with pytest.raises(ValueError, match=message):
+        defenses.get(spec)
+
+
+def test_the_preset_goes_where_specs_go():
+    from lgs_gpu import certify
+    from lgs_gpu.app.evaluate import _check_spec
+    from lgs_gpu.parameters import lgs_spec_for
+
+    _check_spec("lgs@efficientnet_lite0")
+    _check_spec("pc:2%@lgs@efficientnet_lite0")  # PatchCleanser with the preset before the model
+    assert certify.parse_spec("pc:2%@lgs@efficientnet_lite0")["defense"] == "lgs@efficientnet_lite0"
+    assert lgs_spec_for("efficientnet_lite0") == "lgs@efficientnet_lite0" and lgs_spec_for("resnet18") == "lgs"

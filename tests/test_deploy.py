@@ -294,6 +294,24 @@ def test_export_refuses_a_package_that_disagrees_and_writes_nothing(tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_puts_the_models_calibrated_preset_in_front_by_default(tmp_path):
+    from lgs_gpu.app.export import export_defended
+
+    net = tiny_classifier().network
+    classifier = Classifier(net, "efficientnet_lite0", 32, [0.5] * 3, [0.5] * 3, "random").eval()
+    summary = export_defended(tmp_path / "defended.pt2", classifier)
+    assert summary.defense == "lgs@efficientnet_lite0"
+    generator = torch.Generator().manual_seed(3)
+    images = 0.5 + 0.1 * torch.rand(4, 3, 32, 32, generator=generator)  # mild texture: window means between the γs
+    images[..., 20:28, 20:28] = torch.rand(4, 3, 8, 8, generator=generator)  # and a patch of full-range noise
+    packaged = torch._inductor.aoti_load_package(str(summary.path))(images)
+    with torch.no_grad():
+        preset = nn.Sequential(LocalGradientsSmoothing.for_model("efficientnet_lite0"), classifier)(images)
+        paper = nn.Sequential(LocalGradientsSmoothing(), classifier)(images)
+    assert (packaged - preset).abs().max() < 1e-5 < (packaged - paper).abs().max()
+    assert export_defended(tmp_path / "tiny.pt2", tiny_classifier()).defense == "lgs"  # no preset: the paper's
+
+
 @pytest.mark.parametrize("output, match", [("defended.onnx", "must end in .pt2"), ("missing/defended.pt2", "does not exist")])
 def test_export_refuses_bad_paths(tmp_path, output, match):
     from lgs_gpu.app.export import export_defended
@@ -308,6 +326,7 @@ def test_the_export_command_packages_the_offline_model(tmp_path):
                               text=True, timeout=900, cwd=tmp_path)  # fmt: skip
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "aoti_load_package" in finished.stdout and (tmp_path / "defended.pt2").is_file()
+    assert "lgs@efficientnet_lite0 + efficientnet_lite0" in finished.stdout
 
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import defenses
+from .. import data, defenses
 from .._files import atomic_write_bytes
 from .._transform import spec_number
 from ..front import lgs_sweep
@@ -187,30 +187,38 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
         runs.check_conditions(config.output_dir, evaluate.conditions(evaluation), rank=0)
         model = load_model(config.model, config.weights, config.device)
         images = evaluate.load_images(evaluation, model.input_size)
-        labels, label_source = evaluate.clean_labels(model, images, evaluation)
-        labels = labels.to(config.device)
         attack = evaluate.plan(evaluation)[1]  # the LaVAN unit, exactly as evaluate names and caches it
-        batches = [slice(start, start + config.batch_size) for start in range(0, len(images), config.batch_size)]
-        clean = [images.images[part].to(config.device) for part in batches]
-        adversarial = [
-            evaluate.adversarial_batch(evaluation, attack, model, images, labels, index, part)[0]
-            for index, part in enumerate(tqdm(batches, desc=f"LaVAN {attack.key} (cached)", disable=not progress))
-        ]  # fmt: skip
-        bare = {
-            "clean": _rate(*_correct(model, clean, labels, batches, config.batch_size)),
-            "robust": _rate(*_correct(model, adversarial, labels, batches, config.batch_size)),
-        }
-        settings, timing = _sweep(config, model, clean, adversarial, labels, batches, progress)
+        bare_counts, counts, timing = [0, 0], {}, {"defense_seconds": 0.0, "model_seconds": 0.0}
+        names, skipped, notes = [], list(images.skipped), list(images.notes)
+        batches = images.batches(config.batch_size, None, config.decode_workers())
+        for batch in tqdm(batches, total=data.batch_count(len(images), config.batch_size),
+                          desc=f"LaVAN {attack.key} (cached) and sweep", disable=not progress):  # fmt: skip
+            names += batch.names
+            skipped += batch.skipped
+            notes += batch.notes
+            if not batch.names:
+                continue
+            labels = runs.batch_labels(model, batch, config.device, config.batch_size).to(config.device)
+            identity = runs.batch_identity(batch, labels)
+            clean = batch.images.to(config.device)
+            adversarial = evaluate.adversarial_batch(evaluation, attack, model, batch, labels, identity)[0]
+            for position, part in enumerate((clean, adversarial)):
+                bare_counts[position] += int((model.predict(part, config.batch_size)[0] == labels).sum())
+            _sweep_batch(config, model, clean, adversarial, labels, counts, timing)
+        total = len(names)
+        bare = {"clean": _rate(bare_counts[0], total), "robust": _rate(bare_counts[1], total)}
+        settings = _settings(counts, total)
+        timing = {key: round(value, 3) for key, value in timing.items()} | {"settings": len(settings)}
         for setting in settings:
             setting["clean_cost_points"] = round(100 * (bare["clean"]["accuracy"] - setting["clean_accuracy"]), 4)
         recommended = recommend(settings, bare["clean"]["accuracy"], config.budget)
-        adaptive = _adaptive(evaluation, model, images, labels, batches, recommended) if recommended and config.adaptive else None
+        adaptive = _adaptive(evaluation, model, images, recommended, progress) if recommended and config.adaptive else None
         result = {
             "config": asdict(config),
             "conditions": evaluate.conditions(evaluation),
             "model": {"name": model.name, "input_size": model.input_size, "weights": model.weights},
-            "images": {"count": len(images), "names": images.names, "skipped": images.skipped, "notes": images.notes},
-            "label_source": label_source,
+            "images": {"count": total, "names": names, "skipped": skipped, "notes": notes},
+            "label_source": runs.label_source(images),
             "attack": {"unit": attack.key, "iterations": config.iterations, "view": "bare model (non-adaptive)"},
             "bare": bare,
             "settings": settings,
@@ -226,35 +234,27 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
         torch.set_num_threads(threads)
 
 
-def _correct(model, batches_of_images, labels, batches, batch_size) -> tuple[int, int]:
-    correct = sum(int((model.predict(part, batch_size)[0] == labels[index]).sum()) for part, index in zip(batches_of_images, batches, strict=True))
-    return correct, len(labels)
-
-
-def _sweep(config, model, clean, adversarial, labels, batches, progress) -> tuple[list[dict], dict]:
-    """Clean and robust accuracy of every grid setting: one :func:`lgs_sweep` per window size and batch."""
-    counts: dict[tuple, list[int]] = {}
-    defense_seconds = model_seconds = 0.0
-    work = tqdm(total=len(config.window_sizes) * len(batches), desc="sweep", unit="batch", disable=not progress)
+def _sweep_batch(config, model, clean, adversarial, labels, counts: dict, timing: dict) -> None:
+    """Add one batch's clean and robust hits of every grid setting to ``counts``: one :func:`lgs_sweep` per window size."""
+    both = torch.cat([clean, adversarial])  # one gradient for the clean and attacked images
+    truth = labels.repeat(2)
     for window_size in config.window_sizes:
-        for clean_part, adversarial_part, index in zip(clean, adversarial, batches, strict=True):
-            both = torch.cat([clean_part, adversarial_part])  # one gradient for the clean and attacked images
-            truth = labels[index].repeat(2)
+        started = time.perf_counter()
+        for smoothing_factor, threshold, defended in lgs_sweep(
+            both, config.smoothing_factors, config.thresholds, window_size, overlap_for(window_size)
+        ):
+            defended_at = time.perf_counter()
+            timing["defense_seconds"] += defended_at - started
+            hits = model.predict(defended, config.batch_size)[0] == truth
+            count = counts.setdefault((smoothing_factor, threshold, window_size), [0, 0])
+            count[0] += int(hits[: len(clean)].sum())
+            count[1] += int(hits[len(clean) :].sum())
             started = time.perf_counter()
-            for smoothing_factor, threshold, defended in lgs_sweep(
-                both, config.smoothing_factors, config.thresholds, window_size, overlap_for(window_size)
-            ):
-                defended_at = time.perf_counter()
-                defense_seconds += defended_at - started
-                hits = model.predict(defended, config.batch_size)[0] == truth
-                count = counts.setdefault((smoothing_factor, threshold, window_size), [0, 0])
-                count[0] += int(hits[: len(clean_part)].sum())
-                count[1] += int(hits[len(clean_part) :].sum())
-                started = time.perf_counter()
-                model_seconds += started - defended_at
-            work.update()
-    work.close()
-    total = len(labels)
+            timing["model_seconds"] += started - defended_at
+
+
+def _settings(counts: dict, total: int) -> list[dict]:
+    """Every grid setting's clean and robust accuracy from its hits over ``total`` images, in grid order."""
     settings = []
     for (smoothing_factor, threshold, window_size), (clean_correct, robust_correct) in counts.items():
         clean_rate, robust_rate = _rate(clean_correct, total), _rate(robust_correct, total)
@@ -265,25 +265,31 @@ def _sweep(config, model, clean, adversarial, labels, batches, progress) -> tupl
             "clean_accuracy": clean_rate["accuracy"], "clean_ci95": clean_rate["ci95"],
             "robust_accuracy": robust_rate["accuracy"], "robust_ci95": robust_rate["ci95"],
         })  # fmt: skip
-    timing = {"defense_seconds": round(defense_seconds, 3), "model_seconds": round(model_seconds, 3), "settings": len(settings)}
-    return settings, timing
+    return settings
 
 
-def _adaptive(evaluation, model, images, labels, batches, spec: str) -> dict:
+def _adaptive(evaluation, model, images, spec: str, progress: bool) -> dict:
     """The recommended setting under LaVAN through its exact gradient and through BPDA (cached like evaluate's)."""
     defense = defenses.get(spec)
-    rows = {}
+    units = []
     for view in ("exact", "bpda"):
         # The patch size is in the key: evaluate's own adaptive units (at its --bpda-fraction) are not these.
         key = f"{view}-{100 * evaluation.bpda_fraction:g}%-{spec}"
-        unit = evaluate.Unit(key, "lavan", evaluation.bpda_fraction, view, spec, (spec,))
-        correct = 0
-        for index, part in enumerate(tqdm(batches, desc=f"{view} LaVAN through {spec}", leave=False)):
-            adversarial, _ = evaluate.adversarial_batch(evaluation, unit, model, images, labels, index, part)
+        units.append(evaluate.Unit(key, "lavan", evaluation.bpda_fraction, view, spec, (spec,)))
+    correct, total = dict.fromkeys(("exact", "bpda"), 0), 0
+    batches = images.batches(evaluation.batch_size, None, evaluation.decode_workers())
+    for batch in tqdm(batches, total=data.batch_count(len(images), evaluation.batch_size),
+                      desc=f"exact and BPDA LaVAN through {spec}", leave=False, disable=not progress):  # fmt: skip
+        if not batch.names:
+            continue
+        labels = runs.batch_labels(model, batch, evaluation.device, evaluation.batch_size).to(evaluation.device)
+        identity = runs.batch_identity(batch, labels)
+        total += len(batch.names)
+        for unit in units:
+            adversarial, _ = evaluate.adversarial_batch(evaluation, unit, model, batch, labels, identity)
             with torch.no_grad():
-                correct += int((model.predict(defense(adversarial), evaluation.batch_size)[0] == labels[part]).sum())
-        rows[view] = _rate(correct, len(labels))
-    return rows
+                correct[unit.view] += int((model.predict(defense(adversarial), evaluation.batch_size)[0] == labels).sum())
+    return {view: _rate(hits, total) for view, hits in correct.items()}
 
 
 def _interval(rate: float, bounds: list[float]) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import data
 from .._files import atomic_write_bytes
 from ..certify import PatchCleanser
 from ..models import load_model
@@ -71,6 +72,9 @@ def validate(config: CertifyConfig) -> None:
 
 
 def _certify_batch(cleanser: PatchCleanser, model, images: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict:
+    if not names:  # every file of the batch failed to decode: an empty record keeps the cut
+        empty = ("labels", "bare_predictions", "predictions", "certified", "cases", "forward_passes")
+        return {"images": [], **{column: [] for column in empty}, "model_calls": 0, "seconds": 0.0}
     start = time.perf_counter()
     with torch.no_grad():
         bare = model(images).argmax(dim=1)
@@ -175,13 +179,8 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         runtime.barrier()
         model = load_model(config.model, config.weights, config.device)
         images = runs.load_images(config.data, model.input_size, config.imagenet, config.imagenet_labels, config.limit)
-        if images.labels is not None:
-            labels, label_source = images.labels, images.label_source or "ground truth"
-        else:
-            labels, _ = model.predict(images.images.to(config.device), config.images_per_batch)
-            labels, label_source = labels.cpu(), "the model's clean top-1 prediction (no ground truth)"
-        starts = range(0, len(images), config.images_per_batch)
-        mine = [(b, start) for b, start in enumerate(starts) if b % runtime.world == runtime.rank]
+        count = data.batch_count(len(images), config.images_per_batch)
+        mine = [index for index in range(count) if index % runtime.world == runtime.rank]
         folder = Path(config.output_dir)
         cleansers = {
             fraction: PatchCleanser(model, patch_fraction=fraction, masks_per_axis=config.masks_per_axis,
@@ -190,17 +189,17 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         }
         work = tqdm(total=len(cleansers) * len(mine), desc=f"certify (rank {runtime.rank})", unit="batch",
                     disable=not progress)  # fmt: skip
-        for fraction, cleanser in cleansers.items():
-            for index, start in mine:
+        # Every patch size runs on a batch before the next is decoded: memory does not grow with the images.
+        for batch in images.batches(config.images_per_batch, mine, config.decode_workers()):
+            labels = runs.batch_labels(model, batch, config.device, config.images_per_batch)
+            identity = runs.batch_identity(batch, labels)
+            for fraction, cleanser in cleansers.items():
                 work.set_postfix_str(_key(fraction))
-                path = folder / "records" / _key(fraction) / f"batch-{index:05d}.json"
-                part = slice(start, start + config.images_per_batch)
-                depends_on = {"patch_fraction": fraction, "masks_per_axis": config.masks_per_axis,
-                              "images": runs.batch_identity(images, part, labels)}  # fmt: skip
+                path = folder / "records" / _key(fraction) / f"batch-{batch.index:05d}.json"
+                depends_on = {"patch_fraction": fraction, "masks_per_axis": config.masks_per_axis, "images": identity}
                 if runs.read_cached(path, depends_on, runs.read_json, "certify") is None:
-                    record = _certify_batch(cleanser, model, images.images[part].to(config.device), labels[part],
-                                            images.names[part])  # fmt: skip
-                    record["depends_on"] = depends_on
+                    record = _certify_batch(cleanser, model, batch.images.to(config.device), labels, batch.names)
+                    record.update(depends_on=depends_on, skipped=batch.skipped, notes=batch.notes)
                     atomic_write_bytes(path, json.dumps(record).encode())
                 work.update()
         work.close()
@@ -209,18 +208,19 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
             return None
         records = {
             _key(fraction): [json.loads((folder / "records" / _key(fraction) / f"batch-{b:05d}.json").read_text())
-                             for b in range(len(starts))]  # fmt: skip
+                             for b in range(count)]  # fmt: skip
             for fraction in config.patch_fractions
         }
+        first = next(iter(records.values()))  # every patch size holds the same images
         results = {
             "config": asdict(config),
             "conditions": now,
             "model": model.name,
-            "images": len(images),
-            "names": images.names,
-            "skipped": images.skipped,
-            "notes": images.notes,
-            "label_source": label_source,
+            "images": sum(len(record["images"]) for record in first),
+            "names": [name for record in first for name in record["images"]],
+            "skipped": images.skipped + [tuple(item) for record in first for item in record.get("skipped", [])],
+            "notes": images.notes + [tuple(item) for record in first for item in record.get("notes", [])],
+            "label_source": runs.label_source(images),
             "table": [
                 summarise(fraction, cleansers[fraction], model.input_size, records[_key(fraction)])
                 for fraction in config.patch_fractions

@@ -42,12 +42,16 @@ def _add_run_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
                              "gives them: synset folders, synset-prefixed names, ILSVRC2012_val_* names)")  # fmt: skip
     parser.add_argument("--imagenet-labels", help="a 'filename label' file (labels 0..999 in torchvision's order)")
     parser.add_argument("--limit", type=int, help="the first N images only")
+    parser.add_argument("--workers", type=int,
+                        help="processes decoding the --data folder's batches ahead of the work (0: this one; default "
+                             "up to 2)")  # fmt: skip
 
 
 def _run_inputs(args: argparse.Namespace) -> dict:
     """The :class:`.runs.RunInputs` fields from the flags :func:`_add_run_options` added."""
     return {"model": args.model, "weights": None if args.weights == "none" else args.weights, "data": args.data,
-            "imagenet": args.imagenet, "imagenet_labels": args.imagenet_labels, "limit": args.limit}  # fmt: skip
+            "imagenet": args.imagenet, "imagenet_labels": args.imagenet_labels, "limit": args.limit,
+            "workers": args.workers}  # fmt: skip
 
 
 def _defense_from_arguments(args: argparse.Namespace):
@@ -150,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--iterations", type=int, help="LaVAN steps per image (default 1000)")
     evaluate.add_argument("--patch-fraction", type=float, default=0.1)
     evaluate.add_argument("--patch-steps", type=int, default=500)
+    evaluate.add_argument("--patch-images", type=int, default=512,
+                          help="the universal patch is trained on the first N images (default 512)")  # fmt: skip
     evaluate.add_argument("--bpda-fraction", type=float, default=0.02)
     evaluate.add_argument("--bpda-defenses", help="';'-separated specs for Table 3 (default: every defense but none)")
     evaluate.add_argument("--adaptive-defense", help=f"the LGS setting attacked with exact gradients (default {DEFAULT_LGS_SPEC})")
@@ -213,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", default="defended.pt2", help="the package to write (default defended.pt2)")
     export.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
     export.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
-    export.add_argument("--defense", default="lgs", help="defense spec in front of the model (default lgs); see `lgs-gpu defenses`")
+    export.add_argument("--defense", help="defense spec in front of the model (default: lgs@<model>, its calibrated preset, "
+                        "where it has one, else lgs); see `lgs-gpu defenses`")  # fmt: skip
     export.add_argument("--size", type=int, help="image side the package takes (default: the model's input size)")
     export.add_argument("--device", default=None, help="where the package runs (default: cuda if available, else cpu)")
 
@@ -308,7 +315,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         chosen["adaptive_defense"] = recommended
     config = EvaluationConfig(
         output_dir=args.output_dir, **{**_run_inputs(args), **chosen},
-        patch_fraction=args.patch_fraction, patch_steps=args.patch_steps, bpda_fraction=args.bpda_fraction,
+        patch_fraction=args.patch_fraction, patch_steps=args.patch_steps, patch_images=args.patch_images,
+        bpda_fraction=args.bpda_fraction,
         eot_samples=args.eot_samples, seed=args.seed, batch_size=args.batch_size, device=_device(args.device),
         threads=args.threads,
     )  # fmt: skip
@@ -432,6 +440,11 @@ def _print_defenses() -> None:
         print(f"  differentiable: {'yes' if info.differentiable else 'no (attack with BPDA)'}")
         print(f"  agrees with: {info.checked_against}")
         print(f"  paper's grid: {grid}")
+        if info.name == "lgs":
+            from ..parameters import MODEL_PRESETS
+
+            for model, preset in MODEL_PRESETS.items():
+                print(f"  lgs@{model}: calibrated for {model}: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
         for name, accepted in info.parameters.items():
             marker = " (value after ':')" if name == info.main_parameter else ""
             print(f"    {name}{marker}: {accepted}")

@@ -60,6 +60,7 @@ class EvaluationConfig(runs.RunInputs):
     patch_fraction: float = 0.1
     patch_steps: int = 500
     bpda_fraction: float = 0.02
+    patch_images: int = 512  # the universal patch is trained on the first N images (held in memory)
     bpda_defenses: list[str] | None = None  # None: every defense except "none"
     adaptive_defense: str = DEFAULT_LGS_SPEC
     eot_samples: int = 1
@@ -158,6 +159,7 @@ def validate(config: EvaluationConfig) -> None:
         if not 0 < fraction < 1:
             raise ValueError(f"patch area fractions must be in (0, 1). Got {fraction}")
     for name, value in (("lavan_iterations", config.lavan_iterations), ("patch_steps", config.patch_steps),
+                        ("patch_images", config.patch_images),
                         ("batch_size", config.batch_size), ("eot_samples", config.eot_samples),
                         ("threads", config.threads)):  # fmt: skip
         if value < 1:
@@ -166,7 +168,8 @@ def validate(config: EvaluationConfig) -> None:
     runs.check_output_folder(config.output_dir)
 
 
-def load_images(config: EvaluationConfig, size: int) -> data.ImageSet:
+def load_images(config: EvaluationConfig, size: int) -> data.ImageSet | data.ImageFiles:
+    """The run's images: the bundled photographs in memory, or an image folder read batch by batch."""
     return runs.load_images(config.data, size, config.imagenet, config.imagenet_labels, config.limit)
 
 
@@ -178,23 +181,25 @@ def _save_tensor(path: Path, tensors: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _depends_on(unit: Unit, images: data.ImageSet, part: slice, labels: torch.Tensor | None, patch=None) -> dict:
-    """What a unit's cached work for the images ``part`` was made from (config-wide settings are in
-    ``conditions.json``); a cached file made from anything else is recomputed."""
+def _depends_on(unit: Unit, identity: str, patch=None) -> dict:
+    """What a unit's cached work for the images of digest ``identity`` (:func:`.runs.batch_identity`) was made
+    from (config-wide settings are in ``conditions.json``); a cached file made from anything else is recomputed."""
     made_from = {"unit": unit.key, "attack": unit.attack, "fraction": unit.fraction, "view": unit.view,
-                 "defense": unit.defense, "images": runs.batch_identity(images, part, labels)}  # fmt: skip
+                 "defense": unit.defense, "images": identity}  # fmt: skip
     if patch is not None:
         made_from["patch"] = hashlib.sha256(patch["patch"].numpy().tobytes()).hexdigest()[:32]
     return made_from
 
 
-def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images: data.ImageSet, runtime: runs.Distributed):
-    """The universal patch: trained once by rank 0 on every image, cached, loaded by the others."""
+def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images, runtime: runs.Distributed):
+    """The universal patch: trained once by rank 0 on the first ``patch_images`` images, cached, loaded by the others."""
     path = Path(config.output_dir) / "adversarial" / _safe(unit.key) / "patch.pt"
-    depends_on = _depends_on(unit, images, slice(None), None)
+    if runtime.rank == 0:
+        training = next(images.batches(min(config.patch_images, len(images)), [0], config.decode_workers()))
+        depends_on = _depends_on(unit, runs.batch_identity(training))
     if runtime.rank == 0 and runs.read_cached(path, depends_on, runs.read_tensors, "evaluate") is None:
         result = attacks.train_patch(
-            model, images.images.to(config.device), area_fraction=unit.fraction, steps=config.patch_steps,
+            model, training.images.to(config.device), area_fraction=unit.fraction, steps=config.patch_steps,
             batch_size=config.batch_size, seed=config.seed, progress=True,
         )  # fmt: skip
         _save_tensor(path, {"patch": result.patch.cpu(), "target": result.target, "losses": result.losses,
@@ -242,67 +247,76 @@ def _score(model: Classifier, adversarial: torch.Tensor, specs: tuple[str, ...],
     return {"predictions": predictions, "confidences": confidences, **({"certified": certified} if certified else {})}
 
 
-def adversarial_batch(config, unit: Unit, model, images, labels, index: int, batch_slice: slice, patch=None):
+def adversarial_batch(config, unit: Unit, model, batch: data.Batch, labels: torch.Tensor, identity: str, patch=None):
     """One batch's uint8 adversarial images and targets (``None`` for clean), attacked once then cached.
 
+    ``labels``: the batch's (:func:`.runs.batch_labels`); ``identity``: its :func:`.runs.batch_identity`.
     The cache (``adversarial/<unit>/batch-NNNNN.pt`` under the output folder) is shared by every
     command that runs the same unit with the same :func:`conditions`: ``lgs-gpu calibrate``
     attacks once and ``evaluate`` in the same folder scores its images without attacking again.
     """
-    cache = Path(config.output_dir) / "adversarial" / _safe(unit.key) / f"batch-{index:05d}.pt"
-    batch = images.images[batch_slice].to(config.device)
-    depends_on = _depends_on(unit, images, batch_slice, labels, patch)
+    cache = Path(config.output_dir) / "adversarial" / _safe(unit.key) / f"batch-{batch.index:05d}.pt"
+    images = batch.images.to(config.device)
+    depends_on = _depends_on(unit, identity, patch)
     if unit.attack != "clean":
         cached = runs.read_cached(cache, depends_on, runs.read_tensors, "evaluate")
         if cached is not None:
             return cached["adversarial"].to(config.device), cached["targets"]
-    batch_labels = labels[batch_slice].to(config.device)
-    adversarial, targets = _attack(config, unit, model, batch, batch_labels, _unit_seed(config.seed, unit.key, index), patch)
+    seed = _unit_seed(config.seed, unit.key, batch.index)
+    adversarial, targets = _attack(config, unit, model, images, labels.to(config.device), seed, patch)
     if unit.attack != "clean":
         _save_tensor(cache, {"adversarial": adversarial.cpu(), "targets": targets.cpu(), "depends_on": depends_on})
     return adversarial, targets
 
 
-def run_unit_batch(config, unit, model, images, labels, index, batch_slice, patch) -> dict:
-    """Attack (or load the cached attack) and score one batch of one unit; returns its record."""
-    folder = Path(config.output_dir)
-    record_path = folder / "records" / _safe(unit.key) / f"batch-{index:05d}.json"
-    depends_on = _depends_on(unit, images, batch_slice, labels, patch)
+def _record_path(config, unit: Unit, index: int) -> Path:
+    return Path(config.output_dir) / "records" / _safe(unit.key) / f"batch-{index:05d}.json"
+
+
+def run_unit_batch(config, unit, model, batch: data.Batch, labels: torch.Tensor, identity: str, patch) -> dict:
+    """Attack (or load the cached attack) and score one batch of one unit; returns its record.
+
+    The clean unit's record also keeps the batch's files that could not be decoded, and the reader's notes.
+    """
+    record_path = _record_path(config, unit, batch.index)
+    depends_on = _depends_on(unit, identity, patch)
     record = runs.read_cached(record_path, depends_on, runs.read_json, "evaluate")
     if record is not None:
         missing = tuple(spec for spec in unit.scored if spec not in record["predictions"])
-        if missing:  # a resume with more defenses: score them on the cached images, attack nothing
-            adversarial, _ = adversarial_batch(config, unit, model, images, labels, index, batch_slice, patch)
+        if missing and batch.names:  # a resume with more defenses: score them on the cached images, attack nothing
+            adversarial, _ = adversarial_batch(config, unit, model, batch, labels, identity, patch)
             added = _score(model, adversarial, missing, certificates=unit.attack == "clean")
             for key, values in added.items():
                 record.setdefault(key, {}).update(values)
             atomic_write_bytes(record_path, json.dumps(record).encode())
         return record
-    batch_labels = labels[batch_slice].to(config.device)
-    adversarial, targets = adversarial_batch(config, unit, model, images, labels, index, batch_slice, patch)
+    if batch.names:
+        adversarial, targets = adversarial_batch(config, unit, model, batch, labels, identity, patch)
+        scores = _score(model, adversarial, unit.scored, certificates=unit.attack == "clean")
+    else:  # every file of this batch failed to decode: an empty record keeps the cut
+        targets = None if unit.attack == "clean" else labels
+        scores = {"predictions": {spec: [] for spec in unit.scored}, "confidences": {spec: [] for spec in unit.scored}}
+        if unit.attack == "clean" and any(certify.is_spec(spec) for spec in unit.scored):
+            scores["certified"] = {spec: [] for spec in unit.scored if certify.is_spec(spec)}
     record = {
         "unit": unit.key,
         "depends_on": depends_on,
-        "batch": index,
-        "images": images.names[batch_slice],
-        "labels": batch_labels.tolist(),
+        "batch": batch.index,
+        "images": batch.names,
+        "labels": labels.tolist(),
         "targets": None if targets is None else targets.tolist(),
-        **_score(model, adversarial, unit.scored, certificates=unit.attack == "clean"),
+        **scores,
+        **({"skipped": batch.skipped, "notes": batch.notes} if unit.attack == "clean" else {}),
     }
     atomic_write_bytes(record_path, json.dumps(record).encode())
     return record
 
 
-def clean_labels(model: Classifier, images: data.ImageSet, config: EvaluationConfig) -> tuple[torch.Tensor, str]:
-    """Ground truth when the data has it, else the model's clean top-1 prediction (and which)."""
-    if images.labels is not None:
-        return images.labels, images.label_source or "ground truth"
-    predictions, _ = model.predict(images.images.to(config.device), config.batch_size)
-    return predictions.cpu(), "the model's clean top-1 prediction (no ground truth for these images)"
-
-
 def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
     """Run (or resume) an evaluation; rank 0 returns the results (other ranks return None).
+
+    An image folder is read batch by batch (decoded by ``config.workers`` processes), and every
+    unit runs on a batch before the next is read: memory does not grow with the number of images.
 
     Example:
         >>> results = evaluate(EvaluationConfig(output_dir="out", lavan_iterations=50))  # doctest: +SKIP
@@ -318,36 +332,38 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         runtime.barrier()
         model = load_model(config.model, config.weights, config.device)
         images = load_images(config, model.input_size)
-        labels, label_source = clean_labels(model, images, config)
         units = plan(config)
-        starts = range(0, len(images), config.batch_size)
-        batches = [(index, slice(start, start + config.batch_size)) for index, start in enumerate(starts)]
-        mine = [(index, batch_slice) for index, batch_slice in batches if index % runtime.world == runtime.rank]
+        count = data.batch_count(len(images), config.batch_size)
+        mine = [index for index in range(count) if index % runtime.world == runtime.rank]
+        patches = {unit.key: _patch(config, unit, model, images, runtime) for unit in units if unit.attack == "patch"}
         work = tqdm(total=len(units) * len(mine), desc=f"evaluate (rank {runtime.rank})", unit="batch",
                     disable=not progress)  # fmt: skip
-        for unit in units:
-            patch = _patch(config, unit, model, images, runtime) if unit.attack == "patch" else None
-            for index, batch_slice in mine:
+        for batch in images.batches(config.batch_size, mine, config.decode_workers()):
+            labels = runs.batch_labels(model, batch, config.device, config.batch_size)
+            identity = runs.batch_identity(batch, labels)
+            for unit in units:
                 work.set_postfix_str(unit.key)
-                run_unit_batch(config, unit, model, images, labels, index, batch_slice, patch)
+                run_unit_batch(config, unit, model, batch, labels, identity, patches.get(unit.key))
                 work.update()
         work.close()
         runtime.barrier()
         if runtime.rank != 0:
             return None
-        records = [
-            json.loads((Path(config.output_dir) / "records" / _safe(unit.key) / f"batch-{index:05d}.json").read_text())
-            for unit in units
-            for index, _ in batches
-        ]
+        records = [json.loads(_record_path(config, unit, index).read_text()) for unit in units for index in range(count)]
+        clean = [record for record in records if record["unit"] == "clean"]
         from .report import write_results
 
         results = {
             "config": asdict(config),
             "conditions": conditions(config),
             "model": {"name": model.name, "input_size": model.input_size, "weights": model.weights},
-            "images": {"count": len(images), "names": images.names, "skipped": images.skipped, "notes": images.notes},
-            "label_source": label_source,
+            "images": {
+                "count": sum(len(record["images"]) for record in clean),
+                "names": [name for record in clean for name in record["images"]],
+                "skipped": images.skipped + [tuple(item) for record in clean for item in record.get("skipped", [])],
+                "notes": images.notes + [tuple(item) for record in clean for item in record.get("notes", [])],
+            },
+            "label_source": runs.label_source(images),
             "units": [asdict(unit) for unit in units],
             "tables": tables(config, units, records),
             "records": records,
@@ -470,7 +486,7 @@ def _first_lgs(specs: list[str]) -> LocalGradientsSmoothing:
     return defenses.get(DEFAULT_LGS_SPEC)
 
 
-def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier, images: data.ImageSet) -> None:
+def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier, images) -> None:
     """``figure4_defenses.png`` and ``figure2_lgs_stages.png`` on the first batch of the strongest attack."""
     from ..models import class_names
     from .report import figure_defended_examples, figure_lgs_stages
@@ -478,17 +494,19 @@ def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier
     shown = [unit for unit in units if unit.attack in ("lavan", "patch") and unit.view == "none"]
     unit = max(shown, key=lambda u: (u.attack == "lavan", u.fraction)) if shown else units[0]
     cache = Path(config.output_dir) / "adversarial" / _safe(unit.key) / "batch-00000.pt"
-    count = min(4, len(images))
-    adversarial = torch.load(cache, weights_only=True)["adversarial"][:count] if cache.exists() else images.images[:count]
-    adversarial = adversarial.to(config.device)
+    first = next(images.batches(config.batch_size, [0], 0))
+    adversarial = torch.load(cache, weights_only=True)["adversarial"] if cache.exists() else first.images
+    adversarial = adversarial[:4].to(config.device)
     count = adversarial.shape[0]
+    if count == 0:  # no image of the first batch could be decoded: nothing to show
+        return
     names = class_names()
     rows = _one_per_family([spec for spec in config.defenses if not certify.is_spec(spec)])  # image defenses
     defended = {spec: defenses.get(spec)(adversarial) for spec in rows}
     predictions = {spec: model.predict(defended[spec]) for spec in rows}
     columns = [
         {
-            "name": f"{images.names[i]} ({unit.key})",
+            "name": f"{first.names[i]} ({unit.key})",
             "panels": {
                 spec: (defended[spec][i], names[predictions[spec][0][i]], float(predictions[spec][1][i])) for spec in rows
             },
@@ -501,7 +519,7 @@ def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier
     with torch.no_grad():
         result = lgs_module.stages(adversarial, stages=("output", "normalised_gradient", "suppression_map"))
         stage_rows = [
-            {"name": images.names[i], "note": unit.key, "image": adversarial[i],
+            {"name": first.names[i], "note": unit.key, "image": adversarial[i],
              "normalised": result.normalised_gradient[i, 0], "suppressed": result.suppression_map[i, 0],
              "defended": result.output[i]}
             for i in range(count)

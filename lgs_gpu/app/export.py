@@ -24,6 +24,7 @@ from torch import nn
 from .._torch_internals import is_operator_overload
 from ..defenses import get as get_defense
 from ..models import Classifier, load_model
+from ..parameters import lgs_spec_for
 
 # Operators that AOTInductor compiles into the package, needing nothing from lgs_gpu at load time.
 _COMPILED_IN = ("lgs_gpu::lgs", "lgs_gpu::lgs_map")
@@ -60,7 +61,7 @@ def _operators_in(program: torch.export.ExportedProgram) -> set[str]:
 def export_defended(
     output: str | Path,
     classifier: Classifier | str = "efficientnet_lite0",
-    defense: str = "lgs",
+    defense: str | None = None,
     *,
     weights: str | None = "default",
     size: int | None = None,
@@ -72,7 +73,9 @@ def export_defended(
     Args:
         output: the package's path (``.pt2``); written only once it has been checked.
         classifier: a :class:`lgs_gpu.models.Classifier` or a model name for :func:`load_model`.
-        defense: a registry spec (``lgs``, ``lgs:1.7,window=25``, ``median:3|lgs``, ``jpeg:30`` ...).
+        defense: a registry spec (``lgs@efficientnet_lite0``, ``lgs:1.7,window=25``, ``median:3|lgs``, ``jpeg:30``
+            ...); ``None``: the model's calibrated LGS preset where it has one, else the paper's ``lgs``
+            (:func:`lgs_gpu.parameters.lgs_spec_for`).
         weights: for a model name, as :func:`load_model` takes them.
         size: the image side the package takes (default: the classifier's input size).
         device: where the package runs (``cpu`` or ``cuda``).
@@ -101,6 +104,8 @@ def export_defended(
     device = torch.device(device)
     if isinstance(classifier, str):
         classifier = load_model(classifier, weights=weights, device=device)
+    if defense is None:
+        defense = lgs_spec_for(classifier.name)
     side = size or classifier.input_size
     if not isinstance(side, int) or side < 1:
         raise ValueError(f"size must be a positive int. Got {size!r}")

@@ -61,6 +61,9 @@ class RunInputs:
     imagenet: bool = False  # with data: ground-truth labels required (read from the layout, or imagenet_labels)
     imagenet_labels: str | None = None
     limit: int | None = None  # first N images
+    # Processes that decode an image folder's batches ahead of the work (0: this process; None: up to 2).
+    # Not part of what cached work depends on: the decoded pixels are the same.
+    workers: int | None = None
 
     def inputs(self) -> dict:
         """These fields alone, as keywords for another config."""
@@ -72,6 +75,15 @@ class RunInputs:
             raise ValueError(f"limit must be an int >= 1 (the first N images). Got {self.limit!r}")
         if self.data is not None and not Path(self.data).is_dir():
             raise ValueError(f"data folder {self.data} does not exist or is not a folder")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 0):  # fmt: skip
+            raise ValueError(f"workers must be an int >= 0 (0: decode in this process). Got {self.workers!r}")
+
+    def decode_workers(self) -> int:
+        """The decoding processes to use: ``workers``, or up to 2 (never more than this process may use CPUs)."""
+        if self.workers is not None:
+            return self.workers
+        return min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 class Distributed:
@@ -163,29 +175,43 @@ def check_output_folder(folder: str | Path) -> None:
 
 def load_images(
     folder: str | None, size: int, imagenet: bool = False, imagenet_labels: str | None = None, limit: int | None = None
-) -> data.ImageSet:
-    """The bundled photographs (``folder`` None) or an image folder, with ImageNet labels where its layout gives
-    them (:func:`lgs_gpu.data.image_folder`); ``imagenet`` requires them."""
-    if folder is None:
-        images = data.bundled(size)
-    else:
-        images = data.image_folder(folder, size, limit, labels_file=imagenet_labels, require_labels=imagenet)
+) -> data.ImageSet | data.ImageFiles:
+    """The bundled photographs (``folder`` None, decoded: eight of them) or an image folder, listed and labelled
+    but not decoded (:func:`lgs_gpu.data.image_files`: runs read it batch by batch, so memory does not grow
+    with the number of images); ``imagenet`` requires ground-truth labels."""
+    if folder is not None:
+        return data.image_files(folder, size, limit, labels_file=imagenet_labels, require_labels=imagenet)
+    images = data.bundled(size)
     if limit is not None:
         images = images.subset(list(range(min(limit, len(images)))))
     return images
 
 
-def batch_identity(images: data.ImageSet, part: slice, labels: torch.Tensor | None = None) -> str:
+def label_source(images: data.ImageSet | data.ImageFiles) -> str:
+    """Where a run's labels come from: the layout's ground truth, or the model's clean predictions."""
+    if images.labels is not None:
+        return images.label_source or "ground truth"
+    return "the model's clean top-1 prediction (no ground truth for these images)"
+
+
+def batch_labels(model, batch: data.Batch, device: str, batch_size: int) -> torch.Tensor:
+    """A batch's labels on the CPU: its ground truth, else the model's clean top-1 prediction."""
+    if batch.labels is not None:
+        return batch.labels
+    return model.predict(batch.images.to(device), batch_size)[0].cpu()
+
+
+def batch_identity(batch: data.Batch, labels: torch.Tensor | None = None) -> str:
     """A digest of which images a batch holds: their names, decoded pixels and labels.
 
     Cached work is keyed by it, so a resume after files were added to, removed from or changed
     in the data folder recomputes the batches whose images differ instead of reusing others'.
     """
     digest = hashlib.sha256()
-    digest.update("\0".join(images.names[part]).encode())
-    digest.update(images.images[part].cpu().contiguous().numpy().tobytes())
+    digest.update("\0".join(batch.names).encode())
+    digest.update(batch.images.cpu().contiguous().numpy().tobytes())
     if labels is not None:  # on the run's device (CUDA in a GPU run): bytes come from a CPU copy
-        digest.update(labels[part].to("cpu", torch.int64).numpy().tobytes())
+        digest.update(labels.to("cpu", torch.int64).numpy().tobytes())
     return digest.hexdigest()[:32]
 
 

@@ -5,11 +5,13 @@ Grammar (whitespace ignored, names case-insensitive)::
     spec     := chain
     chain    := masked ("|" masked)*          # applied left to right (Compose)
     masked   := single ("+" single)?          # "lgs[:λ]+filter": filter inside LGS's windows
-    single   := name (":" value)? ("," key "=" value)*
+    single   := name ("@" model)? (":" value)? ("," key "=" value)*
 
 ``value`` after the colon is the defense's main parameter (JPEG quality, TV weight, filter
 window, bits, λ); further parameters go by keyword, e.g. ``"gaussian:5,sigma=1.5"`` or
-``"lgs:1.7,threshold=0.15"``.
+``"lgs:1.7,threshold=0.15"``. ``lgs@<model>`` starts from the setting calibrated for that model
+(:func:`lgs_gpu.parameters.model_preset`), and what the spec gives overrides it:
+``"lgs@efficientnet_lite0,backend=torch"``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from .._transform import ImageDefense
 from ..front import BACKENDS, LocalGradientsSmoothing
-from ..parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from ..parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, model_preset
 from .bilateral import PAPER_WINDOWS as BILATERAL_WINDOWS
 from .bilateral import BilateralFilter
 from .bit_depth import PAPER_BITS, BitDepth
@@ -156,14 +158,29 @@ def _convert(text: str) -> object:
     return text
 
 
+def _preset(info: DefenseInfo, model: str, spec: str) -> dict:
+    """The spec keywords of ``model``'s calibrated setting (``lgs@<model>``)."""
+    if info.name != "lgs":
+        raise ValueError(f"only lgs has model presets ('lgs@<model>'). Got {spec!r}")
+    try:
+        preset = model_preset(model)
+    except ValueError as error:
+        raise ValueError(f"{error} (in {spec!r})") from None
+    return {"window" if key == "window_size" else key: value for key, value in preset.items()}
+
+
 def _single(spec: str) -> ImageDefense:
     name, _, rest = spec.partition(":")
     if "," in name:  # "name,key=value" without a main value
         name, _, rest = spec.partition(",")
         rest = "," + rest
+    name, at, model = name.partition("@")
+    if at and not model.strip():
+        raise ValueError(f"'@' names a model whose preset to start from, e.g. 'lgs@efficientnet_lite0'. Got {spec!r}")
     info = _BY_NAME.get(name.strip().lower())
     if info is None:
         raise ValueError(f"unknown defense {name.strip()!r} in spec {spec!r}; accepted: {_accepted_names()}")
+    preset = _preset(info, model, spec) if model else {}
     items = [item.strip() for item in rest.split(",")] if rest else []
     positional, keywords = [], {}
     for index, item in enumerate(items):
@@ -193,7 +210,7 @@ def _single(spec: str) -> ImageDefense:
             raise ValueError(f"{info.main_parameter} given twice in {spec!r}")
         keywords[info.main_parameter] = positional[0]
     try:
-        return info.factory(**keywords)
+        return info.factory(**{**preset, **keywords})
     except (TypeError, ValueError) as error:
         accepted = "; ".join(f"{k}: {v}" for k, v in info.parameters.items())
         raise ValueError(f"bad parameters for {info.name} in {spec!r}: {error}. Accepted: {accepted}") from error
