@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lgs_gpu import lgs
-from lgs_gpu.paths import compiled_path
+from lgs_gpu import lgs, lgs_stages
+from lgs_gpu.paths import compiled_path, fused_cpu
 from lgs_gpu.paths.compiled_path import ProgramBuildError
 from lgs_gpu.paths.package_cache import PackageCache, untrusted_reason
 
@@ -47,7 +47,19 @@ def test_a_program_others_can_write_is_not_loaded(cache):
     planted.write_bytes(b"not a package: loading it would crash, refusing it says why")
     planted.chmod(0o666)
     with pytest.raises(ProgramBuildError, match=r"gradient-float32-c3.pt2 is writable by others \(mode 0666\)"):
-        lgs(IMAGES, backend="compiled")
+        lgs_stages(IMAGES, backend="compiled", stages=("output", "suppression_map"))  # stages the programs compute
+
+
+def test_a_fused_kernel_others_can_write_is_not_loaded(cache, caplog):
+    folder = fused_cpu._LIBRARY.folder()
+    folder.mkdir(mode=0o700, parents=True)
+    planted = folder / f"{fused_cpu.NAME}.so"
+    planted.write_bytes(b"not a library: loading it would crash, refusing it says why")
+    planted.chmod(0o666)
+    with caplog.at_level(logging.WARNING, logger="lgs_gpu"):
+        defended = lgs(IMAGES, backend="compiled")  # the programs compute it instead
+    assert torch.equal(defended, lgs_stages(IMAGES, backend="compiled", stages=("output", "suppression_map")).output)
+    assert f"not loading the fused CPU kernel: refusing the CPU program cache: {planted} is writable by others" in caplog.text
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")

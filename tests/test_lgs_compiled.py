@@ -14,7 +14,7 @@ from test_lgs_parity import textured_images
 
 from lgs_gpu import LocalGradientsSmoothing, backend_info, compiled_cache_info, lgs, lgs_map, lgs_stages, warmup
 from lgs_gpu.paths import compiled_path as lgs_compiled
-from lgs_gpu.paths import package_cache
+from lgs_gpu.paths import fused_cpu, package_cache
 from lgs_gpu.paths import torch_path as lgs_torch
 
 from helpers import assert_lgs_close
@@ -294,6 +294,7 @@ def fresh_cache(monkeypatch, tmp_path):
 @pytest.mark.parametrize("script, words", [(CRASHING_BUILD, "died of SIGSEGV"), (FAILING_BUILD, "no space for the compiler")])
 def test_a_failed_build_leaves_no_file_and_auto_falls_back_saying_why(monkeypatch, fresh_cache, caplog, script, words):
     monkeypatch.setattr(lgs_compiled, "child_command", lambda: [sys.executable, "-c", script])
+    monkeypatch.setattr(fused_cpu, "kernels", lambda: None)  # the programs' build is what fails here
     x = textured_images((2, 3, 57, 64), torch.float32, seed=20)
     with caplog.at_level(logging.WARNING, logger="lgs_gpu"):
         out = lgs(x)  # auto: says why, then eager torch; this process lives on

@@ -25,6 +25,11 @@ bytes are counted in :func:`lgs_gpu.tooling.roofline.traffic`):
    of rows (about ``2 * n_rows`` of them), no full-size mask.
 4. :class:`SuppressProgram`: read C + 1 (``m``) and the table's row for each pixel row, write C.
 
+When only the output is wanted (``lgs(x)``, the module's forward), the hand-written kernel of
+:mod:`.fused_cpu` runs instead, in three passes and no eager step (read C twice and ``m`` twice,
+write ``m`` and C); the programs run the other stages, and the output where that kernel did not
+build or an image holds a non-finite value.
+
 The Sobel taps are paired as in :func:`.torch_path.sobel`, so flat regions give exactly 0.
 Outputs differ from the eager paths by rounding only (generated code uses the correctly rounded
 square root and sums windows in its own order); the parity tests hold it to the Triton path's
@@ -48,7 +53,7 @@ import torch.nn.functional as F
 
 from .._validate import UINT8_MAX, compute_dtype
 from ..parameters import STAGES
-from . import torch_path
+from . import fused_cpu, torch_path
 from .package_cache import PackageCache, UntrustedCache, cache_folder, compiler_missing_reason
 from .torch_path import (
     collate_by_row_class,
@@ -329,7 +334,9 @@ def cache_description() -> str:
     if folder is None:
         return "off (LGS_GPU_CACHE_DIR=off)"
     built = sorted(path.stem for path in folder.glob("*.pt2")) if folder.is_dir() else []
-    return f"{folder} ({', '.join(built) if built else 'nothing built yet'})"
+    fused = fused_cpu.unavailable_reason()
+    fused = f"; the fused kernel: {'built' if fused_cpu.built() else 'not built yet'}" if fused is None else f"; no fused kernel: {fused}"
+    return f"{folder} ({', '.join(built) if built else 'nothing built yet'}){fused}"
 
 
 def warmup(
@@ -345,7 +352,10 @@ def warmup(
                 for dtype in dtypes for name in names for count in (channels if name in _IMAGE_PROGRAMS else (None,))]  # fmt: skip
     programs += [Program("window_test", dtype, (window_size, window_size)) for dtype in dtypes for window_size in window_sizes]
     _programs(programs)  # one build process for every missing program
-    return [program.key for program in programs]
+    names = [program.key for program in programs]
+    if "output" in stages and fused_cpu.kernels() is not None:
+        names.append(fused_cpu.NAME)
+    return names
 
 
 # The full-size stages that have a program of their own (the others come from the gradient and the window test).
@@ -383,6 +393,10 @@ def stages(
         x = WORKSPACE.buffer("images", tuple(batch.shape), dtype).copy_(batch)
         if batch.dtype == torch.uint8:
             x.div_(UINT8_MAX)
+    if tuple(wanted) == ("output",):  # lgs(x): the fused kernel, when it is built here and the images are finite
+        target = _output_target(batch, x, out)
+        if fused_cpu.lgs_output(x, target, smoothing_factor, threshold, window_size, overlap, WORKSPACE):
+            return {"output": _delivered(target, batch, out)}
     row_starts, col_starts, row_extent, col_extent = window_geometry(height, width, window_size, overlap, x.device)
     # Every program this call runs, built together when missing (one build process, not one each).
     whole_windows = (row_extent, col_extent) == (window_size, window_size)
@@ -415,22 +429,31 @@ def stages(
     return {name: computed[name] for name in wanted}
 
 
-def _suppress(program, batch: torch.Tensor, x: torch.Tensor, table: list, smoothing_factor: float,
-              out: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-    """Eq. 7 into ``out``, or into a new tensor like ``batch``: straight from the program where the layout
-    and dtype allow, else through a reused float buffer."""
-    factor = torch.tensor(smoothing_factor, dtype=x.dtype)
+def _output_target(batch: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """Where eq. 7 is written: ``out``, or a new tensor like ``batch``, straight where the layout and dtype allow,
+    else a reused float buffer (:func:`_delivered` then converts it)."""
     fits = x.dtype == batch.dtype and batch.is_contiguous()  # the program's output has the caller's dtype and layout
     if out is not None and fits and out.is_contiguous() and out.data_ptr() != batch.data_ptr():
-        target = out
-    elif out is None and fits:
-        target = torch.empty_like(x)
-    else:  # a conversion (uint8, half), another layout, or in place: through the workspace
-        target = WORKSPACE.buffer("output", tuple(x.shape), x.dtype)
-    program([x, *table, factor, target])
+        return out
+    if out is None and fits:
+        return torch.empty_like(x)
+    return WORKSPACE.buffer("output", tuple(x.shape), x.dtype)  # a conversion (uint8, half), another layout, in place
+
+
+def _delivered(target: torch.Tensor, batch: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """The output in the caller's dtype and memory format (in ``out`` when given), from what was written to ``target``."""
+    fits = target.dtype == batch.dtype and batch.is_contiguous()
     if target is out or out is None and fits:
         return target
-    out = torch.empty_like(batch) if out is None else out  # the caller's dtype and memory format
+    out = torch.empty_like(batch) if out is None else out
     if out.dtype == torch.uint8:  # rounded half-to-even and clamped in the buffer, as from_unit_float does
         target.mul_(UINT8_MAX).round_().clamp_(0, UINT8_MAX)
     return out.copy_(target)
+
+
+def _suppress(program, batch: torch.Tensor, x: torch.Tensor, table: list, smoothing_factor: float,
+              out: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """Eq. 7 by the suppress program into ``out``, or into a new tensor like ``batch``."""
+    target = _output_target(batch, x, out)
+    program([x, *table, torch.tensor(smoothing_factor, dtype=x.dtype), target])
+    return _delivered(target, batch, out)

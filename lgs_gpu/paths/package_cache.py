@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -189,16 +190,21 @@ def _fingerprint_of(versions: tuple[tuple[Path, int, int], ...]) -> str:
 
 
 class PackageCache:
-    """Named AOT programs of one source: loaded from the cache folder, built there when missing.
+    """Named native programs of one source: loaded from the cache folder, built there when missing.
 
     Args:
         subfolder: the cache's subfolder for these programs (e.g. ``"cpu-kernels"``).
-        sources: the files defining the graphs; a change in any of them invalidates every package.
+        sources: the files defining the programs; a change in any of them invalidates every package.
+        suffix: the packages' file suffix (``.pt2``: AOTInductor packages; ``.so``: shared libraries).
+        loader: a package's path -> the loaded program (default: AOTInductor's runner).
     """
 
-    def __init__(self, subfolder: str, sources: tuple[Path, ...]) -> None:
+    def __init__(self, subfolder: str, sources: tuple[Path, ...], suffix: str = ".pt2",
+                 loader: Callable[[Path], Any] | None = None) -> None:  # fmt: skip
         self.subfolder = subfolder
         self.sources = sources
+        self.suffix = suffix
+        self.loader = loader or _load
         # Keyed by where the package lives: moving or switching the cache mid-process loads anew.
         self._loaded: dict[Path, Callable[[list[torch.Tensor]], list[torch.Tensor]]] = {}
         self._lock = threading.Lock()
@@ -233,7 +239,7 @@ class PackageCache:
     def cached(self, name: str) -> bool:
         """Whether the package ``name`` is built in the cache folder."""
         folder = self.folder()
-        return folder is not None and (folder / f"{name}.pt2").is_file()
+        return folder is not None and (folder / f"{name}{self.suffix}").is_file()
 
     def program(self, name: str, build: Callable[[dict[str, Path]], None]) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
         """The program ``name``: ``run(inputs) -> outputs`` (flat lists of tensors); see :meth:`programs`."""
@@ -250,14 +256,14 @@ class PackageCache:
         """
         folder = self.folder()
         if folder is not None:
-            loaded = [self._loaded.get(folder / f"{name}.pt2") for name in names]
+            loaded = [self._loaded.get(folder / f"{name}{self.suffix}") for name in names]
             if all(program is not None for program in loaded):  # loaded (and checked) earlier in this process
                 return loaded
         with self._lock:  # one build per package per process, however many threads ask
             paths = self._packages(names, build)
             for path in paths:
                 if path not in self._loaded:
-                    self._loaded[path] = _load(path)
+                    self._loaded[path] = self.loader(path)
             return [self._loaded[path] for path in paths]
 
     def _packages(self, names: list[str], build: Callable[[dict[str, Path]], None]) -> list[Path]:
@@ -266,7 +272,7 @@ class PackageCache:
             if self._scratch is None:
                 self._scratch = tempfile.TemporaryDirectory(prefix="lgs_gpu-packages-")
             folder = Path(self._scratch.name)
-        paths = {name: folder / f"{name}.pt2" for name in names}
+        paths = {name: folder / f"{name}{self.suffix}" for name in names}
         if root is not None:
             self._tighten(root, folder)
             for path in paths.values():
@@ -277,7 +283,7 @@ class PackageCache:
         if root is not None:
             make_private_folders(folder)  # private from the start (under umask 002 or 000 too)
             self._check(root, folder, folder)  # again: a folder someone else made meanwhile is refused
-        _remove_abandoned_parts(folder)
+        _remove_abandoned_parts(folder, self.suffix)
         _LOG.warning(
             "lgs_gpu: building the CPU program%s %s once (tens of seconds) into %s; later processes load them in "
             "milliseconds (`lgs-gpu warmup` builds ahead, %s moves the cache or switches it off)",
@@ -287,7 +293,7 @@ class PackageCache:
         temporaries: dict[str, Path] = {}
         try:
             for name in missing:
-                handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.{_builder_tag()}.", suffix=_PART)
+                handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.{_builder_tag()}.", suffix=_PART + self.suffix)
                 os.close(handle)
                 temporaries[name] = Path(temporary)
             build(dict(temporaries))
@@ -308,7 +314,7 @@ class PackageCache:
             raise UntrustedCache(f"refusing the CPU program cache: {reason}")
 
 
-_PART = ".part.pt2"
+_PART = ".part"  # before the package's suffix: ".gradient-float32.<host>-<pid>.<random>.part.pt2"
 
 
 def _builder_tag() -> str:
@@ -318,11 +324,11 @@ def _builder_tag() -> str:
     return f"{host}-{os.getpid()}"
 
 
-def _remove_abandoned_parts(folder: Path) -> None:
+def _remove_abandoned_parts(folder: Path, suffix: str = ".pt2") -> None:
     """Delete partial packages left by builders on this machine that are no longer running."""
     host = _builder_tag().rsplit("-", 1)[0]
-    for part in folder.glob(f".*{_PART}"):
-        fields = part.name.split(".")  # "", name, host-pid, random, "part", "pt2"
+    for part in folder.glob(f".*{_PART}{suffix}"):
+        fields = part.name.split(".")  # "", name, host-pid, random, "part", suffix
         if len(fields) != 6 or "-" not in fields[2]:
             continue
         builder_host, _, pid = fields[2].rpartition("-")
