@@ -28,7 +28,9 @@ def evaluate_tables(results: dict) -> str:
     lines = [f"{results['images']['count']} images, labels: {results['label_source']}", ""]
     for unit in units:
         mine = [record for record in records if record["unit"] == unit]
-        specs = list(mine[0]["predictions"]) if mine else []
+        scored = list(mine[0]["predictions"]) if mine else []
+        specs = [spec for spec in results["config"]["defenses"] if spec in scored] + [
+            spec for spec in scored if spec not in results["config"]["defenses"]]  # the run's order, then the rest
         targeted = any(record["targets"] is not None for record in mine)
         lines += [f"**{unit}**", "", "| defense | accuracy | target reached |" if targeted else "| defense | accuracy |",
                   "|---|---|---|" if targeted else "|---|---|"]  # fmt: skip

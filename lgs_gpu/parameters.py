@@ -36,8 +36,8 @@ DEFAULT_WINDOW_SIZE = 15
 DEFAULT_OVERLAP = 5
 # Calibrated settings by model name (the names of lgs_gpu.models.load_model); see model_preset().
 MODEL_PRESETS: dict[str, dict[str, float | int]] = {
-    # Chosen by lgs-gpu calibrate on 128 images of the ImageNet sample, confirmed on 250 others (docs/calibration.md).
-    "efficientnet_lite0": {"smoothing_factor": 2.3, "threshold": 0.25, "window_size": 15, "overlap": 5},
+    # Chosen by lgs-gpu calibrate on 250 images of the ImageNet sample, confirmed on the other 250 (docs/calibration.md).
+    "efficientnet_lite0": {"smoothing_factor": 3.0, "threshold": 0.3, "window_size": 15, "overlap": 5},
 }
 
 

@@ -108,3 +108,30 @@ def test_a_damaged_conditions_file_is_named_and_refused(tmp_path):
     (tmp_path / "conditions.json").write_text('{"torch": "2.')
     with pytest.raises(ValueError, match="conditions.json is unreadable.*new output folder"):
         check_conditions(tmp_path, {"torch": "2.14"}, 0)
+
+
+def test_work_through_a_preset_is_redone_when_the_preset_changes(tmp_path, monkeypatch):
+    """Records and attacks name a preset (lgs@efficientnet_lite0) by what it stood for: a resume under another
+    version's preset rescores it and attacks through it again; work that does not depend on it is kept."""
+    from lgs_gpu import parameters
+
+    settings = {"output_dir": str(tmp_path / "run"), "limit": 1, "batch_size": 1, "lavan_iterations": 2,
+                "attacks": ["lavan", "adaptive"], "lavan_fractions": [0.02], "defenses": ["none", "lgs@efficientnet_lite0"],
+                "adaptive_defense": "lgs@efficientnet_lite0"}  # fmt: skip
+    first = evaluate(EvaluationConfig(**settings), progress=False)
+    before = stamps(tmp_path / "run")
+    clean = next(record for record in first["records"] if record["unit"] == "clean")
+    assert clean["resolved"] == {"lgs@efficientnet_lite0": "lgs:3,threshold=0.3"}
+    changed = {**parameters.MODEL_PRESETS["efficientnet_lite0"], "threshold": 0.5}
+    monkeypatch.setitem(parameters.MODEL_PRESETS, "efficientnet_lite0", changed)
+    again = evaluate(EvaluationConfig(**settings), progress=False)
+    after = stamps(tmp_path / "run")
+    redone = sorted(name for name in after if after[name] != before[name])
+    # every record scored the preset again; the adaptive attacks through it were redone; LaVAN on the bare model was not
+    assert redone == sorted([
+        "records/clean/batch-00000.json", "records/lavan-2pc/batch-00000.json",
+        "records/exact-lgs_at_efficientnet_lite0/batch-00000.json", "records/bpda-lgs_at_efficientnet_lite0/batch-00000.json",
+        "adversarial/exact-lgs_at_efficientnet_lite0/batch-00000.pt", "adversarial/bpda-lgs_at_efficientnet_lite0/batch-00000.pt",
+    ])  # fmt: skip
+    clean = next(record for record in again["records"] if record["unit"] == "clean")
+    assert clean["resolved"] == {"lgs@efficientnet_lite0": "lgs:3,threshold=0.5"}

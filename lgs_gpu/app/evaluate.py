@@ -132,6 +132,20 @@ def _safe(key: str) -> str:
             .replace("@", "_at_"))
 
 
+def resolved(spec: str) -> str:
+    """A model preset's parameters (``lgs@efficientnet_lite0`` -> ``lgs:3,threshold=0.3``); other specs as given.
+
+    Cached work scored or attacked through a preset records what it stood for, so a resume after the
+    preset changed (another version of this package) redoes that work instead of reusing it.
+    """
+    if "@" not in spec:
+        return spec
+    if certify.is_spec(spec):  # PatchCleanser's "@" names the image defense before the model
+        head, _, defense = "".join(spec.split()).partition("@")
+        return spec if "@" not in defense else f"{head}@{resolved(defense)}"
+    return defenses.get(spec).spec
+
+
 def _check_spec(spec: str) -> None:
     """An image defense of the registry, or PatchCleanser (which gives labels and needs the model)."""
     if certify.is_spec(spec):
@@ -186,6 +200,8 @@ def _depends_on(unit: Unit, identity: str, patch=None) -> dict:
     from (config-wide settings are in ``conditions.json``); a cached file made from anything else is recomputed."""
     made_from = {"unit": unit.key, "attack": unit.attack, "fraction": unit.fraction, "view": unit.view,
                  "defense": unit.defense, "images": identity}  # fmt: skip
+    if unit.defense is not None and unit.defense != resolved(unit.defense):  # a preset: what it stood for when attacked
+        made_from["resolved"] = resolved(unit.defense)
     if patch is not None:
         made_from["patch"] = hashlib.sha256(patch["patch"].numpy().tobytes()).hexdigest()[:32]
     return made_from
@@ -282,12 +298,14 @@ def run_unit_batch(config, unit, model, batch: data.Batch, labels: torch.Tensor,
     depends_on = _depends_on(unit, identity, patch)
     record = runs.read_cached(record_path, depends_on, runs.read_json, "evaluate")
     if record is not None:
-        missing = tuple(spec for spec in unit.scored if spec not in record["predictions"])
+        missing = tuple(spec for spec in unit.scored if spec not in record["predictions"]
+                        or record.get("resolved", {}).get(spec, spec) != resolved(spec))  # fmt: skip
         if missing and batch.names:  # a resume with more defenses: score them on the cached images, attack nothing
             adversarial, _ = adversarial_batch(config, unit, model, batch, labels, identity, patch)
             added = _score(model, adversarial, missing, certificates=unit.attack == "clean")
             for key, values in added.items():
                 record.setdefault(key, {}).update(values)
+            record["resolved"] = {spec: resolved(spec) for spec in unit.scored if resolved(spec) != spec}
             atomic_write_bytes(record_path, json.dumps(record).encode())
         return record
     if batch.names:
@@ -308,6 +326,7 @@ def run_unit_batch(config, unit, model, batch: data.Batch, labels: torch.Tensor,
         **scores,
         **({"skipped": batch.skipped, "notes": batch.notes} if unit.attack == "clean" else {}),
     }
+    record["resolved"] = {spec: resolved(spec) for spec in unit.scored if resolved(spec) != spec}
     atomic_write_bytes(record_path, json.dumps(record).encode())
     return record
 
