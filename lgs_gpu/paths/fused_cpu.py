@@ -118,10 +118,12 @@ def lgs_output(
 
     Example:
         >>> from lgs_gpu.paths import torch_path
-        >>> x = torch.rand(2, 3, 40, 52)
+        >>> x = torch.rand(2, 3, 40, 52, generator=torch.Generator().manual_seed(0))
         >>> out = torch.empty_like(x)
-        >>> lgs_output(x, out, 2.3, 0.1, 15, 5, Workspace()), torch.allclose(out, torch_path.lgs(x, 2.3, 0.1, 15, 5))
-        (True, True)
+        >>> lgs_output(x, out, 2.3, 0.1, 15, 5, Workspace())
+        True
+        >>> bool((out - torch_path.lgs(x, 2.3, 0.1, 15, 5)).abs().max() < 1e-6)  # rounding apart
+        True
     """
     functions = kernels()
     if functions is None:
