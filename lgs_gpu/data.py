@@ -66,7 +66,6 @@ class ImageSet:
             self.label_source,
         )
 
-
     def batches(self, batch_size: int, indices: Iterable[int] | None = None, workers: int = 0) -> Iterator[Batch]:
         """The batches ``indices`` (all by default) of ``batch_size`` images, in order (``workers``: unused, in memory)."""
         labels = self.labels
@@ -314,18 +313,6 @@ class ImageFiles:
         loader = DataLoader(_BatchDecoder(self, batch_size, wanted), batch_size=None, shuffle=False,
                             num_workers=workers, prefetch_factor=2 if workers else None)  # fmt: skip
         yield from loader
-
-    def load(self) -> ImageSet:
-        """Every image decoded into one :class:`ImageSet` (in memory)."""
-        parts = list(self.batches(max(len(self), 1)))
-        images = torch.cat([part.images for part in parts])
-        names = [name for part in parts for name in part.names]
-        kept = set(names)
-        index = [i for i, name in enumerate(self.names) if name in kept]
-        labels = None if self.labels is None else self.labels[index]
-        return ImageSet(images, names, labels, self.skipped + [item for part in parts for item in part.skipped],
-                        [item for part in parts for item in part.notes], self.label_source)  # fmt: skip
-
 
 class _BatchDecoder:
     """Batch positions -> decoded :class:`Batch` (a map-style dataset for DataLoader workers)."""

@@ -113,12 +113,8 @@ def test_evaluate_runs_every_unit_on_a_batch_before_it_decodes_the_next(tmp_path
         events.append((unit.key, batch.index))
         return run(config, unit, model, batch, *args)
 
-    def whole_set(self):
-        raise AssertionError("a run must not decode the whole folder at once")
-
     monkeypatch.setattr(data._BatchDecoder, "__getitem__", decoding)
     monkeypatch.setattr(evaluation, "run_unit_batch", running)
-    monkeypatch.setattr(data.ImageFiles, "load", whole_set)
     results = evaluation.evaluate(_tiny_evaluation(folder, tmp_path / "run"), progress=False)
     expected = [event for index in range(3) for event in (("decode", index), ("clean", index), ("lavan-2%", index))]
     assert events == [*expected, ("decode", 0)]  # the figures read batch 0 again
@@ -147,11 +143,16 @@ def test_certify_and_calibrate_read_the_folder_batch_by_batch(tmp_path, monkeypa
     from lgs_gpu.app.certify import CertifyConfig, certify
 
     folder = _folder(tmp_path / "data", 6)
-    monkeypatch.setattr(data.ImageFiles, "load", lambda self: pytest.fail("the whole folder was decoded"))
+    decoded = []  # every batch decoded, in order: each pass over the folder reads each batch once
+    decode = data._BatchDecoder.__getitem__
+    monkeypatch.setattr(data._BatchDecoder, "__getitem__",
+                        lambda self, position: decoded.append(self.indices[position]) or decode(self, position))  # fmt: skip
     certified = certify(CertifyConfig(output_dir=str(tmp_path / "certify"), data=str(folder), model="resnet18",
                                       weights=None, patch_fractions=[0.1], masks_per_axis=2, images_per_batch=4,
-                                      workers=2), progress=False)  # fmt: skip
+                                      workers=0), progress=False)  # fmt: skip  (0: the decodes are counted here)
     assert certified["images"] == 6 and certified["names"] == data.image_files(folder, 8).names
+    assert decoded == [0, 1]
+    decoded.clear()
     records = json.loads((tmp_path / "certify" / "certify.json").read_text())["records"]["patch-10pc"]
     assert [len(record["images"]) for record in records] == [4, 2]
     calibrated = calibrate(CalibrationConfig(output_dir=str(tmp_path / "calibrate"), data=str(folder), model="resnet18",
@@ -159,5 +160,6 @@ def test_certify_and_calibrate_read_the_folder_batch_by_batch(tmp_path, monkeypa
                                              window_sizes=[15], iterations=1, batch_size=4, adaptive=True, budget=1.0,
                                              workers=0), progress=False)  # fmt: skip
     assert calibrated["images"]["count"] == 6 and calibrated["bare"]["clean"]["n"] == 6
+    assert decoded == [0, 1, 0, 1]  # the sweep, then the adaptive attacks on the recommendation
     assert calibrated["adaptive"]["exact"]["n"] == 6 and calibrated["adaptive"]["bpda"]["n"] == 6
     assert calibrated["label_source"] == "ground truth: synset-prefixed file names (6)"

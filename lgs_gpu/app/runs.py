@@ -83,7 +83,9 @@ class RunInputs:
         """The decoding processes to use: ``workers``, or up to 2 (never more than this process may use CPUs)."""
         if self.workers is not None:
             return self.workers
-        return min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        from .defend import usable_cpus  # here: defend imports this module
+
+        return min(2, usable_cpus())
 
 
 class Distributed:
