@@ -18,27 +18,21 @@
 namespace {
 
 template <typename T>
-void gradient_row(const T* __restrict__ up, const T* __restrict__ mid, const T* __restrict__ down,
-                  T* __restrict__ sum, int64_t width) {
-    for (int64_t j = 1; j + 1 < width; j++) {  // interior columns: unit-stride, vectorised
-        T sobel_x = (up[j + 1] - up[j - 1]) + 2 * (mid[j + 1] - mid[j - 1]) + (down[j + 1] - down[j - 1]);
-        T sobel_y = (down[j - 1] - up[j - 1]) + 2 * (down[j] - up[j]) + (down[j + 1] - up[j + 1]);
-        sum[j] += sobel_x * sobel_x + sobel_y * sobel_y;
-    }
-    for (int64_t j = 0; j < width; j += width > 1 ? width - 1 : 1) {  // the first and last column: replicate
-        int64_t left = j > 0 ? j - 1 : 0, right = j + 1 < width ? j + 1 : width - 1;
-        T sobel_x = (up[right] - up[left]) + 2 * (mid[right] - mid[left]) + (down[right] - down[left]);
-        T sobel_y = (down[left] - up[left]) + 2 * (down[j] - up[j]) + (down[right] - up[right]);
-        sum[j] += sobel_x * sobel_x + sobel_y * sobel_y;
-    }
-}
-
-template <typename T>
 inline T channel_term(const T* __restrict__ up, const T* __restrict__ mid, const T* __restrict__ down, int64_t left,
                       int64_t j, int64_t right) {
     T sobel_x = (up[right] - up[left]) + 2 * (mid[right] - mid[left]) + (down[right] - down[left]);
     T sobel_y = (down[left] - up[left]) + 2 * (down[j] - up[j]) + (down[right] - up[right]);
     return sobel_x * sobel_x + sobel_y * sobel_y;
+}
+
+template <typename T>
+void gradient_row(const T* __restrict__ up, const T* __restrict__ mid, const T* __restrict__ down,
+                  T* __restrict__ sum, int64_t width) {
+    // sum[j] += one channel's term, for images of other than 3 channels
+    for (int64_t j = 1; j + 1 < width; j++) sum[j] += channel_term(up, mid, down, j - 1, j, j + 1);  // vectorised
+    for (int64_t j = 0; j < width; j += width > 1 ? width - 1 : 1) {  // the first and last column: replicate
+        sum[j] += channel_term(up, mid, down, j > 0 ? j - 1 : 0, j, j + 1 < width ? j + 1 : width - 1);
+    }
 }
 
 template <typename T>
