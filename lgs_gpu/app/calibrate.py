@@ -190,16 +190,15 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
         attack = evaluate.plan(evaluation)[1]  # the LaVAN unit, exactly as evaluate names and caches it
         bare_counts, counts, timing = [0, 0], {}, {"defense_seconds": 0.0, "model_seconds": 0.0}
         names, skipped, notes = [], list(images.skipped), list(images.notes)
-        batches = images.batches(config.batch_size, None, config.decode_workers())
-        for batch in tqdm(batches, total=data.batch_count(len(images), config.batch_size),
-                          desc=f"LaVAN {attack.key} (cached) and sweep", disable=not progress):  # fmt: skip
+        batches = runs.labelled_batches(images, model, config.batch_size, None, config.decode_workers(), config.device)
+        for batch, labels, identity in tqdm(batches, total=data.batch_count(len(images), config.batch_size),
+                                            desc=f"LaVAN {attack.key} (cached) and sweep", disable=not progress):  # fmt: skip
             names += batch.names
             skipped += batch.skipped
             notes += batch.notes
             if not batch.names:
                 continue
-            labels = runs.batch_labels(model, batch, config.device, config.batch_size).to(config.device)
-            identity = runs.batch_identity(batch, labels)
+            labels = labels.to(config.device)
             clean = batch.images.to(config.device)
             adversarial = evaluate.adversarial_batch(evaluation, attack, model, batch, labels, identity)[0]
             for position, part in enumerate((clean, adversarial)):
@@ -277,13 +276,13 @@ def _adaptive(evaluation, model, images, spec: str, progress: bool) -> dict:
         key = f"{view}-{100 * evaluation.bpda_fraction:g}%-{spec}"
         units.append(evaluate.Unit(key, "lavan", evaluation.bpda_fraction, view, spec, (spec,)))
     correct, total = dict.fromkeys(("exact", "bpda"), 0), 0
-    batches = images.batches(evaluation.batch_size, None, evaluation.decode_workers())
-    for batch in tqdm(batches, total=data.batch_count(len(images), evaluation.batch_size),
-                      desc=f"exact and BPDA LaVAN through {spec}", leave=False, disable=not progress):  # fmt: skip
+    batches = runs.labelled_batches(images, model, evaluation.batch_size, None, evaluation.decode_workers(),
+                                    evaluation.device)  # fmt: skip
+    for batch, labels, identity in tqdm(batches, total=data.batch_count(len(images), evaluation.batch_size),
+                                        desc=f"exact and BPDA LaVAN through {spec}", leave=False, disable=not progress):  # fmt: skip
         if not batch.names:
             continue
-        labels = runs.batch_labels(model, batch, evaluation.device, evaluation.batch_size).to(evaluation.device)
-        identity = runs.batch_identity(batch, labels)
+        labels = labels.to(evaluation.device)
         total += len(batch.names)
         for unit in units:
             adversarial, _ = evaluate.adversarial_batch(evaluation, unit, model, batch, labels, identity)

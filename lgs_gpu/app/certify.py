@@ -190,9 +190,8 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         work = tqdm(total=len(cleansers) * len(mine), desc=f"certify (rank {runtime.rank})", unit="batch",
                     disable=not progress)  # fmt: skip
         # Every patch size runs on a batch before the next is decoded: memory does not grow with the images.
-        for batch in images.batches(config.images_per_batch, mine, config.decode_workers()):
-            labels = runs.batch_labels(model, batch, config.device, config.images_per_batch)
-            identity = runs.batch_identity(batch, labels)
+        for batch, labels, identity in runs.labelled_batches(images, model, config.images_per_batch, mine,
+                                                             config.decode_workers(), config.device):  # fmt: skip
             for fraction, cleanser in cleansers.items():
                 work.set_postfix_str(_key(fraction))
                 path = folder / "records" / _key(fraction) / f"batch-{batch.index:05d}.json"

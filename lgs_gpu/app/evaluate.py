@@ -266,7 +266,7 @@ def _score(model: Classifier, adversarial: torch.Tensor, specs: tuple[str, ...],
 def adversarial_batch(config, unit: Unit, model, batch: data.Batch, labels: torch.Tensor, identity: str, patch=None):
     """One batch's uint8 adversarial images and targets (``None`` for clean), attacked once then cached.
 
-    ``labels``: the batch's (:func:`.runs.batch_labels`); ``identity``: its :func:`.runs.batch_identity`.
+    ``labels`` and ``identity``: the batch's, as :func:`.runs.labelled_batches` gives them.
     The cache (``adversarial/<unit>/batch-NNNNN.pt`` under the output folder) is shared by every
     command that runs the same unit with the same :func:`conditions`: ``lgs-gpu calibrate``
     attacks once and ``evaluate`` in the same folder scores its images without attacking again.
@@ -357,9 +357,8 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         patches = {unit.key: _patch(config, unit, model, images, runtime) for unit in units if unit.attack == "patch"}
         work = tqdm(total=len(units) * len(mine), desc=f"evaluate (rank {runtime.rank})", unit="batch",
                     disable=not progress)  # fmt: skip
-        for batch in images.batches(config.batch_size, mine, config.decode_workers()):
-            labels = runs.batch_labels(model, batch, config.device, config.batch_size)
-            identity = runs.batch_identity(batch, labels)
+        for batch, labels, identity in runs.labelled_batches(images, model, config.batch_size, mine,
+                                                             config.decode_workers(), config.device):  # fmt: skip
             for unit in units:
                 work.set_postfix_str(unit.key)
                 run_unit_batch(config, unit, model, batch, labels, identity, patches.get(unit.key))

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -196,11 +197,19 @@ def label_source(images: data.ImageSet | data.ImageFiles) -> str:
     return "the model's clean top-1 prediction (no ground truth for these images)"
 
 
-def batch_labels(model, batch: data.Batch, device: str, batch_size: int) -> torch.Tensor:
-    """A batch's labels on the CPU: its ground truth, else the model's clean top-1 prediction."""
-    if batch.labels is not None:
-        return batch.labels
-    return model.predict(batch.images.to(device), batch_size)[0].cpu()
+def labelled_batches(
+    images: data.ImageSet | data.ImageFiles, model, batch_size: int, indices: list[int] | None, workers: int, device: str
+) -> Iterator[tuple[data.Batch, torch.Tensor, str]]:
+    """The batches ``indices`` (all: ``None``) of a run, each with its labels on the CPU (its ground truth, else the
+    model's clean top-1 prediction) and its :func:`batch_identity`, decoded by ``workers`` processes."""
+    for batch in images.batches(batch_size, indices, workers):
+        if batch.labels is not None:
+            labels = batch.labels
+        elif batch.names:
+            labels = model.predict(batch.images.to(device), batch_size)[0].cpu()
+        else:  # every file of the batch failed to decode: nothing to predict
+            labels = torch.empty(0, dtype=torch.long)
+        yield batch, labels, batch_identity(batch, labels)
 
 
 def batch_identity(batch: data.Batch, labels: torch.Tensor | None = None) -> str:
