@@ -59,11 +59,16 @@ def test_an_infinite_gradient_hands_the_call_back_and_lgs_still_confines_it_to_i
     x[1, 2, 5, 7] = float("inf")
     out = torch.zeros_like(x)
     assert not fused_cpu.lgs_output(x, out, 2.3, 0.1, 15, 5, Workspace())
-    assert torch.equal(out, torch.zeros_like(x))  # nothing written
+    assert torch.equal(out[1:], torch.zeros_like(x[1:]))  # it stopped at the image with inf
+    assert_lgs_close(out[0], torch_path.lgs(x[:1], 2.3, 0.1, 15, 5)[0])
     defended = lgs(x, backend="compiled")  # the programs compute this call
+    into = torch.zeros_like(x)
+    assert lgs(x, backend="compiled", out=into) is into  # and rewrite every image of a given out
     expected = lgs(x, backend="torch")
-    assert_lgs_close(defended[[0, 2]], expected[[0, 2]])
-    assert torch.equal(defended[1].isinf(), expected[1].isinf()) and torch.equal(defended[1].isnan(), expected[1].isnan())
+    for result in (defended, into):
+        assert_lgs_close(result[[0, 2]], expected[[0, 2]])
+        assert torch.equal(result[1].isinf(), expected[1].isinf())
+        assert torch.equal(result[1].isnan(), expected[1].isnan())
 
 
 def test_the_compiled_backend_runs_it_for_the_output_alone(monkeypatch):
@@ -109,3 +114,19 @@ def test_the_kernel_is_built_once_into_the_cache_and_loaded_by_a_new_process(tmp
     built = [path.name for path in (tmp_path / "cache").rglob("*") if path.is_file()]
     assert built == [f"{fused_cpu.NAME}.so"]
     assert "building" not in finished.stderr  # the second process loaded it
+
+
+def test_the_output_does_not_depend_on_the_thread_count():
+    # Every thread takes whole pixel rows and window rows of each image, so no sum is split between threads.
+    x = torch.rand(5, 3, 61, 47, generator=torch.Generator().manual_seed(3))
+    x[2] = 0.5  # a flat image between textured ones
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(_fused(x))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(result, results[0]) for result in results[1:])
+    assert_lgs_close(results[0], torch_path.lgs(x, 2.3, 0.1, 15, 5))

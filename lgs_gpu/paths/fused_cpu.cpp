@@ -1,16 +1,18 @@
-// Local Gradients Smoothing's output on the CPU in three passes over contiguous [B, C, H, W] images
-// (the launcher, fused_cpu.py, builds this file once per machine and calls it through ctypes).
+// Local Gradients Smoothing's output on the CPU, one image after another in three passes, every thread on
+// each image (the launcher, fused_cpu.py, builds this file once per machine and calls it through ctypes).
 //
 // 1. For every pixel row: m = sqrt(sum over channels of Sx^2 + Sy^2) (3x3 Sobel, replicate borders, taps
-//    paired as the torch path pairs them, so flat regions give exactly 0), written to the plane `m`,
-//    with the row's min and max. A non-finite m stops here (return 1: the caller takes another path).
-// 2. Per image: g = (m - min) / (max - min) (0 when max == min), summed over every window's columns per
-//    pixel row (in double), then over the window's rows: a window passes when its mean is > threshold.
-// 3. For every pixel row: the columns inside a passing window whose rows cover it get
+//    paired as the torch path pairs them, so flat regions give exactly 0), written to the image's plane
+//    `m`, with the row's min and max. A non-finite m stops here (return 1: the caller takes another path,
+//    the images before it already written).
+// 2. Each window row: g = (m - min) / (max - min) (0 when max == min) summed down its pixel rows per
+//    column (in double), then across each window: a window passes when its mean is > threshold. The
+//    columns of its passing windows are marked for that window row.
+// 3. For every pixel row: the columns marked by a window row that covers it get
 //    x * (1 - clip(smoothing_factor * g, 0, 1)) in every channel; the others are copied.
 //
-// Traffic: read x twice and m twice, write m and the output once. No allocation beyond a few rows per
-// thread. Parallel over (image, row) with OpenMP, on the caller's thread count.
+// One image's m (H x W) is the only plane: it stays in cache from pass 1 to pass 3, and each thread
+// takes the same pixel rows in passes 1 and 3, so its rows of x are still in its cache the second time.
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -35,30 +37,43 @@ void gradient_row(const T* __restrict__ up, const T* __restrict__ mid, const T* 
     }
 }
 
+constexpr int64_t READ_AHEAD_ROWS = 4, WRITE_AHEAD_ROWS = 8;  // chosen by benchmarks/fused_cpu_passes.py
+
 template <typename T>
-void gradient_row3(const T* image, int64_t plane, int64_t up, int64_t mid, int64_t down, T* __restrict__ row,
-                   int64_t width) {
-    // m of one pixel row of a 3-channel image; `up`, `mid`, `down`: the offsets of the rows above, at and below.
-    const T* __restrict__ u0 = image + up;
-    const T* __restrict__ m0 = image + mid;
-    const T* __restrict__ d0 = image + down;
-    const T* __restrict__ u1 = u0 + plane;
-    const T* __restrict__ m1 = m0 + plane;
-    const T* __restrict__ d1 = d0 + plane;
-    const T* __restrict__ u2 = u1 + plane;
-    const T* __restrict__ m2 = m1 + plane;
-    const T* __restrict__ d2 = d1 + plane;
-    for (int64_t j = 1; j + 1 < width; j++) {
-        T sum = channel_term(u0, m0, d0, j - 1, j, j + 1) + channel_term(u1, m1, d1, j - 1, j, j + 1) +
-                channel_term(u2, m2, d2, j - 1, j, j + 1);
-        row[j] = sum > 0 ? std::sqrt(sum) : 0;
+inline void prefetch_row(const T* row, int64_t width, int for_writing) {
+    const char* bytes = reinterpret_cast<const char*>(row);
+    for (int64_t k = 0; k < width * static_cast<int64_t>(sizeof(T)); k += 64) {
+        if (for_writing) {
+            __builtin_prefetch(bytes + k, 1, 3);
+        } else {
+            __builtin_prefetch(bytes + k, 0, 3);
+        }
     }
-    for (int64_t j = 0; j < width; j += width > 1 ? width - 1 : 1) {
-        int64_t left = j > 0 ? j - 1 : 0, right = j + 1 < width ? j + 1 : width - 1;
-        T sum = channel_term(u0, m0, d0, left, j, right) + channel_term(u1, m1, d1, left, j, right) +
-                channel_term(u2, m2, d2, left, j, right);
-        row[j] = sum > 0 ? std::sqrt(sum) : 0;
+}
+
+template <typename T>
+void row_range(const T* __restrict__ row, int64_t width, T* lowest, T* highest) {
+    // min and max of a row that holds no NaN, in 16 lanes so that the loop vectorises
+    constexpr int lanes = 16;
+    T low[lanes], high[lanes];
+    for (int l = 0; l < lanes; l++) low[l] = INFINITY, high[l] = -INFINITY;
+    int64_t j = 0;
+    for (; j + lanes <= width; j += lanes) {
+        for (int l = 0; l < lanes; l++) {
+            low[l] = row[j + l] < low[l] ? row[j + l] : low[l];
+            high[l] = row[j + l] > high[l] ? row[j + l] : high[l];
+        }
     }
+    for (int l = 0; j + l < width; l++) {
+        low[l] = row[j + l] < low[l] ? row[j + l] : low[l];
+        high[l] = row[j + l] > high[l] ? row[j + l] : high[l];
+    }
+    for (int l = 1; l < lanes; l++) {
+        low[0] = low[l] < low[0] ? low[l] : low[0];
+        high[0] = high[l] > high[0] ? high[l] : high[0];
+    }
+    *lowest = low[0];
+    *highest = high[0];
 }
 
 template <typename T>
@@ -72,102 +87,99 @@ void normalise_row(const T* __restrict__ row, T lowest, T range, T* __restrict__
 
 template <typename T>
 int lgs_output(const T* __restrict__ x, T* __restrict__ out, T* __restrict__ m, T* __restrict__ lowest,
-               T* __restrict__ highest, double* __restrict__ column_sums, uint8_t* __restrict__ passing,
+               T* __restrict__ highest, uint8_t* __restrict__ finite, uint8_t* __restrict__ covered_by_window_row,
+               uint8_t* __restrict__ window_row_passes,
                int64_t batch, int64_t channels, int64_t height, int64_t width,
                const int64_t* row_starts, int64_t n_rows, int64_t row_extent,
                const int64_t* col_starts, int64_t n_cols, int64_t col_extent,
                double smoothing_factor, double threshold, int threads) {
     const int64_t plane = height * width;
-    int nonfinite = 0;
-#pragma omp parallel for collapse(2) num_threads(threads) reduction(| : nonfinite) schedule(static)
-    for (int64_t b = 0; b < batch; b++) {
-        for (int64_t r = 0; r < height; r++) {
-            T* __restrict__ row = m + b * plane + r * width;
-            const int64_t up = r > 0 ? r - 1 : 0, down = r + 1 < height ? r + 1 : height - 1;
+    const double area = static_cast<double>(row_extent * col_extent);
+    const T factor_of_g = static_cast<T>(smoothing_factor);
+    int status = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        std::vector<T> normalised(width), factor(width);
+        std::vector<double> column_sums(width);
+        std::vector<uint8_t> covered(width);
+        for (int64_t b = 0; b < batch; b++) {
             const T* image = x + b * channels * plane;
-            if (channels == 3) {  // the usual case: every channel in one loop, no partial sums in memory
-                gradient_row3(image, plane, up * width, r * width, down * width, row, width);
-            } else {
+            // 1. m of every pixel row of image b, with each row's range. The rows are split between the
+            // threads as in pass 3, so each thread reads its rows of x there from its own cache.
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < height; r++) {
+                T* __restrict__ row = m + r * width;
+                const int64_t up = r > 0 ? r - 1 : 0, down = r + 1 < height ? r + 1 : height - 1;
+                // The hardware prefetcher alone leaves the loads waiting on memory (measured: 10% slower).
+                if (r + READ_AHEAD_ROWS < height) {
+                    for (int64_t c = 0; c < channels; c++) {
+                        prefetch_row(image + (c * height + r + READ_AHEAD_ROWS) * width, width, 0);
+                    }
+                }
                 for (int64_t j = 0; j < width; j++) row[j] = 0;
-                for (int64_t c = 0; c < channels; c++) {
+                for (int64_t c = 0; c < channels; c++) {  // one channel at a time: few streams, no spilled pointers
                     const T* channel = image + c * plane;
                     gradient_row(channel + up * width, channel + r * width, channel + down * width, row, width);
                 }
                 for (int64_t j = 0; j < width; j++) row[j] = row[j] > 0 ? std::sqrt(row[j]) : 0;
+                row_range(row, width, lowest + r, highest + r);  // m is never NaN: finite when its max is
+                finite[r] = highest[r] < INFINITY;
             }
-            T low = INFINITY, high = -INFINITY, total = 0;
-            for (int64_t j = 0; j < width; j++) {
-                T value = row[j];
-                low = value < low ? value : low;
-                high = value > high ? value : high;
-                total += value;
-            }
-            nonfinite |= !std::isfinite(total);
-            lowest[b * height + r] = low;
-            highest[b * height + r] = high;
-        }
-    }
-    if (nonfinite) return 1;
-    for (int64_t b = 0; b < batch; b++) {  // each image's range, from its rows'
-        T low = lowest[b * height], high = highest[b * height];
-        for (int64_t r = 1; r < height; r++) {
-            low = lowest[b * height + r] < low ? lowest[b * height + r] : low;
-            high = highest[b * height + r] > high ? highest[b * height + r] : high;
-        }
-        lowest[b] = low;
-        highest[b] = high;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-        std::vector<T> normalised(width);
-#pragma omp for collapse(2) schedule(static)
-        for (int64_t b = 0; b < batch; b++) {
+            // Every thread reads the image's range from the rows' (the same answer in each, no barrier).
+            T low = lowest[0], high = highest[0];
+            bool all_finite = true;
             for (int64_t r = 0; r < height; r++) {
-                normalise_row(m + b * plane + r * width, lowest[b], highest[b] - lowest[b], normalised.data(), width);
-                double* sums = column_sums + (b * height + r) * n_cols;
+                low = lowest[r] < low ? lowest[r] : low;
+                high = highest[r] > high ? highest[r] : high;
+                all_finite = all_finite && finite[r];
+            }
+            if (!all_finite) {  // every thread sees it and leaves the loop: the caller takes another path
+#pragma omp single nowait
+                status = 1;
+                break;
+            }
+            // 2. Each window row: g = (m - low) / (high - low) summed down the window's pixel rows per column
+            // (in double), then across each window's columns: the window passes when its mean is > threshold.
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < n_rows; i++) {
+                for (int64_t k = 0; k < width; k++) column_sums[k] = 0;
+                for (int64_t r = row_starts[i]; r < row_starts[i] + row_extent; r++) {
+                    normalise_row(m + r * width, low, high - low, normalised.data(), width);
+                    for (int64_t k = 0; k < width; k++) column_sums[k] += normalised[k];  // vectorised
+                }
+                bool any = false;
+                uint8_t* __restrict__ covered_here = covered_by_window_row + i * width;
+                for (int64_t k = 0; k < width; k++) covered_here[k] = 0;
                 for (int64_t j = 0; j < n_cols; j++) {
                     double sum = 0;
-                    for (int64_t k = col_starts[j]; k < col_starts[j] + col_extent; k++) sum += normalised[k];
-                    sums[j] = sum;
+                    for (int64_t k = col_starts[j]; k < col_starts[j] + col_extent; k++) sum += column_sums[k];
+                    if (!(static_cast<T>(sum / area) > static_cast<T>(threshold))) continue;
+                    any = true;
+                    for (int64_t k = col_starts[j]; k < col_starts[j] + col_extent; k++) covered_here[k] = 1;
                 }
+                window_row_passes[i] = any;
             }
-        }
-    }
-    const double area = static_cast<double>(row_extent * col_extent);
-#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
-    for (int64_t b = 0; b < batch; b++) {
-        for (int64_t i = 0; i < n_rows; i++) {
-            for (int64_t j = 0; j < n_cols; j++) {
-                double sum = 0;
-                for (int64_t r = row_starts[i]; r < row_starts[i] + row_extent; r++)
-                    sum += column_sums[(b * height + r) * n_cols + j];
-                passing[(b * n_rows + i) * n_cols + j] = static_cast<T>(sum / area) > static_cast<T>(threshold);
-            }
-        }
-    }
-    const T factor_of_g = static_cast<T>(smoothing_factor);
-#pragma omp parallel num_threads(threads)
-    {
-        std::vector<uint8_t> column_passes(n_cols), covered(width);
-        std::vector<T> factor(width);
-#pragma omp for collapse(2) schedule(static)
-        for (int64_t b = 0; b < batch; b++) {
+            // 3. The columns inside a passing window whose rows cover a pixel row get
+            // x * (1 - clip(smoothing_factor * g, 0, 1)) in every channel; the others are copied.
+            int64_t first = 0;  // the first window row not above this pixel row (the rows come in order)
+#pragma omp for schedule(static)
             for (int64_t r = 0; r < height; r++) {
-                for (int64_t j = 0; j < n_cols; j++) column_passes[j] = 0;
-                for (int64_t i = 0; i < n_rows; i++) {  // the window rows covering this pixel row
-                    if (row_starts[i] <= r && r < row_starts[i] + row_extent) {
-                        for (int64_t j = 0; j < n_cols; j++) column_passes[j] |= passing[(b * n_rows + i) * n_cols + j];
+                while (first < n_rows && row_starts[first] + row_extent <= r) first++;
+                if (r + WRITE_AHEAD_ROWS < height) {  // owning the output's lines early saves 5-10%
+                    for (int64_t c = 0; c < channels; c++) {
+                        prefetch_row(out + ((b * channels + c) * height + r + WRITE_AHEAD_ROWS) * width, width, 1);
                     }
                 }
                 bool any = false;
-                for (int64_t j = 0; j < width; j++) covered[j] = 0;
-                for (int64_t j = 0; j < n_cols; j++) {
-                    if (!column_passes[j]) continue;
+                for (int64_t k = 0; k < width; k++) covered[k] = 0;
+                for (int64_t i = first; i < n_rows && row_starts[i] <= r; i++) {  // the window rows covering it
+                    if (!window_row_passes[i]) continue;
                     any = true;
-                    for (int64_t k = col_starts[j]; k < col_starts[j] + col_extent; k++) covered[k] = 1;
+                    const uint8_t* __restrict__ covered_there = covered_by_window_row + i * width;
+                    for (int64_t k = 0; k < width; k++) covered[k] |= covered_there[k];
                 }
                 if (any) {
-                    normalise_row(m + b * plane + r * width, lowest[b], highest[b] - lowest[b], factor.data(), width);
+                    normalise_row(m + r * width, low, high - low, factor.data(), width);
                     for (int64_t j = 0; j < width; j++) {
                         T suppressed = factor_of_g * factor[j];
                         suppressed = suppressed < 0 ? 0 : (suppressed > 1 ? 1 : suppressed);
@@ -175,7 +187,7 @@ int lgs_output(const T* __restrict__ x, T* __restrict__ out, T* __restrict__ m, 
                     }
                 }
                 for (int64_t c = 0; c < channels; c++) {
-                    const T* __restrict__ source = x + ((b * channels + c) * height + r) * width;
+                    const T* __restrict__ source = image + (c * height + r) * width;
                     T* __restrict__ target = out + ((b * channels + c) * height + r) * width;
                     if (any) {
                         for (int64_t j = 0; j < width; j++) target[j] = source[j] * factor[j];
@@ -183,20 +195,20 @@ int lgs_output(const T* __restrict__ x, T* __restrict__ out, T* __restrict__ m, 
                         for (int64_t j = 0; j < width; j++) target[j] = source[j];
                     }
                 }
-            }
+            }  // the barrier here keeps the next image's pass 1 off this image's m
         }
     }
-    return 0;
+    return status;
 }
 
 }  // namespace
 
 #define LGS_OUTPUT(T, NAME)                                                                                      \
-    extern "C" int NAME(const T* x, T* out, T* m, T* lowest, T* highest, double* column_sums, uint8_t* passing, \
+    extern "C" int NAME(const T* x, T* out, T* m, T* lowest, T* highest, uint8_t* finite, uint8_t* covered_by_window_row, uint8_t* window_row_passes, \
                         int64_t batch, int64_t channels, int64_t height, int64_t width, const int64_t* row_starts, \
                         int64_t n_rows, int64_t row_extent, const int64_t* col_starts, int64_t n_cols,          \
                         int64_t col_extent, double smoothing_factor, double threshold, int threads) {           \
-        return lgs_output<T>(x, out, m, lowest, highest, column_sums, passing, batch, channels, height, width,   \
+        return lgs_output<T>(x, out, m, lowest, highest, finite, covered_by_window_row, window_row_passes, batch, channels, height, width,   \
                              row_starts, n_rows, row_extent, col_starts, n_cols, col_extent, smoothing_factor,   \
                              threshold, threads);                                                                \
     }

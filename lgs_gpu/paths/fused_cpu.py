@@ -1,14 +1,15 @@
 """LGS's output on the CPU as one hand-written C++ kernel, :file:`fused_cpu.cpp`: the launcher.
 
-The kernel reads the images twice and the gradient plane twice, and writes the plane and the
-output once, with OpenMP threads over (image, row); what it does pass by pass is in the source.
+The kernel takes the images one after another, all OpenMP threads on each (split by pixel rows),
+so that the image and its gradient plane are still in cache when the output is written; what it
+does pass by pass is in the source.
 It is built once per machine by the C++ compiler AOTInductor uses (``$CXX``, else ``c++``), for
 the vector ISA torch itself runs (``torch.backends.cpu.get_cpu_capability()``), into the cache of
 :mod:`.package_cache` (same trust checks and atomic writes as the AOTInductor programs), and
 loaded with ``ctypes``. The compiled path (:mod:`.compiled_path`) runs it when only the output is
 wanted (``lgs(x)``, the module's forward); a failed build falls back to its programs, with the
 reason logged once. Values equal the torch path's but for rounding (the window sums are taken
-per pixel row, in float64, then per window).
+per column down each window row, in float64, then across each window).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _load(path: Path) -> dict[torch.dtype, ctypes._CFuncPtr]:
     functions = {}
     for dtype, name in _FUNCTIONS.items():
         function = getattr(library, name)
-        function.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 4 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+        function.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 4 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                              ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_int]  # fmt: skip
         function.restype = ctypes.c_int
         functions[dtype] = function
@@ -112,9 +113,10 @@ def lgs_output(
     workspace: Workspace,
 ) -> bool:
     """Eq. 7 of contiguous float32 / float64 ``[B, C, H, W]`` CPU images ``x`` into ``out`` (same shape, dtype,
-    contiguous, not overlapping ``x``); the intermediates live in ``workspace``. Returns ``False``, having
-    written nothing, when the kernel is unavailable or an image's gradient is not finite (NaN or inf
-    inside): the caller computes those otherwise.
+    contiguous, not overlapping ``x``); the intermediates (one image's worth) live in ``workspace``.
+    Returns ``False`` when the kernel is unavailable (nothing written) or an image's gradient is not
+    finite (inf inside; the images before it are written): the caller then computes every image
+    otherwise.
 
     Example:
         >>> from lgs_gpu.paths import torch_path
@@ -131,14 +133,16 @@ def lgs_output(
     batch, channels, height, width = x.shape
     row_starts, col_starts, row_extent, col_extent = window_geometry(height, width, window_size, overlap, x.device)
     n_rows, n_cols = len(row_starts), len(col_starts)
-    magnitude = workspace.buffer("magnitude", (batch, height, width), x.dtype)
-    lowest = workspace.buffer("lowest", (batch * height,), x.dtype)
-    highest = workspace.buffer("highest", (batch * height,), x.dtype)
-    column_sums = workspace.buffer("column_sums", (batch * height * n_cols,), torch.float64)
-    passing = workspace.buffer("passing", (batch * n_rows * n_cols,), torch.uint8)
+    # One image's worth: the images are taken one after another, all threads on each.
+    magnitude = workspace.buffer("fused_magnitude", (height, width), x.dtype)
+    lowest = workspace.buffer("fused_lowest", (height,), x.dtype)
+    highest = workspace.buffer("fused_highest", (height,), x.dtype)
+    finite = workspace.buffer("fused_finite", (height,), torch.uint8)
+    covered = workspace.buffer("fused_covered", (n_rows * width,), torch.uint8)  # by each window row's passers
+    window_row_passes = workspace.buffer("fused_window_row_passes", (n_rows,), torch.uint8)
     status = functions[x.dtype](
         x.data_ptr(), out.data_ptr(), magnitude.data_ptr(), lowest.data_ptr(), highest.data_ptr(),
-        column_sums.data_ptr(), passing.data_ptr(), batch, channels, height, width, row_starts.data_ptr(), n_rows,
+        finite.data_ptr(), covered.data_ptr(), window_row_passes.data_ptr(), batch, channels, height, width, row_starts.data_ptr(), n_rows,
         row_extent, col_starts.data_ptr(), n_cols, col_extent, float(smoothing_factor), float(threshold),
         torch.get_num_threads(),
     )  # fmt: skip
