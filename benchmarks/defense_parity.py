@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 
+import cpu_references as ref
 import numpy as np
 import torch
 
 from lgs_gpu.data import ALL_PHOTOGRAPHS, bundled_photographs
 from lgs_gpu.defenses import bilateral_filter, bit_depth, gaussian_filter, jpeg, median_filter, tv_bregman
-from lgs_gpu.tooling import cpu_references as ref
 
 
 def ours(function, image: np.ndarray, dtype: torch.dtype, **parameters) -> np.ndarray:

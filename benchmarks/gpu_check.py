@@ -19,7 +19,7 @@ step by step, so a run cut short still brings back what it measured:
    reason, where the tool is missing or refuses).
 6. ``ncu``: one Nsight Compute run of ``lgs`` at 64x3x299² float32: DRAM bytes read and written,
    achieved bandwidth, SM throughput (skipped likewise).
-7. ``bench``: ``lgs-gpu bench`` on CUDA: every baseline defense beside the LGS paths.
+7. ``bench``: ``python benchmarks/bench.py`` on CUDA: every baseline defense beside the LGS paths.
 
 Run from the repository root: ``python benchmarks/gpu_check.py [-o DIR] [--only STEP] [--wheels DIR]``.
 ``--wheels DIR`` installs the wheels there into a private folder first (the offline model's,
@@ -55,14 +55,14 @@ TEST_TIMEOUT_SECONDS = 60  # each CUDA-tier test (pytest-timeout)
 ALLOWED_SKIP = "optional package missing:"
 # What each step imports (the dry run imports exactly these, from this checkout).
 STEP_MODULES = {
-    "device": ["torch", "triton", "lgs_gpu.tooling.roofline", "gpu_measurements"],
+    "device": ["torch", "triton", "roofline", "gpu_measurements"],
     "tests": ["pytest", "lgs_gpu", "lgs_gpu.paths.triton_path.kernels", "lgs_gpu.defenses", "lgs_gpu.data", "test_cuda"],
-    "compile": ["concurrent.futures", "lgs_gpu.paths.triton_path.aot", "gpu_measurements"],
-    "kernels": ["torch.profiler", "triton.testing", "lgs_gpu.paths.triton_path.aot", "kernel_report", "gpu_measurements"],
+    "compile": ["concurrent.futures", "triton_aot", "gpu_measurements"],
+    "kernels": ["torch.profiler", "triton.testing", "triton_aot", "kernel_report", "gpu_measurements"],
     "sweep": ["triton.testing", "lgs_gpu", "gpu_measurements"],
     "sanitizer": ["lgs_gpu", "gpu_measurements"],
     "ncu": ["lgs_gpu", "gpu_measurements"],
-    "bench": ["lgs_gpu.app.bench", "lgs_gpu.app.cli"],
+    "bench": ["bench"],
 }
 TOOLS = {"sanitizer": "compute-sanitizer", "ncu": "ncu"}
 
@@ -177,7 +177,7 @@ def step_worker(step: str, folder: Path, env: dict[str, str]) -> tuple[bool, str
         (folder / f"{step}.json").write_text(json.dumps({"skipped": reason}))
         return True, reason
     if step == "bench":
-        command = [sys.executable, "-m", "lgs_gpu", "bench", "--device", "cuda", "--batch", "64", "--size", "299",
+        command = [sys.executable, str(Path(__file__).with_name("bench.py")), "--device", "cuda", "--batch", "64", "--size", "299",
                    "--repeats", "5", "--no-reference", "-o", str(folder / "bench")]  # fmt: skip
     else:
         command = [sys.executable, str(BENCHMARKS / "gpu_measurements.py"), step, "-o", str(folder)]

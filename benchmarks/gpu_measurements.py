@@ -70,8 +70,7 @@ def images(shape: tuple[int, ...], dtype: str, seed: int = 0) -> torch.Tensor:
 def device_facts() -> dict:
     """Name, shape and clocks of the GPU (Triton's driver has the clocks torch does not expose)."""
     import triton
-
-    from lgs_gpu.tooling.roofline import peak_bandwidth
+    from roofline import peak_bandwidth
 
     properties = torch.cuda.get_device_properties(0)
     facts = {
@@ -100,7 +99,7 @@ def copy_bandwidth(nbytes: int = 2 * 2**30) -> float:
 
 
 def _compile_one(config: dict) -> str:
-    from lgs_gpu.paths.triton_path.aot import compile_stages
+    from triton_aot import compile_stages
 
     launches = compile_stages(**config)
     return f"{config['dtype']} {'x'.join(map(str, config['shape']))}: {len(launches)} launches"

@@ -1,7 +1,7 @@
 """What each LGS Triton kernel would cost on a GPU, read off its compiled machine code: a prediction.
 
 Compile-only (no GPU): the launcher runs on ``meta`` tensors of the asked shape under
-:func:`lgs_gpu.paths.triton_path.aot.compile_only`, so every kernel is specialised and compiled as
+:func:`triton_aot.compile_only` (``benchmarks/triton_aot.py``), so every kernel is specialised and compiled as
 a CUDA launch would compile it, and nothing runs. For each launch this script reads
 
 * the grid (``programs``), warps, registers, spills and shared memory (``cuobjdump``);
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lgs_gpu.tooling import roofline  # noqa: E402  (after the interpreter is switched off)
+import roofline  # noqa: E402  (after the interpreter is switched off)
 
 # The GPU the prediction is for: H100 SXM5 (NVIDIA's datasheet; boost clock).
 DEVICE = {"name": "H100 SXM (predicted)", "multiprocessors": roofline.H100_MULTIPROCESSORS,
@@ -406,7 +406,7 @@ def dram_bytes(launch) -> tuple[int, bool]:
 
 def analyse(launch, source: str) -> dict:
     """The per-launch report: resources, widths, weighted instructions by pipe, DRAM bytes."""
-    from lgs_gpu.paths.triton_path.aot import disassemble, resource_usage
+    from triton_aot import disassemble, resource_usage
 
     cubin = launch.compiled.asm["cubin"]
     usage = resource_usage(cubin)
@@ -490,8 +490,9 @@ def report(arch: int, batch: int, size: int, dtype: str, channels: int = 3, stag
 
     Needs the kernels compiled: this process must not have imported them under ``TRITON_INTERPRET=1``.
     """
+    from triton_aot import compile_stages
+
     from lgs_gpu.paths.triton_path import kernels as kernels_module
-    from lgs_gpu.paths.triton_path.aot import compile_stages
 
     launches = compile_stages((batch, channels, size, size), dtype, tuple(stages), arch, config=config)
     rows = []

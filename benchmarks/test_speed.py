@@ -1,17 +1,16 @@
-"""pytest-benchmark suite: every `lgs-gpu bench` contender, one benchmark each.
+"""pytest-benchmark suite: every `python benchmarks/bench.py` contender, one benchmark each.
 
     python -m pytest benchmarks/test_speed.py --benchmark-only [--benchmark-json out.json]
 
 Sizes come from LGS_BENCH_BATCH / LGS_BENCH_SIZE (default 8 x 299 px). Not part of the test
-suite (``testpaths = tests``); `lgs-gpu bench` is the interleaved, report-writing runner.
+suite (``testpaths = tests``); `python benchmarks/bench.py` is the interleaved, report-writing runner.
 """
 
 import os
 
 import pytest
 import torch
-
-from lgs_gpu.app.bench import contenders, photograph_batch
+from bench import contenders, photograph_batch
 
 BATCH = int(os.environ.get("LGS_BENCH_BATCH", "8"))
 SIZE = int(os.environ.get("LGS_BENCH_SIZE", "299"))

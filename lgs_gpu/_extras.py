@@ -22,7 +22,7 @@ OPTIONAL = {
     "skimage": ("scikit-image", "eval"),
     "sklearn": ("scikit-learn", "eval"),
     "matplotlib": ("matplotlib", "eval"),
-    "scipy": ("scipy", "eval"),
+    "scipy": ("scipy", "test"),  # benchmarks/bench.py's CPU references
     "art": ("adversarial-robustness-toolbox", "art"),
 }
 

@@ -24,7 +24,6 @@ LAYERS = (
     ("models/data", ("lgs_gpu.models", "lgs_gpu.data")),
     ("methods", ("lgs_gpu.defenses", "lgs_gpu.attacks", "lgs_gpu.certify")),
     ("integrations", ("lgs_gpu.integrations",)),
-    ("tooling", ("lgs_gpu.tooling",)),
     ("app", ("lgs_gpu.app", "lgs_gpu.evaluate", "lgs_gpu.__main__")),
 )  # fmt: skip
 # Base modules every layer may use, private names included: the input contract, atomic writes,

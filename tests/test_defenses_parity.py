@@ -13,6 +13,7 @@ the six bundled photographs at 160 px, and are stated here with the measured val
   uniform noise at 96 px. Run to convergence, they agree to 1e-4.
 """
 
+import cpu_references as ref
 import numpy as np
 import pytest
 import torch
@@ -21,7 +22,6 @@ from lgs_gpu.data import ALL_PHOTOGRAPHS, bundled_photographs
 from lgs_gpu.defenses import bilateral_filter, bit_depth, gaussian_filter, jpeg, median_filter, tv_bregman
 from lgs_gpu.defenses.jpeg import PAPER_QUALITIES
 from lgs_gpu.defenses.tv import PAPER_WEIGHTS
-from lgs_gpu.tooling import cpu_references as ref
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Preflight: every Triton kernel compiles for sm_80 and sm_90 as a CUDA launch of the real shapes would.
 
-No GPU is needed. :mod:`lgs_gpu.paths.triton_path.aot` runs the real launcher on ``meta``
+No GPU is needed. ``benchmarks/triton_aot.py`` runs the real launcher on ``meta``
 tensors under a stand-in for Triton's active driver (a CUDA target) with every launch turned into
 ``JITFunction.run(..., warmup=True)``: Triton specialises each argument as for a launch, compiles,
 and nothing runs. The suite runs with ``TRITON_INTERPRET=1``, under which kernels cannot be
@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from lgs_gpu.paths.triton_path.aot import ARCHITECTURES
+from triton_aot import ARCHITECTURES
 
 pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +27,7 @@ def compile_in_subprocess(path: Path, *arguments: str, pythonpath: str | None = 
     if pythonpath:
         environment["PYTHONPATH"] = os.pathsep.join([pythonpath, str(ROOT)])
     result = subprocess.run(
-        [sys.executable, "-m", "lgs_gpu.paths.triton_path.aot", "--json", str(path), *arguments],
+        [sys.executable, str(ROOT / "benchmarks" / "triton_aot.py"), "--json", str(path), *arguments],
         capture_output=True, text=True, env=environment, timeout=900, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -42,7 +41,7 @@ def compiled(tmp_path_factory):
 
 
 def expected_launches(configs) -> set[tuple[str, str]]:
-    from lgs_gpu.paths.triton_path.aot import _variant
+    from triton_aot import _variant
 
     expected = set()
     for config in configs:
@@ -65,7 +64,7 @@ def check_reports(reports: list[dict], configs) -> None:
 
 
 def test_every_launch_compiles_for_each_architecture_without_spills(compiled):
-    from lgs_gpu.paths.triton_path.aot import configurations
+    from triton_aot import configurations
 
     check_reports(compiled["reports"], configurations())
     # Every dtype, both walks (carried and reloading channels) and both offset widths were compiled.
@@ -104,7 +103,7 @@ def triton_36(tmp_path_factory) -> str:
 
 
 def test_every_kernel_compiles_with_the_gpu_machines_triton(triton_36, tmp_path):
-    from lgs_gpu.paths.triton_path.aot import configurations
+    from triton_aot import configurations
 
     result = compile_in_subprocess(tmp_path / "kernels36.json", "--quick", pythonpath=triton_36)
     assert result["triton"] == TRITON_36

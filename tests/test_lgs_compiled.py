@@ -124,7 +124,7 @@ def test_compiled_module_and_auto_choice():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8], ids=str)
 def test_a_warm_call_allocates_its_output_only_and_with_out_nothing_full_size(dtype):
     """The gradient plane and conversion buffers live in the per-thread workspace (issue 26 B)."""
-    from lgs_gpu.tooling.peak_memory import peak_torch_bytes
+    from peak_memory import peak_torch_bytes
 
     x = textured_images((2, 3, 57, 64), dtype, seed=16)
     out = torch.empty_like(x)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import cpu_references as ref
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,6 @@ import lgs_gpu.defenses.median as median_module
 from lgs_gpu.app.cli import main
 from lgs_gpu.app.defend import BYTES_PER_PIXEL, default_batch_memory, defend_files, group_batches
 from lgs_gpu.defenses import ImageDefense, bilateral_filter, gaussian_filter, get, median_filter
-from lgs_gpu.tooling import cpu_references as ref
 
 
 class TestWindows:

@@ -1,11 +1,10 @@
-"""The traffic model, the occupancy arithmetic and the peak-memory meters behind `lgs-gpu bench`."""
+"""The traffic model, the occupancy arithmetic and the peak-memory meters behind `benchmarks/bench.py`."""
 
 import numpy as np
 import pytest
+import roofline
 import torch
-
-from lgs_gpu.tooling import roofline
-from lgs_gpu.tooling.peak_memory import peak_numpy_bytes, peak_torch_bytes
+from peak_memory import peak_numpy_bytes, peak_torch_bytes
 
 
 def test_bytes_follow_the_passes():

@@ -202,17 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
     certify.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
     certify.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
-    bench = commands.add_parser("bench", help="time LGS and the baselines against the CPU libraries and the copy roof")
-    bench.add_argument("-o", "--output-dir", default="lgs-bench", help="folder for bench.json / .csv / .md / .png")
-    bench.add_argument("--batch", type=int, default=32)
-    bench.add_argument("--size", type=int, default=299)
-    bench.add_argument("--repeats", type=int, default=5)
-    bench.add_argument("--per-image-sample", type=int, default=4, help="images per-image CPU libraries are timed on")
-    bench.add_argument("--no-reference", action="store_true", help="skip the (slow) literal reference")
-    bench.add_argument("--sweep-batches", default="", help="e.g. 1,8,32,64: also sweep LGS over batch sizes...")
-    bench.add_argument("--sweep-sizes", default="", help="...and image sizes, e.g. 224,299,512,1024")
-    bench.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-
     export = commands.add_parser(
         "export", help="package a defended classifier as one AOTInductor .pt2 (checked against eager; docs/deploy.md)"
     )
@@ -233,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})")  # fmt: skip
     demo.add_argument("--backend", choices=BACKENDS, default="auto")
     demo.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    for command in (defend, warm, evaluate, calibrate, certify, bench, demo):
+    for command in (defend, warm, evaluate, calibrate, certify, demo):
         command.add_argument("--allocator", choices=allocator.CHOICES,
                              help="tuned: glibc's malloc set for large tensors, so batches reuse memory instead of "
                              f"page-faulting it in again; system: as it is (default tuned, or ${allocator.ENVIRONMENT_VARIABLE})")  # fmt: skip
@@ -362,21 +351,6 @@ def _integers(text: str, name: str) -> list[int]:
         return [int(value) for value in text.split(",") if value.strip()]
     except ValueError as error:
         raise ValueError(f"{name} must be comma-separated integers. Got {text!r}") from error
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from .bench import markdown, run_bench, sweep, write_report
-
-    batches, sizes = _integers(args.sweep_batches, "--sweep-batches"), _integers(args.sweep_sizes, "--sweep-sizes")
-    device = _device(args.device)
-    report = run_bench(args.batch, args.size, args.repeats, device, args.per_image_sample,
-                       include_reference=not args.no_reference)  # fmt: skip
-    if batches or sizes:
-        report["sweep"] = sweep(batches or [args.batch], sizes or [args.size], args.repeats, device)
-    write_report(report, args.output_dir)
-    print(markdown(report))
-    print(f"wrote {args.output_dir}/bench.json, bench.csv, bench.md, bench.png")
-    return 0
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -512,8 +486,6 @@ def main(argv: list[str] | None = None) -> int:
         _check_arguments(args)
         if args.command == "defend":
             return _defend(args)
-        if args.command == "bench":
-            return _bench(args)
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "certify":

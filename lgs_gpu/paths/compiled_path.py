@@ -11,7 +11,7 @@ The stages are separate programs because one graph lets Inductor fuse the per-im
 into every consumer and recompute the gradient many times over.
 
 Full-size traffic per pixel of a ``C``-channel image (the copy roof moves C in and C out; the
-bytes are counted in :func:`lgs_gpu.tooling.roofline.traffic`):
+bytes are counted in ``traffic`` in ``benchmarks/roofline.py``):
 
 1. :class:`GradientProgram`: read C, write 1 (``m`` on inner pixels, in place, from shifted
    slices); the one-pixel frame from two-pixel strips (eager, tiny).

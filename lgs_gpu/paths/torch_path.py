@@ -4,7 +4,7 @@ Implements the contract of :mod:`lgs_gpu.front` (symbols in :mod:`lgs_gpu.parame
 Python loop over images or windows. The window test sums rows then columns of windows on strided
 views (:func:`window_means`), and the collation ORs window flags on a small table of pixel
 classes before expanding it once (:func:`collate`). About thirty unfused full-size passes: their
-bytes are counted once, in :func:`lgs_gpu.tooling.roofline.traffic`.
+bytes are counted once, in ``traffic`` in ``benchmarks/roofline.py``.
 
 On CPU the batch runs about :data:`CPU_CHUNK_BYTES` of images at a time (see there).
 """

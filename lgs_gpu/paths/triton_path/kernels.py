@@ -29,7 +29,7 @@ uint8 images stay exact integers in float32 and are computed in units of 1/255 (
 normalisation is scale-free); float16 / bfloat16 / float32 in float32; float64 in float64.
 
 DRAM traffic: x read twice and the output written once, plus the tiles' statistics (about 0.25
-byte per pixel; :func:`lgs_gpu.tooling.roofline.traffic`). No launch copies anything to or from
+byte per pixel; ``traffic`` in ``benchmarks/roofline.py``). No launch copies anything to or from
 the host or synchronises, so a call can be captured in a CUDA graph. Window geometry is
 computed in the kernels from three integers per axis and the stride (:func:`lgs_gpu.windows.axis_geometry`),
 and the parameters travel as kernel arguments (float64 ones as their bits). Offsets inside an

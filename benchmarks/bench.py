@@ -1,4 +1,4 @@
-"""``lgs-gpu bench``: what each defense costs, against the CPU libraries and the copy roof.
+"""What each defense costs, against the CPU libraries and the copy roof.
 
 Every contender runs on the same ``[B, 3, S, S]`` float32 batch; contenders are interleaved in
 each round (these machines are noisy) and medians reported, as seconds per 1,000 images,
@@ -7,13 +7,17 @@ one-pass image transform can cost here). Per-image CPU-library contenders (Pillo
 scikit-image, the NumPy LGS) run on ``per_image_sample`` images of the batch and are scaled per
 image. Also measured: the first call of each contender (``torch.compile`` compiles there), the
 peak memory each LGS path allocates as a multiple of the input batch, and on CUDA the bandwidth
-each path reaches (``triton.testing.do_bench``; bytes from :mod:`lgs_gpu.tooling.roofline`'s traffic
+each path reaches (``triton.testing.do_bench``; bytes from ``benchmarks/roofline.py``'s traffic
 model) as a fraction of the device's peak. Writes ``bench.json`` (machine, versions, date, rows),
 ``bench.csv``, ``bench.md`` and ``bench.png`` (log-scale bars like the paper's Figure 3).
+
+Usage: ``python benchmarks/bench.py [-o lgs-bench] [--batch 32] [--size 299] [--repeats 5]
+[--per-image-sample 4] [--no-reference] [--sweep-batches 1,8,32] [--sweep-sizes 224,299] [--device cuda]``
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime
 import io
@@ -26,17 +30,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cpu_references as references
 import numpy as np
+import roofline
 import torch
+from peak_memory import peak_numpy_bytes, peak_torch_bytes
 
-from .. import defenses
-from .._extras import optional_import
-from .._files import atomic_write_bytes
-from ..front import lgs, triton_usable
-from ..tooling import cpu_references as references
-from ..tooling import roofline
-from ..tooling.peak_memory import peak_numpy_bytes, peak_torch_bytes
-from .report import save_figure
+from lgs_gpu import defenses
+from lgs_gpu._extras import optional_import
+from lgs_gpu._files import atomic_write_bytes
+from lgs_gpu.app import allocator
+from lgs_gpu.app.report import save_figure
+from lgs_gpu.front import lgs, triton_usable
 
 # (spec of our batched defense, the CPU library call it is checked against on one HWC image)
 BASELINES = {
@@ -122,8 +127,8 @@ def measure(
 def machine() -> dict:
     import PIL
 
-    scipy = optional_import("scipy", "lgs-gpu bench's CPU references")
-    skimage = optional_import("skimage", "lgs-gpu bench's CPU references")
+    scipy = optional_import("scipy", "bench's CPU references")
+    skimage = optional_import("skimage", "bench's CPU references")
 
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -143,7 +148,7 @@ def photograph_batch(batch: int, size: int) -> torch.Tensor:
     Real images, not noise: iterative defenses (TV) stop when an image converges, so their cost
     depends on content.
     """
-    from ..data import bundled
+    from lgs_gpu.data import bundled
 
     photographs = bundled(size).images.float() / 255
     repeats = -(-batch // photographs.shape[0])
@@ -221,7 +226,7 @@ def memory(x: torch.Tensor, reference_sample: int) -> list[dict]:
 def gpu_bandwidth(x: torch.Tensor) -> list[dict]:
     """CUDA only: ``triton.testing.do_bench`` of the copy and each LGS path; GB/s and fraction of peak.
 
-    Bytes per path come from :func:`lgs_gpu.tooling.roofline.traffic` (what the path must move), so the
+    Bytes per path come from :func:`benchmarks/roofline.py.traffic` (what the path must move), so the
     figure says how close the path runs to the bandwidth limit, not how many bytes the hardware
     counted.
     """
@@ -288,7 +293,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {row['path']} | {row['median_ms']:.4g} | {row['gigabytes_per_second']:.4g} | {fraction} |")
     if report.get("traffic_model"):
         model = report["traffic_model"]
-        lines += ["", "## Traffic model (lgs_gpu.tooling.roofline): full-size bytes per pixel and, predicted, their time at "
+        lines += ["", "## Traffic model (benchmarks/roofline.py): full-size bytes per pixel and, predicted, their time at "
                   f"{model['bandwidth_bytes_per_second'] / 1e12:.2f} TB/s ({model['bandwidth_source']})", "",
                   "| path | bytes / pixel | x copy | predicted µs |", "|---|---|---|---|"]  # fmt: skip
         for row in model["rows"]:
@@ -304,7 +309,7 @@ def markdown(report: dict) -> str:
 
 def figure(report: dict, path: Path) -> None:
     """Log-scale horizontal bars of seconds per 1,000 images (the paper's Figure 3 analogue)."""
-    from .report import pyplot
+    from lgs_gpu.app.report import pyplot
 
     plt = pyplot()
 
@@ -330,3 +335,41 @@ def write_report(report: dict, folder: str | Path) -> None:
     atomic_write_bytes(folder / "bench.csv", buffer.getvalue().encode())
     atomic_write_bytes(folder / "bench.md", markdown(report).encode())
     figure(report, folder / "bench.png")
+
+
+def _integers(text: str, name: str) -> list[int]:
+    try:
+        return [int(value) for value in text.split(",") if value.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{name} must be comma-separated integers. Got {text!r}") from error
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output-dir", default="lgs-bench", help="folder for bench.json / .csv / .md / .png")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=299)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--per-image-sample", type=int, default=4, help="images per-image CPU libraries are timed on")
+    parser.add_argument("--no-reference", action="store_true", help="skip the (slow) literal reference")
+    parser.add_argument("--sweep-batches", type=lambda text: _integers(text, "--sweep-batches"), default=[],
+                        help="e.g. 1,8,32,64: also sweep LGS over batch sizes...")  # fmt: skip
+    parser.add_argument("--sweep-sizes", type=lambda text: _integers(text, "--sweep-sizes"), default=[],
+                        help="...and image sizes, e.g. 224,299,512,1024")  # fmt: skip
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--allocator", choices=allocator.CHOICES, help="as the package's commands take it")
+    args = parser.parse_args(argv)
+    allocator.configure(args.allocator)  # before torch allocates anything, as the commands do
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    report = run_bench(args.batch, args.size, args.repeats, device, args.per_image_sample,
+                       include_reference=not args.no_reference)  # fmt: skip
+    if args.sweep_batches or args.sweep_sizes:
+        report["sweep"] = sweep(args.sweep_batches or [args.batch], args.sweep_sizes or [args.size], args.repeats, device)
+    write_report(report, args.output_dir)
+    print(markdown(report))
+    print(f"wrote {args.output_dir}/bench.json, bench.csv, bench.md, bench.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,11 +5,11 @@ a per-image reduction (min / max of the gradient) before it can write anything, 
 GPU path can do without holding whole images on chip is to read the image twice and write it
 once. This module counts the full-size traffic of each path from its structure (:func:`traffic`)
 and turns bytes into a predicted time at a given bandwidth (the H100 SXM's 3.35 TB/s by
-default). Everything here is **predicted**, not measured: ``lgs-gpu bench`` and
+default). Everything here is **predicted**, not measured: ``python benchmarks/bench.py`` and
 ``benchmarks/gpu_check.py`` measure the same quantities on a CUDA machine, and
 ``benchmarks/kernel_report.py`` adds what the compiled kernels' instructions predict.
 
-Run ``python -m lgs_gpu.tooling.roofline [--batch 64] [--size 299]``.
+Run ``python benchmarks/roofline.py [--batch 64] [--size 299]``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..parameters import DEFAULT_OVERLAP, DEFAULT_WINDOW_SIZE
-from ..windows import axis_windows
+from lgs_gpu.parameters import DEFAULT_OVERLAP, DEFAULT_WINDOW_SIZE
+from lgs_gpu.windows import axis_windows
 
 H100_BANDWIDTH = 3.35e12  # bytes/s: H100 SXM5 80 GB, HBM3 (NVIDIA datasheet)
 H100_MULTIPROCESSORS = 132

@@ -1,6 +1,6 @@
 """The CPU library calls each defense is checked against, on one ``[H, W, C]`` numpy image.
 
-Shared by the parity tests, ``benchmarks/defense_parity.py`` and ``lgs-gpu bench``. Images are float in [0, 1] (float64 unless given otherwise) or, for JPEG,
+Shared by the parity tests, ``benchmarks/defense_parity.py`` and ``python benchmarks/bench.py``. Images are float in [0, 1] (float64 unless given otherwise) or, for JPEG,
 uint8. These import Pillow / scipy / scikit-image lazily: the package itself does not need them
 at run time.
 """
@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 
-from ..parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from lgs_gpu.parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 
 
 def pillow_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -76,7 +76,7 @@ def numpy_lgs(
     """
     from scipy import ndimage
 
-    from ..windows import axis_windows
+    from lgs_gpu.windows import axis_windows
 
     squared = np.zeros(image.shape[:2])
     for channel in range(image.shape[-1]):

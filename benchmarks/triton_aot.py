@@ -8,7 +8,7 @@ which are divisible by 16, which pointers are 16-byte aligned), compiles, and no
 launch is recorded with its grid, its bound arguments and the compiled kernel; ``cuobjdump`` and
 ``nvdisasm``, shipped in Triton's wheel, read registers, spills and the machine code (SASS).
 
-Run as ``python -m lgs_gpu.paths.triton_path.aot [--json PATH] [--arch 80 90]`` with
+Run as ``python benchmarks/triton_aot.py [--json PATH] [--arch 80 90]`` with
 ``TRITON_INTERPRET`` unset (the interpreter replaces kernels by Python functions that cannot be
 compiled); it compiles :func:`configurations` and prints each kernel's resources.
 """
@@ -121,7 +121,7 @@ def compile_stages(
     arch: int = 90, channels_last: bool = False, window_size: int = 15, overlap: int = 5, config=None,
 ) -> list[Launch]:
     """The launches of one ``lgs_stages`` call on ``shape`` images, compiled for ``sm_<arch>``."""
-    from .kernels import stages as launch_stages
+    from lgs_gpu.paths.triton_path.kernels import stages as launch_stages
 
     x = torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
     if channels_last:
