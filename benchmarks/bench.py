@@ -41,7 +41,8 @@ from lgs_gpu._extras import optional_import
 from lgs_gpu._files import atomic_write_bytes
 from lgs_gpu.app import allocator
 from lgs_gpu.app.report import save_figure
-from lgs_gpu.front import lgs, triton_usable
+from lgs_gpu.dispatch import PATHS
+from lgs_gpu.front import lgs
 
 # (spec of our batched defense, the CPU library call it is checked against on one HWC image)
 BASELINES = {
@@ -194,12 +195,8 @@ def run_bench(
 
 def _lgs_paths(x: torch.Tensor) -> dict[str, Callable[[torch.Tensor], object]]:
     """The LGS paths that run on ``x``'s device, by contender name."""
-    paths = {"lgs torch": lambda images: lgs(images, backend="torch")}
-    if x.device.type == "cpu":
-        paths["lgs compiled"] = lambda images: lgs(images, backend="compiled")
-    if x.is_cuda and triton_usable(x):
-        paths["lgs triton"] = lambda images: lgs(images, backend="triton")
-    return paths
+    return {f"lgs {name}": lambda images, name=name: lgs(images, backend=name)
+            for name in ("torch", "compiled", "triton") if PATHS[name].runs_on(x.device) and (name != "triton" or x.is_cuda)}  # fmt: skip
 
 
 def memory(x: torch.Tensor, reference_sample: int) -> list[dict]:

@@ -1,37 +1,80 @@
-"""Which LGS path runs a call, and running it: the front's dispatch (:mod:`lgs_gpu.front` is its public face).
+"""Which LGS path runs a call and why, and running it: the routing table and the one function that reads it.
 
 Five paths (:mod:`lgs_gpu.paths`) implement one contract; ``backend`` names one, or ``"auto"``:
 
 * ``"triton"``: fused kernels for CUDA tensors; no autograd.
 * ``"torch"``: vectorised PyTorch, any device, differentiable.
-* ``"compiled"``: the torch path's stages compiled ahead of time for CPU tensors (AOTInductor
-  programs in a per-machine cache, built once); no autograd.
+* ``"compiled"``: CPU tensors: the torch path's stages compiled ahead of time (AOTInductor
+  programs in a per-machine cache, built once), and for the output alone a fused C++ kernel; no
+  autograd. Images under 4 pixels tall or wide run on the torch path.
 * ``"reference"``: the literal equations, slow, differentiable; the tests' oracle.
-* ``"auto"``: when no gradient is needed, Triton for CUDA tensors and the compiled path for CPU
-  images at least 4 pixels tall and wide (each when usable: :func:`backend_info` says why not);
-  else torch.
+* ``"auto"``: when no gradient is needed, the first of Triton and the compiled path that is
+  usable for the images' device (:func:`backend_info` says why not); else torch.
 
-While a compiler traces the call (``torch.compile``, ``torch.export``, AOTInductor, the ONNX
-exporter), the torch and compiled backends run as the traced form (:mod:`.paths.traced_path`:
-the same stages, traceable for any image size), and Triton through ``torch.library.wrap_triton``
-so that Inductor sees its kernels. (The operators of :mod:`lgs_gpu.ops` add one case above this
-choice: on CPU under ``torch.compile`` they keep the compiled programs as one opaque call.)
+While a compiler traces a call (``torch.compile``, ``torch.export``, AOTInductor, the ONNX
+exporter), ``lgs`` and ``lgs_map`` go through the operators of :mod:`lgs_gpu.ops`, so that the
+graph holds one LGS node; not for ONNX, which has no such operator, nor for a call that needs a
+gradient. Inside an operator, and for ``lgs_stages``, Triton runs through
+``torch.library.wrap_triton`` (Inductor sees its kernels) and the other backends as the traced form
+(:mod:`.paths.traced_path`: the same stages, traceable for any image size); on CPU under
+``torch.compile`` the operator keeps the compiled path as one opaque call instead.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from ._torch_internals import aot_compiling, exporting
 from ._validate import compute_dtype, from_unit_float, to_unit_float
 from .parameters import BACKENDS
 from .paths import compiled_path, reference, torch_path, traced_path
-from .paths.triton_path import interpreting, triton_import_error, triton_unusable_reason, triton_usable
+from .paths.triton_path import interpreting, triton_import_error, triton_unusable_reason
 from .tracing import exporting_to_onnx, tracing
 from .windows import axis_windows
 
 _LOG = logging.getLogger("lgs_gpu")
+_SINGLE_STAGE_OPERATORS = {("output",): "lgs", ("suppression_map",): "lgs_map"}
+
+
+@dataclass(frozen=True)
+class Path:
+    """One row of the routing table: a path, what it supports, and whether it can run here."""
+
+    name: str
+    devices: tuple[str, ...]  # the device types it computes on; () for any
+    differentiable: bool
+    min_side: int  # smaller images (height or width) run on the torch path
+    auto_unavailable: Callable[[torch.Tensor], str | None]  # why auto does not pick it for these images, or None
+
+    def runs_on(self, device: torch.device) -> bool:
+        """Whether an explicit ``backend=<name>`` computes on ``device`` here."""
+        if self.name == "triton":
+            return triton_unusable_reason(torch.empty(0, device=device)) is None
+        return not self.devices or device.type in self.devices
+
+
+def _triton_for_auto(images: torch.Tensor) -> str | None:
+    reason = triton_unusable_reason(images)
+    if reason is None and images.device.type != "cuda":
+        return "interpreted on CPU (TRITON_INTERPRET=1): for tests, hundreds of times slower; auto skips it"
+    return reason
+
+
+def _compiled_for_auto(images: torch.Tensor) -> str | None:
+    return "CPU tensors only" if images.device.type != "cpu" else compiled_path.unusable_reason()
+
+
+# In auto's order of preference; torch and reference are always available.
+PATHS = {
+    "triton": Path("triton", ("cuda",), False, 1, _triton_for_auto),
+    "compiled": Path("compiled", ("cpu",), False, compiled_path.MIN_SIDE, _compiled_for_auto),
+    "torch": Path("torch", (), True, 1, lambda images: None),
+    "reference": Path("reference", (), True, 1, lambda images: None),
+}
 
 
 def check_backend(backend: str) -> None:
@@ -40,50 +83,63 @@ def check_backend(backend: str) -> None:
 
 
 def backend_info(device: torch.device | str = "cpu") -> dict[str, str]:
-    """For each backend, ``"available"`` or why it cannot run on ``device`` (and what ``auto`` picks).
+    """For each backend, ``"available"`` or why ``auto`` does not pick it on ``device`` (and what ``auto`` picks).
 
     Example:
         >>> backend_info("cpu")["torch"]
         'available'
     """
-    device = torch.device(device)
-    info = {"reference": "available", "torch": "available"}
-    reason = triton_unusable_reason(torch.empty(0, device=device))
-    if reason is None and device.type != "cuda":
-        reason = "interpreted on CPU (TRITON_INTERPRET=1): for tests, hundreds of times slower; auto skips it"
-    info["triton"] = "available" if reason is None else reason
-    if device.type != "cpu":
-        info["compiled"] = "CPU tensors only"
-    else:
-        reason = compiled_path.unusable_reason()
-        info["compiled"] = "available" if reason is None else reason
-    if info["triton"] == "available":
-        info["auto"] = "triton"
-    elif info["compiled"] == "available":
-        info["auto"] = "compiled"
-    else:
-        info["auto"] = "torch"
+    images = torch.empty(0, device=device)
+    info = {name: path.auto_unavailable(images) or "available" for name, path in PATHS.items()}
+    info["auto"] = next(name for name in ("triton", "compiled", "torch") if info[name] == "available")
     return info
 
 
-def _triton_traceable(batch: torch.Tensor) -> bool:
-    """Triton for a traced CUDA call: importable and compiled (the interpreter cannot be traced)."""
-    return batch.device.type == "cuda" and triton_import_error() is None and not interpreting()
+@dataclass(frozen=True)
+class Route:
+    """Where a call goes: a path of :data:`PATHS`, ``"traced"``, ``"operator"`` (``torch.ops.lgs_gpu.lgs`` or
+    ``lgs_map``, which the front calls), ``"cpu operator"`` (``torch.ops.lgs_gpu.lgs_cpu``, opaque) or ``"empty"``."""
+
+    path: str
+    reason: str
+    traced: bool = False  # a compiler traces the call
 
 
-def choose(backend: str, batch: torch.Tensor) -> str:
-    """The path that runs ``batch``: a backend name, or ``"traced"`` while a compiler traces the call."""
+def route(backend: str, batch: torch.Tensor, wanted: tuple[str, ...], *, operator: bool = False,
+          inside_operator: bool = False) -> Route:  # fmt: skip
+    """Which path computes the ``wanted`` stages of a validated ``[B, C, H, W]`` batch, and why.
+
+    ``operator``: the caller (``lgs``, ``lgs_map``) hands a traced call to the PyTorch operator;
+    ``inside_operator``: the call is that operator's body. Raises ``ValueError`` for a backend that
+    cannot run the call, naming the one that can.
+
+    Example:
+        >>> route("auto", torch.rand(1, 3, 2, 2), ("output",)).path  # under 4 pixels: the torch path
+        'torch'
+    """
     check_backend(backend)
     needs_grad = torch.is_grad_enabled() and batch.requires_grad
+    traced = tracing(batch)
+    onnx = traced and exporting_to_onnx()  # ONNX has no LGS operator and no Triton: the traced form's standard ops
+    if (operator and traced and not needs_grad and not onnx and backend in ("auto", "triton", "compiled")
+            and batch.shape[0] > 0 and tuple(wanted) in _SINGLE_STAGE_OPERATORS):  # fmt: skip
+        return Route("operator", "a compiler traces the call: its graph keeps one LGS node")
+    if (inside_operator and traced and batch.device.type == "cpu" and not onnx and not aot_compiling()
+            and not exporting() and compiled_path.unusable_reason() is None):  # fmt: skip
+        # Not for AOTInductor (a package must not depend on this package's cache) nor torch.export (its
+        # graph keeps lgs_gpu::lgs itself): under torch.compile Inductor's code for the traced form is slower.
+        return Route("cpu operator", "torch.compile on CPU: the compiled path as one opaque call")
+    if batch.shape[0] == 0:
+        return Route("empty", "no images")
     if backend in ("triton", "compiled") and needs_grad:
         raise ValueError(
             f"the {backend} backend has no backward pass but the input requires grad; "
             "use backend='torch' (or 'auto', which picks it) to differentiate through LGS"
         )
-    if tracing(batch):
-        onnx = exporting_to_onnx()  # ONNX has no Triton: the traced form's standard ops
-        if backend in ("auto", "triton") and not needs_grad and not onnx and _triton_traceable(batch):
-            return "triton"
+    if traced:
+        triton_traceable = batch.device.type == "cuda" and triton_import_error() is None and not interpreting()
+        if backend in ("auto", "triton") and not needs_grad and not onnx and triton_traceable:
+            return Route("triton", "traced on CUDA: Inductor sees the Triton kernels", traced=True)
         if backend == "triton":
             where = "into ONNX" if onnx else "here: it needs CUDA tensors and compiled Triton"
             raise ValueError(f"backend='triton' cannot be traced {where}; use backend='auto'")
@@ -92,25 +148,27 @@ def choose(backend: str, batch: torch.Tensor) -> str:
                 "LGS with backend='reference' cannot be traced: the reference is the literal oracle, a Python "
                 "loop over windows that branches on the data; use backend='auto' or 'torch', which trace"
             )
-        return "traced"
+        return Route("traced", "a compiler traces the call: the torch path's stages in traceable form")
     if backend == "auto":
         if needs_grad:
-            return "torch"
-        if triton_usable(batch):
-            return "triton"
-        small = min(batch.shape[-2:]) < compiled_path.MIN_SIDE
-        return (
-            "compiled"
-            if batch.device.type == "cpu" and not small and compiled_path.unusable_reason() is None
-            else "torch"
-        )
-    if backend == "compiled" and batch.device.type != "cpu":
-        raise ValueError(f"backend='compiled' runs on CPU tensors; got {batch.device.type} (use 'triton' or 'auto')")
-    if backend == "triton":
-        reason = triton_unusable_reason(batch)
-        if reason is not None:
-            raise ValueError(f"backend='triton' is not available: {reason}")
-    return backend
+            return Route("torch", "a gradient is needed: the differentiable torch path")
+        for name in ("triton", "compiled"):
+            path = PATHS[name]
+            if batch.device.type in path.devices and path.auto_unavailable(batch) is None:
+                return _sized(path, batch, "auto's first usable path")
+        return Route("torch", "no faster path is usable for these images")
+    path = PATHS[backend]
+    if not path.runs_on(batch.device):
+        if backend == "compiled":
+            raise ValueError(f"backend='compiled' runs on CPU tensors; got {batch.device.type} (use 'triton' or 'auto')")
+        raise ValueError(f"backend='triton' is not available: {triton_unusable_reason(batch)}")
+    return _sized(path, batch, "asked for")
+
+
+def _sized(path: Path, batch: torch.Tensor, reason: str) -> Route:
+    if min(batch.shape[-2:]) < path.min_side:
+        return Route("torch", f"images under {path.min_side} pixels tall or wide: the torch path")
+    return Route(path.name, reason)
 
 
 def empty_stages(batch: torch.Tensor, window_size: int, overlap: int, wanted: tuple[str, ...]) -> dict:
@@ -137,36 +195,47 @@ def compute(
     backend: str,
     wanted: tuple[str, ...],
     out: torch.Tensor | None = None,
+    *,
+    decided: Route | None = None,
+    inside_operator: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """The ``wanted`` stages of a validated ``[B, C, H, W]`` batch on ``backend``'s path.
+    """The ``wanted`` stages of a validated ``[B, C, H, W]`` batch on the path :func:`route` picks
+    (``decided`` when the caller already asked it).
 
     ``output`` in ``batch``'s dtype and memory format, written into ``out`` when given (checked by
     the front); the planes ``[B, H, W]`` and the window means in the compute dtype (see
     :func:`lgs_gpu.front.lgs_stages`).
     """
-    if batch.shape[0] == 0:
+    decided = decided or route(backend, batch, wanted, inside_operator=inside_operator)
+    path = decided.path
+    parameters = (smoothing_factor, threshold, window_size, overlap)
+    if path == "empty":
         return empty_stages(batch, window_size, overlap, wanted) | ({"output": out} if out is not None else {})
-    path = choose(backend, batch)
-    if path == "compiled" and min(batch.shape[-2:]) < compiled_path.MIN_SIDE:
-        path = "torch"  # smaller images: eager torch
-    if path == "compiled":
+    if path == "cpu operator":
+        (stage,) = wanted
+        return {stage: torch.ops.lgs_gpu.lgs_cpu(batch, *parameters, stage)}
+    elif path == "compiled":
         try:
-            return compiled_path.stages(batch, smoothing_factor, threshold, window_size, overlap, wanted, out)
+            return compiled_path.stages(batch, *parameters, wanted, out)
         except compiled_path.ProgramBuildError as error:
             if backend != "auto":
                 raise
-            # auto promised a result, not a path: say why once, then stay on eager torch.
+            # auto promised a result, not a path: say why once (the path is unusable from now on), then eager torch.
             _LOG.warning("lgs_gpu: %s; using the eager torch path", error)
-            path = "torch"
-    if path == "triton":
+            computed = _eager("torch", batch, parameters, wanted)
+    elif path == "triton":
         from .paths.triton_path.kernels import stages as triton_stages
 
-        computed = triton_stages(batch, smoothing_factor, threshold, window_size, overlap, wanted, traced=tracing(batch))
+        computed = triton_stages(batch, *parameters, wanted, traced=decided.traced)
     else:
-        unit = to_unit_float(batch)
-        computed = _MODULES[path].stages(unit, smoothing_factor, threshold, window_size, overlap, wanted)
-        if "output" in computed:
-            computed["output"] = from_unit_float(computed["output"], batch.dtype)
+        computed = _eager(path, batch, parameters, wanted)
     if out is not None and "output" in computed:
         computed["output"] = out.copy_(computed["output"])
+    return computed
+
+
+def _eager(path: str, batch: torch.Tensor, parameters: tuple, wanted: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    computed = _MODULES[path].stages(to_unit_float(batch), *parameters, wanted)
+    if "output" in computed:
+        computed["output"] = from_unit_float(computed["output"], batch.dtype)
     return computed

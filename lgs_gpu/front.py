@@ -33,7 +33,7 @@ from .parameters import (
 )
 from .paths import compiled_path, torch_path
 from .paths.triton_path import triton_usable
-from .tracing import exporting_to_onnx, refuse_torchscript, tracing
+from .tracing import refuse_torchscript
 
 __all__ = [
     "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
@@ -73,18 +73,6 @@ def warmup(
     return compiled_path.warmup(tuple(dtypes), tuple(window_sizes), tuple(_check_stages(stages)), tuple(channels))
 
 
-def _through_operator(batch: torch.Tensor, backend: str) -> bool:
-    """A traced call with no gradient goes through the operator, so the graph holds one LGS node.
-
-    Not for the ONNX exporter: ONNX has no such operator, so there LGS is written out in the
-    traced form's standard ops (cumulative sums, gathers, comparisons).
-    """
-    return (
-        backend in ("auto", "triton", "compiled") and tracing(batch) and batch.shape[0] > 0
-        and not (torch.is_grad_enabled() and batch.requires_grad) and not exporting_to_onnx()
-    )  # fmt: skip
-
-
 def _smoothing_factor(value: Any, name: str, batch: torch.Tensor) -> float:
     """λ as a float that stays finite in the dtype the paths compute ``batch`` in: a finite float64
     can overflow float32 to inf (and inf * 0 is NaN)."""
@@ -101,11 +89,11 @@ def _smoothing_factor(value: Any, name: str, batch: torch.Tensor) -> float:
 
 def _one_stage(batch, smoothing_factor, threshold, window_size, overlap, backend: str, stage: str,
                out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-    """``output`` or ``suppression_map`` of a validated batch: through the operator while a compiler
-    traces the call (see :func:`_through_operator`), else on ``backend``'s path."""
-    check_backend(backend)
-    if not _through_operator(batch, backend):
-        return dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, (stage,), out)[stage]
+    """``output`` or ``suppression_map`` of a validated batch, through the operator while a compiler traces."""
+    decided = dispatch.route(backend, batch, (stage,), operator=True)
+    if decided.path != "operator":
+        return dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, (stage,), out,
+                                decided=decided)[stage]  # fmt: skip
     # Registered on the first traced call, not at import: creating a Triton operator imports Inductor (a second).
     from . import ops  # noqa: F401
     if stage == "output":

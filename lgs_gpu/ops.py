@@ -3,7 +3,7 @@
 Registered with :func:`torch.library.triton_op`, so that a defended model keeps its defense
 wherever PyTorch takes it:
 
-* eagerly, each runs what ``backend="auto"`` runs (:mod:`lgs_gpu.dispatch`): the Triton kernels
+* eagerly, each runs what ``backend="auto"`` runs (:mod:`lgs_gpu.dispatch` routes every case below): the Triton kernels
   on CUDA, the compiled CPU programs (or eager torch) on CPU;
 * under ``torch.compile``, on CUDA Inductor traces into the operator and sees the Triton kernels
   (through ``torch.library.wrap_triton``), which it launches from its own code. On CPU the
@@ -34,37 +34,21 @@ import torch
 from torch.library import triton_op
 
 from . import dispatch
-from ._torch_internals import aot_compiling, exporting
 from ._validate import compute_dtype, to_unit_float
 from .parameters import OPERATOR_NAMESPACE
-from .paths import compiled_path, traced_path
-from .tracing import exporting_to_onnx, tracing
-
-
-def _opaque_on_cpu(x: torch.Tensor) -> bool:
-    """Whether a traced CPU call keeps the compiled programs as one opaque node (see the module's text).
-
-    Not for AOTInductor (a package must not depend on this package's cache), ``torch.export``
-    (its graph keeps ``lgs_gpu::lgs`` itself) or ONNX (standard ops only).
-    """
-    return (
-        x.device.type == "cpu" and tracing(x) and compiled_path.unusable_reason() is None
-        and not aot_compiling() and not exporting() and not exporting_to_onnx()
-    )  # fmt: skip
+from .paths import traced_path
 
 
 @triton_op(f"{OPERATOR_NAMESPACE}::lgs", mutates_args=())
 def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    if _opaque_on_cpu(x):
-        return torch.ops.lgs_gpu.lgs_cpu(x, smoothing_factor, threshold, window_size, overlap, "output")
-    return dispatch.compute(x, smoothing_factor, threshold, window_size, overlap, "auto", ("output",))["output"]
+    parameters = (smoothing_factor, threshold, window_size, overlap)
+    return dispatch.compute(x, *parameters, "auto", ("output",), inside_operator=True)["output"]
 
 
 @triton_op(f"{OPERATOR_NAMESPACE}::lgs_map", mutates_args=())
 def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
-    if _opaque_on_cpu(x):
-        return torch.ops.lgs_gpu.lgs_cpu(x, 0.0, threshold, window_size, overlap, "suppression_map")
-    return dispatch.compute(x, 0.0, threshold, window_size, overlap, "auto", ("suppression_map",))["suppression_map"]
+    parameters = (0.0, threshold, window_size, overlap)
+    return dispatch.compute(x, *parameters, "auto", ("suppression_map",), inside_operator=True)["suppression_map"]
 
 
 @torch.library.custom_op(f"{OPERATOR_NAMESPACE}::lgs_cpu", mutates_args=(), device_types="cpu")
