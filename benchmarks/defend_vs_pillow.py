@@ -34,7 +34,8 @@ import torch
 from defend_throughput import make_jpegs
 from torchvision.io import encode_png
 
-from lgs_gpu.app.defend import default_workers, defend_files
+from lgs_gpu.app.defend import defend_files
+from lgs_gpu.app.resources import default_workers
 from lgs_gpu.imageio import read_image
 
 

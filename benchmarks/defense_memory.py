@@ -3,7 +3,7 @@
 Each defense runs in a fresh process (the peak resident size, ``ru_maxrss``, only grows): it is
 warmed on a small image (so that compiled programs are built), then applied once to a
 ``[1, 3, S, S]`` uint8 image through ``defend_batch``; the growth of the peak, divided by S², is
-what one pixel of a batch costs. ``lgs_gpu.app.defend.BYTES_PER_PIXEL`` sizes defend's batches
+what one pixel of a batch costs. ``lgs_gpu.app.resources.BYTES_PER_PIXEL`` sizes defend's batches
 from the largest of these.
 
 Usage: ``python benchmarks/defense_memory.py [--size 2048] [--threads 1] [SPEC ...]``.
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    from lgs_gpu.app.defend import BYTES_PER_PIXEL
+    from lgs_gpu.app.resources import BYTES_PER_PIXEL
 
     print(f"| defense | bytes per pixel ({args.size}², {args.threads} thread(s)) |\n|---|---:|")
     largest = 0.0

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import PIL.Image
 import torch
 
+from ._validate import is_integer
 from .tracing import refuse_torchscript
 
 
@@ -29,7 +30,7 @@ def spec_number(value: float) -> str:
         >>> spec_number(2.3), spec_number(1e6), spec_number(2.3000001), spec_number(15)
         ('2.3', '1e06', '2.3000001', '15')
     """
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_integer(value):
         return str(value)
     value = float(value) + 0.0  # -0.0 as 0: it acts as 0 everywhere, and "-0" would read back as the int 0
     text = f"{value:g}"

@@ -85,7 +85,7 @@ def real_scalar(value: object, name: str, device: torch.device, finite: bool = F
         if value.dtype == torch.bool or value.is_complex():
             raise TypeError(f"{name} must be a real number. Got a tensor of dtype {value.dtype}")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number. Got {type(value).__name__}")
     value = float(value)
     # Comparisons, not math.isnan / isinf: they also work on the symbolic floats of a trace.
@@ -96,10 +96,30 @@ def real_scalar(value: object, name: str, device: torch.device, finite: bool = F
     return value
 
 
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is an ``int`` and not a ``bool`` (which Python counts as one).
+
+    Example:
+        >>> is_integer(3), is_integer(True), is_integer(3.0)
+        (True, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a real number (``numbers.Real``) and not a ``bool``.
+
+    Example:
+        >>> is_real(0.5), is_real(2), is_real(False), is_real("1")
+        (True, True, False, False)
+    """
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
 def window_parameters(window_size: object, overlap: object) -> tuple[int, int]:
     """Check the window geometry: integers with ``window_size >= 1`` and ``0 <= overlap < window_size``."""
     for name, value in (("window_size", window_size), ("overlap", overlap)):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_integer(value):
             raise TypeError(f"{name} must be an int. Got {type(value).__name__}")
     if window_size < 1:
         raise ValueError(f"window_size must be >= 1. Got {window_size}")

@@ -20,7 +20,15 @@ import torch
 
 from . import dispatch
 from ._transform import ImageDefense, spec_number
-from ._validate import as_image_batch, compute_dtype, from_unit_float, real_scalar, to_unit_float, window_parameters
+from ._validate import (
+    as_image_batch,
+    compute_dtype,
+    from_unit_float,
+    is_integer,
+    real_scalar,
+    to_unit_float,
+    window_parameters,
+)
 from .dispatch import backend_info, check_backend
 from .parameters import (
     BACKENDS,
@@ -66,7 +74,7 @@ def warmup(
     for window_size in window_sizes:
         window_parameters(window_size, 0)
     for count in channels:
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        if not is_integer(count) or count < 1:
             raise ValueError(f"channels must be ints >= 1. Got {count!r}")
     if not compiled_path.cache_enabled():
         raise ValueError("nothing to warm up: the cache is off (LGS_GPU_CACHE_DIR=off); unset it or name a folder")

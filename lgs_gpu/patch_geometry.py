@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from ._validate import is_integer, is_real
+
 
 def patch_side(image_size: int, area_fraction: float) -> int:
     """Side, in pixels, of a square patch covering ``area_fraction`` of an ``image_size``-square image.
@@ -19,11 +21,11 @@ def patch_side(image_size: int, area_fraction: float) -> int:
         >>> patch_side(299, 0.02), patch_side(299, 0.04)
         (43, 60)
     """
-    if isinstance(area_fraction, bool) or not isinstance(area_fraction, (int, float)):
+    if not is_real(area_fraction):
         raise TypeError(f"area_fraction must be a number in (0, 1). Got {type(area_fraction).__name__}")
     if not 0 < area_fraction < 1:
         raise ValueError(f"area_fraction must be in (0, 1). Got {area_fraction}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if not is_integer(image_size) or image_size < 1:
         raise ValueError(f"image_size must be an int >= 1. Got {image_size!r}")
     # The small epsilon keeps sqrt(0.04) * 300 = 60.000000000000007 from rounding up to 61.
     return max(1, math.ceil(math.sqrt(area_fraction) * image_size - 1e-9))

@@ -15,7 +15,8 @@ import torch
 from torchvision.io import write_png
 
 from lgs_gpu.app.cli import main
-from lgs_gpu.app.defend import ThreadPlan, defend_files, usable_cpus
+from lgs_gpu.app.defend import defend_files
+from lgs_gpu.app.resources import ThreadPlan, usable_cpus
 from lgs_gpu.defenses import ImageDefense, get
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -84,13 +85,13 @@ def test_defend_reaches_80_percent_of_plain_pillow_in_one_run():
 
 
 def test_a_containers_cpu_quota_and_memory_limit_count(tmp_path, monkeypatch):
-    import lgs_gpu.app.defend as defend_module
+    import lgs_gpu.app.resources as resources
 
     (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: 2 threads' worth
     (tmp_path / "memory.max").write_text(f"{8 << 30}\n")
     (tmp_path / "memory.current").write_text(f"{2 << 30}\n")
-    monkeypatch.setattr(defend_module, "CGROUP", tmp_path)
-    assert defend_module.usable_cpus() == min(2, len(os.sched_getaffinity(0)))
-    assert defend_module.default_batch_memory("cpu") <= (6 << 30) // 4
+    monkeypatch.setattr(resources, "CGROUP", tmp_path)
+    assert resources.usable_cpus() == min(2, len(os.sched_getaffinity(0)))
+    assert resources.default_batch_memory("cpu") <= (6 << 30) // 4
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert defend_module.usable_cpus() == len(os.sched_getaffinity(0))
+    assert resources.usable_cpus() == len(os.sched_getaffinity(0))

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .. import data, defenses
 from .._files import atomic_write_bytes
 from .._transform import spec_number
+from .._validate import is_integer
 from ..front import lgs_sweep
 from ..models import load_model
 from ..parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
@@ -146,7 +147,7 @@ def validate(config: CalibrationConfig) -> None:
         raise ValueError(f"smoothing factors (λ) must be finite and >= 0. Got {config.smoothing_factors}")
     if any(math.isnan(value) for value in config.thresholds):
         raise ValueError("thresholds (γ) must not be NaN")
-    if any(isinstance(size, bool) or not isinstance(size, int) or size < 2 for size in config.window_sizes):
+    if any(not is_integer(size) or size < 2 for size in config.window_sizes):
         raise ValueError(f"window sizes must be integers >= 2. Got {config.window_sizes}")
     for name in ("smoothing_factors", "thresholds", "window_sizes"):
         values = getattr(config, name)

@@ -372,7 +372,7 @@ def _info(args: argparse.Namespace) -> int:
 
     for instead in degraded().values():
         print(f"degraded: {instead}")
-    from .defend import ThreadPlan, default_workers
+    from .resources import ThreadPlan, default_workers
 
     print(f"defend by default: {ThreadPlan.choose(default_workers(), None, None).describe()}; "
           "--workers, --write-threads and --threads change it (docs/defend.md)")  # fmt: skip
@@ -452,7 +452,8 @@ def _print_reader_reports(skipped: list, notes: list, prefix: str = "") -> None:
 
 
 def _defend(args: argparse.Namespace) -> int:
-    from .defend import WriteFailure, default_workers, defend_files
+    from .defend import WriteFailure, defend_files
+    from .resources import default_workers
 
     workers = default_workers() if args.workers is None else args.workers
     try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from .._files import atomic_write_bytes
 from .._transform import ImageDefense
+from .._validate import is_integer
 from ..defenses import get
 from ..imageio import (
     JPEG_SUFFIXES,
@@ -61,6 +61,7 @@ from .defend_outputs import (
     retire_existing,
     sort_out,
 )
+from .resources import BYTES_PER_PIXEL, ThreadPlan, default_batch_memory
 from .runs import Distributed, check_output_folder, rank_device
 
 _LOG = logging.getLogger("lgs_gpu")
@@ -94,58 +95,6 @@ class Decoded:
     source_stat: tuple[int, int] = (0, 0)  # (bytes, mtime_ns) when read: a later change means redo
     error: str | None = None
     notes: list[str] = field(default_factory=list)  # what the reader did (first frame only, 16 bits scaled)
-
-
-CGROUP = Path("/sys/fs/cgroup")  # cgroup v2: a container's CPU quota and memory limit
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may use, at least 1: its affinity mask, and a container's CPU quota (cgroup v2 ``cpu.max``)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = (CGROUP / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, -(-int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
-
-
-def default_workers() -> int:
-    """Decoding processes of ``lgs-gpu defend`` by default: one per CPU, at most 4."""
-    return min(4, usable_cpus())
-
-
-@dataclass(frozen=True)
-class ThreadPlan:
-    """Who runs on the CPUs during ``defend``: decoding processes, write threads, torch's threads in this process.
-
-    The torch threads of the main process default to the CPUs the decoding workers leave, at
-    least 1: OpenMP threads spin while they wait, so more threads than free cores made the
-    defense several times slower (``docs/defend.md``, "Threads").
-
-    Example:
-        >>> ThreadPlan.choose(workers=2, write_threads=None, threads=None, cpus=2).describe()
-        '2 decoding workers, 2 write threads, 1 torch thread in the main process (2 CPUs)'
-    """
-
-    workers: int
-    write_threads: int
-    threads: int
-    cpus: int
-
-    @classmethod
-    def choose(cls, workers: int, write_threads: int | None, threads: int | None, cpus: int | None = None) -> ThreadPlan:
-        cpus = usable_cpus() if cpus is None else cpus
-        return cls(workers, write_threads or cpus, threads or max(1, cpus - workers), cpus)
-
-    def describe(self) -> str:
-        plural = lambda count, word: f"{count} {word}" + ("s" if count != 1 else "")  # noqa: E731
-        return (f"{plural(self.workers, 'decoding worker')}, {plural(self.write_threads, 'write thread')}, "
-                f"{plural(self.threads, 'torch thread')} in the main process ({plural(self.cpus, 'CPU')})")  # fmt: skip
 
 
 def _gives_map(defense: ImageDefense) -> bool:
@@ -293,34 +242,6 @@ def group_batches(
             count, load = count - len(waiting[oldest]), load - len(waiting[oldest]) * weight(oldest)
             yield waiting.pop(oldest)
     yield from waiting.values()
-
-
-# Peak memory per pixel of a batch: the largest the registry's defenses were measured to use (tvm,
-# 258 on the CPU; lgs 43) with a margin, by `python benchmarks/defense_memory.py`. Batches are sized
-# so that their images' pixels times this stay within their budget.
-BYTES_PER_PIXEL = 320
-
-
-def default_batch_memory(device: str) -> int:
-    """Bytes a defended batch may use by default: half the free memory of a CUDA device, else a quarter of the
-    available RAM (the machine's, or what a container's cgroup v2 ``memory.max`` leaves, whichever is less)."""
-    if torch.device(device).type == "cuda":
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return free // 2
-    available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        limit = (CGROUP / "memory.max").read_text().strip()
-        if limit != "max":
-            available = min(available, int(limit) - int((CGROUP / "memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    return max(1, available // 4)
 
 
 def on_device(
@@ -552,7 +473,7 @@ def _check_arguments(defense: str | ImageDefense, save_map: bool, output_format:
         ("workers", workers, 0),
         ("png_compression", png_compression, 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_integer(value) or value < low:
             raise ValueError(f"{name} must be an int >= {low}. Got {value!r}")
     if not png_compression <= 9:
         raise ValueError(f"png_compression must be a zlib level in 0..9. Got {png_compression}")
@@ -561,7 +482,7 @@ def _check_arguments(defense: str | ImageDefense, save_map: bool, output_format:
         ("threads", threads, "the CPUs the workers leave"),
         ("batch_memory", batch_memory, "bytes; a share of the free memory"),
     ):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (not is_integer(value) or value < 1):
             raise ValueError(f"{name} must be an int >= 1 or None ({default}). Got {value!r}")
     if resume and overwrite:
         raise ValueError("resume keeps finished outputs and overwrite redoes them: choose one")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .._files import atomic_write_bytes
+from .._validate import is_integer
 from ..data import DEMO_PHOTOGRAPHS, bundled_photographs
 from ..front import lgs_stages
 from ..parameters import DEFAULT_SMOOTHING_FACTOR
@@ -56,7 +57,7 @@ def run_demo(
     Returns one dict per photograph with the share of patch / non-patch pixels that LGS
     suppresses (ĝ > 0) and the mean suppression strength ``clip(λ ĝ, 0, 1)`` in each.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 4096:
+    if not is_integer(size) or not 16 <= size <= 4096:
         raise ValueError(f"size must be an int in 16..4096 pixels. Got {size!r}")
     check_output_folder(output_dir)
     output_dir = Path(output_dir)

@@ -27,6 +27,7 @@ import torch
 
 from .. import data
 from .._files import atomic_write_bytes
+from .._validate import is_integer
 from ..front import backend_info
 from ..models import OFFLINE_DEFAULT
 
@@ -72,11 +73,11 @@ class RunInputs:
 
     def check(self) -> None:
         """Check the image fields before any work (``ValueError`` naming what is wrong)."""
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+        if self.limit is not None and (not is_integer(self.limit) or self.limit < 1):
             raise ValueError(f"limit must be an int >= 1 (the first N images). Got {self.limit!r}")
         if self.data is not None and not Path(self.data).is_dir():
             raise ValueError(f"data folder {self.data} does not exist or is not a folder")
-        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+        if self.workers is not None and (not is_integer(self.workers)
                                          or self.workers < 0):  # fmt: skip
             raise ValueError(f"workers must be an int >= 0 (0: decode in this process). Got {self.workers!r}")
 
@@ -84,7 +85,7 @@ class RunInputs:
         """The decoding processes to use: ``workers``, or up to 2 (never more than this process may use CPUs)."""
         if self.workers is not None:
             return self.workers
-        from .defend import usable_cpus  # here: defend imports this module
+        from .resources import usable_cpus
 
         return min(2, usable_cpus())
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .._validate import as_image_batch, to_unit_float
+from .._validate import as_image_batch, is_integer, to_unit_float
 from .masks import MaskGeometry, mask_geometry, mask_set
 
 CASES = {1: "I (all masks agree)", 2: "II (a disagreeing mask survives every second mask)", 3: "III (majority)"}
@@ -114,9 +114,9 @@ class PatchCleanser(nn.Module):
             raise TypeError(f"model must be a callable classifier (an nn.Module). Got {type(model).__name__}")
         if patch_size is not None and patch_fraction is not None:
             raise ValueError("give patch_size or patch_fraction, not both")
-        if isinstance(masks_per_axis, bool) or not isinstance(masks_per_axis, int) or masks_per_axis < 1:
+        if not is_integer(masks_per_axis) or masks_per_axis < 1:
             raise ValueError(f"masks_per_axis must be an int >= 1. Got {masks_per_axis!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        if batch_size is not None and (not is_integer(batch_size) or batch_size < 1):
             raise ValueError(f"batch_size must be an int >= 1 (or None: by device). Got {batch_size!r}")
         if mask_value is None:
             mask_value = default_mask_value(model)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._validate import is_integer
 from ..patch_geometry import patch_side
 
 
@@ -88,7 +89,7 @@ def axis_masks(length: int, patch: int, masks_per_axis: int) -> AxisMasks:
 
 def _pair(value: object, name: str) -> tuple[int, int]:
     pair = tuple(value) if isinstance(value, (tuple, list, torch.Size)) else (value, value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
+    if len(pair) != 2 or any(not is_integer(v) for v in pair):
         raise TypeError(f"{name} must be an int or a pair of ints (height, width). Got {value!r}")
     return pair  # type: ignore[return-value]
 
@@ -127,7 +128,7 @@ def mask_geometry(
         (36, (64, 64), (33, 33))
     """
     (height, width), (patch_height, patch_width) = patch_dimensions(image_size, patch_size, patch_fraction)
-    if isinstance(masks_per_axis, bool) or not isinstance(masks_per_axis, int) or masks_per_axis < 1:
+    if not is_integer(masks_per_axis) or masks_per_axis < 1:
         raise ValueError(f"masks_per_axis must be an int >= 1. Got {masks_per_axis!r}")
     return MaskGeometry(axis_masks(height, patch_height, masks_per_axis), axis_masks(width, patch_width, masks_per_axis))
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Real
 
 import torch
 
-from .._validate import as_image_batch, from_unit_float, to_unit_float
+from .._validate import as_image_batch, from_unit_float, is_integer, is_real, to_unit_float
 from ..tracing import exporting_to_onnx, tracing
 
 
@@ -47,7 +46,7 @@ def refuse_onnx(defense: str, reason: str) -> None:
 def integer_parameter(value: object, name: str, low: int, high: int | None = None) -> int:
     """An ``int`` in ``[low, high]`` (no upper bound when ``high`` is None)."""
     accepted = f"an int in {low}..{high}" if high is not None else f"an int >= {low}"
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_integer(value):
         raise TypeError(f"{name} must be {accepted}. Got {value!r} ({type(value).__name__})")
     if value < low or (high is not None and value > high):
         raise ValueError(f"{name} must be {accepted}. Got {value}")
@@ -96,7 +95,7 @@ def window_fits(window: int, batch: torch.Tensor) -> None:
 def positive_real(value: object, name: str, allow_zero: bool = False) -> float:
     """A finite real number ``> 0`` (``>= 0`` with ``allow_zero``)."""
     accepted = "a finite real number " + (">= 0" if allow_zero else "> 0")
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be {accepted}. Got {value!r} ({type(value).__name__})")
     value = float(value)
     # Comparisons, not math.isfinite: they also work on the symbolic floats of a trace.

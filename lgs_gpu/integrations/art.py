@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import math
 import re
-from numbers import Real
 from typing import Any
 
 import torch
@@ -66,6 +65,7 @@ except ImportError as error:  # the optional extra is missing
     ) from error
 
 from .. import attacks
+from .._validate import is_real
 from ..certify import PatchCleanser, is_spec
 from ..defenses import ImageDefense, LocalGradientsSmoothing, get
 
@@ -141,7 +141,7 @@ def _check_clip_values(clip_values: Any) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise ValueError(f"clip_values must be {accepted}. Got {clip_values!r}") from None
     for value in (low, high):
-        if isinstance(value, bool) or not isinstance(value, Real):
+        if not is_real(value):
             raise TypeError(f"clip_values must be {accepted} (one bound for all pixels). Got {clip_values!r}")
     low, high = float(low), float(high)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):

@@ -49,7 +49,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..._validate import compute_dtype
+from ..._validate import compute_dtype, is_integer
 from ...parameters import STAGES
 from ...windows import axis_geometry, max_cover
 
@@ -663,7 +663,7 @@ class LaunchConfig:
             name: getattr(DEFAULT_CONFIG, name) if value is None else value for name, value in vars(self).items()
         }
         for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"LaunchConfig.{name} must be a positive int. Got {value!r}")
         for name in ("strip_width", "num_warps"):
             if values[name] & (values[name] - 1):
