@@ -21,18 +21,48 @@ _LGS_FLAGS = {
 }
 
 
-def _add_lgs_options(parser: argparse.ArgumentParser) -> None:
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def _device_options() -> argparse.ArgumentParser:
+    parser = _parent()
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    return parser
+
+
+def _allocator_options() -> argparse.ArgumentParser:
+    parser = _parent()
+    parser.add_argument("--allocator", choices=allocator.CHOICES,
+                        help="tuned: glibc's malloc set for large tensors, so batches reuse memory instead of "
+                        f"page-faulting it in again; system: as it is (default tuned, or ${allocator.ENVIRONMENT_VARIABLE})")  # fmt: skip
+    return parser
+
+
+def _lgs_options() -> argparse.ArgumentParser:
+    parser = _parent()
     # Defaults are None so that an explicit flag can be told apart from a spec given with --defense.
     parser.add_argument("--smoothing-factor", type=float, help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})")
     parser.add_argument("--threshold", type=float, help=f"γ (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--window-size", type=int, help=f"window side (default {DEFAULT_WINDOW_SIZE})")
     parser.add_argument("--overlap", type=int, help=f"window overlap (default {DEFAULT_OVERLAP})")
     parser.add_argument("--backend", choices=BACKENDS, help="LGS backend (default auto)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    return parser
 
 
-def _add_run_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
-    """The output folder, model and images of a resumable run (evaluate, certify)."""
+def _attack_options() -> argparse.ArgumentParser:
+    """What evaluate and calibrate share: the LaVAN steps, EoT, seed, records and threads."""
+    parser = _parent()
+    parser.add_argument("--iterations", type=int, help="LaVAN steps per image (default 1000)")
+    parser.add_argument("--eot-samples", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    return parser
+
+
+def _run_options(output_dir: str) -> argparse.ArgumentParser:
+    """The output folder, model and images of a resumable run (evaluate, calibrate, certify)."""
+    parser = _parent()
     parser.add_argument("-o", "--output-dir", default=output_dir, help="results folder (reused to resume)")
     parser.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
     parser.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
@@ -45,10 +75,11 @@ def _add_run_options(parser: argparse.ArgumentParser, output_dir: str) -> None:
     parser.add_argument("--workers", type=int,
                         help="processes decoding the --data folder's batches ahead of the work (0: this one; default "
                              "up to 2)")  # fmt: skip
+    return parser
 
 
 def _run_inputs(args: argparse.Namespace) -> dict:
-    """The :class:`.runs.RunInputs` fields from the flags :func:`_add_run_options` added."""
+    """The :class:`.runs.RunInputs` fields from the flags of :func:`_run_options`."""
     return {"model": args.model, "weights": None if args.weights == "none" else args.weights, "data": args.data,
             "imagenet": args.imagenet, "imagenet_labels": args.imagenet_labels, "limit": args.limit,
             "workers": args.workers}  # fmt: skip
@@ -105,8 +136,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lgs-gpu", description="Local Gradients Smoothing on CPU and GPU")
     commands = parser.add_subparsers(dest="command", required=True)
+    device, memory, lgs_flags = _device_options(), _allocator_options(), _lgs_options()
+    attack = _attack_options()
 
-    defend = commands.add_parser("defend", help="defend image files or folders of them")
+    defend = commands.add_parser("defend", parents=[lgs_flags, device, memory], help="defend image files or folders of them")
     defend.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     defend.add_argument("-o", "--output-dir", required=True, help="folder for the defended images")
     defend.add_argument("--save-map", action="store_true", help="also write ĝ as <name>_map.png")
@@ -131,27 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="defense spec, e.g. jpeg:30, tvm:10, median:3, gaussian:5, bilateral:5, bitdepth:3, lgs:2.3, "
         "lgs+median:3, median:3|lgs:2.3 (default: LGS with the flags below); see `lgs-gpu defenses`",
     )
-    _add_lgs_options(defend)
 
     commands.add_parser("defenses", help="list the defenses, their parameters and the paper's grid")
-    info = commands.add_parser("info", help="versions, devices, and which LGS backend runs where (and why not)")
-    info.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    commands.add_parser("info", parents=[device], help="versions, devices, and which LGS backend runs where (and why not)")
     warm = commands.add_parser(
-        "warmup", help="build the compiled CPU path's programs now (once per machine; LGS_GPU_CACHE_DIR moves them)"
-    )
+        "warmup", parents=[memory],
+        help="build the compiled CPU path's programs now (once per machine; LGS_GPU_CACHE_DIR moves them)",
+    )  # fmt: skip
     warm.add_argument("--dtypes", default="float32",
                       help="compute dtypes, comma-separated: float32 (also serves uint8 / float16), float64")  # fmt: skip
     warm.add_argument("--window-sizes", default="15", help="window sides, comma-separated, e.g. 15,25 (default 15)")
     warm.add_argument("--channels", default="3", help="image channel counts, comma-separated, e.g. 1,3 (default 3)")
 
     evaluate = commands.add_parser(
-        "evaluate", help="attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)"
-    )
-    _add_run_options(evaluate, "lgs-evaluation")
+        "evaluate", parents=[_run_options("lgs-evaluation"), attack, device, memory],
+        help="attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)",
+    )  # fmt: skip
     evaluate.add_argument("--defenses", help="comma-free list of specs separated by ';' (default: the paper's grid)")
     evaluate.add_argument("--attacks", help=f"subset of {','.join(ATTACKS)} (default: all)")
     evaluate.add_argument("--lavan-fractions", help="LaVAN patch areas (default 0.02,0.03,0.04)")
-    evaluate.add_argument("--iterations", type=int, help="LaVAN steps per image (default 1000)")
     evaluate.add_argument("--patch-fraction", type=float, default=0.1)
     evaluate.add_argument("--patch-steps", type=int, default=500)
     evaluate.add_argument("--patch-images", type=int, default=512,
@@ -159,61 +190,50 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bpda-fraction", type=float, default=0.02)
     evaluate.add_argument("--bpda-defenses", help="';'-separated specs for Table 3 (default: every defense but none)")
     evaluate.add_argument("--adaptive-defense", help=f"the LGS setting attacked with exact gradients (default {DEFAULT_LGS_SPEC})")
-    evaluate.add_argument("--eot-samples", type=int, default=1)
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--batch-size", type=int, default=8)
-    evaluate.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     evaluate.add_argument("--threads", type=int, default=1,
                           help="intra-op CPU threads (default 1); part of the run: other counts give other numbers")
     evaluate.add_argument("--quick", action="store_true",
                           help="the README's small run: 4 photographs, LaVAN 2%% and 4%% at 100 steps, no patch, "
                                "a short defense list; flags given as well take precedence")  # fmt: skip
-
     evaluate.add_argument("--calibration", help="a calibration.json: score its recommended spec too and attack it adaptively")
 
     calibrate = commands.add_parser(
-        "calibrate", help="sweep λ, γ and the window size; recommend LGS settings for a clean-accuracy budget"
-    )
-    _add_run_options(calibrate, "lgs-calibration")
+        "calibrate", parents=[_run_options("lgs-calibration"), attack, device, memory],
+        help="sweep λ, γ and the window size; recommend LGS settings for a clean-accuracy budget",
+    )  # fmt: skip
     calibrate.add_argument("--budget", default="5%",
                            help="clean accuracy the defense may cost: points with a %% sign (default 5%%) or a fraction (0.05)")  # fmt: skip
     calibrate.add_argument("--smoothing-factors", help="λ grid, comma-separated (default 0.5,1,1.5,2.3,3,4,6)")
     calibrate.add_argument("--thresholds", help="γ grid, comma-separated (default 0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5)")
     calibrate.add_argument("--window-sizes", help="window sides, comma-separated (default 9,15,25); overlap = round(window / 3)")
     calibrate.add_argument("--patch-fraction", type=float, default=0.04, help="LaVAN patch area (default 0.04)")
-    calibrate.add_argument("--iterations", type=int, help="LaVAN steps per image (default 1000)")
-    calibrate.add_argument("--eot-samples", type=int, default=1)
-    calibrate.add_argument("--seed", type=int, default=0)
-    calibrate.add_argument("--batch-size", type=int, default=8)
-    calibrate.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     calibrate.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
     calibrate.add_argument("--no-adaptive", action="store_true", help="skip the exact-gradient and BPDA attacks on the result")
     calibrate.add_argument("--quick", action="store_true", help="a 3 x 3 grid at 15-pixel windows, LaVAN at 100 steps; "
                            "flags given as well take precedence")  # fmt: skip
 
     certify = commands.add_parser(
-        "certify", help="PatchCleanser: clean and certified accuracy against patches (resumable; torchrun shards it)"
-    )
-    _add_run_options(certify, "lgs-certify")
+        "certify", parents=[_run_options("lgs-certify"), device, memory],
+        help="PatchCleanser: clean and certified accuracy against patches (resumable; torchrun shards it)",
+    )  # fmt: skip
     certify.add_argument("--patch", default="1%,2%,3%", help="patch sizes as shares of the image area (default 1%%,2%%,3%%)")
     certify.add_argument("--masks", type=int, default=6, help="masks per axis (default 6: 36 masks)")
     certify.add_argument("--batch-size", type=int, default=8, help="images per record (default 8)")
     certify.add_argument("--model-batch-size", type=int, help="masked images per model call (default: 8 on CPU, 128 on CUDA)")
     certify.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
-    certify.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
     export = commands.add_parser(
-        "export", help="package a defended classifier as one AOTInductor .pt2 (checked against eager; docs/deploy.md)"
-    )
+        "export", parents=[device],
+        help="package a defended classifier as one AOTInductor .pt2 (checked against eager; docs/deploy.md)",
+    )  # fmt: skip
     export.add_argument("-o", "--output", default="defended.pt2", help="the package to write (default defended.pt2)")
     export.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier")
     export.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
     export.add_argument("--defense", help="defense spec in front of the model (default: lgs@<model>, its calibrated preset, "
                         "where it has one, else lgs); see `lgs-gpu defenses`")  # fmt: skip
     export.add_argument("--size", type=int, help="image side the package takes (default: the model's input size)")
-    export.add_argument("--device", default=None, help="where the package runs (default: cuda if available, else cpu)")
 
-    demo = commands.add_parser("demo", help="LGS on bundled photographs with a planted noise patch")
+    demo = commands.add_parser("demo", parents=[device, memory], help="LGS on bundled photographs with a planted noise patch")
     demo.add_argument("-o", "--output-dir", default="lgs-demo", help="folder for lgs_demo.png / .json")
     demo.add_argument("--size", type=int, default=299, help="image side in pixels (default 299)")
     demo.add_argument("--patch-fraction", type=float, default=0.04, help="patch area / image area (default 0.04)")
@@ -221,11 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--smoothing-factor", type=float, default=DEFAULT_SMOOTHING_FACTOR,
                       help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})")  # fmt: skip
     demo.add_argument("--backend", choices=BACKENDS, default="auto")
-    demo.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    for command in (defend, warm, evaluate, calibrate, certify, demo):
-        command.add_argument("--allocator", choices=allocator.CHOICES,
-                             help="tuned: glibc's malloc set for large tensors, so batches reuse memory instead of "
-                             f"page-faulting it in again; system: as it is (default tuned, or ${allocator.ENVIRONMENT_VARIABLE})")  # fmt: skip
     return parser
 
 
@@ -479,43 +494,41 @@ def _defend(args: argparse.Namespace) -> int:
     return 0 if summary.written or summary.kept or not summary.skipped else 1
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    results = run_demo(
+        args.output_dir, size=args.size, patch_fraction=args.patch_fraction,
+        smoothing_factor=args.smoothing_factor, seed=args.seed, backend=args.backend, device=_device(args.device),
+    )  # fmt: skip
+    print(f"{'image':<12}{'patch suppressed':>18}{'rest suppressed':>18}{'patch strength':>16}{'rest strength':>15}")
+    for r in results:
+        print(
+            f"{r['image']:<12}{r['patch_pixels_suppressed']:>18.1%}{r['other_pixels_suppressed']:>18.1%}"
+            f"{r['patch_mean_strength']:>16.3f}{r['other_mean_strength']:>15.3f}"
+        )
+    print(f"wrote {args.output_dir}/lgs_demo.png and lgs_demo.json")
+    return 0
+
+
+def _defenses(args: argparse.Namespace) -> int:
+    _print_defenses()
+    return 0
+
+
+COMMANDS = {
+    "defend": _defend, "defenses": _defenses, "info": _info, "warmup": _warmup, "evaluate": _evaluate,
+    "calibrate": _calibrate, "certify": _certify, "export": _export, "demo": _demo,
+}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if hasattr(args, "allocator"):  # before torch allocates anything
             allocator.configure(args.allocator)
         _check_arguments(args)
-        if args.command == "defend":
-            return _defend(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        if args.command == "certify":
-            return _certify(args)
-        if args.command == "defenses":
-            _print_defenses()
-            return 0
-        if args.command == "info":
-            return _info(args)
-        if args.command == "warmup":
-            return _warmup(args)
-        if args.command == "calibrate":
-            return _calibrate(args)
-        if args.command == "export":
-            return _export(args)
-        from .demo import run_demo
-
-        results = run_demo(
-            args.output_dir, size=args.size, patch_fraction=args.patch_fraction,
-            smoothing_factor=args.smoothing_factor, seed=args.seed, backend=args.backend, device=_device(args.device),
-        )
-        print(f"{'image':<12}{'patch suppressed':>18}{'rest suppressed':>18}{'patch strength':>16}{'rest strength':>15}")
-        for r in results:
-            print(
-                f"{r['image']:<12}{r['patch_pixels_suppressed']:>18.1%}{r['other_pixels_suppressed']:>18.1%}"
-                f"{r['patch_mean_strength']:>16.3f}{r['other_mean_strength']:>15.3f}"
-            )
-        print(f"wrote {args.output_dir}/lgs_demo.png and lgs_demo.json")
-        return 0
+        return COMMANDS[args.command](args)
     except (ValueError, TypeError, MissingExtra) as error:
         print(f"lgs-gpu {args.command}: error: {error}", file=sys.stderr)
         return 2
