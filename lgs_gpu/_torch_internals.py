@@ -68,7 +68,7 @@ _is_exporting = getattr(torch.compiler, "is_exporting", None)
 if _is_exporting is None:
     _degrade("torch.compiler.is_exporting")
 try:
-    from torch.onnx._internal.exporter import _flags as _onnx_flags  # 17 ms
+    from torch.onnx._internal.exporter import _flags as _onnx_flags  # light: not the exporter itself
 except ImportError:
     _onnx_flags = None
     _degrade("torch.onnx._internal.exporter._flags")

@@ -446,9 +446,8 @@ def encode_image(image: torch.Tensor, suffix: str, jpeg_quality: int = 95, png_c
 
     ``png_compression`` is zlib's level, 0 (fastest, largest) to 9; 6 is zlib's default. PNG is
     lossless at every level: the level trades encoding time against file size. PNG, like the
-    formats other than JPEG, is encoded by Pillow: at level 6 it took 17.8 ms per 299 px photograph
-    where torchvision's ``encode_png`` took 20.8 ms, for files of the same size, and it releases
-    the GIL too (``python benchmarks/defend_vs_pillow.py``; docs/defend.md, "Against plain Pillow").
+    formats other than JPEG, is encoded by Pillow, faster than torchvision's ``encode_png`` for files
+    of the same size, and it releases the GIL (docs/defend.md, "Against plain Pillow").
 
     Example:
         >>> encode_image(torch.zeros(3, 8, 8, dtype=torch.uint8), ".png")[:4]

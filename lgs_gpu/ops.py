@@ -8,7 +8,7 @@ wherever PyTorch takes it:
 * under ``torch.compile``, on CUDA Inductor traces into the operator and sees the Triton kernels
   (through ``torch.library.wrap_triton``), which it launches from its own code. On CPU the
   operator stays opaque (``torch.ops.lgs_gpu.lgs_cpu``, which runs the compiled CPU programs):
-  Inductor's own code for the traced form is 1.8x slower than those programs (docs/deploy.md);
+  Inductor's own code for the traced form is slower than those programs (docs/deploy.md);
 * under ``torch.export`` the operator stays one node (``torch.ops.lgs_gpu.lgs.default``, which
   serialises), and its fake implementation (shapes only, no computation) gives them for any
   batch, height and width. AOTInductor compiles it into the package, on CPU as the traced

@@ -77,8 +77,8 @@ class PatchCleanser(nn.Module):
         mask_value: the colour of covered pixels in the [0, 1] space the model receives: a float
             or one per channel. Default: the value the model's own normalisation maps to 0
             (:func:`default_mask_value`); other models must be given one.
-        batch_size: most masked images per model call; by default 8 on CPU (measured fastest per
-            image for EfficientNet-Lite0 on 2 cores: larger batches leave the caches) and 128 on CUDA.
+        batch_size: most masked images per model call; by default 8 on CPU (larger batches leave the
+            caches; docs/certify.md) and 128 on CUDA.
         defense: an optional image defense run on every masked image before the model (mask ->
             defense -> model, the only order that keeps the certificate).
         channels_last: hand the model channels-last batches (faster convolutions on many GPUs).

@@ -94,7 +94,7 @@ class GradientProgram(torch.nn.Module):
     """Eq. 5 on the pixels whose 3x3 neighbourhood lies inside the image, written into ``magnitude``.
 
     The image is its own padding there: shifted slices, unit-stride loads (a replicate pad folded
-    into the loads clamps every index and ran 3x slower). ``magnitude`` ``[B, H, W]`` is an input the
+    into the loads clamps every index, which was slower). ``magnitude`` ``[B, H, W]`` is an input the
     program writes, so the interior lands in place; the one-pixel frame is :func:`_frame`'s.
     """
 
@@ -106,8 +106,8 @@ class GradientProgram(torch.nn.Module):
 def _frame(x: torch.Tensor, magnitude: torch.Tensor) -> None:
     """``m`` on the first / last row and column, from replicate-padded two-pixel strips.
 
-    Eager: about 1 ms at 32 x 3 x 299^2, most of it in ``pad``. Compiled, as a program of its own it
-    took 1.5 ms, and inside the gradient's program it slowed that loop by half.
+    Eager, on two-pixel strips: compiled, as a program of its own or inside the gradient's, it was
+    slower (docs/kernels.md).
     """
     magnitude[:, :1] = magnitude_of_padded(F.pad(x[..., :2, :], (1, 1, 1, 0), mode="replicate"))
     magnitude[:, -1:] = magnitude_of_padded(F.pad(x[..., -2:, :], (1, 1, 0, 1), mode="replicate"))
@@ -165,7 +165,7 @@ class Program:
 
     ``extents``: the window test's window (rows x columns). ``channels``: the channel count of the
     programs that read the images (gradient, suppress); compiled in, their loops over channels unroll
-    (the gradient ran in 3.5 ms instead of 5.4-6.7 at 32 x 3 x 299^2, one thread), so each count a
+    (faster: docs/kernels.md), so each count a
     machine meets builds its own.
     """
 
@@ -413,7 +413,7 @@ def stages(
         passing, means, lowest, highest = programs["window_test"](list(window_inputs))
     else:  # an image smaller than the window: the same graph eagerly (cheap there), not a program per small size
         passing, means, lowest, highest = WindowTestProgram(row_extent, col_extent)(*window_inputs)
-    # Collation works on small tables, eagerly: compiled, Inductor's bool loops made it 4x slower.
+    # Collation works on small tables, eagerly: compiled, Inductor's bool loops made it slower.
     row_class, *collation = collation_geometry(height, width, window_size, overlap, x.device)
     covered_by_row_class = collate_by_row_class(passing, *collation).to(dtype)
     table = [magnitude, lowest, highest, covered_by_row_class, row_class]
