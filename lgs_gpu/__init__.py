@@ -43,14 +43,34 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 _FROM_LGS = (
-    "LGSStages", "LocalGradientsSmoothing", "backend_info", "compiled_cache_info", "lgs", "lgs_map", "lgs_stages",
-    "lgs_sweep", "warmup",
-)  # fmt: skip
+    "LGSStages",
+    "LocalGradientsSmoothing",
+    "backend_info",
+    "compiled_cache_info",
+    "lgs",
+    "lgs_map",
+    "lgs_stages",
+    "lgs_sweep",
+    "warmup",
+)
 __all__ = [
-    "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
-    "LGSStages", "LocalGradientsSmoothing", "backend_info", "compiled_cache_info", "lgs", "lgs_map", "lgs_stages",
-    "lgs_sweep", "warmup", "__version__",
-]  # fmt: skip
+    "BACKENDS",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_SMOOTHING_FACTOR",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_WINDOW_SIZE",
+    "STAGES",
+    "LGSStages",
+    "LocalGradientsSmoothing",
+    "backend_info",
+    "compiled_cache_info",
+    "lgs",
+    "lgs_map",
+    "lgs_stages",
+    "lgs_sweep",
+    "warmup",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -30,10 +30,10 @@ def degraded() -> dict[str, str]:
     except ImportError:
         virtualized = None
     present = {
-        "torch._inductor.virtualized.V.aot_compilation": virtualized is not None and hasattr(virtualized.V,
-                                                                                             "aot_compilation"),
+        "torch._inductor.virtualized.V.aot_compilation": virtualized is not None
+        and hasattr(virtualized.V, "aot_compilation"),
         "torch._C._aoti.AOTIModelPackageLoader": hasattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader"),
-    }  # fmt: skip
+    }
     for what, found in present.items():
         if not found:
             _degrade(what)

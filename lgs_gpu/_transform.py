@@ -82,8 +82,10 @@ class ImageDefense(torch.nn.Module):
 
     def __prepare_scriptable__(self) -> None:
         # torch.jit.script asks this first; v2 transforms refuse in the same words.
-        raise RuntimeError(f"{type(self).__name__} cannot be JIT scripted: it routes samples through torchvision's v2 "
-                           "transforms, which cannot be scripted either; use torch.export or torch.compile")  # fmt: skip
+        raise RuntimeError(
+            f"{type(self).__name__} cannot be JIT scripted: it routes samples through torchvision's v2 "
+            "transforms, which cannot be scripted either; use torch.export or torch.compile"
+        )
 
 
 @functools.cache

@@ -149,8 +149,9 @@ def bundled(size: int, names: tuple[str, ...] = ALL_PHOTOGRAPHS) -> ImageSet:
     return ImageSet(torch.stack(list(photographs.values())), list(photographs))
 
 
-def _load_files(paths: list[Path], size: int, root: Path, limit: int | None = None) -> tuple[
-        list[torch.Tensor], list[Path], list[tuple[str, str]], list[tuple[str, str]]]:  # fmt: skip
+def _load_files(
+    paths: list[Path], size: int, root: Path, limit: int | None = None
+) -> tuple[list[torch.Tensor], list[Path], list[tuple[str, str]], list[tuple[str, str]]]:
     """Read ``paths`` in order until ``limit`` images could be read (all when ``None``): the images,
     the paths they came from, the files skipped and why, and the reader's notes."""
     images, loaded, skipped, notes = [], [], [], []
@@ -218,8 +219,9 @@ def label_of(path: Path, root: Path, table: dict[str, int] | None = None) -> tup
     return None, None
 
 
-def _listing(folder: Path, labels_file: str | Path | None, require_labels: bool) -> tuple[
-        list[Path], dict[Path, tuple[int | None, str | None]], list[tuple[str, str]]]:  # fmt: skip
+def _listing(
+    folder: Path, labels_file: str | Path | None, require_labels: bool
+) -> tuple[list[Path], dict[Path, tuple[int | None, str | None]], list[tuple[str, str]]]:
     """The files to read under ``folder`` (the labelled ones when any file has a label), each file's
     (label, layout), and the unlabelled files skipped; ``ValueError`` when labels are required and none is found."""
     paths = _image_paths(folder)
@@ -228,11 +230,19 @@ def _listing(folder: Path, labels_file: str | Path | None, require_labels: bool)
     labelled = [path for path in paths if found[path][0] is not None]
     if not labelled and (require_labels or table is not None):
         layouts = "; ".join(LABEL_LAYOUTS.values())
-        raise ValueError(f"ground-truth labels were asked for, but no image under {folder} has one. Accepted layouts: "
-                         f"{layouts}")  # fmt: skip
+        raise ValueError(
+            f"ground-truth labels were asked for, but no image under {folder} has one. Accepted layouts: {layouts}"
+        )
     # Labels come from paths: unlabelled files are skipped before any is read, and never count to limit.
-    skipped = [(str(path), "no ImageNet label: its folder and name fit none of the label layouts")
-               for path in paths if found[path][0] is None] if labelled else []  # fmt: skip
+    skipped = (
+        [
+            (str(path), "no ImageNet label: its folder and name fit none of the label layouts")
+            for path in paths
+            if found[path][0] is None
+        ]
+        if labelled
+        else []
+    )
     return labelled or paths, found, skipped
 
 
@@ -241,13 +251,17 @@ def _labels(paths: list[Path], found: dict) -> tuple[torch.Tensor | None, str | 
     if not paths or found[paths[0]][0] is None:
         return None, None
     layouts = [found[path][1] for path in paths]
-    source = "ground truth: " + ", ".join(f"{LABEL_LAYOUTS[name].split(' (')[0]} ({layouts.count(name)})"
-                                          for name in LABEL_LAYOUTS if name in layouts)  # fmt: skip
+    source = "ground truth: " + ", ".join(
+        f"{LABEL_LAYOUTS[name].split(' (')[0]} ({layouts.count(name)})" for name in LABEL_LAYOUTS if name in layouts
+    )
     return torch.tensor([found[path][0] for path in paths], dtype=torch.long), source
 
 
 def image_folder(
-    folder: str | Path, size: int, limit: int | None = None, labels_file: str | Path | None = None,
+    folder: str | Path,
+    size: int,
+    limit: int | None = None,
+    labels_file: str | Path | None = None,
     require_labels: bool = False,
 ) -> ImageSet:
     """Every image under ``folder`` (recursive, sorted by path), decoded, with ImageNet labels where the layout gives them.
@@ -267,8 +281,7 @@ def image_folder(
     candidates, found, skipped = _listing(folder, labels_file, require_labels)
     images, loaded, unreadable, notes = _load_files(candidates, size, folder, limit)
     if not images:
-        raise ValueError(f"none of the {len(candidates)} image files under {folder} could be read: "
-                         f"{unreadable[0][1]}")  # fmt: skip
+        raise ValueError(f"none of the {len(candidates)} image files under {folder} could be read: {unreadable[0][1]}")
     labels, source = _labels(loaded, found)
     names = [str(path.relative_to(folder)) for path in loaded]
     return ImageSet(torch.stack(images), names, labels, skipped + unreadable, notes, source)
@@ -310,9 +323,15 @@ class ImageFiles:
         from torch.utils.data import DataLoader
 
         wanted = list(range(batch_count(len(self), batch_size)) if indices is None else indices)
-        loader = DataLoader(_BatchDecoder(self, batch_size, wanted), batch_size=None, shuffle=False,
-                            num_workers=workers, prefetch_factor=2 if workers else None)  # fmt: skip
+        loader = DataLoader(
+            _BatchDecoder(self, batch_size, wanted),
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            prefetch_factor=2 if workers else None,
+        )
         yield from loader
+
 
 class _BatchDecoder:
     """Batch positions -> decoded :class:`Batch` (a map-style dataset for DataLoader workers)."""
@@ -331,13 +350,18 @@ class _BatchDecoder:
         read = set(loaded)
         kept = [i for i, path in enumerate(paths) if path in read]
         labels = None if self.files.labels is None else self.files.labels[part][kept]
-        pixels = torch.stack(images) if images else torch.empty(0, 3, self.files.size, self.files.size, dtype=torch.uint8)
+        pixels = (
+            torch.stack(images) if images else torch.empty(0, 3, self.files.size, self.files.size, dtype=torch.uint8)
+        )
         names = [str(path.relative_to(self.files.root)) for path in loaded]
         return Batch(index, pixels, names, labels, skipped, notes)
 
 
 def image_files(
-    folder: str | Path, size: int, limit: int | None = None, labels_file: str | Path | None = None,
+    folder: str | Path,
+    size: int,
+    limit: int | None = None,
+    labels_file: str | Path | None = None,
     require_labels: bool = False,
 ) -> ImageFiles:
     """The images under ``folder`` as :func:`image_folder` finds and labels them, without decoding them.
@@ -364,8 +388,7 @@ def image_files(
             continue
         kept.append(path)
     if not kept:
-        raise ValueError(f"none of the {len(candidates)} image files under {folder} could be read: "
-                         f"{unreadable[0][1]}")  # fmt: skip
+        raise ValueError(f"none of the {len(candidates)} image files under {folder} could be read: {unreadable[0][1]}")
     labels, source = _labels(kept, found)
     return ImageFiles(folder, kept, size, labels, skipped + unreadable, source)
 

@@ -105,8 +105,9 @@ class Route:
     traced: bool = False  # a compiler traces the call
 
 
-def route(backend: str, batch: torch.Tensor, wanted: tuple[str, ...], *, operator: bool = False,
-          inside_operator: bool = False) -> Route:  # fmt: skip
+def route(
+    backend: str, batch: torch.Tensor, wanted: tuple[str, ...], *, operator: bool = False, inside_operator: bool = False
+) -> Route:
     """Which path computes the ``wanted`` stages of a validated ``[B, C, H, W]`` batch, and why.
 
     ``operator``: the caller (``lgs``, ``lgs_map``) hands a traced call to the PyTorch operator;
@@ -121,11 +122,25 @@ def route(backend: str, batch: torch.Tensor, wanted: tuple[str, ...], *, operato
     needs_grad = torch.is_grad_enabled() and batch.requires_grad
     traced = tracing(batch)
     onnx = traced and exporting_to_onnx()  # ONNX has no LGS operator and no Triton: the traced form's standard ops
-    if (operator and traced and not needs_grad and not onnx and backend in ("auto", "triton", "compiled")
-            and batch.shape[0] > 0 and tuple(wanted) in _SINGLE_STAGE_OPERATORS):  # fmt: skip
+    if (
+        operator
+        and traced
+        and not needs_grad
+        and not onnx
+        and backend in ("auto", "triton", "compiled")
+        and batch.shape[0] > 0
+        and tuple(wanted) in _SINGLE_STAGE_OPERATORS
+    ):
         return Route("operator", "a compiler traces the call: its graph keeps one LGS node")
-    if (inside_operator and traced and batch.device.type == "cpu" and not onnx and not aot_compiling()
-            and not exporting() and compiled_path.unusable_reason() is None):  # fmt: skip
+    if (
+        inside_operator
+        and traced
+        and batch.device.type == "cpu"
+        and not onnx
+        and not aot_compiling()
+        and not exporting()
+        and compiled_path.unusable_reason() is None
+    ):
         # Not for AOTInductor (a package must not depend on this package's cache) nor torch.export (its
         # graph keeps lgs_gpu::lgs itself): under torch.compile Inductor's code for the traced form is slower.
         return Route("cpu operator", "torch.compile on CPU: the compiled path as one opaque call")
@@ -160,7 +175,9 @@ def route(backend: str, batch: torch.Tensor, wanted: tuple[str, ...], *, operato
     path = PATHS[backend]
     if not path.runs_on(batch.device):
         if backend == "compiled":
-            raise ValueError(f"backend='compiled' runs on CPU tensors; got {batch.device.type} (use 'triton' or 'auto')")
+            raise ValueError(
+                f"backend='compiled' runs on CPU tensors; got {batch.device.type} (use 'triton' or 'auto')"
+            )
         raise ValueError(f"backend='triton' is not available: {triton_unusable_reason(batch)}")
     return _sized(path, batch, "asked for")
 
@@ -176,10 +193,12 @@ def empty_stages(batch: torch.Tensor, window_size: int, overlap: int, wanted: tu
     dtype, device = compute_dtype(batch.dtype), batch.device
     rows, cols = axis_windows(height, window_size, overlap), axis_windows(width, window_size, overlap)
     shapes = {
-        "output": ((0, channels, height, width), batch.dtype), "normalised_gradient": ((0, height, width), dtype),
-        "window_mask": ((0, height, width), torch.bool), "suppression_map": ((0, height, width), dtype),
+        "output": ((0, channels, height, width), batch.dtype),
+        "normalised_gradient": ((0, height, width), dtype),
+        "window_mask": ((0, height, width), torch.bool),
+        "suppression_map": ((0, height, width), dtype),
         "window_means": ((0, rows.count, cols.count), dtype),
-    }  # fmt: skip
+    }
     return {name: torch.empty(shapes[name][0], dtype=shapes[name][1], device=device) for name in wanted}
 
 

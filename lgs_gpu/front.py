@@ -44,10 +44,23 @@ from .paths.triton_path import triton_usable
 from .tracing import refuse_torchscript
 
 __all__ = [
-    "BACKENDS", "DEFAULT_OVERLAP", "DEFAULT_SMOOTHING_FACTOR", "DEFAULT_THRESHOLD", "DEFAULT_WINDOW_SIZE", "STAGES",
-    "LGSStages", "LocalGradientsSmoothing", "backend_info", "compiled_cache_info", "lgs", "lgs_map", "lgs_stages",
-    "lgs_sweep", "triton_usable", "warmup",
-]  # fmt: skip
+    "BACKENDS",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_SMOOTHING_FACTOR",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_WINDOW_SIZE",
+    "STAGES",
+    "LGSStages",
+    "LocalGradientsSmoothing",
+    "backend_info",
+    "compiled_cache_info",
+    "lgs",
+    "lgs_map",
+    "lgs_stages",
+    "lgs_sweep",
+    "triton_usable",
+    "warmup",
+]
 
 
 def compiled_cache_info() -> str:
@@ -95,15 +108,18 @@ def _smoothing_factor(value: Any, name: str, batch: torch.Tensor) -> float:
     return value
 
 
-def _one_stage(batch, smoothing_factor, threshold, window_size, overlap, backend: str, stage: str,
-               out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def _one_stage(
+    batch, smoothing_factor, threshold, window_size, overlap, backend: str, stage: str, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``output`` or ``suppression_map`` of a validated batch, through the operator while a compiler traces."""
     decided = dispatch.route(backend, batch, (stage,), operator=True)
     if decided.path != "operator":
-        return dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, (stage,), out,
-                                decided=decided)[stage]  # fmt: skip
+        return dispatch.compute(
+            batch, smoothing_factor, threshold, window_size, overlap, backend, (stage,), out, decided=decided
+        )[stage]
     # Registered on the first traced call, not at import: creating a Triton operator imports Inductor (a second).
     from . import ops  # noqa: F401
+
     if stage == "output":
         result = torch.ops.lgs_gpu.lgs(batch, smoothing_factor, threshold, window_size, overlap)
         return result if out is None else out.copy_(result)
@@ -116,17 +132,22 @@ def _check_out(out: Any, x: torch.Tensor) -> None:
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"out must be a torch.Tensor. Got {type(out).__name__}")
     if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
-        raise ValueError(f"out must have the images' shape, dtype and device {tuple(x.shape)}, {x.dtype}, {x.device}. "
-                         f"Got {tuple(out.shape)}, {out.dtype}, {out.device}")  # fmt: skip
+        raise ValueError(
+            f"out must have the images' shape, dtype and device {tuple(x.shape)}, {x.dtype}, {x.device}. "
+            f"Got {tuple(out.shape)}, {out.dtype}, {out.device}"
+        )
     if any(stride == 0 and size > 1 for size, stride in zip(out.shape, out.stride(), strict=True)):
-        raise ValueError("out has elements that share memory (an expanded tensor): give a tensor whose every element "
-                         "is its own")  # fmt: skip
+        raise ValueError(
+            "out has elements that share memory (an expanded tensor): give a tensor whose every element is its own"
+        )
     if out.requires_grad and torch.is_grad_enabled():
         raise ValueError("out= does not take a tensor that requires grad (LGS writes into it); call lgs(x) instead")
     same = out.data_ptr() == x.data_ptr() and out.stride() == x.stride()
     if not same and out.numel() and x.numel() and _spans_overlap(out, x):
-        raise ValueError("out shares memory with the images without being them: give the images themselves (LGS in "
-                         "place) or a tensor of its own")  # fmt: skip
+        raise ValueError(
+            "out shares memory with the images without being them: give the images themselves (LGS in "
+            "place) or a tensor of its own"
+        )
 
 
 def _spans_overlap(a: torch.Tensor, b: torch.Tensor) -> bool:

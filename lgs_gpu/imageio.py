@@ -36,6 +36,7 @@ def _torchvision_io():
 
     return torchvision.io
 
+
 # Suffixes read (and, with the same suffix, written) everywhere in the package.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -136,14 +137,18 @@ def file_format(head: bytes) -> str | None:
 # Library messages -> what is wrong with the file. Matched in order, case-insensitively; "{format}"
 # is the file's format. Pillow and torchvision (CPU and nvJPEG) word the same faults differently.
 _PLAIN_REASONS = (
-    (("truncated", "incomplete", "premature end", "out of bound read", "broken data stream", "not enough data"),
-     "truncated or incomplete {format}"),
+    (
+        ("truncated", "incomplete", "premature end", "out of bound read", "broken data stream", "not enough data"),
+        "truncated or incomplete {format}",
+    ),
     (("decompression bomb", "exceeds limit"), "image larger than the {limit}-pixel limit"),
-    (("unsupported image file", "cannot identify image file", "not a jpeg", "unsupported marker"),
-     "not an image file, or a format that cannot be read"),
+    (
+        ("unsupported image file", "cannot identify image file", "not a jpeg", "unsupported marker"),
+        "not an image file, or a format that cannot be read",
+    ),
     (("crc", "checksum"), "corrupt {format} (a checksum does not match)"),
     (("out of memory",), "not enough memory to decode this {format}"),
-)  # fmt: skip
+)
 
 
 def plain_reason(error: BaseException, head: bytes = b"") -> str:
@@ -275,7 +280,9 @@ def decode_image_file(path: str | Path) -> tuple[torch.Tensor, list[str]]:
 
 
 # Formats whose valid files Pillow may fail to identify (not only cut-short ones): what to say instead.
-_UNPARSED = {"TIFF": "a TIFF that cannot be read (float colour samples, an unsupported compression), or a truncated one"}
+_UNPARSED = {
+    "TIFF": "a TIFF that cannot be read (float colour samples, an unsupported compression), or a truncated one"
+}
 
 _ORIENTATION_TAG = 0x0112  # EXIF; 1 is upright, 2..8 a mirror and/or a rotation
 

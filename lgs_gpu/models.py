@@ -109,7 +109,9 @@ def _apply_state_dict(network: nn.Module, state: dict, source: str) -> None:
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ModelUnavailable(f"the weights in {source} do not fit this model: {str(error).splitlines()[0]}") from error
+        raise ModelUnavailable(
+            f"the weights in {source} do not fit this model: {str(error).splitlines()[0]}"
+        ) from error
 
 
 def _efficientnet_lite0(weights: str | None) -> Classifier:
@@ -133,7 +135,7 @@ def _cached_torchvision_weights(enum_weights) -> Path:
     if not path.is_file():
         raise ModelUnavailable(
             f"torchvision's {enum_weights} weights are not in the torch hub cache ({path}) and nothing is "
-            "downloaded at run time. On a machine with network run `python -c \"import torchvision; "
+            'downloaded at run time. On a machine with network run `python -c "import torchvision; '
             f"torchvision.models.get_weight('{enum_weights}').get_state_dict()\"`, copy {filename} to {path.parent} "
             "(or set TORCH_HOME), or pass weights=<checkpoint file>. The offline default model is "
             f"{OFFLINE_DEFAULT!r}."
@@ -174,7 +176,9 @@ def available_models() -> list[str]:
     return [OFFLINE_DEFAULT] + sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def load_model(name: str = OFFLINE_DEFAULT, weights: str | Path | None = "default", device: str | torch.device = "cpu") -> Classifier:
+def load_model(
+    name: str = OFFLINE_DEFAULT, weights: str | Path | None = "default", device: str | torch.device = "cpu"
+) -> Classifier:
     """Build a named classifier in eval mode.
 
     Args:

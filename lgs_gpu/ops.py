@@ -88,8 +88,9 @@ def _traced_gradient(x, grad, stage, smoothing_factor, threshold, window_size, o
     """The gradient of ``stage`` at ``x`` along ``grad``: the traced form's (the torch path's)."""
 
     def traced(images):
-        computed = traced_path.stages(to_unit_float(images), smoothing_factor, threshold, window_size, overlap,
-                                      (stage,))[stage]  # fmt: skip
+        computed = traced_path.stages(
+            to_unit_float(images), smoothing_factor, threshold, window_size, overlap, (stage,)
+        )[stage]
         return computed.to(images.dtype) if stage == "output" else computed
 
     _, pullback = torch.func.vjp(traced, x)

@@ -54,8 +54,10 @@ def model_preset(model: str) -> dict[str, float | int]:
         raise TypeError(f"a model preset is named by the model's name, a str. Got {type(model).__name__}")
     found = MODEL_PRESETS.get(model.strip().lower())
     if found is None:
-        raise ValueError(f"no LGS preset for model {model!r}; presets exist for: {', '.join(MODEL_PRESETS)} "
-                         "(lgs-gpu calibrate finds a setting for any other)")  # fmt: skip
+        raise ValueError(
+            f"no LGS preset for model {model!r}; presets exist for: {', '.join(MODEL_PRESETS)} "
+            "(lgs-gpu calibrate finds a setting for any other)"
+        )
     return dict(found)
 
 

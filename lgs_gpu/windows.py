@@ -132,7 +132,9 @@ def starts_tensor(
 
 
 @functools.lru_cache(maxsize=256)
-def covering_tensors(length: int, window_size: int, overlap: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def covering_tensors(
+    length: int, window_size: int, overlap: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``axis_windows(...).covering`` as two int32 tensors of ``length`` on ``device`` (cached)."""
     first, count = axis_windows(length, window_size, overlap).covering
     return (

@@ -76,8 +76,10 @@ def setting_spec(smoothing_factor: float, threshold: float, window_size: int) ->
         >>> setting_spec(1e6, 1.23456789, 9)
         'lgs:1e06,threshold=1.23456789,window=9,overlap=3'
     """
-    return (f"lgs:{spec_number(float(smoothing_factor))},threshold={spec_number(float(threshold))},window={window_size},"
-            f"overlap={overlap_for(window_size)}")  # fmt: skip
+    return (
+        f"lgs:{spec_number(float(smoothing_factor))},threshold={spec_number(float(threshold))},window={window_size},"
+        f"overlap={overlap_for(window_size)}"
+    )
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -128,8 +130,11 @@ def recommend(settings: list[dict], bare_clean_accuracy: float, budget: float) -
 
     def from_paper(s: dict) -> tuple[int, float]:
         """How far from the paper's setting: parameters changed, then relative distance."""
-        pairs = ((s["smoothing_factor"], DEFAULT_SMOOTHING_FACTOR), (s["threshold"], DEFAULT_THRESHOLD),
-                 (s["window_size"], DEFAULT_WINDOW_SIZE))  # fmt: skip
+        pairs = (
+            (s["smoothing_factor"], DEFAULT_SMOOTHING_FACTOR),
+            (s["threshold"], DEFAULT_THRESHOLD),
+            (s["window_size"], DEFAULT_WINDOW_SIZE),
+        )
         return sum(value != paper for value, paper in pairs), sum(abs(value - paper) / paper for value, paper in pairs)
 
     best = min(fits, key=lambda s: (-s["robust_accuracy"], -s["clean_accuracy"], *from_paper(s)))
@@ -159,11 +164,19 @@ def validate(config: CalibrationConfig) -> None:
 def _evaluation(config: CalibrationConfig) -> evaluate.EvaluationConfig:
     """The evaluation whose LaVAN unit (and cache, and conditions) calibration shares."""
     return evaluate.EvaluationConfig(
-        **config.inputs(), output_dir=config.output_dir, defenses=["none"],
-        attacks=["lavan"], lavan_fractions=[config.patch_fraction], lavan_iterations=config.iterations,
-        bpda_fraction=config.patch_fraction, eot_samples=config.eot_samples, seed=config.seed,
-        batch_size=config.batch_size, device=config.device, threads=config.threads,
-    )  # fmt: skip
+        **config.inputs(),
+        output_dir=config.output_dir,
+        defenses=["none"],
+        attacks=["lavan"],
+        lavan_fractions=[config.patch_fraction],
+        lavan_iterations=config.iterations,
+        bpda_fraction=config.patch_fraction,
+        eot_samples=config.eot_samples,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        device=config.device,
+        threads=config.threads,
+    )
 
 
 def _rate(correct: int, total: int) -> dict:
@@ -192,8 +205,12 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
         bare_counts, counts, timing = [0, 0], {}, {"defense_seconds": 0.0, "model_seconds": 0.0}
         names, skipped, notes = [], list(images.skipped), list(images.notes)
         batches = runs.labelled_batches(images, model, config.batch_size, None, config.decode_workers(), config.device)
-        for batch, labels, identity in tqdm(batches, total=data.batch_count(len(images), config.batch_size),
-                                            desc=f"LaVAN {attack.key} (cached) and sweep", disable=not progress):  # fmt: skip
+        for batch, labels, identity in tqdm(
+            batches,
+            total=data.batch_count(len(images), config.batch_size),
+            desc=f"LaVAN {attack.key} (cached) and sweep",
+            disable=not progress,
+        ):
             names += batch.names
             skipped += batch.skipped
             notes += batch.notes
@@ -212,7 +229,9 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
         for setting in settings:
             setting["clean_cost_points"] = round(100 * (bare["clean"]["accuracy"] - setting["clean_accuracy"]), 4)
         recommended = recommend(settings, bare["clean"]["accuracy"], config.budget)
-        adaptive = _adaptive(evaluation, model, images, recommended, progress) if recommended and config.adaptive else None
+        adaptive = (
+            _adaptive(evaluation, model, images, recommended, progress) if recommended and config.adaptive else None
+        )
         result = {
             "config": asdict(config),
             "conditions": evaluate.conditions(evaluation),
@@ -258,13 +277,20 @@ def _settings(counts: dict, total: int) -> list[dict]:
     settings = []
     for (smoothing_factor, threshold, window_size), (clean_correct, robust_correct) in counts.items():
         clean_rate, robust_rate = _rate(clean_correct, total), _rate(robust_correct, total)
-        settings.append({
-            "spec": setting_spec(smoothing_factor, threshold, window_size),
-            "smoothing_factor": smoothing_factor, "threshold": threshold, "window_size": window_size,
-            "overlap": overlap_for(window_size), "n": total,
-            "clean_accuracy": clean_rate["accuracy"], "clean_ci95": clean_rate["ci95"],
-            "robust_accuracy": robust_rate["accuracy"], "robust_ci95": robust_rate["ci95"],
-        })  # fmt: skip
+        settings.append(
+            {
+                "spec": setting_spec(smoothing_factor, threshold, window_size),
+                "smoothing_factor": smoothing_factor,
+                "threshold": threshold,
+                "window_size": window_size,
+                "overlap": overlap_for(window_size),
+                "n": total,
+                "clean_accuracy": clean_rate["accuracy"],
+                "clean_ci95": clean_rate["ci95"],
+                "robust_accuracy": robust_rate["accuracy"],
+                "robust_ci95": robust_rate["ci95"],
+            }
+        )
     return settings
 
 
@@ -277,10 +303,16 @@ def _adaptive(evaluation, model, images, spec: str, progress: bool) -> dict:
         key = f"{view}-{100 * evaluation.bpda_fraction:g}%-{spec}"
         units.append(evaluate.Unit(key, "lavan", evaluation.bpda_fraction, view, spec, (spec,)))
     correct, total = dict.fromkeys(("exact", "bpda"), 0), 0
-    batches = runs.labelled_batches(images, model, evaluation.batch_size, None, evaluation.decode_workers(),
-                                    evaluation.device)  # fmt: skip
-    for batch, labels, identity in tqdm(batches, total=data.batch_count(len(images), evaluation.batch_size),
-                                        desc=f"exact and BPDA LaVAN through {spec}", leave=False, disable=not progress):  # fmt: skip
+    batches = runs.labelled_batches(
+        images, model, evaluation.batch_size, None, evaluation.decode_workers(), evaluation.device
+    )
+    for batch, labels, identity in tqdm(
+        batches,
+        total=data.batch_count(len(images), evaluation.batch_size),
+        desc=f"exact and BPDA LaVAN through {spec}",
+        leave=False,
+        disable=not progress,
+    ):
         if not batch.names:
             continue
         labels = labels.to(evaluation.device)
@@ -288,7 +320,9 @@ def _adaptive(evaluation, model, images, spec: str, progress: bool) -> dict:
         for unit in units:
             adversarial, _ = evaluate.adversarial_batch(evaluation, unit, model, batch, labels, identity)
             with torch.no_grad():
-                correct[unit.view] += int((model.predict(defense(adversarial), evaluation.batch_size)[0] == labels).sum())
+                correct[unit.view] += int(
+                    (model.predict(defense(adversarial), evaluation.batch_size)[0] == labels).sum()
+                )
     return {view: _rate(hits, total) for view, hits in correct.items()}
 
 
@@ -315,29 +349,54 @@ def markdown(result: dict) -> str:
         lines.append("**No setting of the grid stays within the budget.**")
     else:
         chosen = next(s for s in result["settings"] if s["spec"] == recommended)
-        lines.append(f"**Recommended: `{recommended}`**: clean {_interval(chosen['clean_accuracy'], chosen['clean_ci95'])}, "
-                     f"robust (non-adaptive) {_interval(chosen['robust_accuracy'], chosen['robust_ci95'])}.")  # fmt: skip
+        lines.append(
+            f"**Recommended: `{recommended}`**: clean {_interval(chosen['clean_accuracy'], chosen['clean_ci95'])}, "
+            f"robust (non-adaptive) {_interval(chosen['robust_accuracy'], chosen['robust_ci95'])}."
+        )
         if result["adaptive"]:
             lines += ["", "The same setting against attackers who know it (LaVAN through it):", ""]
-            lines += [f"- {name}: accuracy {_interval(row['accuracy'], row['ci95'])}"
-                      for name, row in (("exact gradient", result["adaptive"]["exact"]), ("BPDA", result["adaptive"]["bpda"]))]  # fmt: skip
+            lines += [
+                f"- {name}: accuracy {_interval(row['accuracy'], row['ci95'])}"
+                for name, row in (("exact gradient", result["adaptive"]["exact"]), ("BPDA", result["adaptive"]["bpda"]))
+            ]
     by_spec = {s["spec"]: s for s in result["settings"]}
-    lines += ["", "## Pareto front (clean vs robust)", "", "| setting | clean | robust | clean cost (points) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Pareto front (clean vs robust)",
+        "",
+        "| setting | clean | robust | clean cost (points) |",
+        "|---|---|---|---|",
+    ]
     for spec in result["pareto"]:
         s = by_spec[spec]
-        lines.append(f"| `{spec}` | {_interval(s['clean_accuracy'], s['clean_ci95'])} | "
-                     f"{_interval(s['robust_accuracy'], s['robust_ci95'])} | {s['clean_cost_points']:g} |")  # fmt: skip
+        lines.append(
+            f"| `{spec}` | {_interval(s['clean_accuracy'], s['clean_ci95'])} | "
+            f"{_interval(s['robust_accuracy'], s['robust_ci95'])} | {s['clean_cost_points']:g} |"
+        )
     timing = result["timing"]
-    lines += ["", f"{timing['settings']} settings scored: {timing['defense_seconds']:.1f} s in LGS sweeps, "
-              f"{timing['model_seconds']:.1f} s in model forwards. Every setting: calibration.csv.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"{timing['settings']} settings scored: {timing['defense_seconds']:.1f} s in LGS sweeps, "
+        f"{timing['model_seconds']:.1f} s in model forwards. Every setting: calibration.csv.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def write_calibration(result: dict, folder: Path) -> None:
     """``calibration.json`` / ``.csv`` / ``.md`` and ``calibration.png``, each written atomically."""
     atomic_write_bytes(folder / "calibration.json", json.dumps(result, indent=1).encode())
-    columns = ["spec", "smoothing_factor", "threshold", "window_size", "overlap", "n", "clean_accuracy",
-               "robust_accuracy", "clean_cost_points"]  # fmt: skip
+    columns = [
+        "spec",
+        "smoothing_factor",
+        "threshold",
+        "window_size",
+        "overlap",
+        "n",
+        "clean_accuracy",
+        "robust_accuracy",
+        "clean_cost_points",
+    ]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
     writer.writeheader()
@@ -354,16 +413,33 @@ def _plot(result: dict, path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(6, 4.5))
     settings = result["settings"]
-    axes.scatter([s["clean_accuracy"] for s in settings], [s["robust_accuracy"] for s in settings], s=14, alpha=0.4,
-                 label="grid settings")  # fmt: skip
+    axes.scatter(
+        [s["clean_accuracy"] for s in settings],
+        [s["robust_accuracy"] for s in settings],
+        s=14,
+        alpha=0.4,
+        label="grid settings",
+    )
     front = [next(s for s in settings if s["spec"] == spec) for spec in result["pareto"]]
-    axes.plot([s["clean_accuracy"] for s in front], [s["robust_accuracy"] for s in front], "o-", color="C1", label="Pareto front")
+    axes.plot(
+        [s["clean_accuracy"] for s in front],
+        [s["robust_accuracy"] for s in front],
+        "o-",
+        color="C1",
+        label="Pareto front",
+    )
     bare = result["bare"]
     axes.scatter([bare["clean"]["accuracy"]], [bare["robust"]["accuracy"]], marker="x", color="k", label="bare model")
     if result["recommended"]:
         chosen = next(s for s in settings if s["spec"] == result["recommended"])
-        axes.scatter([chosen["clean_accuracy"]], [chosen["robust_accuracy"]], marker="*", s=180, color="C3",
-                     label=f"recommended {chosen['spec']}")  # fmt: skip
+        axes.scatter(
+            [chosen["clean_accuracy"]],
+            [chosen["robust_accuracy"]],
+            marker="*",
+            s=180,
+            color="C3",
+            label=f"recommended {chosen['spec']}",
+        )
     budget_line = bare["clean"]["accuracy"] - result["budget_points"] / 100
     axes.axvline(budget_line, color="grey", linestyle="--", linewidth=1, label="clean budget")
     axes.set_xlabel(f"clean accuracy (n = {result['images']['count']})")

@@ -46,8 +46,18 @@ class CertifyConfig(runs.RunInputs):
     threads: int = 1
 
 
-_RECORD_FIELDS = ("model", "weights", "data", "imagenet", "imagenet_labels", "limit", "masks_per_axis",
-                  "images_per_batch", "device", "threads")  # fmt: skip
+_RECORD_FIELDS = (
+    "model",
+    "weights",
+    "data",
+    "imagenet",
+    "imagenet_labels",
+    "limit",
+    "masks_per_axis",
+    "images_per_batch",
+    "device",
+    "threads",
+)
 
 
 def _key(fraction: float) -> str:
@@ -63,7 +73,9 @@ def validate(config: CertifyConfig) -> None:
             raise ValueError(f"patch fractions must be in (0, 1). Got {fraction}")
     keys = [_key(fraction) for fraction in config.patch_fractions]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"patch fractions must differ (their records would share a folder). Got {config.patch_fractions}")
+        raise ValueError(
+            f"patch fractions must differ (their records would share a folder). Got {config.patch_fractions}"
+        )
     for name in ("masks_per_axis", "images_per_batch", "model_batch_size", "threads"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1. Got {getattr(config, name)}")
@@ -71,7 +83,9 @@ def validate(config: CertifyConfig) -> None:
     runs.check_output_folder(config.output_dir)
 
 
-def _certify_batch(cleanser: PatchCleanser, model, images: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict:
+def _certify_batch(
+    cleanser: PatchCleanser, model, images: torch.Tensor, labels: torch.Tensor, names: list[str]
+) -> dict:
     if not names:  # every file of the batch failed to decode: an empty record keeps the cut
         empty = ("labels", "bare_predictions", "predictions", "certified", "cases", "forward_passes")
         return {"images": [], **{column: [] for column in empty}, "model_calls": 0, "seconds": 0.0}
@@ -122,8 +136,14 @@ def summarise(fraction: float, cleanser: PatchCleanser, size: int, records: list
 
 def markdown(results: dict) -> str:
     rows = results["table"]
-    percent = {"clean accuracy (model)", "clean accuracy (PatchCleanser)", "certified accuracy", "case I", "case II",
-               "case III"}  # fmt: skip
+    percent = {
+        "clean accuracy (model)",
+        "clean accuracy (PatchCleanser)",
+        "certified accuracy",
+        "case I",
+        "case II",
+        "case III",
+    }
 
     def cell(key, value):
         if value is None:
@@ -183,15 +203,18 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         mine = [index for index in range(count) if index % runtime.world == runtime.rank]
         folder = Path(config.output_dir)
         cleansers = {
-            fraction: PatchCleanser(model, patch_fraction=fraction, masks_per_axis=config.masks_per_axis,
-                                    batch_size=config.model_batch_size)  # fmt: skip
+            fraction: PatchCleanser(
+                model, patch_fraction=fraction, masks_per_axis=config.masks_per_axis, batch_size=config.model_batch_size
+            )
             for fraction in config.patch_fractions
         }
-        work = tqdm(total=len(cleansers) * len(mine), desc=f"certify (rank {runtime.rank})", unit="batch",
-                    disable=not progress)  # fmt: skip
+        work = tqdm(
+            total=len(cleansers) * len(mine), desc=f"certify (rank {runtime.rank})", unit="batch", disable=not progress
+        )
         # Every patch size runs on a batch before the next is decoded: memory does not grow with the images.
-        for batch, labels, identity in runs.labelled_batches(images, model, config.images_per_batch, mine,
-                                                             config.decode_workers(), config.device):  # fmt: skip
+        for batch, labels, identity in runs.labelled_batches(
+            images, model, config.images_per_batch, mine, config.decode_workers(), config.device
+        ):
             for fraction, cleanser in cleansers.items():
                 work.set_postfix_str(_key(fraction))
                 path = folder / "records" / _key(fraction) / f"batch-{batch.index:05d}.json"
@@ -206,8 +229,10 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         if runtime.rank != 0:
             return None
         records = {
-            _key(fraction): [json.loads((folder / "records" / _key(fraction) / f"batch-{b:05d}.json").read_text())
-                             for b in range(count)]  # fmt: skip
+            _key(fraction): [
+                json.loads((folder / "records" / _key(fraction) / f"batch-{b:05d}.json").read_text())
+                for b in range(count)
+            ]
             for fraction in config.patch_fractions
         }
         first = next(iter(records.values()))  # every patch size holds the same images

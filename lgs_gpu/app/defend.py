@@ -148,9 +148,12 @@ def plan_jobs(
     collisions = [(output, sources) for output, sources in writers.items() if len(sources) > 1]
     if collisions:
         named = "; ".join(f"{' and '.join(map(str, sources))} -> {output}" for output, sources in collisions)
-        same = "" if output_format == "same" else ", or keep each input's suffix with --format same (output_format='same')"
-        raise ValueError(f"{len(collisions)} output(s) would be written by more than one input: {named}; rename the "
-                         f"inputs{same}")  # fmt: skip
+        same = (
+            "" if output_format == "same" else ", or keep each input's suffix with --format same (output_format='same')"
+        )
+        raise ValueError(
+            f"{len(collisions)} output(s) would be written by more than one input: {named}; rename the inputs{same}"
+        )
     return jobs
 
 
@@ -194,10 +197,13 @@ class _DecodeSet(Dataset):
 def decoded_inputs(jobs: list[Job], workers: int, chunk: int, jpeg_bytes: bool) -> Iterator[Decoded]:
     """The jobs' :class:`Decoded`, in job order, read by ``workers`` processes (0: this one) ``chunk`` at a time."""
     loader = DataLoader(
-        _DecodeSet(jobs, jpeg_bytes), batch_size=chunk, shuffle=False, num_workers=workers,
+        _DecodeSet(jobs, jpeg_bytes),
+        batch_size=chunk,
+        shuffle=False,
+        num_workers=workers,
         collate_fn=list,  # keep the items: images of different sizes do not stack
         prefetch_factor=4 if workers else None,
-    )  # fmt: skip
+    )
     return chain.from_iterable(loader)
 
 
@@ -374,8 +380,16 @@ class Writer:
     or a manifest that cannot be appended to, stops the run with :class:`WriteFailure`.
     """
 
-    def __init__(self, manifest: Path, spec: str, threads: int, png_compression: int, max_in_flight: int,
-                 max_pixels_in_flight: int, progress: tqdm) -> None:  # fmt: skip
+    def __init__(
+        self,
+        manifest: Path,
+        spec: str,
+        threads: int,
+        png_compression: int,
+        max_in_flight: int,
+        max_pixels_in_flight: int,
+        progress: tqdm,
+    ) -> None:
         self.manifest, self.spec, self.png_compression = manifest, spec, png_compression
         self.max_in_flight, self.max_pixels_in_flight, self.progress = max_in_flight, max_pixels_in_flight, progress
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lgs-defend-write")
@@ -387,8 +401,10 @@ class Writer:
 
     def submit(self, outputs: list[tuple[Job, Decoded, torch.Tensor, torch.Tensor | None]]) -> None:
         """Queue one batch's outputs for writing, then record the batches already written."""
-        batch = [(job, item, self.pool.submit(encode_and_write, job, image, map_image, self.png_compression))
-                 for job, item, image, map_image in outputs]  # fmt: skip
+        batch = [
+            (job, item, self.pool.submit(encode_and_write, job, image, map_image, self.png_compression))
+            for job, item, image, map_image in outputs
+        ]
         self.batches.append(batch)
         self.in_flight += len(batch)
         self.pixels_in_flight += sum(_pixels(item) for _, item, _ in batch)
@@ -462,9 +478,20 @@ class Writer:
 # --- the command -------------------------------------------------------------------------------
 
 
-def _check_arguments(defense: str | ImageDefense, save_map: bool, output_format: str, batch_size: int, workers: int,
-                     write_threads: int | None, threads: int | None, batch_memory: int | None, resume: bool,
-                     overwrite: bool, png_compression: int, shard: tuple[int, int] | None) -> ImageDefense:  # fmt: skip
+def _check_arguments(
+    defense: str | ImageDefense,
+    save_map: bool,
+    output_format: str,
+    batch_size: int,
+    workers: int,
+    write_threads: int | None,
+    threads: int | None,
+    batch_memory: int | None,
+    resume: bool,
+    overwrite: bool,
+    png_compression: int,
+    shard: tuple[int, int] | None,
+) -> ImageDefense:
     """The defense module; ``ValueError`` / ``TypeError`` naming what was wrong, before any work."""
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be 'png', 'jpg' or 'same'. Got {output_format!r}")
@@ -559,8 +586,20 @@ def defend_files(
         >>> len(summary.written), summary.skipped  # doctest: +SKIP
         (1000, [])
     """
-    defense = _check_arguments(defense, save_map, output_format, batch_size, workers, write_threads, threads,
-                               batch_memory, resume, overwrite, png_compression, shard)  # fmt: skip
+    defense = _check_arguments(
+        defense,
+        save_map,
+        output_format,
+        batch_size,
+        workers,
+        write_threads,
+        threads,
+        batch_memory,
+        resume,
+        overwrite,
+        png_compression,
+        shard,
+    )
     output_dir = Path(output_dir)
     records = read_manifest(output_dir)  # once: for the input walk and for resume
     jobs = plan_jobs(inputs, output_dir, output_format, save_map, records)
@@ -583,8 +622,16 @@ def defend_files(
         budget = default_batch_memory(device) if batch_memory is None else batch_memory
         plan = ThreadPlan.choose(workers, write_threads, threads)
         _LOG.info("lgs-gpu defend: %s", plan.describe())
-        settings = Settings(device, save_map, batch_size, workers, plan.write_threads, png_compression,
-                            decode_on_device, max(1, budget // BYTES_PER_PIXEL))  # fmt: skip
+        settings = Settings(
+            device,
+            save_map,
+            batch_size,
+            workers,
+            plan.write_threads,
+            png_compression,
+            decode_on_device,
+            max(1, budget // BYTES_PER_PIXEL),
+        )
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(plan.threads)  # for this run only: the caller's setting comes back after
         try:
@@ -616,17 +663,36 @@ class Settings:
 class Pipeline:
     """Decode, group, defend and write ``jobs``; :meth:`run` returns the summary in job order."""
 
-    def __init__(self, jobs: list[Job], defense: ImageDefense, settings: Settings, manifest: Path, progress: bool,
-                 rank: int, world: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        jobs: list[Job],
+        defense: ImageDefense,
+        settings: Settings,
+        manifest: Path,
+        progress: bool,
+        rank: int,
+        world: int,
+    ) -> None:
         self.jobs, self.defense, self.settings, self.rank, self.world = jobs, defense, settings, rank, world
         self.by_index = {job.index: job for job in jobs}
         self.skipped: list[tuple[int, Path, str]] = []
         self.notes: list[tuple[int, Path, str]] = []
-        self.bar = tqdm(total=len(jobs), desc="lgs-gpu defend" + (f" (rank {rank} of {world})" if world > 1 else ""),
-                        unit="image", disable=not progress)  # fmt: skip
+        self.bar = tqdm(
+            total=len(jobs),
+            desc="lgs-gpu defend" + (f" (rank {rank} of {world})" if world > 1 else ""),
+            unit="image",
+            disable=not progress,
+        )
         in_flight = max(2 * settings.batch_size, 4 * settings.threads)
-        self.writer = Writer(manifest, spec_of(defense), settings.threads, settings.png_compression, in_flight,
-                             4 * settings.batch_pixels, self.bar)  # fmt: skip
+        self.writer = Writer(
+            manifest,
+            spec_of(defense),
+            settings.threads,
+            settings.png_compression,
+            in_flight,
+            4 * settings.batch_pixels,
+            self.bar,
+        )
 
     def skip(self, item: Decoded, why: str) -> None:
         self.skipped.append((item.index, self.by_index[item.index].source, why))
@@ -648,8 +714,9 @@ class Pipeline:
             self.skip(item, why)
         for shape in dict.fromkeys(tuple(image.shape) for image in images):  # a header may lie about the size
             same = [(item, image) for item, image in zip(items, images, strict=True) if tuple(image.shape) == shape]
-            outputs, refused = defend_group(self.defense, [i for i, _ in same], [im for _, im in same],
-                                            self.settings.save_map)  # fmt: skip
+            outputs, refused = defend_group(
+                self.defense, [i for i, _ in same], [im for _, im in same], self.settings.save_map
+            )
             for item, why in refused:
                 self.skip(item, why)
             self.writer.submit([(self.by_index[item.index], item, image, map_) for item, image, map_ in outputs])
@@ -658,10 +725,15 @@ class Pipeline:
         settings = self.settings
         try:
             decoded = decoded_inputs(self.jobs, settings.workers, settings.batch_size, settings.jpeg_bytes)
-            for group in group_batches(self.readable(decoded), lambda item: item.size, settings.batch_size,
-                                       max_waiting=4 * settings.batch_size, weight=lambda size: size[0] * size[1],
-                                       max_weight=settings.batch_pixels,
-                                       max_waiting_weight=4 * settings.batch_pixels):  # fmt: skip
+            for group in group_batches(
+                self.readable(decoded),
+                lambda item: item.size,
+                settings.batch_size,
+                max_waiting=4 * settings.batch_size,
+                weight=lambda size: size[0] * size[1],
+                max_weight=settings.batch_pixels,
+                max_waiting_weight=4 * settings.batch_pixels,
+            ):
                 self.defend(group)
             self.writer.close()
         except WriteFailure as failure:

@@ -22,7 +22,9 @@ from .report import figure_lgs_stages
 from .runs import check_output_folder
 
 
-def plant_noise_patches(images: torch.Tensor, area_fraction: float, seed: int) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+def plant_noise_patches(
+    images: torch.Tensor, area_fraction: float, seed: int
+) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
     """Replace a random square of ``area_fraction`` of each image by uniform noise.
 
     Returns the patched uint8 batch and each patch's ``(top, left, side)``.
@@ -87,12 +89,22 @@ def run_demo(
             "other_mean_strength": strength[index][~inside].mean().item(),
         }
         results.append(record)
-        note = f"patch {record['patch_pixels_suppressed']:.0%} / rest {record['other_pixels_suppressed']:.0%} suppressed"
-        rows.append({
-            "name": name, "note": note, "image": patched[index], "normalised": normalised[index],
-            "suppressed": suppressed[index], "defended": defended[index],
-        })
+        note = (
+            f"patch {record['patch_pixels_suppressed']:.0%} / rest {record['other_pixels_suppressed']:.0%} suppressed"
+        )
+        rows.append(
+            {
+                "name": name,
+                "note": note,
+                "image": patched[index],
+                "normalised": normalised[index],
+                "suppressed": suppressed[index],
+                "defended": defended[index],
+            }
+        )
     figure_lgs_stages(rows, output_dir / "lgs_demo.png")
     settings = {"size": size, "patch_fraction": patch_fraction, "smoothing_factor": smoothing_factor, "seed": seed}
-    atomic_write_bytes(output_dir / "lgs_demo.json", json.dumps({"settings": settings, "images": results}, indent=1).encode())
+    atomic_write_bytes(
+        output_dir / "lgs_demo.json", json.dumps({"settings": settings, "images": results}, indent=1).encode()
+    )
     return results

@@ -98,7 +98,9 @@ def plan(config: EvaluationConfig) -> list[Unit]:
         fractions.append(config.bpda_fraction)  # Table 3 and the adaptive rows compare against it
     units += [Unit(f"lavan-{_percent(f)}", "lavan", f, "none", None, scored) for f in fractions]
     if "patch" in config.attacks:
-        units.append(Unit(f"patch-{_percent(config.patch_fraction)}", "patch", config.patch_fraction, "none", None, scored))
+        units.append(
+            Unit(f"patch-{_percent(config.patch_fraction)}", "patch", config.patch_fraction, "none", None, scored)
+        )
     bpda_specs = config.bpda_defenses if config.bpda_defenses is not None else [s for s in scored if s != "none"]
     if "bpda" in config.attacks:
         units += [Unit(f"bpda-{spec}", "lavan", config.bpda_fraction, "bpda", spec, (spec,)) for spec in bpda_specs]
@@ -108,14 +110,30 @@ def plan(config: EvaluationConfig) -> list[Unit]:
         if not ("bpda" in config.attacks and spec in bpda_specs):
             units.append(Unit(f"bpda-{spec}", "lavan", config.bpda_fraction, "bpda", spec, (spec,)))
         # PatchCleanser's adaptive attacker: LaVAN through its round-1 masked predictions (EoT over masks).
-        units += [Unit(f"masks-{spec}", "lavan", config.bpda_fraction, "masks", spec, (spec,))
-                  for spec in config.defenses if certify.is_spec(spec)]  # fmt: skip
+        units += [
+            Unit(f"masks-{spec}", "lavan", config.bpda_fraction, "masks", spec, (spec,))
+            for spec in config.defenses
+            if certify.is_spec(spec)
+        ]
     return units
 
 
 # Fields that change the adversarial images or records cached under a unit's key.
-_CACHE_FIELDS = ("model", "weights", "data", "imagenet", "imagenet_labels", "limit", "lavan_iterations",
-                 "patch_steps", "eot_samples", "seed", "batch_size", "device", "threads")  # fmt: skip
+_CACHE_FIELDS = (
+    "model",
+    "weights",
+    "data",
+    "imagenet",
+    "imagenet_labels",
+    "limit",
+    "lavan_iterations",
+    "patch_steps",
+    "eot_samples",
+    "seed",
+    "batch_size",
+    "device",
+    "threads",
+)
 
 
 def conditions(config: EvaluationConfig) -> dict:
@@ -128,8 +146,14 @@ def _unit_seed(seed: int, unit: str, batch: int) -> int:
 
 
 def _safe(key: str) -> str:
-    return (key.replace(":", "_").replace("|", "_").replace("+", "_plus_").replace("%", "pc").replace(",", "_")
-            .replace("@", "_at_"))
+    return (
+        key.replace(":", "_")
+        .replace("|", "_")
+        .replace("+", "_plus_")
+        .replace("%", "pc")
+        .replace(",", "_")
+        .replace("@", "_at_")
+    )
 
 
 def resolved(spec: str) -> str:
@@ -172,10 +196,14 @@ def validate(config: EvaluationConfig) -> None:
     for fraction in [*config.lavan_fractions, config.patch_fraction, config.bpda_fraction]:
         if not 0 < fraction < 1:
             raise ValueError(f"patch area fractions must be in (0, 1). Got {fraction}")
-    for name, value in (("lavan_iterations", config.lavan_iterations), ("patch_steps", config.patch_steps),
-                        ("patch_images", config.patch_images),
-                        ("batch_size", config.batch_size), ("eot_samples", config.eot_samples),
-                        ("threads", config.threads)):  # fmt: skip
+    for name, value in (
+        ("lavan_iterations", config.lavan_iterations),
+        ("patch_steps", config.patch_steps),
+        ("patch_images", config.patch_images),
+        ("batch_size", config.batch_size),
+        ("eot_samples", config.eot_samples),
+        ("threads", config.threads),
+    ):
         if value < 1:
             raise ValueError(f"{name} must be >= 1. Got {value}")
     config.check()
@@ -198,8 +226,14 @@ def _save_tensor(path: Path, tensors: dict) -> None:
 def _depends_on(unit: Unit, identity: str, patch=None) -> dict:
     """What a unit's cached work for the images of digest ``identity`` (:func:`.runs.batch_identity`) was made
     from (config-wide settings are in ``conditions.json``); a cached file made from anything else is recomputed."""
-    made_from = {"unit": unit.key, "attack": unit.attack, "fraction": unit.fraction, "view": unit.view,
-                 "defense": unit.defense, "images": identity}  # fmt: skip
+    made_from = {
+        "unit": unit.key,
+        "attack": unit.attack,
+        "fraction": unit.fraction,
+        "view": unit.view,
+        "defense": unit.defense,
+        "images": identity,
+    }
     if unit.defense is not None and unit.defense != resolved(unit.defense):  # a preset: what it stood for when attacked
         made_from["resolved"] = resolved(unit.defense)
     if patch is not None:
@@ -215,11 +249,18 @@ def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images, runt
         depends_on = _depends_on(unit, runs.batch_identity(training))
     if runtime.rank == 0 and runs.read_cached(path, depends_on, runs.read_tensors, "evaluate") is None:
         result = attacks.train_patch(
-            model, training.images.to(config.device), area_fraction=unit.fraction, steps=config.patch_steps,
-            batch_size=config.batch_size, seed=config.seed, progress=True,
-        )  # fmt: skip
-        _save_tensor(path, {"patch": result.patch.cpu(), "target": result.target, "losses": result.losses,
-                            "depends_on": depends_on})  # fmt: skip
+            model,
+            training.images.to(config.device),
+            area_fraction=unit.fraction,
+            steps=config.patch_steps,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            progress=True,
+        )
+        _save_tensor(
+            path,
+            {"patch": result.patch.cpu(), "target": result.target, "losses": result.losses, "depends_on": depends_on},
+        )
     runtime.barrier()
     return torch.load(path, weights_only=True)
 
@@ -237,9 +278,15 @@ def _attack(config, unit: Unit, model, batch: torch.Tensor, labels: torch.Tensor
     else:
         view = attacks.attacker_view(defenses.get(unit.defense) if unit.defense else None, unit.view)
     result = attacks.lavan(
-        model, batch, labels, area_fraction=unit.fraction, iterations=config.lavan_iterations, defense=view,
-        eot_samples=config.eot_samples, seed=seed,
-    )  # fmt: skip
+        model,
+        batch,
+        labels,
+        area_fraction=unit.fraction,
+        iterations=config.lavan_iterations,
+        defense=view,
+        eot_samples=config.eot_samples,
+        seed=seed,
+    )
     return from_unit_float(result.adversarial, torch.uint8), result.targets
 
 
@@ -298,8 +345,11 @@ def run_unit_batch(config, unit, model, batch: data.Batch, labels: torch.Tensor,
     depends_on = _depends_on(unit, identity, patch)
     record = runs.read_cached(record_path, depends_on, runs.read_json, "evaluate")
     if record is not None:
-        missing = tuple(spec for spec in unit.scored if spec not in record["predictions"]
-                        or record.get("resolved", {}).get(spec, spec) != resolved(spec))  # fmt: skip
+        missing = tuple(
+            spec
+            for spec in unit.scored
+            if spec not in record["predictions"] or record.get("resolved", {}).get(spec, spec) != resolved(spec)
+        )
         if missing and batch.names:  # a resume with more defenses: score them on the cached images, attack nothing
             adversarial, _ = adversarial_batch(config, unit, model, batch, labels, identity, patch)
             added = _score(model, adversarial, missing, certificates=unit.attack == "clean")
@@ -355,10 +405,12 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         count = data.batch_count(len(images), config.batch_size)
         mine = [index for index in range(count) if index % runtime.world == runtime.rank]
         patches = {unit.key: _patch(config, unit, model, images, runtime) for unit in units if unit.attack == "patch"}
-        work = tqdm(total=len(units) * len(mine), desc=f"evaluate (rank {runtime.rank})", unit="batch",
-                    disable=not progress)  # fmt: skip
-        for batch, labels, identity in runs.labelled_batches(images, model, config.batch_size, mine,
-                                                             config.decode_workers(), config.device):  # fmt: skip
+        work = tqdm(
+            total=len(units) * len(mine), desc=f"evaluate (rank {runtime.rank})", unit="batch", disable=not progress
+        )
+        for batch, labels, identity in runs.labelled_batches(
+            images, model, config.batch_size, mine, config.decode_workers(), config.device
+        ):
             for unit in units:
                 work.set_postfix_str(unit.key)
                 run_unit_batch(config, unit, model, batch, labels, identity, patches.get(unit.key))
@@ -367,7 +419,9 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         runtime.barrier()
         if runtime.rank != 0:
             return None
-        records = [json.loads(_record_path(config, unit, index).read_text()) for unit in units for index in range(count)]
+        records = [
+            json.loads(_record_path(config, unit, index).read_text()) for unit in units for index in range(count)
+        ]
         clean = [record for record in records if record["unit"] == "clean"]
         from .report import write_results
 
@@ -425,7 +479,9 @@ def tables(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> 
         table1.append(row)
         if patch_key in keys:
             accuracy, target_rate, _ = _rates(records, patch_key, spec)
-            table2.append({"defense": spec, "clean": row["clean"], patch_key: accuracy, f"{patch_key} target": target_rate})
+            table2.append(
+                {"defense": spec, "clean": row["clean"], patch_key: accuracy, f"{patch_key} target": target_rate}
+            )
     non_adaptive = f"lavan-{_percent(config.bpda_fraction)}"
     for unit in units:
         if unit.view == "bpda" and unit.key.startswith("bpda-"):
@@ -438,14 +494,22 @@ def tables(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> 
     adaptive = []
     if "adaptive" in config.attacks:
         spec = config.adaptive_defense
-        rows = [("none (non-adaptive)", non_adaptive), ("exact gradient through LGS", f"exact-{spec}"),
-                ("BPDA" + (f" + EOT x{config.eot_samples}" if config.eot_samples > 1 else ""), f"bpda-{spec}")]  # fmt: skip
+        rows = [
+            ("none (non-adaptive)", non_adaptive),
+            ("exact gradient through LGS", f"exact-{spec}"),
+            ("BPDA" + (f" + EOT x{config.eot_samples}" if config.eot_samples > 1 else ""), f"bpda-{spec}"),
+        ]
         for label, key in rows:
             if key in keys and (key != non_adaptive or spec in config.defenses):
                 accuracy, rate, _ = _rates(records, key, spec)
                 adaptive.append({"defense": spec, "attacker": label, "accuracy": accuracy, "success": rate})
-    return {"table1": table1, "table2": table2, "table3": table3, "adaptive": adaptive,
-            "certified": _certified_table(config, units, records)}  # fmt: skip
+    return {
+        "table1": table1,
+        "table2": table2,
+        "table3": table3,
+        "adaptive": adaptive,
+        "certified": _certified_table(config, units, records),
+    }
 
 
 def _certified_table(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> list[dict]:
@@ -461,11 +525,15 @@ def _certified_table(config: EvaluationConfig, units: list[Unit], records: list[
         certified = {
             name: bool(ok and p == label)
             for r in clean
-            for name, ok, p, label in zip(r["images"], r["certified"][spec], r["predictions"][spec], r["labels"],
-                                          strict=True)  # fmt: skip
+            for name, ok, p, label in zip(
+                r["images"], r["certified"][spec], r["predictions"][spec], r["labels"], strict=True
+            )
         }
-        row = {"defense": spec, "clean": _rates(records, "clean", spec)[0],
-               "certified": sum(certified.values()) / max(len(certified), 1)}  # fmt: skip
+        row = {
+            "defense": spec,
+            "clean": _rates(records, "clean", spec)[0],
+            "certified": sum(certified.values()) / max(len(certified), 1),
+        }
         threat = certify.parse_spec(spec).get("patch_fraction")
         broken = 0
         for unit in units:
@@ -474,8 +542,10 @@ def _certified_table(config: EvaluationConfig, units: list[Unit], records: list[
             row["adaptive (EoT over masks)" if unit.view == "masks" else unit.key] = _rates(records, unit.key, spec)[0]
             if threat is not None and unit.attack == "lavan" and unit.fraction <= threat:
                 for r in (r for r in records if r["unit"] == unit.key):
-                    broken += sum(certified.get(name, False) and p != label
-                                  for name, p, label in zip(r["images"], r["predictions"][spec], r["labels"], strict=True))  # fmt: skip
+                    broken += sum(
+                        certified.get(name, False) and p != label
+                        for name, p, label in zip(r["images"], r["predictions"][spec], r["labels"], strict=True)
+                    )
         row["certificates broken"] = broken
         rows.append(row)
     return rows
@@ -526,7 +596,8 @@ def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier
         {
             "name": f"{first.names[i]} ({unit.key})",
             "panels": {
-                spec: (defended[spec][i], names[predictions[spec][0][i]], float(predictions[spec][1][i])) for spec in rows
+                spec: (defended[spec][i], names[predictions[spec][0][i]], float(predictions[spec][1][i]))
+                for spec in rows
             },
         }
         for i in range(count)
@@ -537,9 +608,14 @@ def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier
     with torch.no_grad():
         result = lgs_module.stages(adversarial, stages=("output", "normalised_gradient", "suppression_map"))
         stage_rows = [
-            {"name": first.names[i], "note": unit.key, "image": adversarial[i],
-             "normalised": result.normalised_gradient[i, 0], "suppressed": result.suppression_map[i, 0],
-             "defended": result.output[i]}
+            {
+                "name": first.names[i],
+                "note": unit.key,
+                "image": adversarial[i],
+                "normalised": result.normalised_gradient[i, 0],
+                "suppressed": result.suppression_map[i, 0],
+                "defended": result.output[i],
+            }
             for i in range(count)
-        ]  # fmt: skip
+        ]
     figure_lgs_stages(stage_rows, folder / "figure2_lgs_stages.png")

@@ -53,9 +53,10 @@ class ExportSummary:
 
 def _operators_in(program: torch.export.ExportedProgram) -> set[str]:
     return {
-        node.target.name().split(".")[0] for node in program.graph.nodes
+        node.target.name().split(".")[0]
+        for node in program.graph.nodes
         if node.op == "call_function" and is_operator_overload(node.target)
-    }  # fmt: skip
+    }
 
 
 def export_defended(
@@ -118,7 +119,9 @@ def export_defended(
 
     with torch.no_grad():
         program = torch.export.export(defended, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-        needed = sorted(name for name in _operators_in(program) if name.startswith("lgs_gpu::") and name not in _COMPILED_IN)
+        needed = sorted(
+            name for name in _operators_in(program) if name.startswith("lgs_gpu::") and name not in _COMPILED_IN
+        )
         descriptor, temporary = tempfile.mkstemp(suffix=".pt2", prefix=f".{output.stem}-", dir=output.parent)
         os.close(descriptor)
         try:
@@ -137,6 +140,11 @@ def export_defended(
             if os.path.exists(temporary):
                 os.unlink(temporary)
     return ExportSummary(
-        output, defense, classifier.name, (3, side, side), str(device),
-        ("lgs_gpu.defenses",) if needed else (), difference,
-    )  # fmt: skip
+        output,
+        defense,
+        classifier.name,
+        (3, side, side),
+        str(device),
+        ("lgs_gpu.defenses",) if needed else (),
+        difference,
+    )

@@ -24,5 +24,8 @@ QUICK_EVALUATION = {
 }
 # A 3 x 3 grid at 15-pixel windows, LaVAN at 100 steps.
 QUICK_CALIBRATION = {
-    "smoothing_factors": [1.0, 2.3, 4.0], "thresholds": [0.1, 0.2, 0.3], "window_sizes": [15], "iterations": 100,
-}  # fmt: skip
+    "smoothing_factors": [1.0, 2.3, 4.0],
+    "thresholds": [0.1, 0.2, 0.3],
+    "window_sizes": [15],
+    "iterations": 100,
+}

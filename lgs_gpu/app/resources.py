@@ -54,14 +54,18 @@ class ThreadPlan:
     cpus: int
 
     @classmethod
-    def choose(cls, workers: int, write_threads: int | None, threads: int | None, cpus: int | None = None) -> ThreadPlan:
+    def choose(
+        cls, workers: int, write_threads: int | None, threads: int | None, cpus: int | None = None
+    ) -> ThreadPlan:
         cpus = usable_cpus() if cpus is None else cpus
         return cls(workers, write_threads or cpus, threads or max(1, cpus - workers), cpus)
 
     def describe(self) -> str:
         plural = lambda count, word: f"{count} {word}" + ("s" if count != 1 else "")  # noqa: E731
-        return (f"{plural(self.workers, 'decoding worker')}, {plural(self.write_threads, 'write thread')}, "
-                f"{plural(self.threads, 'torch thread')} in the main process ({plural(self.cpus, 'CPU')})")  # fmt: skip
+        return (
+            f"{plural(self.workers, 'decoding worker')}, {plural(self.write_threads, 'write thread')}, "
+            f"{plural(self.threads, 'torch thread')} in the main process ({plural(self.cpus, 'CPU')})"
+        )
 
 
 # Peak memory per pixel of a batch: the largest the registry's defenses were measured to use (tvm,

@@ -77,8 +77,7 @@ class RunInputs:
             raise ValueError(f"limit must be an int >= 1 (the first N images). Got {self.limit!r}")
         if self.data is not None and not Path(self.data).is_dir():
             raise ValueError(f"data folder {self.data} does not exist or is not a folder")
-        if self.workers is not None and (not is_integer(self.workers)
-                                         or self.workers < 0):  # fmt: skip
+        if self.workers is not None and (not is_integer(self.workers) or self.workers < 0):
             raise ValueError(f"workers must be an int >= 0 (0: decode in this process). Got {self.workers!r}")
 
     def decode_workers(self) -> int:
@@ -199,7 +198,12 @@ def label_source(images: data.ImageSet | data.ImageFiles) -> str:
 
 
 def labelled_batches(
-    images: data.ImageSet | data.ImageFiles, model, batch_size: int, indices: list[int] | None, workers: int, device: str
+    images: data.ImageSet | data.ImageFiles,
+    model,
+    batch_size: int,
+    indices: list[int] | None,
+    workers: int,
+    device: str,
 ) -> Iterator[tuple[data.Batch, torch.Tensor, str]]:
     """The batches ``indices`` (all: ``None``) of a run, each with its labels on the CPU (its ground truth, else the
     model's clean top-1 prediction) and its :func:`batch_identity`, decoded by ``workers`` processes."""

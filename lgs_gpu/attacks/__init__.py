@@ -15,6 +15,19 @@ from .patch import TOASTER, PatchResult, apply_patch, paste, random_placement, t
 from .placement import border_locations, patch_side, square_masks
 
 __all__ = [
-    "ATTACKER_VIEWS", "BPDA", "TOASTER", "AttackResult", "PatchResult", "apply_patch", "attacker_view",
-    "border_locations", "bpda", "lavan", "paste", "patch_side", "random_placement", "square_masks", "train_patch",
-]  # fmt: skip
+    "ATTACKER_VIEWS",
+    "BPDA",
+    "TOASTER",
+    "AttackResult",
+    "PatchResult",
+    "apply_patch",
+    "attacker_view",
+    "border_locations",
+    "bpda",
+    "lavan",
+    "paste",
+    "patch_side",
+    "random_placement",
+    "square_masks",
+    "train_patch",
+]

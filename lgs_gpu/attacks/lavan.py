@@ -118,7 +118,11 @@ def lavan(
         loss = torch.zeros(count, device=device)
         for _ in range(eot_samples):
             logits = defended_logits(model, defense, adversarial)
-            loss = loss + F.cross_entropy(logits, targets, reduction="none") - F.cross_entropy(logits, sources, reduction="none")
+            loss = (
+                loss
+                + F.cross_entropy(logits, targets, reduction="none")
+                - F.cross_entropy(logits, sources, reduction="none")
+            )
         (gradient,) = torch.autograd.grad(loss.sum(), patch)
         with torch.no_grad():
             reached = logits.softmax(dim=-1).gather(1, targets[:, None])[:, 0] >= target_confidence

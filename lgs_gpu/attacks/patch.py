@@ -35,9 +35,13 @@ class PatchPlacement:
 
 
 def random_placement(
-    count: int, image_size: int, side: int, generator: torch.Generator, max_rotation: float = math.pi / 8,
+    count: int,
+    image_size: int,
+    side: int,
+    generator: torch.Generator,
+    max_rotation: float = math.pi / 8,
     scale_range: tuple[float, float] = (0.9, 1.1),
-) -> PatchPlacement:  # fmt: skip
+) -> PatchPlacement:
     """Random rotations in ``±max_rotation``, scales in ``scale_range``, centres keeping the patch inside."""
     scales = torch.empty(count).uniform_(*scale_range, generator=generator)
     angles = torch.empty(count).uniform_(-max_rotation, max_rotation, generator=generator)
@@ -148,9 +152,12 @@ def train_patch(
 
 
 def apply_patch(
-    images: torch.Tensor, patch: torch.Tensor, seed: int = 0, max_rotation: float = math.pi / 8,
+    images: torch.Tensor,
+    patch: torch.Tensor,
+    seed: int = 0,
+    max_rotation: float = math.pi / 8,
     scale_range: tuple[float, float] = (0.9, 1.1),
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Paste a trained patch on each of ``images`` at a seeded random placement (test-time EoT draw).
 
     Returns ``(patched float images in [0, 1], coverage [B, 1, H, W])``.

@@ -46,7 +46,9 @@ def check_locations(locations: torch.Tensor, count: int, height: int, width: int
     """Validate user-given ``[count, 2]`` integer locations: every patch must fit in the image."""
     locations = torch.as_tensor(locations)
     if locations.shape != (count, 2) or locations.dtype.is_floating_point:
-        raise ValueError(f"locations must be an integer tensor of shape [{count}, 2] (top, left). Got {tuple(locations.shape)}")
+        raise ValueError(
+            f"locations must be an integer tensor of shape [{count}, 2] (top, left). Got {tuple(locations.shape)}"
+        )
     if (locations < 0).any() or (locations[:, 0] > height - side).any() or (locations[:, 1] > width - side).any():
         raise ValueError(f"a {side}x{side} patch at one of the given locations does not fit in {height}x{width} images")
     return locations.long()

@@ -15,6 +15,17 @@ from .masks import AxisMasks, MaskGeometry, axis_masks, mask_geometry, mask_set
 from .spec import RandomMask, from_spec, is_spec, parse_spec
 
 __all__ = [
-    "CASES", "AxisMasks", "CertifiedPrediction", "MaskGeometry", "PatchCleanser", "RandomMask", "axis_masks",
-    "default_mask_value", "from_spec", "is_spec", "mask_geometry", "mask_set", "parse_spec",
-]  # fmt: skip
+    "CASES",
+    "AxisMasks",
+    "CertifiedPrediction",
+    "MaskGeometry",
+    "PatchCleanser",
+    "RandomMask",
+    "axis_masks",
+    "default_mask_value",
+    "from_spec",
+    "is_spec",
+    "mask_geometry",
+    "mask_set",
+    "parse_spec",
+]

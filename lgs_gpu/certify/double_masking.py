@@ -155,8 +155,10 @@ class PatchCleanser(nn.Module):
         return self._masks[key]
 
     def extra_repr(self) -> str:
-        threat = f"patch_size={self.patch_size}" if self.patch_size is not None else (
-            f"patch_fraction={self.patch_fraction if self.patch_fraction is not None else 0.02}"
+        threat = (
+            f"patch_size={self.patch_size}"
+            if self.patch_size is not None
+            else (f"patch_fraction={self.patch_fraction if self.patch_fraction is not None else 0.02}")
         )
         return f"{threat}, masks_per_axis={self.masks_per_axis}, batch_size={self.batch_size}"
 
@@ -175,7 +177,9 @@ class PatchCleanser(nn.Module):
         channels = unit.shape[1]
         value = self.mask_value.to(unit.device, unit.dtype)
         if value.numel() not in (1, channels):
-            raise ValueError(f"mask_value has {value.numel()} values for {channels}-channel images: give 1 or {channels}")
+            raise ValueError(
+                f"mask_value has {value.numel()} values for {channels}-channel images: give 1 or {channels}"
+            )
         masks = self.masks_for(unit.shape[2], unit.shape[3], unit.device)
         return _Run(self, unit, masks, value.view(1, -1, 1, 1).expand(1, channels, 1, 1))
 
@@ -236,8 +240,11 @@ class _Run:
         result = work()
         if self.unit.is_cuda:
             torch.cuda.synchronize(self.unit.device)
-        self.phases[name] = {"seconds": time.perf_counter() - start, "model_calls": self.calls - calls,
-                             "images": int(self.passes.sum()) - images}  # fmt: skip
+        self.phases[name] = {
+            "seconds": time.perf_counter() - start,
+            "model_calls": self.calls - calls,
+            "images": int(self.passes.sum()) - images,
+        }
         return result
 
     def _classify(
@@ -362,7 +369,9 @@ class _Run:
             if who.numel() == 0:
                 return certified
             width = max(1, self.batch_size // who.numel())
-            step = (position[who, None] + torch.arange(width, device=labels.device)[None, :]).clamp(max=first.numel() - 1)
+            step = (position[who, None] + torch.arange(width, device=labels.device)[None, :]).clamp(
+                max=first.numel() - 1
+            )
             pair = order[who[:, None], step]  # [n, w]
             known = self._lookup(who[:, None], first[pair], second[pair])
             certified[who] = (known == labels[who, None]).all(dim=1)

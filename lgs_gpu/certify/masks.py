@@ -130,7 +130,9 @@ def mask_geometry(
     (height, width), (patch_height, patch_width) = patch_dimensions(image_size, patch_size, patch_fraction)
     if not is_integer(masks_per_axis) or masks_per_axis < 1:
         raise ValueError(f"masks_per_axis must be an int >= 1. Got {masks_per_axis!r}")
-    return MaskGeometry(axis_masks(height, patch_height, masks_per_axis), axis_masks(width, patch_width, masks_per_axis))
+    return MaskGeometry(
+        axis_masks(height, patch_height, masks_per_axis), axis_masks(width, patch_width, masks_per_axis)
+    )
 
 
 def masks_of(geometry: MaskGeometry, device: torch.device | str | None = None) -> torch.Tensor:

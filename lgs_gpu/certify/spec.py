@@ -84,7 +84,9 @@ def parse_spec(spec: str) -> dict:
     if options["masks_per_axis"] < 1:
         raise ValueError(f"masks must be >= 1. Got {spec!r}")
     options["defense"] = defense or None
-    return {key: options[key] for key in ("patch_fraction", "patch_size", "masks_per_axis", "defense") if key in options}
+    return {
+        key: options[key] for key in ("patch_fraction", "patch_size", "masks_per_axis", "defense") if key in options
+    }
 
 
 def from_spec(
@@ -99,7 +101,9 @@ def from_spec(
     defense = parsed.pop("defense")
     if defense is not None:
         if build_defense is None:
-            raise ValueError(f"{spec!r} names an image defense after '@': pass build_defense (e.g. lgs_gpu.defenses.get)")
+            raise ValueError(
+                f"{spec!r} names an image defense after '@': pass build_defense (e.g. lgs_gpu.defenses.get)"
+            )
         parsed["defense"] = build_defense(defense)
     return PatchCleanser(model, **parsed, **options)
 

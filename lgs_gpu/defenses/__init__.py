@@ -23,7 +23,26 @@ from .registry import DefenseInfo, Identity, available, get, paper_grid
 from .tv import TVBregman, tv_bregman
 
 __all__ = [
-    "JPEG", "BilateralFilter", "BitDepth", "Compose", "DefenseInfo", "GaussianFilter", "Identity", "ImageDefense",
-    "LGSMaskedFilter", "LocalGradientsSmoothing", "MedianFilter", "TVBregman", "available", "bilateral_filter",
-    "bit_depth", "gaussian_filter", "get", "jpeg", "lgs", "median_filter", "paper_grid", "tv_bregman",
-]  # fmt: skip
+    "JPEG",
+    "BilateralFilter",
+    "BitDepth",
+    "Compose",
+    "DefenseInfo",
+    "GaussianFilter",
+    "Identity",
+    "ImageDefense",
+    "LGSMaskedFilter",
+    "LocalGradientsSmoothing",
+    "MedianFilter",
+    "TVBregman",
+    "available",
+    "bilateral_filter",
+    "bit_depth",
+    "gaussian_filter",
+    "get",
+    "jpeg",
+    "lgs",
+    "median_filter",
+    "paper_grid",
+    "tv_bregman",
+]

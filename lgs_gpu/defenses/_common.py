@@ -12,7 +12,9 @@ from .._validate import as_image_batch, from_unit_float, is_integer, is_real, to
 from ..tracing import exporting_to_onnx, tracing
 
 
-def apply_defense(x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor], differentiable: bool) -> torch.Tensor:
+def apply_defense(
+    x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor], differentiable: bool
+) -> torch.Tensor:
     """Run ``compute`` on ``x`` as a ``[B, C, H, W]`` batch of floats in [0, 1].
 
     ``compute`` receives the compute dtype (float32, or float64 for float64 input) and returns

@@ -130,7 +130,9 @@ class BilateralFilter(ImageDefense):
         self, window: int = 5, sigma_spatial: float = 1.0, sigma_color: float | None = None, style: str = "skimage"
     ) -> None:
         super().__init__()
-        self.window, self.sigma_spatial, self.sigma_color, self.style = _check(window, sigma_spatial, sigma_color, style)
+        self.window, self.sigma_spatial, self.sigma_color, self.style = _check(
+            window, sigma_spatial, sigma_color, style
+        )
 
     @property
     def spec(self) -> str:

@@ -38,7 +38,11 @@ def _compress(batch: torch.Tensor, quality: int) -> torch.Tensor:
     channels = _check_channels(batch)
     pixels = from_unit_float(batch, torch.uint8)  # JPEG codes 8-bit samples: floats are quantised first
     encoded = encode_jpeg(list(pixels.contiguous().unbind(0)), quality=quality)
-    decoded = decode_jpeg([data.cpu() for data in encoded], mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB, device=batch.device)
+    decoded = decode_jpeg(
+        [data.cpu() for data in encoded],
+        mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB,
+        device=batch.device,
+    )
     return to_unit_float(torch.stack(decoded)).to(batch.dtype)
 
 

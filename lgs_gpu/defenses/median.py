@@ -22,9 +22,26 @@ TILE_VALUES = 1 << 24  # values in one unfolded tile (64 MiB in float32), whatev
 # Compare-exchange pairs of a median-of-9 network (Paeth, Graphics Gems, 1990): after these, the
 # element at index 4 is the median of the 9 inputs.
 MEDIAN_OF_9_NETWORK = (
-    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-    (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
-)  # fmt: skip
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (0, 1),
+    (3, 4),
+    (6, 7),
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (0, 3),
+    (5, 8),
+    (4, 7),
+    (3, 6),
+    (1, 4),
+    (2, 5),
+    (4, 7),
+    (4, 2),
+    (6, 4),
+    (4, 2),
+)
 
 
 def median_of_9(values: list[torch.Tensor]) -> torch.Tensor:
@@ -53,10 +70,15 @@ def _median(batch: torch.Tensor, window: int) -> torch.Tensor:
     tile_height = min(height, max(1, TILE_VALUES // (per_pixel * tile_width)))
     reach = window - 1  # an output tile reads this many more padded rows and columns
     rows = [
-        torch.cat([_median_of_stack(padded[..., top : top + tile_height + reach, left : left + tile_width + reach],
-                                    window) for left in range(0, width, tile_width)], dim=-1)
+        torch.cat(
+            [
+                _median_of_stack(padded[..., top : top + tile_height + reach, left : left + tile_width + reach], window)
+                for left in range(0, width, tile_width)
+            ],
+            dim=-1,
+        )
         for top in range(0, height, tile_height)
-    ]  # fmt: skip
+    ]
     return torch.cat(rows, dim=-2)
 
 

@@ -71,11 +71,12 @@ def _lgs(smoothing_factor: float = DEFAULT_SMOOTHING_FACTOR, **options) -> Local
 
 
 _REGISTRY = (
+    DefenseInfo("none", ("identity",), Identity, None, {}, (None,), True, "the input itself"),
     DefenseInfo(
-        "none", ("identity",), Identity, None, {}, (None,), True, "the input itself"
-    ),
-    DefenseInfo(
-        "lgs", ("local_gradients_smoothing",), _lgs, "smoothing_factor",
+        "lgs",
+        ("local_gradients_smoothing",),
+        _lgs,
+        "smoothing_factor",
         {
             "smoothing_factor": f"λ, a finite real (default {DEFAULT_SMOOTHING_FACTOR})",
             "threshold": f"γ, a real (default {DEFAULT_THRESHOLD})",
@@ -83,46 +84,80 @@ _REGISTRY = (
             "overlap": f"an int in 0..window-1 (default {DEFAULT_OVERLAP})",
             "backend": f"one of {', '.join(map(repr, BACKENDS))} (default 'auto')",
         },
-        (2.3, 2.1, 1.9, 1.7, 1.5), True, "lgs_gpu.paths.reference (the paper's equations)",
+        (2.3, 2.1, 1.9, 1.7, 1.5),
+        True,
+        "lgs_gpu.paths.reference (the paper's equations)",
     ),
     DefenseInfo(
-        "jpeg", (), JPEG, "quality", {"quality": "an int in 1..100 (default 30)"},
-        PAPER_QUALITIES, False, "Pillow JPEG save/load (4:2:0)",
+        "jpeg",
+        (),
+        JPEG,
+        "quality",
+        {"quality": "an int in 1..100 (default 30)"},
+        PAPER_QUALITIES,
+        False,
+        "Pillow JPEG save/load (4:2:0)",
     ),
     DefenseInfo(
-        "tvm", ("tv", "tv_bregman"), TVBregman, "weight",
+        "tvm",
+        ("tv", "tv_bregman"),
+        TVBregman,
+        "weight",
         {
             "weight": "a real > 0 (default 10)",
             "max_iterations": "an int >= 1 (default 100)",
             "tolerance": "a real >= 0 (default 0.001)",
         },
-        PAPER_WEIGHTS, False, "skimage.restoration.denoise_tv_bregman",
+        PAPER_WEIGHTS,
+        False,
+        "skimage.restoration.denoise_tv_bregman",
     ),
     DefenseInfo(
-        "median", ("mf", "median_filter"), MedianFilter, "window",
+        "median",
+        ("mf", "median_filter"),
+        MedianFilter,
+        "window",
         {"window": "an odd int >= 1 (default 3)"},
-        MEDIAN_WINDOWS, True, "scipy.ndimage.median_filter (mode='reflect')",
+        MEDIAN_WINDOWS,
+        True,
+        "scipy.ndimage.median_filter (mode='reflect')",
     ),
     DefenseInfo(
-        "gaussian", ("gf", "gaussian_filter"), GaussianFilter, "window",
+        "gaussian",
+        ("gf", "gaussian_filter"),
+        GaussianFilter,
+        "window",
         {"window": "an odd int >= 1 (default 5)", "sigma": "a real > 0 (default 1.0)"},
-        GAUSSIAN_WINDOWS, True, "scipy.ndimage.gaussian_filter (mode='reflect')",
+        GAUSSIAN_WINDOWS,
+        True,
+        "scipy.ndimage.gaussian_filter (mode='reflect')",
     ),
     DefenseInfo(
-        "bilateral", ("bf", "bilateral_filter"), BilateralFilter, "window",
+        "bilateral",
+        ("bf", "bilateral_filter"),
+        BilateralFilter,
+        "window",
         {
             "window": "an odd int >= 1 (default 5)",
             "sigma_spatial": "a real > 0 (default 1.0)",
             "sigma_color": "a real > 0 (default: the image's std)",
             "style": "'skimage' or 'textbook' (default 'skimage')",
         },
-        BILATERAL_WINDOWS, True, "skimage.restoration.denoise_bilateral",
+        BILATERAL_WINDOWS,
+        True,
+        "skimage.restoration.denoise_bilateral",
     ),
     DefenseInfo(
-        "bitdepth", ("br", "bit_depth"), BitDepth, "bits", {"bits": "an int in 1..8 (default 3)"},
-        PAPER_BITS, False, "round(x * (2**bits - 1)) / (2**bits - 1)",
+        "bitdepth",
+        ("br", "bit_depth"),
+        BitDepth,
+        "bits",
+        {"bits": "an int in 1..8 (default 3)"},
+        PAPER_BITS,
+        False,
+        "round(x * (2**bits - 1)) / (2**bits - 1)",
     ),
-)  # fmt: skip
+)
 _BY_NAME = {alias: info for info in _REGISTRY for alias in (info.name, *info.aliases)}
 # Filters that make sense inside LGS's windows in "lgs+<filter>" specs.
 _MASKABLE = ("median", "gaussian", "bilateral", "tvm", "jpeg", "bitdepth")

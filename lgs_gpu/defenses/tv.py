@@ -67,9 +67,15 @@ def _tv_bregman(f: torch.Tensor, weight: float, max_iterations: int, tolerance: 
         grad_x = u[..., 1:-1, 2:] - previous  # forward differences of the u the sweep starts from
         grad_y = u[..., 2:, 1:-1] - previous
         bregman = (
-            dx[..., 1:-1, :-2] - dx[inner] + dy[..., :-2, 1:-1] - dy[inner]
-            - bx[..., 1:-1, :-2] + bx[inner] - by[..., :-2, 1:-1] + by[inner]
-        )  # fmt: skip
+            dx[..., 1:-1, :-2]
+            - dx[inner]
+            + dy[..., :-2, 1:-1]
+            - dy[inner]
+            - bx[..., 1:-1, :-2]
+            + bx[inner]
+            - by[..., :-2, 1:-1]
+            + by[inner]
+        )
         for colour in (red, ~red):
             neighbours = u[..., 2:, 1:-1] + u[..., :-2, 1:-1] + u[..., 1:-1, 2:] + u[..., 1:-1, :-2]
             updated = (lam * (neighbours + bregman) + weight * f) / norm
@@ -126,9 +132,7 @@ def tv_bregman(
     """
     weight, max_iterations, tolerance = _check(weight, max_iterations, tolerance)
     refuse_onnx("tvm", "its iterations stop on the data, which the ONNX exporter cannot trace")
-    return apply_defense(
-        x, lambda batch: _tv_bregman(batch, weight, max_iterations, tolerance), differentiable=False
-    )
+    return apply_defense(x, lambda batch: _tv_bregman(batch, weight, max_iterations, tolerance), differentiable=False)
 
 
 class TVBregman(ImageDefense):

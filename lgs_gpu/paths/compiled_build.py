@@ -28,8 +28,10 @@ def build(name: str, dtype: str, extents: list[int] | None, channels: int | None
 
 def main(arguments: list[str]) -> int:
     if len(arguments) != 1:
-        print("usage: python -m lgs_gpu.paths.compiled_build '[[name, dtype, extents, channels, path], ...]'",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "usage: python -m lgs_gpu.paths.compiled_build '[[name, dtype, extents, channels, path], ...]'",
+            file=sys.stderr,
+        )
         return 2
     for request in json.loads(arguments[0]):
         build(*request)

@@ -183,8 +183,12 @@ class Program:
 
     def fields(self) -> list:
         """JSON-able fields for the build process (:mod:`.compiled_build`)."""
-        return [self.name, str(self.dtype).removeprefix("torch."), list(self.extents) if self.extents else None,
-                self.channels]  # fmt: skip
+        return [
+            self.name,
+            str(self.dtype).removeprefix("torch."),
+            list(self.extents) if self.extents else None,
+            self.channels,
+        ]
 
     @classmethod
     def from_fields(cls, name: str, dtype: str, extents: list[int] | None, channels: int | None) -> Program:
@@ -216,14 +220,36 @@ def examples(program: Program):
     if program.name == "gradient":
         return GradientProgram(), (x, magnitude), (image, plane)
     if program.name == "window_test":
-        starts = (torch.tensor([0, row_extent, 2 * row_extent]), torch.tensor([0, col_extent, 2 * col_extent, 2 * col_extent + 5]))
-        return WindowTestProgram(row_extent, col_extent), (magnitude, *starts, scalar), (plane, {0: n_rows}, {0: n_cols}, None)
+        starts = (
+            torch.tensor([0, row_extent, 2 * row_extent]),
+            torch.tensor([0, col_extent, 2 * col_extent, 2 * col_extent + 5]),
+        )
+        return (
+            WindowTestProgram(row_extent, col_extent),
+            (magnitude, *starts, scalar),
+            (plane, {0: n_rows}, {0: n_cols}, None),
+        )
     table_shape, rows = {0: batch, 1: classes, 2: width}, {0: height}
     if program.name == "suppression_map":
-        return SuppressionMapProgram(), (magnitude, lowest, highest, table, row_class), (plane, range_, range_, table_shape, rows)
-    return SuppressProgram(), (x, magnitude, lowest, highest, table, row_class, scalar, torch.empty_like(x)), (
-        image, plane, range_, range_, table_shape, rows, None, image,
-    )  # fmt: skip
+        return (
+            SuppressionMapProgram(),
+            (magnitude, lowest, highest, table, row_class),
+            (plane, range_, range_, table_shape, rows),
+        )
+    return (
+        SuppressProgram(),
+        (x, magnitude, lowest, highest, table, row_class, scalar, torch.empty_like(x)),
+        (
+            image,
+            plane,
+            range_,
+            range_,
+            table_shape,
+            rows,
+            None,
+            image,
+        ),
+    )
 
 
 def _program(program: Program):
@@ -283,9 +309,14 @@ def build_in_child(requests: list[list]) -> None:
         # cwd: the folder holding this package, which `python -m` puts first on sys.path (another checkout in the
         # caller's folder must not build programs under this version's fingerprint).
         result = subprocess.run(
-            [*child_command(), json.dumps(requests)], env={**os.environ, "PYTHONPATH": search_path}, cwd=package_root,
-            capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            [*child_command(), json.dumps(requests)],
+            env={**os.environ, "PYTHONPATH": search_path},
+            cwd=package_root,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise ProgramBuildError(f"the build process took over {BUILD_TIMEOUT_SECONDS} s and was stopped") from None
     except OSError as error:
@@ -335,22 +366,34 @@ def cache_description() -> str:
         return "off (LGS_GPU_CACHE_DIR=off)"
     built = sorted(path.stem for path in folder.glob("*.pt2")) if folder.is_dir() else []
     fused = fused_cpu.unavailable_reason()
-    fused = f"; the fused kernel: {'built' if fused_cpu.built() else 'not built yet'}" if fused is None else f"; no fused kernel: {fused}"
+    fused = (
+        f"; the fused kernel: {'built' if fused_cpu.built() else 'not built yet'}"
+        if fused is None
+        else f"; no fused kernel: {fused}"
+    )
     return f"{folder} ({', '.join(built) if built else 'nothing built yet'}){fused}"
 
 
 def warmup(
-    dtypes: tuple[torch.dtype, ...] = (torch.float32,), window_sizes: tuple[int, ...] = (15,),
-    stages: tuple[str, ...] = ("output", "suppression_map"), channels: tuple[int, ...] = (3,),
+    dtypes: tuple[torch.dtype, ...] = (torch.float32,),
+    window_sizes: tuple[int, ...] = (15,),
+    stages: tuple[str, ...] = ("output", "suppression_map"),
+    channels: tuple[int, ...] = (3,),
 ) -> list[str]:
     """Build (or load) the programs for ``dtypes``, ``window_sizes`` and image ``channels`` now; returns their names.
 
     Every image needs only these (images smaller than a window test their windows eagerly).
     """
     names = ["gradient", *(program for stage, program in _STAGE_PROGRAMS.items() if stage in stages)]
-    programs = [Program(name, dtype, channels=count if name in _IMAGE_PROGRAMS else None)
-                for dtype in dtypes for name in names for count in (channels if name in _IMAGE_PROGRAMS else (None,))]  # fmt: skip
-    programs += [Program("window_test", dtype, (window_size, window_size)) for dtype in dtypes for window_size in window_sizes]
+    programs = [
+        Program(name, dtype, channels=count if name in _IMAGE_PROGRAMS else None)
+        for dtype in dtypes
+        for name in names
+        for count in (channels if name in _IMAGE_PROGRAMS else (None,))
+    ]
+    programs += [
+        Program("window_test", dtype, (window_size, window_size)) for dtype in dtypes for window_size in window_sizes
+    ]
     _programs(programs)  # one build process for every missing program
     names = [program.key for program in programs]
     if "output" in stages and fused_cpu.kernels() is not None:
@@ -376,8 +419,13 @@ def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def stages(
-    batch: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int,
-    wanted: tuple[str, ...] = STAGES, out: torch.Tensor | None = None,
+    batch: torch.Tensor,
+    smoothing_factor: float,
+    threshold: float,
+    window_size: int,
+    overlap: int,
+    wanted: tuple[str, ...] = STAGES,
+    out: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The ``wanted`` stages (see :func:`.torch_path.stages`) of validated CPU images, ``H, W >= MIN_SIDE``.
 
@@ -402,8 +450,11 @@ def stages(
     whole_windows = (row_extent, col_extent) == (window_size, window_size)
     requests = [Program("gradient", dtype, channels=channels)]
     requests += [Program("window_test", dtype, (window_size, window_size))] * whole_windows
-    requests += [Program(name, dtype, channels=channels if name in _IMAGE_PROGRAMS else None)
-                 for stage, name in _STAGE_PROGRAMS.items() if stage in wanted]  # fmt: skip
+    requests += [
+        Program(name, dtype, channels=channels if name in _IMAGE_PROGRAMS else None)
+        for stage, name in _STAGE_PROGRAMS.items()
+        if stage in wanted
+    ]
     programs = dict(zip((program.name for program in requests), _programs(requests), strict=True))
     magnitude = WORKSPACE.buffer("magnitude", (batch_size, height, width), dtype)
     programs["gradient"]([x, magnitude])
@@ -451,8 +502,9 @@ def _delivered(target: torch.Tensor, batch: torch.Tensor, out: torch.Tensor | No
     return out.copy_(target)
 
 
-def _suppress(program, batch: torch.Tensor, x: torch.Tensor, table: list, smoothing_factor: float,
-              out: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+def _suppress(
+    program, batch: torch.Tensor, x: torch.Tensor, table: list, smoothing_factor: float, out: torch.Tensor | None
+) -> torch.Tensor:
     """Eq. 7 by the suppress program into ``out``, or into a new tensor like ``batch``."""
     target = _output_target(batch, x, out)
     program([x, *table, torch.tensor(smoothing_factor, dtype=x.dtype), target])

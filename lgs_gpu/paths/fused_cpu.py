@@ -46,8 +46,21 @@ def _load(path: Path) -> dict[torch.dtype, ctypes._CFuncPtr]:
     functions = {}
     for dtype, name in _FUNCTIONS.items():
         function = getattr(library, name)
-        function.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 4 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                             ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_int]  # fmt: skip
+        function.argtypes = (
+            [ctypes.c_void_p] * 8
+            + [ctypes.c_int64] * 4
+            + [
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.c_int64,
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.c_int64,
+                ctypes.c_double,
+                ctypes.c_double,
+                ctypes.c_int,
+            ]
+        )
         function.restype = ctypes.c_int
         functions[dtype] = function
     functions["library"] = library  # keeps the library loaded as long as the functions are
@@ -70,8 +83,13 @@ def compile_command(target: Path) -> list[str]:
 def _build(targets: dict[str, Path]) -> None:
     for target in targets.values():
         try:
-            finished = subprocess.run(compile_command(target), capture_output=True, text=True,
-                                      timeout=BUILD_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)  # fmt: skip
+            finished = subprocess.run(
+                compile_command(target),
+                capture_output=True,
+                text=True,
+                timeout=BUILD_TIMEOUT_SECONDS,
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise RuntimeError(f"the C++ compiler could not run: {error}") from error
         if finished.returncode != 0:
@@ -109,7 +127,12 @@ def unavailable_reason() -> str | None:
 
 @torch.no_grad()
 def lgs_output(
-    x: torch.Tensor, out: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int,
+    x: torch.Tensor,
+    out: torch.Tensor,
+    smoothing_factor: float,
+    threshold: float,
+    window_size: int,
+    overlap: int,
     workspace: Workspace,
 ) -> bool:
     """Eq. 7 of contiguous float32 / float64 ``[B, C, H, W]`` CPU images ``x`` into ``out`` (same shape, dtype,
@@ -141,9 +164,26 @@ def lgs_output(
     covered = workspace.buffer("fused_covered", (n_rows * width,), torch.uint8)  # by each window row's passers
     window_row_passes = workspace.buffer("fused_window_row_passes", (n_rows,), torch.uint8)
     status = functions[x.dtype](
-        x.data_ptr(), out.data_ptr(), magnitude.data_ptr(), lowest.data_ptr(), highest.data_ptr(),
-        finite.data_ptr(), covered.data_ptr(), window_row_passes.data_ptr(), batch, channels, height, width, row_starts.data_ptr(), n_rows,
-        row_extent, col_starts.data_ptr(), n_cols, col_extent, float(smoothing_factor), float(threshold),
+        x.data_ptr(),
+        out.data_ptr(),
+        magnitude.data_ptr(),
+        lowest.data_ptr(),
+        highest.data_ptr(),
+        finite.data_ptr(),
+        covered.data_ptr(),
+        window_row_passes.data_ptr(),
+        batch,
+        channels,
+        height,
+        width,
+        row_starts.data_ptr(),
+        n_rows,
+        row_extent,
+        col_starts.data_ptr(),
+        n_cols,
+        col_extent,
+        float(smoothing_factor),
+        float(threshold),
         torch.get_num_threads(),
-    )  # fmt: skip
+    )
     return status == 0

@@ -90,12 +90,16 @@ def _trusted_owner(uid: int) -> bool:
 
 def _untrusted(path: Path, status: os.stat_result, fix: str) -> str | None:
     if not _trusted_owner(status.st_uid):
-        return (f"{path} is owned by {_owner(status.st_uid)}, not by you ({_owner(os.geteuid())}): its owner could "
-                f"replace the native code loaded from it; {fix}")  # fmt: skip
+        return (
+            f"{path} is owned by {_owner(status.st_uid)}, not by you ({_owner(os.geteuid())}): its owner could "
+            f"replace the native code loaded from it; {fix}"
+        )
     if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return (f"{path} is writable by {'others' if status.st_mode & stat.S_IWOTH else 'its group'} (mode "
-                f"{stat.S_IMODE(status.st_mode):04o}): they could replace the native code loaded from it; "
-                f"`chmod go-w {path}`, or {fix}")  # fmt: skip
+        return (
+            f"{path} is writable by {'others' if status.st_mode & stat.S_IWOTH else 'its group'} (mode "
+            f"{stat.S_IMODE(status.st_mode):04o}): they could replace the native code loaded from it; "
+            f"`chmod go-w {path}`, or {fix}"
+        )
     return None
 
 
@@ -132,8 +136,11 @@ def untrusted_reason(root: Path, below: tuple[Path, ...] = ()) -> str | None:
         # Group or others who can write a folder without the sticky bit can rename what is in it.
         open_to_others = status.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and not status.st_mode & stat.S_ISVTX
         if not _trusted_owner(status.st_uid) or open_to_others:
-            why = f"owned by {_owner(status.st_uid)}" if not _trusted_owner(status.st_uid) else (
-                f"writable by group or others without the sticky bit (mode {stat.S_IMODE(status.st_mode):04o})")  # fmt: skip
+            why = (
+                f"owned by {_owner(status.st_uid)}"
+                if not _trusted_owner(status.st_uid)
+                else (f"writable by group or others without the sticky bit (mode {stat.S_IMODE(status.st_mode):04o})")
+            )
             return f"{parent}, a folder above the cache {root}, is {why}: the cache could be swapped for another; {fix}"
     return None
 
@@ -156,8 +163,12 @@ def _tighten_own(folders: tuple[Path, ...]) -> None:
         if status.st_uid == os.geteuid() and status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             mode = stat.S_IMODE(status.st_mode)
             folder.chmod(mode & ~0o022)
-            _LOG.warning("lgs_gpu: made the program cache folder %s private to you (mode %04o -> %04o)", folder, mode,
-                         mode & ~0o022)  # fmt: skip
+            _LOG.warning(
+                "lgs_gpu: made the program cache folder %s private to you (mode %04o -> %04o)",
+                folder,
+                mode,
+                mode & ~0o022,
+            )
 
 
 def compiler_missing_reason() -> str | None:
@@ -199,8 +210,13 @@ class PackageCache:
         loader: a package's path -> the loaded program (default: AOTInductor's runner).
     """
 
-    def __init__(self, subfolder: str, sources: tuple[Path, ...], suffix: str = ".pt2",
-                 loader: Callable[[Path], Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        subfolder: str,
+        sources: tuple[Path, ...],
+        suffix: str = ".pt2",
+        loader: Callable[[Path], Any] | None = None,
+    ) -> None:
         self.subfolder = subfolder
         self.sources = sources
         self.suffix = suffix
@@ -241,7 +257,9 @@ class PackageCache:
         folder = self.folder()
         return folder is not None and (folder / f"{name}{self.suffix}").is_file()
 
-    def program(self, name: str, build: Callable[[dict[str, Path]], None]) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
+    def program(
+        self, name: str, build: Callable[[dict[str, Path]], None]
+    ) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
         """The program ``name``: ``run(inputs) -> outputs`` (flat lists of tensors); see :meth:`programs`."""
         return self.programs([name], build)[0]
 
@@ -287,13 +305,18 @@ class PackageCache:
         _LOG.warning(
             "lgs_gpu: building the CPU program%s %s once (tens of seconds) into %s; later processes load them in "
             "milliseconds (`lgs-gpu warmup` builds ahead, %s moves the cache or switches it off)",
-            "s" if len(missing) > 1 else "", ", ".join(map(repr, missing)), folder, CACHE_ENVIRONMENT_VARIABLE,
-        )  # fmt: skip
+            "s" if len(missing) > 1 else "",
+            ", ".join(map(repr, missing)),
+            folder,
+            CACHE_ENVIRONMENT_VARIABLE,
+        )
         started = time.perf_counter()
         temporaries: dict[str, Path] = {}
         try:
             for name in missing:
-                handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.{_builder_tag()}.", suffix=_PART + self.suffix)
+                handle, temporary = tempfile.mkstemp(
+                    dir=folder, prefix=f".{name}.{_builder_tag()}.", suffix=_PART + self.suffix
+                )
                 os.close(handle)
                 temporaries[name] = Path(temporary)
             build(dict(temporaries))

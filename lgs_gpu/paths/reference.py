@@ -114,7 +114,11 @@ def suppress(
 
 
 def stages(
-    x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int,
+    x: torch.Tensor,
+    smoothing_factor: float,
+    threshold: float,
+    window_size: int,
+    overlap: int,
     wanted: tuple[str, ...] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The stages of LGS on ``[B, C, H, W]`` images (see :mod:`lgs_gpu.parameters`), all computed.
@@ -123,7 +127,11 @@ def stages(
     ``normalised_gradient``, ``window_mask`` and ``suppression_map`` ``[B, H, W]``, and
     ``window_means`` ``[B, n_rows, n_cols]``.
     """
-    wanted = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means") if wanted is None else wanted
+    wanted = (
+        ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
+        if wanted is None
+        else wanted
+    )
     normalised = normalise(gradient_magnitude(x))
     mask = window_mask(normalised, threshold, window_size, overlap)
     suppressed = torch.where(mask, normalised, 0)

@@ -122,8 +122,12 @@ def collation_geometry(
 
 
 def collate_by_row_class(
-    passing: torch.Tensor, row_window: torch.Tensor, row_valid: torch.Tensor, col_class: torch.Tensor,
-    col_window: torch.Tensor, col_valid: torch.Tensor,
+    passing: torch.Tensor,
+    row_window: torch.Tensor,
+    row_valid: torch.Tensor,
+    col_class: torch.Tensor,
+    col_window: torch.Tensor,
+    col_valid: torch.Tensor,
 ) -> torch.Tensor:
     """The collated mask before its rows are expanded: ``[B, n_row_classes, W]``.
 
@@ -133,10 +137,12 @@ def collate_by_row_class(
     that ``torch.compile`` traces it as is.
     """
     by_row_class = functools.reduce(
-        torch.logical_or, [passing.index_select(1, window) & valid[:, None] for window, valid in zip(row_window, row_valid, strict=True)]
+        torch.logical_or,
+        [passing.index_select(1, window) & valid[:, None] for window, valid in zip(row_window, row_valid, strict=True)],
     )  # [B, n_row_classes, n_cols]
     by_class = functools.reduce(
-        torch.logical_or, [by_row_class.index_select(2, window) & valid for window, valid in zip(col_window, col_valid, strict=True)]
+        torch.logical_or,
+        [by_row_class.index_select(2, window) & valid for window, valid in zip(col_window, col_valid, strict=True)],
     )  # [B, n_row_classes, n_col_classes]
     return by_class.index_select(2, col_class)
 
@@ -162,10 +168,12 @@ def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size:
     size = _chunk_size(x)
     if size >= x.shape[0] or (torch.is_grad_enabled() and x.requires_grad):
         chunks = x.split(size)
-        return torch.cat([
-            suppress(chunk, _suppression_map(chunk, threshold, window_size, overlap), smoothing_factor)
-            for chunk in chunks
-        ])  # fmt: skip
+        return torch.cat(
+            [
+                suppress(chunk, _suppression_map(chunk, threshold, window_size, overlap), smoothing_factor)
+                for chunk in chunks
+            ]
+        )
     # Without autograd each chunk is written straight into the output: per-chunk results kept
     # for a final cat would grow and shrink the heap, and fault its pages in, on every call.
     out = torch.empty_like(x)
@@ -181,15 +189,23 @@ def _stages_whole(x: torch.Tensor, smoothing_factor, threshold, window_size, ove
         means = window_means(normalised, window_size, overlap)
         mask = collate(means > threshold, height, width, window_size, overlap)
     suppressed = torch.where(mask, normalised, 0)
-    computed = {"normalised_gradient": normalised, "window_mask": mask, "suppression_map": suppressed,
-                "window_means": means}  # fmt: skip
+    computed = {
+        "normalised_gradient": normalised,
+        "window_mask": mask,
+        "suppression_map": suppressed,
+        "window_means": means,
+    }
     if "output" in wanted:
         computed["output"] = suppress(x, suppressed, smoothing_factor)
     return {name: computed[name] for name in wanted}
 
 
 def stages(
-    x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int,
+    x: torch.Tensor,
+    smoothing_factor: float,
+    threshold: float,
+    window_size: int,
+    overlap: int,
     wanted: tuple[str, ...] = STAGES,
 ) -> dict[str, torch.Tensor]:
     """The ``wanted`` stages of LGS (names in :data:`STAGES`) from one gradient computation.
@@ -199,6 +215,8 @@ def stages(
     """
     if tuple(wanted) == ("output",):  # lgs writes chunks straight into its output (see CPU_CHUNK_BYTES)
         return {"output": lgs(x, smoothing_factor, threshold, window_size, overlap)}
-    parts = [_stages_whole(chunk, smoothing_factor, threshold, window_size, overlap, wanted)
-             for chunk in x.split(_chunk_size(x))]  # fmt: skip
+    parts = [
+        _stages_whole(chunk, smoothing_factor, threshold, window_size, overlap, wanted)
+        for chunk in x.split(_chunk_size(x))
+    ]
     return {name: torch.cat([part[name] for part in parts]) for name in wanted}

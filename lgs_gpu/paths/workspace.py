@@ -42,8 +42,9 @@ class Workspace:
             self._local.buffers = OrderedDict()
         return self._local.buffers
 
-    def buffer(self, role: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu"
-               ) -> torch.Tensor:  # fmt: skip
+    def buffer(
+        self, role: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         """A contiguous tensor of ``shape`` for ``role`` with undefined contents, in the memory of earlier calls'
         when it fits."""
         buffers = self._buffers()

@@ -33,8 +33,10 @@ def interpreter_unusable_reason() -> str | None:
     try:
         _probe_kernel[(1,)](out)
     except Exception as error:  # the interpreter wraps what failed in InterpreterError
-        return (f"the Triton {triton.__version__} interpreter cannot run these kernels with NumPy {numpy.__version__} "
-                f"({error}; triton-lang/triton#9171): compiled kernels on CUDA are not affected")  # fmt: skip
+        return (
+            f"the Triton {triton.__version__} interpreter cannot run these kernels with NumPy {numpy.__version__} "
+            f"({error}; triton-lang/triton#9171): compiled kernels on CUDA are not affected"
+        )
     if int(out[0]) != 2:
         return f"the Triton {triton.__version__} interpreter ran a two-step loop {int(out[0])} times"
     return None

@@ -112,8 +112,22 @@ def _start_channel(plane, up, mid, down, left, centre, right, IS_UINT8: tl.const
 
 
 @triton.jit
-def _step_channel(plane, ahead, left, centre, right, up_d, up_s, d, s, low, middle, high,
-                  IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+def _step_channel(
+    plane,
+    ahead,
+    left,
+    centre,
+    right,
+    up_d,
+    up_s,
+    d,
+    s,
+    low,
+    middle,
+    high,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+):
     """One row step of one channel: ``Sx² + Sy²`` of the current row, and the state one row down.
 
     The row below arrived as loads (``low, middle, high``, issued one step earlier); the row after
@@ -128,19 +142,41 @@ def _step_channel(plane, ahead, left, centre, right, up_d, up_s, d, s, low, midd
 
 
 @triton.jit
-def _start_walk(image_ptr, stride_c, up, mid, down, left, centre, right, CHANNELS: tl.constexpr,
-                IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+def _start_walk(
+    image_ptr,
+    stride_c,
+    up,
+    mid,
+    down,
+    left,
+    centre,
+    right,
+    CHANNELS: tl.constexpr,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+):
     """The carried walk's state at its first row: a tuple with each channel's :func:`_start_channel`."""
     states = ()
     for channel in tl.static_range(CHANNELS):
-        states = states + (_start_channel(image_ptr + channel * stride_c, up, mid, down, left, centre, right,
-                                          IS_UINT8, COMPUTE_F64),)  # fmt: skip
+        states = states + (
+            _start_channel(image_ptr + channel * stride_c, up, mid, down, left, centre, right, IS_UINT8, COMPUTE_F64),
+        )
     return states
 
 
 @triton.jit
-def _step_walk(image_ptr, stride_c, ahead, left, centre, right, states, CHANNELS: tl.constexpr,
-               IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+def _step_walk(
+    image_ptr,
+    stride_c,
+    ahead,
+    left,
+    centre,
+    right,
+    states,
+    CHANNELS: tl.constexpr,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+):
     """One row step of every channel: ``Σ_c (Sx² + Sy²)`` of the current row, the row's values per
     channel (for the output), and the state one row down."""
     stepped = ()
@@ -148,8 +184,21 @@ def _step_walk(image_ptr, stride_c, ahead, left, centre, right, states, CHANNELS
     for channel in tl.static_range(CHANNELS):
         up_d, up_s, d, s, x, low, middle, high = states[channel]
         more, up_d, up_s, d, s, down_x, low, middle, high = _step_channel(
-            image_ptr + channel * stride_c, ahead, left, centre, right, up_d, up_s, d, s, low, middle, high,
-            IS_UINT8, COMPUTE_F64)
+            image_ptr + channel * stride_c,
+            ahead,
+            left,
+            centre,
+            right,
+            up_d,
+            up_s,
+            d,
+            s,
+            low,
+            middle,
+            high,
+            IS_UINT8,
+            COMPUTE_F64,
+        )
         if channel == 0:
             squares = more
         else:
@@ -160,8 +209,20 @@ def _step_walk(image_ptr, stride_c, ahead, left, centre, right, states, CHANNELS
 
 
 @triton.jit
-def _reloaded_squares(image_ptr, row, channels, height, stride_c, stride_h, left, centre, right,
-                      IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr):
+def _reloaded_squares(
+    image_ptr,
+    row,
+    channels,
+    height,
+    stride_c,
+    stride_h,
+    left,
+    centre,
+    right,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+    WIDE: tl.constexpr,
+):
     """``Σ_c (Sx² + Sy²)`` of row ``row`` for any number of channels, loading its three rows anew."""
     index_type = tl.int64 if WIDE else tl.int32
     up = tl.cast(tl.maximum(row - 1, 0), index_type) * stride_h
@@ -182,8 +243,20 @@ def _reloaded_squares(image_ptr, row, channels, height, stride_c, stride_h, left
 
 
 @triton.jit
-def _begin_walk(image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS: tl.constexpr,
-                IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr):
+def _begin_walk(
+    image_ptr,
+    top,
+    height,
+    stride_c,
+    stride_h,
+    left,
+    centre,
+    right,
+    CHANNELS: tl.constexpr,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+    WIDE: tl.constexpr,
+):
     """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, ``top + 1`` loaded (an empty
     tuple for images with more than MAX_CARRIED_CHANNELS channels, which reload their rows)."""
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
@@ -194,21 +267,39 @@ def _begin_walk(image_ptr, top, height, stride_c, stride_h, left, centre, right,
 
 
 @triton.jit
-def _walk_row(image_ptr, row, states, channels, height, stride_c, stride_h, left, centre, right,
-              CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr):
+def _walk_row(
+    image_ptr,
+    row,
+    states,
+    channels,
+    height,
+    stride_c,
+    stride_h,
+    left,
+    centre,
+    right,
+    CHANNELS: tl.constexpr,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+    WIDE: tl.constexpr,
+):
     """``m`` of row ``row`` (eq. 5; uint8 in units of 1/255, which the normalisation does not see), the
     row's values of each carried channel (for the output), and the walk's state one row down."""
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
     if CHANNELS > 0:
         ahead = tl.cast(tl.minimum(row + 2, height - 1), index_type) * stride_h
-        squares, centres, states = _step_walk(image_ptr, stride_c, ahead, left, centre, right, states, CHANNELS,
-                                              IS_UINT8, COMPUTE_F64)
+        squares, centres, states = _step_walk(
+            image_ptr, stride_c, ahead, left, centre, right, states, CHANNELS, IS_UINT8, COMPUTE_F64
+        )
         magnitude = tl.sqrt(squares.to(accumulate))
     else:
         centres = ()
-        magnitude = tl.sqrt(_reloaded_squares(image_ptr, row, channels, height, stride_c, stride_h, left, centre,
-                                              right, IS_UINT8, COMPUTE_F64, WIDE))
+        magnitude = tl.sqrt(
+            _reloaded_squares(
+                image_ptr, row, channels, height, stride_c, stride_h, left, centre, right, IS_UINT8, COMPUTE_F64, WIDE
+            )
+        )
     return magnitude, centres, states
 
 
@@ -271,10 +362,28 @@ def _run_boundary(next_start, next_end, bottom, height, n_windows, extent, step,
 
 @triton.jit
 def _statistics_walk(
-    image_ptr, cols, lane, top, bottom, channels, height, width, stride_c, stride_h, stride_w,
-    n_row_windows, row_extent, row_last_start,
-    STEP: tl.constexpr, CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr,
-    CLAMPED: tl.constexpr, ROW_SLOTS: tl.constexpr, BLOCK_W: tl.constexpr,
+    image_ptr,
+    cols,
+    lane,
+    top,
+    bottom,
+    channels,
+    height,
+    width,
+    stride_c,
+    stride_h,
+    stride_w,
+    n_row_windows,
+    row_extent,
+    row_last_start,
+    STEP: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+    WIDE: tl.constexpr,
+    CLAMPED: tl.constexpr,
+    ROW_SLOTS: tl.constexpr,
+    BLOCK_W: tl.constexpr,
 ):
     """Walk one tile's rows: per row window (slot), the per-lane sums of ``m``; and the lanes' min / max of ``m``."""
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
@@ -284,18 +393,34 @@ def _statistics_walk(
     first = _first_covering(top, row_extent, STEP, n_row_windows)
     next_end = first
     next_start = _last_covering(top, STEP, row_last_start, n_row_windows) + 1
-    start_row, end_row, boundary = _run_boundary(next_start, next_end, bottom, height, n_row_windows,
-                                                 row_extent, STEP, row_last_start)
+    start_row, end_row, boundary = _run_boundary(
+        next_start, next_end, bottom, height, n_row_windows, row_extent, STEP, row_last_start
+    )
     slots = tl.arange(0, ROW_SLOTS)
     run = tl.zeros([BLOCK_W], dtype=accumulate)
     column_sums = tl.zeros([ROW_SLOTS, BLOCK_W], dtype=accumulate)
     lowest = tl.full([BLOCK_W], float("inf"), dtype=accumulate)
     highest = tl.full([BLOCK_W], float("-inf"), dtype=accumulate)
-    states = _begin_walk(image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS, IS_UINT8,
-                         COMPUTE_F64, WIDE)
+    states = _begin_walk(
+        image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE
+    )
     for row in range(top, bottom):  # report: walk
-        magnitude, _, states = _walk_row(image_ptr, row, states, channels, height, stride_c, stride_h, left, centre,
-                                         right, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
+        magnitude, _, states = _walk_row(
+            image_ptr,
+            row,
+            states,
+            channels,
+            height,
+            stride_c,
+            stride_h,
+            left,
+            centre,
+            right,
+            CHANNELS,
+            IS_UINT8,
+            COMPUTE_F64,
+            WIDE,
+        )
         # min / max propagating NaN (as torch.amin / amax); lanes past the image read its last
         # column: keep them out of the range.
         if CLAMPED:
@@ -311,8 +436,9 @@ def _statistics_walk(
             run = tl.zeros([BLOCK_W], dtype=accumulate)
             next_start += (row + 1 == start_row).to(tl.int32)
             next_end += (row + 1 == end_row).to(tl.int32)
-            start_row, end_row, boundary = _run_boundary(next_start, next_end, bottom, height, n_row_windows,
-                                                         row_extent, STEP, row_last_start)
+            start_row, end_row, boundary = _run_boundary(
+                next_start, next_end, bottom, height, n_row_windows, row_extent, STEP, row_last_start
+            )
     return column_sums, lowest, highest
 
 
@@ -321,15 +447,25 @@ def _statistics_kernel(
     x_ptr,  # *T [B, C, H, W] input, any strides
     partials_ptr,  # *f32|f64 [B, n_tiles, ROW_SLOTS, COL_SLOTS] out: each tile's part of each window's sum of m
     ranges_ptr,  # *f32|f64 [B, n_tiles, 2] out: (min m, max m) over each tile
-    channels, height, width,  # C, H, W
-    stride_b, stride_c, stride_h, stride_w,  # strides of x in elements
-    n_row_windows, row_extent, row_last_start,  # row windows (see lgs_gpu.windows.axis_geometry)
-    n_col_windows, col_extent, col_last_start,  # column windows
+    channels,
+    height,
+    width,  # C, H, W
+    stride_b,
+    stride_c,
+    stride_h,
+    stride_w,  # strides of x in elements
+    n_row_windows,
+    row_extent,
+    row_last_start,  # row windows (see lgs_gpu.windows.axis_geometry)
+    n_col_windows,
+    col_extent,
+    col_last_start,  # column windows
     n_strips,  # tiles: bands of BAND_ROWS rows x strips of BLOCK_W columns
     STEP: tl.constexpr,  # window_size - overlap: the windows' stride on both axes
     BAND_ROWS: tl.constexpr,  # rows per tile
     CHANNELS: tl.constexpr,  # C when <= MAX_CARRIED_CHANNELS (carried walk), else 0 (reloading walk)
-    IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,  # int64 offsets inside an image (it has 2**31 elements or more)
     ROW_SLOTS: tl.constexpr,  # a power of two >= the row windows meeting one band
     COL_SLOTS: tl.constexpr,  # the most column windows meeting one strip
@@ -347,14 +483,54 @@ def _statistics_kernel(
     # Strips off the image's first and last column need no clamping: one address per row and channel.
     if (strip > 0) & ((strip + 1) * BLOCK_W < width):
         column_sums, lowest, highest = _statistics_walk(  # report: interior
-            image_ptr, cols, lane, top, bottom, channels, height, width, stride_c, stride_h, stride_w,
-            n_row_windows, row_extent, row_last_start,
-            STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, False, ROW_SLOTS, BLOCK_W)
+            image_ptr,
+            cols,
+            lane,
+            top,
+            bottom,
+            channels,
+            height,
+            width,
+            stride_c,
+            stride_h,
+            stride_w,
+            n_row_windows,
+            row_extent,
+            row_last_start,
+            STEP,
+            CHANNELS,
+            IS_UINT8,
+            COMPUTE_F64,
+            WIDE,
+            False,
+            ROW_SLOTS,
+            BLOCK_W,
+        )
     else:
         column_sums, lowest, highest = _statistics_walk(  # report: border
-            image_ptr, cols, lane, top, bottom, channels, height, width, stride_c, stride_h, stride_w,
-            n_row_windows, row_extent, row_last_start,
-            STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, True, ROW_SLOTS, BLOCK_W)
+            image_ptr,
+            cols,
+            lane,
+            top,
+            bottom,
+            channels,
+            height,
+            width,
+            stride_c,
+            stride_h,
+            stride_w,
+            n_row_windows,
+            row_extent,
+            row_last_start,
+            STEP,
+            CHANNELS,
+            IS_UINT8,
+            COMPUTE_F64,
+            WIDE,
+            True,
+            ROW_SLOTS,
+            BLOCK_W,
+        )
 
     # This tile's part of each window's sum: the window's columns of its row sums (slot kc is
     # column window first_col_window + kc; slot kr row window first covering the band's top + kr).
@@ -380,17 +556,35 @@ def _image_range(image_ranges, n_tiles, RANGE_BLOCK: tl.constexpr, COMPUTE_F64: 
     for start in range(0, n_tiles, RANGE_BLOCK):  # report: tile-ranges
         index = start + tl.arange(0, RANGE_BLOCK)
         lowest = _nan_minimum(lowest, tl.load(image_ranges + index * 2, mask=index < n_tiles, other=float("inf")))
-        highest = _nan_maximum(highest, tl.load(image_ranges + index * 2 + 1, mask=index < n_tiles,
-                                                other=float("-inf")))  # fmt: skip
+        highest = _nan_maximum(
+            highest, tl.load(image_ranges + index * 2 + 1, mask=index < n_tiles, other=float("-inf"))
+        )
     return tl.reduce(lowest, 0, _nan_minimum), tl.reduce(highest, 0, _nan_maximum)
 
 
 @triton.jit
 def _window_means(
-    image_partials, row_window, col_window, valid, low, high, n_strips, window_area,
-    n_row_windows, row_extent, row_last_start, n_col_windows, col_extent, col_last_start,
-    STEP: tl.constexpr, BAND_ROWS: tl.constexpr, STRIP_WIDTH: tl.constexpr,
-    ROW_SLOTS: tl.constexpr, COL_SLOTS: tl.constexpr, MAX_BANDS: tl.constexpr, MAX_STRIPS: tl.constexpr,
+    image_partials,
+    row_window,
+    col_window,
+    valid,
+    low,
+    high,
+    n_strips,
+    window_area,
+    n_row_windows,
+    row_extent,
+    row_last_start,
+    n_col_windows,
+    col_extent,
+    col_last_start,
+    STEP: tl.constexpr,
+    BAND_ROWS: tl.constexpr,
+    STRIP_WIDTH: tl.constexpr,
+    ROW_SLOTS: tl.constexpr,
+    COL_SLOTS: tl.constexpr,
+    MAX_BANDS: tl.constexpr,
+    MAX_STRIPS: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
 ):
     """Mean of ``g`` over windows ``row_window[:, None] x col_window[None, :]`` from the tiles' partial sums.
@@ -424,13 +618,27 @@ def _means_kernel(
     partials_ptr,  # *f32|f64 [B, n_tiles, ROW_SLOTS, COL_SLOTS] the statistics kernel's partial window sums
     ranges_ptr,  # *f32|f64 [B, n_tiles, 2] (min m, max m) per tile
     means_ptr,  # *f32|f64 [B, n_row_windows, n_col_windows] out: mean of g over each window
-    n_tiles, n_strips, window_area, n_col_blocks,
-    n_row_windows, row_extent, row_last_start,
-    n_col_windows, col_extent, col_last_start,
-    STEP: tl.constexpr, BAND_ROWS: tl.constexpr, STRIP_WIDTH: tl.constexpr,
-    ROW_SLOTS: tl.constexpr, COL_SLOTS: tl.constexpr,
-    MAX_BANDS: tl.constexpr, MAX_STRIPS: tl.constexpr,  # the most bands / strips one window meets
-    COMPUTE_F64: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, RANGE_BLOCK: tl.constexpr,
+    n_tiles,
+    n_strips,
+    window_area,
+    n_col_blocks,
+    n_row_windows,
+    row_extent,
+    row_last_start,
+    n_col_windows,
+    col_extent,
+    col_last_start,
+    STEP: tl.constexpr,
+    BAND_ROWS: tl.constexpr,
+    STRIP_WIDTH: tl.constexpr,
+    ROW_SLOTS: tl.constexpr,
+    COL_SLOTS: tl.constexpr,
+    MAX_BANDS: tl.constexpr,
+    MAX_STRIPS: tl.constexpr,  # the most bands / strips one window meets
+    COMPUTE_F64: tl.constexpr,
+    BLOCK_ROWS: tl.constexpr,
+    BLOCK_COLS: tl.constexpr,
+    RANGE_BLOCK: tl.constexpr,
 ):
     image = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
@@ -439,16 +647,46 @@ def _means_kernel(
     col_window = (block % n_col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     valid = (row_window < n_row_windows)[:, None] & (col_window < n_col_windows)[None, :]
     means = _window_means(
-        partials_ptr + image * n_tiles * ROW_SLOTS * COL_SLOTS, row_window, col_window, valid, low, high,
-        n_strips, window_area, n_row_windows, row_extent, row_last_start, n_col_windows, col_extent, col_last_start,
-        STEP, BAND_ROWS, STRIP_WIDTH, ROW_SLOTS, COL_SLOTS, MAX_BANDS, MAX_STRIPS, COMPUTE_F64)
+        partials_ptr + image * n_tiles * ROW_SLOTS * COL_SLOTS,
+        row_window,
+        col_window,
+        valid,
+        low,
+        high,
+        n_strips,
+        window_area,
+        n_row_windows,
+        row_extent,
+        row_last_start,
+        n_col_windows,
+        col_extent,
+        col_last_start,
+        STEP,
+        BAND_ROWS,
+        STRIP_WIDTH,
+        ROW_SLOTS,
+        COL_SLOTS,
+        MAX_BANDS,
+        MAX_STRIPS,
+        COMPUTE_F64,
+    )
     window = row_window[:, None] * n_col_windows + col_window[None, :]
     tl.store(means_ptr + image * n_row_windows * n_col_windows + window, means, mask=valid)
 
 
 @triton.jit
-def _covered(passes_ptr, row_first, row_last, col_first, col_count, first_row_window, first_col_window,
-             COL_SLOTS: tl.constexpr, MAX_ROW_COVER: tl.constexpr, MAX_COL_COVER: tl.constexpr):
+def _covered(
+    passes_ptr,
+    row_first,
+    row_last,
+    col_first,
+    col_count,
+    first_row_window,
+    first_col_window,
+    COL_SLOTS: tl.constexpr,
+    MAX_ROW_COVER: tl.constexpr,
+    MAX_COL_COVER: tl.constexpr,
+):
     """Whether any window covering rows' windows ``row_first..row_last`` x each lane's columns passes.
 
     ``passes_ptr`` is this program's table of its windows' pass flags (see :func:`_suppress_kernel`).
@@ -485,16 +723,51 @@ def _store_row(out_row_ptr, out_col, value, factor, lane, IS_UINT8: tl.constexpr
 
 @triton.jit
 def _suppress_walk(
-    image_ptr, out_image_ptr, map_ptr, normalised_ptr, mask_ptr, tile_passes, first_row_window, first_col_window,
+    image_ptr,
+    out_image_ptr,
+    map_ptr,
+    normalised_ptr,
+    mask_ptr,
+    tile_passes,
+    first_row_window,
+    first_col_window,
     plane_base,
-    cols, lane, top, bottom, channels, height, width, stride_c, stride_h, stride_w,
-    out_stride_c, out_stride_h, out_stride_w,
-    lowest, scale, varies, smoothing_factor,
-    n_row_windows, row_extent, row_last_start,
-    n_col_windows, col_extent, col_last_start,
-    STEP: tl.constexpr, CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr,
-    CLAMPED: tl.constexpr, WRITE_OUTPUT: tl.constexpr, WRITE_MAP: tl.constexpr, WRITE_NORMALISED: tl.constexpr,
-    WRITE_MASK: tl.constexpr, MAX_ROW_COVER: tl.constexpr, MAX_COL_COVER: tl.constexpr, COL_SLOTS: tl.constexpr,
+    cols,
+    lane,
+    top,
+    bottom,
+    channels,
+    height,
+    width,
+    stride_c,
+    stride_h,
+    stride_w,
+    out_stride_c,
+    out_stride_h,
+    out_stride_w,
+    lowest,
+    scale,
+    varies,
+    smoothing_factor,
+    n_row_windows,
+    row_extent,
+    row_last_start,
+    n_col_windows,
+    col_extent,
+    col_last_start,
+    STEP: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+    WIDE: tl.constexpr,
+    CLAMPED: tl.constexpr,
+    WRITE_OUTPUT: tl.constexpr,
+    WRITE_MAP: tl.constexpr,
+    WRITE_NORMALISED: tl.constexpr,
+    WRITE_MASK: tl.constexpr,
+    MAX_ROW_COVER: tl.constexpr,
+    MAX_COL_COVER: tl.constexpr,
+    COL_SLOTS: tl.constexpr,
 ):
     """Walk one tile's rows: recompute ``m``, normalise, collate the passing windows, write the stages."""
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
@@ -507,22 +780,57 @@ def _suppress_walk(
     row_first = _first_covering(top, row_extent, STEP, n_row_windows)
     row_last = _last_covering(top, STEP, row_last_start, n_row_windows)
     change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start)
-    covered = _covered(tile_passes, row_first, row_last, col_first, col_count, first_row_window, first_col_window,
-                       COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
-    states = _begin_walk(image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS, IS_UINT8,
-                         COMPUTE_F64, WIDE)
+    covered = _covered(
+        tile_passes,
+        row_first,
+        row_last,
+        col_first,
+        col_count,
+        first_row_window,
+        first_col_window,
+        COL_SLOTS,
+        MAX_ROW_COVER,
+        MAX_COL_COVER,
+    )
+    states = _begin_walk(
+        image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE
+    )
     for row in range(top, bottom):  # report: walk
         if row == change:  # report: cover-change
             # At most one window ends and one starts per row.
             row_first += (_window_start(row_first, STEP, row_last_start) + row_extent <= row).to(tl.int32)
-            row_last += ((row_last + 1 < n_row_windows)
-                         & (_window_start(row_last + 1, STEP, row_last_start) <= row)).to(tl.int32)
-            change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP,
-                                        row_last_start)
-            covered = _covered(tile_passes, row_first, row_last, col_first, col_count, first_row_window,
-                               first_col_window, COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
-        magnitude, centres, states = _walk_row(image_ptr, row, states, channels, height, stride_c, stride_h, left,
-                                               centre, right, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
+            row_last += (
+                (row_last + 1 < n_row_windows) & (_window_start(row_last + 1, STEP, row_last_start) <= row)
+            ).to(tl.int32)
+            change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start)
+            covered = _covered(
+                tile_passes,
+                row_first,
+                row_last,
+                col_first,
+                col_count,
+                first_row_window,
+                first_col_window,
+                COL_SLOTS,
+                MAX_ROW_COVER,
+                MAX_COL_COVER,
+            )
+        magnitude, centres, states = _walk_row(
+            image_ptr,
+            row,
+            states,
+            channels,
+            height,
+            stride_c,
+            stride_h,
+            left,
+            centre,
+            right,
+            CHANNELS,
+            IS_UINT8,
+            COMPUTE_F64,
+            WIDE,
+        )
         normalised = tl.where(varies, (magnitude - lowest) * scale, 0.0)
         suppressed = tl.where(covered, normalised, 0.0)
         plane_offsets = plane_base + (tl.cast(row, index_type) * width + cols)
@@ -546,8 +854,9 @@ def _suppress_walk(
                     value = tl.load(in_row + tl.cast(channel, index_type) * stride_c + centre)
                     if not IS_UINT8:
                         value = value.to(accumulate)
-                    _store_row(out_row + tl.cast(channel, index_type) * out_stride_c, out_col, value, factor, lane,
-                               IS_UINT8)
+                    _store_row(
+                        out_row + tl.cast(channel, index_type) * out_stride_c, out_col, value, factor, lane, IS_UINT8
+                    )
 
 
 @triton.jit(do_not_specialize=["threshold", "smoothing_factor"])
@@ -562,18 +871,42 @@ def _suppress_kernel(
     passes_ptr,  # *u8 [B, n_tiles, ROW_SLOTS, COL_SLOTS] scratch: each program's windows' pass flags
     threshold,  # γ: a float (float32 compute) or the int64 bits of a float64
     smoothing_factor,  # λ: likewise
-    channels, height, width,
-    stride_b, stride_c, stride_h, stride_w,  # x strides in elements
-    out_stride_b, out_stride_c, out_stride_h, out_stride_w,  # output strides in elements
-    n_row_windows, row_extent, row_last_start,
-    n_col_windows, col_extent, col_last_start,
+    channels,
+    height,
+    width,
+    stride_b,
+    stride_c,
+    stride_h,
+    stride_w,  # x strides in elements
+    out_stride_b,
+    out_stride_c,
+    out_stride_h,
+    out_stride_w,  # output strides in elements
+    n_row_windows,
+    row_extent,
+    row_last_start,
+    n_col_windows,
+    col_extent,
+    col_last_start,
     n_strips,  # tiles: bands of BAND_ROWS rows x strips of BLOCK_W columns (the statistics kernel's)
-    STEP: tl.constexpr, BAND_ROWS: tl.constexpr,
-    CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr,
-    WRITE_OUTPUT: tl.constexpr, WRITE_MAP: tl.constexpr, WRITE_NORMALISED: tl.constexpr, WRITE_MASK: tl.constexpr,
-    MAX_ROW_COVER: tl.constexpr, MAX_COL_COVER: tl.constexpr,  # the most windows covering one row / column
-    ROW_SLOTS: tl.constexpr, COL_SLOTS: tl.constexpr, MAX_BANDS: tl.constexpr, MAX_STRIPS: tl.constexpr,
-    RANGE_BLOCK: tl.constexpr, SLOT_COLUMNS: tl.constexpr,  # a power of two >= COL_SLOTS
+    STEP: tl.constexpr,
+    BAND_ROWS: tl.constexpr,
+    CHANNELS: tl.constexpr,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+    WIDE: tl.constexpr,
+    WRITE_OUTPUT: tl.constexpr,
+    WRITE_MAP: tl.constexpr,
+    WRITE_NORMALISED: tl.constexpr,
+    WRITE_MASK: tl.constexpr,
+    MAX_ROW_COVER: tl.constexpr,
+    MAX_COL_COVER: tl.constexpr,  # the most windows covering one row / column
+    ROW_SLOTS: tl.constexpr,
+    COL_SLOTS: tl.constexpr,
+    MAX_BANDS: tl.constexpr,
+    MAX_STRIPS: tl.constexpr,
+    RANGE_BLOCK: tl.constexpr,
+    SLOT_COLUMNS: tl.constexpr,  # a power of two >= COL_SLOTS
     BLOCK_W: tl.constexpr,
 ):
     tile = tl.program_id(0)
@@ -600,9 +933,29 @@ def _suppress_kernel(
     slot_valid = (row_window < n_row_windows)[:, None] & (col_window < n_col_windows)[None, :]
     slot_valid = slot_valid & (tl.arange(0, SLOT_COLUMNS) < COL_SLOTS)[None, :]
     means = _window_means(
-        partials_ptr + image * n_tiles * ROW_SLOTS * COL_SLOTS, row_window, col_window, slot_valid, low, high,
-        n_strips, row_extent * col_extent, n_row_windows, row_extent, row_last_start, n_col_windows, col_extent,
-        col_last_start, STEP, BAND_ROWS, BLOCK_W, ROW_SLOTS, COL_SLOTS, MAX_BANDS, MAX_STRIPS, COMPUTE_F64)
+        partials_ptr + image * n_tiles * ROW_SLOTS * COL_SLOTS,
+        row_window,
+        col_window,
+        slot_valid,
+        low,
+        high,
+        n_strips,
+        row_extent * col_extent,
+        n_row_windows,
+        row_extent,
+        row_last_start,
+        n_col_windows,
+        col_extent,
+        col_last_start,
+        STEP,
+        BAND_ROWS,
+        BLOCK_W,
+        ROW_SLOTS,
+        COL_SLOTS,
+        MAX_BANDS,
+        MAX_STRIPS,
+        COMPUTE_F64,
+    )
     tile_passes = passes_ptr + (image * n_tiles + tile) * ROW_SLOTS * COL_SLOTS
     slot = tl.arange(0, ROW_SLOTS)[:, None] * COL_SLOTS + tl.arange(0, SLOT_COLUMNS)[None, :]
     tl.store(tile_passes + slot, (means > threshold).to(tl.uint8), mask=slot_valid)
@@ -616,20 +969,100 @@ def _suppress_kernel(
     plane_base = image * height * width
     if (strip > 0) & ((strip + 1) * BLOCK_W < width):  # off the first and last column: no clamping
         _suppress_walk(  # report: interior
-            image_ptr, out_image_ptr, map_ptr, normalised_ptr, mask_ptr, tile_passes, first_row_window,
-            first_col_window, plane_base, cols, lane, top, bottom, channels, height, width, stride_c, stride_h,
-            stride_w, out_stride_c, out_stride_h, out_stride_w, low, scale, varies, smoothing_factor,
-            n_row_windows, row_extent, row_last_start, n_col_windows, col_extent, col_last_start,
-            STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, False, WRITE_OUTPUT, WRITE_MAP, WRITE_NORMALISED, WRITE_MASK,
-            MAX_ROW_COVER, MAX_COL_COVER, COL_SLOTS)
+            image_ptr,
+            out_image_ptr,
+            map_ptr,
+            normalised_ptr,
+            mask_ptr,
+            tile_passes,
+            first_row_window,
+            first_col_window,
+            plane_base,
+            cols,
+            lane,
+            top,
+            bottom,
+            channels,
+            height,
+            width,
+            stride_c,
+            stride_h,
+            stride_w,
+            out_stride_c,
+            out_stride_h,
+            out_stride_w,
+            low,
+            scale,
+            varies,
+            smoothing_factor,
+            n_row_windows,
+            row_extent,
+            row_last_start,
+            n_col_windows,
+            col_extent,
+            col_last_start,
+            STEP,
+            CHANNELS,
+            IS_UINT8,
+            COMPUTE_F64,
+            WIDE,
+            False,
+            WRITE_OUTPUT,
+            WRITE_MAP,
+            WRITE_NORMALISED,
+            WRITE_MASK,
+            MAX_ROW_COVER,
+            MAX_COL_COVER,
+            COL_SLOTS,
+        )
     else:
         _suppress_walk(  # report: border
-            image_ptr, out_image_ptr, map_ptr, normalised_ptr, mask_ptr, tile_passes, first_row_window,
-            first_col_window, plane_base, cols, lane, top, bottom, channels, height, width, stride_c, stride_h,
-            stride_w, out_stride_c, out_stride_h, out_stride_w, low, scale, varies, smoothing_factor,
-            n_row_windows, row_extent, row_last_start, n_col_windows, col_extent, col_last_start,
-            STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, True, WRITE_OUTPUT, WRITE_MAP, WRITE_NORMALISED, WRITE_MASK,
-            MAX_ROW_COVER, MAX_COL_COVER, COL_SLOTS)
+            image_ptr,
+            out_image_ptr,
+            map_ptr,
+            normalised_ptr,
+            mask_ptr,
+            tile_passes,
+            first_row_window,
+            first_col_window,
+            plane_base,
+            cols,
+            lane,
+            top,
+            bottom,
+            channels,
+            height,
+            width,
+            stride_c,
+            stride_h,
+            stride_w,
+            out_stride_c,
+            out_stride_h,
+            out_stride_w,
+            low,
+            scale,
+            varies,
+            smoothing_factor,
+            n_row_windows,
+            row_extent,
+            row_last_start,
+            n_col_windows,
+            col_extent,
+            col_last_start,
+            STEP,
+            CHANNELS,
+            IS_UINT8,
+            COMPUTE_F64,
+            WIDE,
+            True,
+            WRITE_OUTPUT,
+            WRITE_MAP,
+            WRITE_NORMALISED,
+            WRITE_MASK,
+            MAX_ROW_COVER,
+            MAX_COL_COVER,
+            COL_SLOTS,
+        )
 
 
 def _tiling(window_size: int, overlap: int, tile: int) -> tuple[int, int, int]:
@@ -641,8 +1074,11 @@ def _tiling(window_size: int, overlap: int, tile: int) -> tuple[int, int, int]:
         ((8, 2, 3), (9, 2, 3))
     """
     step = window_size - overlap
-    return (math.ceil((tile - 1 + window_size) / step) + 1, math.ceil((window_size - 1) / tile) + 1,
-            max_cover(window_size, overlap))  # fmt: skip
+    return (
+        math.ceil((tile - 1 + window_size) / step) + 1,
+        math.ceil((window_size - 1) / tile) + 1,
+        max_cover(window_size, overlap),
+    )
 
 
 @dataclass(frozen=True)
@@ -659,9 +1095,7 @@ class LaunchConfig:
 
     def resolved(self) -> LaunchConfig:
         """This config with every ``None`` replaced by the default, checked."""
-        values = {
-            name: getattr(DEFAULT_CONFIG, name) if value is None else value for name, value in vars(self).items()
-        }
+        values = {name: getattr(DEFAULT_CONFIG, name) if value is None else value for name, value in vars(self).items()}
         for name, value in values.items():
             if not is_integer(value) or value < 1:
                 raise ValueError(f"LaunchConfig.{name} must be a positive int. Got {value!r}")
@@ -731,8 +1165,16 @@ def stages(
     config = (config or LaunchConfig()).resolved()
     if x.shape[0] > MAX_GRID_BATCH:
         parts = [
-            stages(x[start : start + MAX_GRID_BATCH], smoothing_factor, threshold, window_size, overlap, wanted, config,
-                   traced)  # fmt: skip
+            stages(
+                x[start : start + MAX_GRID_BATCH],
+                smoothing_factor,
+                threshold,
+                window_size,
+                overlap,
+                wanted,
+                config,
+                traced,
+            )
             for start in range(0, x.shape[0], MAX_GRID_BATCH)
         ]
         return {name: torch.cat([part[name] for part in parts]) for name in wanted}
@@ -779,8 +1221,9 @@ def _launch(
     if traced:
         from torch.library import wrap_triton
 
-        statistics, means_kernel, suppress = (wrap_triton(kernel) for kernel in (_statistics_kernel, _means_kernel,
-                                                                                 _suppress_kernel))  # fmt: skip
+        statistics, means_kernel, suppress = (
+            wrap_triton(kernel) for kernel in (_statistics_kernel, _means_kernel, _suppress_kernel)
+        )
     else:
         statistics, means_kernel, suppress = _statistics_kernel, _means_kernel, _suppress_kernel
     computed: dict[str, torch.Tensor] = {}
@@ -795,26 +1238,58 @@ def _launch(
     row_slots, max_bands, max_row_cover = _tiling(window_size, overlap, band_rows)
     col_slots, max_strips, max_col_cover = _tiling(window_size, overlap, strip_width)
     row_slots = triton.next_power_of_2(row_slots)
-    common = dict(STEP=step, BAND_ROWS=band_rows, CHANNELS=channels if channels <= MAX_CARRIED_CHANNELS else 0,
-                  IS_UINT8=x.dtype == torch.uint8, COMPUTE_F64=compute_f64,
-                  WIDE=_needs_wide_offsets(x, computed.get("output")), BLOCK_W=strip_width,
-                  num_warps=min(config.num_warps, max(1, strip_width // 32)))  # fmt: skip
+    common = dict(
+        STEP=step,
+        BAND_ROWS=band_rows,
+        CHANNELS=channels if channels <= MAX_CARRIED_CHANNELS else 0,
+        IS_UINT8=x.dtype == torch.uint8,
+        COMPUTE_F64=compute_f64,
+        WIDE=_needs_wide_offsets(x, computed.get("output")),
+        BLOCK_W=strip_width,
+        num_warps=min(config.num_warps, max(1, strip_width // 32)),
+    )
     slots = dict(ROW_SLOTS=row_slots, COL_SLOTS=col_slots, MAX_BANDS=max_bands, MAX_STRIPS=max_strips)
 
     partials = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=accumulate, device=device)
     ranges = torch.empty((batch, n_tiles, 2), dtype=accumulate, device=device)
     statistics[(n_tiles, batch)](
-        x, partials, ranges, channels, height, width, *x.stride(), *row_arguments, *col_arguments,
-        n_strips, ROW_SLOTS=row_slots, COL_SLOTS=col_slots, **common,
-    )  # fmt: skip
+        x,
+        partials,
+        ranges,
+        channels,
+        height,
+        width,
+        *x.stride(),
+        *row_arguments,
+        *col_arguments,
+        n_strips,
+        ROW_SLOTS=row_slots,
+        COL_SLOTS=col_slots,
+        **common,
+    )
     if "window_means" in wanted:
         means = torch.empty((batch, n_row_windows, n_col_windows), dtype=accumulate, device=device)
         n_col_blocks = triton.cdiv(n_col_windows, MEANS_BLOCK)
         means_kernel[(batch, triton.cdiv(n_row_windows, MEANS_BLOCK) * n_col_blocks)](
-            partials, ranges, means, n_tiles, n_strips, row_extent * col_extent, n_col_blocks, *row_arguments,
-            *col_arguments, **slots, STEP=step, BAND_ROWS=band_rows, STRIP_WIDTH=strip_width, COMPUTE_F64=compute_f64,
-            BLOCK_ROWS=MEANS_BLOCK, BLOCK_COLS=MEANS_BLOCK, RANGE_BLOCK=RANGE_BLOCK, num_warps=4,
-        )  # fmt: skip
+            partials,
+            ranges,
+            means,
+            n_tiles,
+            n_strips,
+            row_extent * col_extent,
+            n_col_blocks,
+            *row_arguments,
+            *col_arguments,
+            **slots,
+            STEP=step,
+            BAND_ROWS=band_rows,
+            STRIP_WIDTH=strip_width,
+            COMPUTE_F64=compute_f64,
+            BLOCK_ROWS=MEANS_BLOCK,
+            BLOCK_COLS=MEANS_BLOCK,
+            RANGE_BLOCK=RANGE_BLOCK,
+            num_warps=4,
+        )
         computed["window_means"] = means
 
     for name in ("suppression_map", "normalised_gradient"):
@@ -826,15 +1301,35 @@ def _launch(
         output = computed.get("output", x)  # unused pointers point at a tensor that is never written
         passes = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=torch.uint8, device=device)
         suppress[(n_tiles, batch)](
-            x, output, computed.get("suppression_map", partials), computed.get("normalised_gradient", partials),
-            computed.get("window_mask", passes), partials, ranges, passes, _scalar_argument(threshold, compute_f64),
-            _scalar_argument(smoothing_factor, compute_f64), channels, height, width, *x.stride(), *output.stride(),
-            *row_arguments, *col_arguments, n_strips,
-            WRITE_OUTPUT="output" in wanted, WRITE_MAP="suppression_map" in wanted,
-            WRITE_NORMALISED="normalised_gradient" in wanted, WRITE_MASK="window_mask" in wanted,
-            MAX_ROW_COVER=max_row_cover, MAX_COL_COVER=max_col_cover, **slots, RANGE_BLOCK=RANGE_BLOCK,
-            SLOT_COLUMNS=triton.next_power_of_2(col_slots), **common,
-        )  # fmt: skip
+            x,
+            output,
+            computed.get("suppression_map", partials),
+            computed.get("normalised_gradient", partials),
+            computed.get("window_mask", passes),
+            partials,
+            ranges,
+            passes,
+            _scalar_argument(threshold, compute_f64),
+            _scalar_argument(smoothing_factor, compute_f64),
+            channels,
+            height,
+            width,
+            *x.stride(),
+            *output.stride(),
+            *row_arguments,
+            *col_arguments,
+            n_strips,
+            WRITE_OUTPUT="output" in wanted,
+            WRITE_MAP="suppression_map" in wanted,
+            WRITE_NORMALISED="normalised_gradient" in wanted,
+            WRITE_MASK="window_mask" in wanted,
+            MAX_ROW_COVER=max_row_cover,
+            MAX_COL_COVER=max_col_cover,
+            **slots,
+            RANGE_BLOCK=RANGE_BLOCK,
+            SLOT_COLUMNS=triton.next_power_of_2(col_slots),
+            **common,
+        )
     if "window_mask" in wanted:
         computed["window_mask"] = computed["window_mask"].view(torch.bool)
     return {name: computed[name] for name in wanted}
