@@ -165,7 +165,7 @@ def test_a_resume_under_other_conditions_is_refused(tiny_run, tmp_path, capsys):
 
 
 def test_evaluate_pins_its_threads_and_restores_the_callers(tmp_path, monkeypatch):
-    import lgs_gpu.app.evaluate as module
+    import lgs_gpu.app.runs as module  # the run skeleton loads the model once the threads are pinned
 
     seen = []
     original = module.load_model

@@ -33,7 +33,6 @@ from .._files import atomic_write_bytes
 from .._transform import spec_number
 from .._validate import is_integer
 from ..front import lgs_sweep
-from ..models import load_model
 from ..parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 from . import evaluate, runs
 
@@ -195,22 +194,15 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
     """
     validate(config)
     evaluation = _evaluation(config)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(config.threads)
-        runs.check_conditions(config.output_dir, evaluate.conditions(evaluation), rank=0)
-        model = load_model(config.model, config.weights, config.device)
-        images = evaluate.load_images(evaluation, model.input_size)
-        attack = evaluate.plan(evaluation)[1]  # the LaVAN unit, exactly as evaluate names and caches it
+    attack = evaluate.plan(evaluation)[1]  # the LaVAN unit, exactly as evaluate names and caches it
+    with runs.session(config, evaluate.conditions(evaluation), shard=False) as run:
+        model, images = run.model, run.images
         bare_counts, counts, timing = [0, 0], {}, {"defense_seconds": 0.0, "model_seconds": 0.0}
         names, skipped, notes = [], list(images.skipped), list(images.notes)
-        batches = runs.labelled_batches(images, model, config.batch_size, None, config.decode_workers(), config.device)
-        for batch, labels, identity in tqdm(
-            batches,
-            total=data.batch_count(len(images), config.batch_size),
-            desc=f"LaVAN {attack.key} (cached) and sweep",
-            disable=not progress,
-        ):
+        work = run.work(
+            config.batch_size, [attack], lambda unit: unit.key, f"LaVAN {attack.key} (cached) and sweep", progress
+        )
+        for batch, labels, identity, _ in work:
             names += batch.names
             skipped += batch.skipped
             notes += batch.notes
@@ -249,8 +241,6 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
         }
         write_calibration(result, Path(config.output_dir))
         return result
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _sweep_batch(config, model, clean, adversarial, labels, counts: dict, timing: dict) -> None:

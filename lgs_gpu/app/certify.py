@@ -24,12 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .. import data
 from .._files import atomic_write_bytes
 from ..certify import PatchCleanser
-from ..models import load_model
 from . import runs
 
 
@@ -190,44 +188,27 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         0.25
     """
     validate(config)
-    runtime = runs.Distributed(runs.rank_device(config.device))  # "cuda": this rank's GPU from here on
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(config.threads)
-        now = {**{name: getattr(config, name) for name in _RECORD_FIELDS}, **runs.numerics()}
-        runs.check_conditions(config.output_dir, now, runtime.rank)
-        runtime.barrier()
-        model = load_model(config.model, config.weights, config.device)
-        images = runs.load_images(config.data, model.input_size, config.imagenet, config.imagenet_labels, config.limit)
-        count = data.batch_count(len(images), config.images_per_batch)
-        mine = [index for index in range(count) if index % runtime.world == runtime.rank]
-        folder = Path(config.output_dir)
+    now = {**{name: getattr(config, name) for name in _RECORD_FIELDS}, **runs.numerics()}
+    folder = Path(config.output_dir)
+    with runs.session(config, now) as run:
+        model, images = run.model, run.images
         cleansers = {
             fraction: PatchCleanser(
                 model, patch_fraction=fraction, masks_per_axis=config.masks_per_axis, batch_size=config.model_batch_size
             )
             for fraction in config.patch_fractions
         }
-        work = tqdm(
-            total=len(cleansers) * len(mine), desc=f"certify (rank {runtime.rank})", unit="batch", disable=not progress
-        )
-        # Every patch size runs on a batch before the next is decoded: memory does not grow with the images.
-        for batch, labels, identity in runs.labelled_batches(
-            images, model, config.images_per_batch, mine, config.decode_workers(), config.device
-        ):
-            for fraction, cleanser in cleansers.items():
-                work.set_postfix_str(_key(fraction))
-                path = folder / "records" / _key(fraction) / f"batch-{batch.index:05d}.json"
-                depends_on = {"patch_fraction": fraction, "masks_per_axis": config.masks_per_axis, "images": identity}
-                if runs.read_cached(path, depends_on, runs.read_json, "certify") is None:
-                    record = _certify_batch(cleanser, model, batch.images.to(config.device), labels, batch.names)
-                    record.update(depends_on=depends_on, skipped=batch.skipped, notes=batch.notes)
-                    atomic_write_bytes(path, json.dumps(record).encode())
-                work.update()
-        work.close()
-        runtime.barrier()
-        if runtime.rank != 0:
+        work = run.work(config.images_per_batch, config.patch_fractions, _key, "certify", progress)
+        for batch, labels, identity, fraction in work:
+            path = folder / "records" / _key(fraction) / f"batch-{batch.index:05d}.json"
+            depends_on = {"patch_fraction": fraction, "masks_per_axis": config.masks_per_axis, "images": identity}
+            if runs.read_cached(path, depends_on, runs.read_json, "certify") is None:
+                record = _certify_batch(cleansers[fraction], model, batch.images.to(config.device), labels, batch.names)
+                record.update(depends_on=depends_on, skipped=batch.skipped, notes=batch.notes)
+                atomic_write_bytes(path, json.dumps(record).encode())
+        if not run.writes_results():
             return None
+        count = data.batch_count(len(images), config.images_per_batch)
         records = {
             _key(fraction): [
                 json.loads((folder / "records" / _key(fraction) / f"batch-{b:05d}.json").read_text())
@@ -253,6 +234,3 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         }
         write_results(results, folder)
         return results
-    finally:
-        torch.set_num_threads(threads)
-        runtime.close()

@@ -36,13 +36,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .. import attacks, certify, data, defenses
 from .._files import atomic_write_bytes
 from .._validate import from_unit_float
 from ..front import LocalGradientsSmoothing
-from ..models import Classifier, load_model
+from ..models import Classifier
 from . import runs
 from .presets import ATTACKS, DEFAULT_LGS_SPEC
 
@@ -393,32 +392,18 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         'none'
     """
     validate(config)
-    runtime = runs.Distributed(runs.rank_device(config.device))  # "cuda": this rank's GPU from here on
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(config.threads)
-        runs.check_conditions(config.output_dir, conditions(config), runtime.rank)
-        runtime.barrier()
-        model = load_model(config.model, config.weights, config.device)
-        images = load_images(config, model.input_size)
-        units = plan(config)
-        count = data.batch_count(len(images), config.batch_size)
-        mine = [index for index in range(count) if index % runtime.world == runtime.rank]
-        patches = {unit.key: _patch(config, unit, model, images, runtime) for unit in units if unit.attack == "patch"}
-        work = tqdm(
-            total=len(units) * len(mine), desc=f"evaluate (rank {runtime.rank})", unit="batch", disable=not progress
-        )
-        for batch, labels, identity in runs.labelled_batches(
-            images, model, config.batch_size, mine, config.decode_workers(), config.device
-        ):
-            for unit in units:
-                work.set_postfix_str(unit.key)
-                run_unit_batch(config, unit, model, batch, labels, identity, patches.get(unit.key))
-                work.update()
-        work.close()
-        runtime.barrier()
-        if runtime.rank != 0:
+    units = plan(config)
+    with runs.session(config, conditions(config)) as run:
+        model, images = run.model, run.images
+        patches = {
+            unit.key: _patch(config, unit, model, images, run.runtime) for unit in units if unit.attack == "patch"
+        }
+        work = run.work(config.batch_size, units, lambda unit: unit.key, "evaluate", progress)
+        for batch, labels, identity, unit in work:
+            run_unit_batch(config, unit, model, batch, labels, identity, patches.get(unit.key))
+        if not run.writes_results():
             return None
+        count = data.batch_count(len(images), config.batch_size)
         records = [
             json.loads(_record_path(config, unit, index).read_text()) for unit in units for index in range(count)
         ]
@@ -443,9 +428,6 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         write_results(results, Path(config.output_dir))
         write_figures(config, units, model, images)
         return results
-    finally:
-        torch.set_num_threads(threads)
-        runtime.close()
 
 
 def _rates(records: list[dict], unit: str, spec: str) -> tuple[float, float | None, int]:

@@ -5,6 +5,9 @@
 * :func:`numerics` and :func:`check_conditions`: a run's folder keeps the conditions its cached
   work was made under in ``conditions.json``, and a resume under other ones is refused: the
   attacks amplify last-bit differences (thread count, CPU, torch build) into other results.
+* :func:`session`: the skeleton every run shares: threads pinned (and restored), the conditions
+  checked, the model and images loaded, then this rank's batches with their labels, each with the
+  units of work to run on it, on one progress bar.
 * :func:`load_images`, :func:`check_output_folder`: the data and output checks both commands make.
 * :func:`batch_identity` and :func:`read_cached`: each cached unit of work (a record, a batch of
   adversarial images, a patch) stores what it was made from (``depends_on``: the attack, its
@@ -19,17 +22,20 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+from tqdm import tqdm
 
 from .. import data
 from .._files import atomic_write_bytes
 from .._validate import is_integer
 from ..front import backend_info
-from ..models import OFFLINE_DEFAULT
+from ..models import OFFLINE_DEFAULT, load_model
 
 _LOG = logging.getLogger("lgs_gpu")
 
@@ -92,11 +98,14 @@ class RunInputs:
 class Distributed:
     """Rank and world size under torchrun (one process otherwise), and a barrier."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, shard: bool = True) -> None:
         import torch.distributed as dist
 
         self.dist = dist
-        self.started = False
+        self.started, self.shard = False, shard
+        if not shard:  # a run that does not shard (calibrate) is one process under torchrun too
+            self.active, self.rank, self.world = False, 0, 1
+            return
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
             self.started = True
@@ -263,3 +272,65 @@ def read_json(path: Path) -> dict:
 
 def read_tensors(path: Path) -> dict:
     return torch.load(path, weights_only=True)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Session:
+    """A started run: this process's rank among the run's, the model and the images."""
+
+    config: Any  # a RunInputs with output_dir, device, threads
+    runtime: Distributed
+    model: Any
+    images: data.ImageSet | data.ImageFiles
+
+    def work(
+        self,
+        batch_size: int,
+        units: Sequence[T],
+        name: Callable[[T], str],
+        desc: str,
+        progress: bool,
+    ) -> Iterator[tuple[data.Batch, torch.Tensor, str, T]]:
+        """This rank's batches, each with its labels and :func:`batch_identity`, and for each batch every unit
+        of work in turn: every unit runs on a batch before the next is decoded, so memory does not grow with
+        the number of images. Counted on one progress bar, by ``name(unit)``."""
+        count = data.batch_count(len(self.images), batch_size)
+        mine = [index for index in range(count) if index % self.runtime.world == self.runtime.rank]
+        rank = f" (rank {self.runtime.rank})" if self.runtime.shard else ""
+        config = self.config
+        with tqdm(total=len(units) * len(mine), desc=desc + rank, unit="batch", disable=not progress) as bar:
+            for batch, labels, identity in labelled_batches(
+                self.images, self.model, batch_size, mine, config.decode_workers(), config.device
+            ):
+                for unit in units:
+                    bar.set_postfix_str(name(unit))
+                    yield batch, labels, identity, unit
+                    bar.update()
+
+    def writes_results(self) -> bool:
+        """Wait for every rank's work; whether this one (rank 0) gathers the records and writes the results."""
+        self.runtime.barrier()
+        return self.runtime.rank == 0
+
+
+@contextmanager
+def session(config: RunInputs, conditions: dict, shard: bool = True) -> Iterator[Session]:
+    """Start a run: its CPU threads pinned to ``config.threads`` (restored after), its folder's conditions checked
+    (:func:`check_conditions`), then the model and the images loaded; under torchrun each rank on its own GPU
+    and every ``world``-th batch (``shard``)."""
+    # "cuda": this rank's GPU from here on
+    runtime = Distributed(rank_device(config.device) if shard else config.device, shard=shard)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(config.threads)
+        check_conditions(config.output_dir, conditions, runtime.rank)
+        runtime.barrier()
+        model = load_model(config.model, config.weights, config.device)
+        images = load_images(config.data, model.input_size, config.imagenet, config.imagenet_labels, config.limit)
+        yield Session(config, runtime, model, images)
+    finally:
+        torch.set_num_threads(threads)
+        runtime.close()
