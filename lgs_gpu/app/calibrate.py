@@ -194,7 +194,7 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
     """
     validate(config)
     evaluation = _evaluation(config)
-    attack = evaluate.plan(evaluation)[1]  # the LaVAN unit, exactly as evaluate names and caches it
+    attack = evaluate.lavan_unit(config.patch_fraction, tuple(evaluation.defenses))  # as evaluate names and caches it
     with runs.session(config, evaluate.conditions(evaluation), shard=False) as run:
         model, images = run.model, run.images
         bare_counts, counts, timing = [0, 0], {}, {"defense_seconds": 0.0, "model_seconds": 0.0}
@@ -291,7 +291,7 @@ def _adaptive(evaluation, model, images, spec: str, progress: bool) -> dict:
     for view in ("exact", "bpda"):
         # The patch size is in the key: evaluate's own adaptive units (at its --bpda-fraction) are not these.
         key = f"{view}-{100 * evaluation.bpda_fraction:g}%-{spec}"
-        units.append(evaluate.Unit(key, "lavan", evaluation.bpda_fraction, view, spec, (spec,)))
+        units.append(evaluate.lavan_unit(evaluation.bpda_fraction, (spec,), view, spec, key=key))
     correct, total = dict.fromkeys(("exact", "bpda"), 0), 0
     batches = runs.labelled_batches(
         images, model, evaluation.batch_size, None, evaluation.decode_workers(), evaluation.device

@@ -88,6 +88,22 @@ def _percent(fraction: float) -> str:
     return f"{100 * fraction:g}%"
 
 
+def lavan_unit(
+    fraction: float, scored: tuple[str, ...], view: str = "none", defense: str | None = None, key: str | None = None
+) -> Unit:
+    """A LaVAN unit: patches of ``fraction`` of the image area made against the bare model (``view`` "none") or
+    through ``defense`` ("exact", "bpda", "masks"), scored with ``scored``; ``key`` names its records
+    (default ``lavan-<percent>``, or ``<view>-<defense>``; the name is its cache folder).
+
+    Example:
+        >>> lavan_unit(0.02, ("none", "lgs")).key, lavan_unit(0.02, ("lgs",), "bpda", "lgs").key
+        ('lavan-2%', 'bpda-lgs')
+    """
+    if key is None:
+        key = f"lavan-{_percent(fraction)}" if view == "none" else f"{view}-{defense}"
+    return Unit(key, "lavan", fraction, view, defense, scored)
+
+
 def plan(config: EvaluationConfig) -> list[Unit]:
     """The units a config asks for, in the order they run."""
     scored = tuple(config.defenses)
@@ -95,22 +111,22 @@ def plan(config: EvaluationConfig) -> list[Unit]:
     fractions = list(config.lavan_fractions) if "lavan" in config.attacks else []
     if ({"bpda", "adaptive"} & set(config.attacks)) and config.bpda_fraction not in fractions:
         fractions.append(config.bpda_fraction)  # Table 3 and the adaptive rows compare against it
-    units += [Unit(f"lavan-{_percent(f)}", "lavan", f, "none", None, scored) for f in fractions]
+    units += [lavan_unit(f, scored) for f in fractions]
     if "patch" in config.attacks:
         units.append(
             Unit(f"patch-{_percent(config.patch_fraction)}", "patch", config.patch_fraction, "none", None, scored)
         )
     bpda_specs = config.bpda_defenses if config.bpda_defenses is not None else [s for s in scored if s != "none"]
     if "bpda" in config.attacks:
-        units += [Unit(f"bpda-{spec}", "lavan", config.bpda_fraction, "bpda", spec, (spec,)) for spec in bpda_specs]
+        units += [lavan_unit(config.bpda_fraction, (spec,), "bpda", spec) for spec in bpda_specs]
     if "adaptive" in config.attacks:
         spec = config.adaptive_defense
-        units.append(Unit(f"exact-{spec}", "lavan", config.bpda_fraction, "exact", spec, (spec,)))
+        units.append(lavan_unit(config.bpda_fraction, (spec,), "exact", spec))
         if not ("bpda" in config.attacks and spec in bpda_specs):
-            units.append(Unit(f"bpda-{spec}", "lavan", config.bpda_fraction, "bpda", spec, (spec,)))
+            units.append(lavan_unit(config.bpda_fraction, (spec,), "bpda", spec))
         # PatchCleanser's adaptive attacker: LaVAN through its round-1 masked predictions (EoT over masks).
         units += [
-            Unit(f"masks-{spec}", "lavan", config.bpda_fraction, "masks", spec, (spec,))
+            lavan_unit(config.bpda_fraction, (spec,), "masks", spec)
             for spec in config.defenses
             if certify.is_spec(spec)
         ]
