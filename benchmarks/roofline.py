@@ -82,7 +82,7 @@ def traffic(height: int, width: int, element_bytes: int = 4) -> list[Traffic]:
         ),
         Traffic(
             "lgs torch", 18, 12, element_bytes * 15,
-            "approximate: about 30 unfused full-size passes (see lgs_gpu/paths/torch_path.py)",
+            "approximate: about 30 unfused full-size passes (see lgs_gpu/backends/torch_path.py)",
         ),
     ]
 

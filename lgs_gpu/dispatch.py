@@ -1,6 +1,6 @@
 """Which LGS path runs a call and why, and running it: the routing table and the one function that reads it.
 
-Five paths (:mod:`lgs_gpu.paths`) implement one contract; ``backend`` names one, or ``"auto"``:
+Five paths (:mod:`lgs_gpu.backends`) implement one contract; ``backend`` names one, or ``"auto"``:
 
 * ``"triton"``: fused kernels for CUDA tensors; no autograd.
 * ``"torch"``: vectorised PyTorch, any device, differentiable.
@@ -16,7 +16,7 @@ exporter), ``lgs`` and ``lgs_map`` go through the operators of :mod:`lgs_gpu.ops
 graph holds one LGS node; not for ONNX, which has no such operator, nor for a call that needs a
 gradient. Inside an operator, and for ``lgs_stages``, Triton runs through
 ``torch.library.wrap_triton`` (Inductor sees its kernels) and the other backends as the traced form
-(:mod:`.paths.traced_path`: the same stages, traceable for any image size); on CPU under
+(:mod:`.backends.traced_path`: the same stages, traceable for any image size); on CPU under
 ``torch.compile`` the operator keeps the compiled path as one opaque call instead.
 """
 
@@ -30,9 +30,9 @@ import torch
 
 from ._torch_internals import aot_compiling, exporting
 from ._validate import compute_dtype, from_unit_float, to_unit_float
+from .backends import compiled_path, reference, torch_path, traced_path
+from .backends.triton_path import interpreting, triton_import_error, triton_unusable_reason
 from .parameters import BACKENDS
-from .paths import compiled_path, reference, torch_path, traced_path
-from .paths.triton_path import interpreting, triton_import_error, triton_unusable_reason
 from .tracing import exporting_to_onnx, tracing
 from .windows import axis_windows
 
@@ -243,7 +243,7 @@ def compute(
             _LOG.warning("lgs_gpu: %s; using the eager torch path", error)
             computed = _eager("torch", batch, parameters, wanted)
     elif path == "triton":
-        from .paths.triton_path.kernels import stages as triton_stages
+        from .backends.triton_path.kernels import stages as triton_stages
 
         computed = triton_stages(batch, *parameters, wanted, traced=decided.traced)
     else:

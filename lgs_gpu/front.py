@@ -29,6 +29,8 @@ from ._validate import (
     to_unit_float,
     window_parameters,
 )
+from .backends import compiled_path, torch_path
+from .backends.triton_path import triton_usable
 from .dispatch import backend_info, check_backend
 from .parameters import (
     BACKENDS,
@@ -39,8 +41,6 @@ from .parameters import (
     STAGES,
     model_preset,
 )
-from .paths import compiled_path, torch_path
-from .paths.triton_path import triton_usable
 from .tracing import refuse_torchscript
 
 __all__ = [

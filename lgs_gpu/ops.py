@@ -12,7 +12,7 @@ wherever PyTorch takes it:
 * under ``torch.export`` the operator stays one node (``torch.ops.lgs_gpu.lgs.default``, which
   serialises), and its fake implementation (shapes only, no computation) gives them for any
   batch, height and width. AOTInductor compiles it into the package, on CPU as the traced
-  form (:mod:`lgs_gpu.paths.traced_path`), so that a package runs without this package or its
+  form (:mod:`lgs_gpu.backends.traced_path`), so that a package runs without this package or its
   program cache;
 * autograd: the gradient of the traced form, which is the torch path's (registered backward).
 
@@ -35,8 +35,8 @@ from torch.library import triton_op
 
 from . import dispatch
 from ._validate import compute_dtype, to_unit_float
+from .backends import traced_path
 from .parameters import OPERATOR_NAMESPACE
-from .paths import traced_path
 
 
 @triton_op(f"{OPERATOR_NAMESPACE}::lgs", mutates_args=())

@@ -18,8 +18,9 @@ PACKAGE_DIR = Path(lgs_gpu.__file__).parent
 # Bottom to top: a module may import from its own layer or any layer below it.
 LAYERS = (
     ("base", ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform", "lgs_gpu._extras", "lgs_gpu._torch_internals",
-              "lgs_gpu.windows", "lgs_gpu.imageio", "lgs_gpu.parameters", "lgs_gpu.patch_geometry", "lgs_gpu.tracing")),
-    ("paths", ("lgs_gpu.paths",)),
+              "lgs_gpu.windows", "lgs_gpu.imageio", "lgs_gpu.parameters", "lgs_gpu.patch_geometry", "lgs_gpu.tracing",
+              "lgs_gpu.package_cache", "lgs_gpu.workspace")),
+    ("backends", ("lgs_gpu.backends",)),
     ("op", ("lgs_gpu.front", "lgs_gpu.dispatch", "lgs_gpu.ops", "lgs_gpu")),  # lgs_gpu/__init__ re-exports the LGS front
     ("models/data", ("lgs_gpu.models", "lgs_gpu.data")),
     ("methods", ("lgs_gpu.defenses", "lgs_gpu.attacks", "lgs_gpu.certify")),
@@ -99,13 +100,13 @@ def violations(edges: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
         source_layer, target_layer = layer_of(source), layer_of(target)
         if target_layer > source_layer:
             found.append(f"{source} ({LAYERS[source_layer][0]}) imports {target} ({LAYERS[target_layer][0]}): upward")
-        if target.startswith("lgs_gpu.paths") and not source.startswith("lgs_gpu.paths") and source not in LGS_OP:
+        if target.startswith("lgs_gpu.backends") and not source.startswith("lgs_gpu.backends") and source not in LGS_OP:
             found.append(f"{source} imports the LGS path {target}: use the front (lgs_gpu.front)")
-        if target.startswith("lgs_gpu.paths.reference") and source.startswith("lgs_gpu.paths.") and (
-            not source.startswith("lgs_gpu.paths.reference")
+        if target.startswith("lgs_gpu.backends.reference") and source.startswith("lgs_gpu.backends.") and (
+            not source.startswith("lgs_gpu.backends.reference")
         ):
             found.append(f"{source} imports the reference: the oracle must stay independent")
-        if source.startswith("lgs_gpu.paths.reference") and target not in ("lgs_gpu.windows", "lgs_gpu._validate"):
+        if source.startswith("lgs_gpu.backends.reference") and target not in ("lgs_gpu.windows", "lgs_gpu._validate"):
             found.append(f"the reference imports {target}: it may use only windows and _validate")
         for front in FRONTED:
             if target.startswith(front + ".") and not source.startswith(front + ".") and source != front:
@@ -169,18 +170,18 @@ def test_top_level_units_form_no_cycle():
 def test_the_graph_sees_the_imports_it_must():
     """The parser finds known edges: relative, nested in functions, and submodules named in a from-import."""
     edges = {(source, target) for source, target, _ in package_edges()}
-    assert ("lgs_gpu.front", "lgs_gpu.paths.torch_path") in edges  # from .paths import reference, torch_path
-    assert ("lgs_gpu.front", "lgs_gpu.paths.compiled_path") in edges  # imported inside a function
-    assert ("lgs_gpu.paths.reference", "lgs_gpu.windows") in edges
+    assert ("lgs_gpu.front", "lgs_gpu.backends.torch_path") in edges  # from .backends import reference, torch_path
+    assert ("lgs_gpu.front", "lgs_gpu.backends.compiled_path") in edges  # imported inside a function
+    assert ("lgs_gpu.backends.reference", "lgs_gpu.windows") in edges
     assert ("lgs_gpu.app.evaluate", "lgs_gpu.attacks") in edges  # from .. import attacks, data, defenses
-    assert ("lgs_gpu.dispatch", "lgs_gpu.paths.triton_path.kernels") in edges  # imported inside a function
+    assert ("lgs_gpu.dispatch", "lgs_gpu.backends.triton_path.kernels") in edges  # imported inside a function
 
 
 @pytest.mark.parametrize("edge, rule", [
     (("lgs_gpu.windows", "lgs_gpu.front", ()), "upward"),
-    (("lgs_gpu.defenses.compose", "lgs_gpu.paths.torch_path", ()), "use the front"),
-    (("lgs_gpu.paths.torch_path", "lgs_gpu.paths.reference", ("safe_sqrt",)), "oracle must stay independent"),
-    (("lgs_gpu.paths.reference", "lgs_gpu.paths.torch_path", ()), "only windows and _validate"),
+    (("lgs_gpu.defenses.compose", "lgs_gpu.backends.torch_path", ()), "use the front"),
+    (("lgs_gpu.backends.torch_path", "lgs_gpu.backends.reference", ("safe_sqrt",)), "oracle must stay independent"),
+    (("lgs_gpu.backends.reference", "lgs_gpu.backends.torch_path", ()), "only windows and _validate"),
     (("lgs_gpu.app.evaluate", "lgs_gpu.attacks.lavan", ()), "reaches past the front"),
     (("lgs_gpu.app.evaluate", "lgs_gpu.defenses._common", ()), "reaches past the front"),
     (("lgs_gpu.app.demo", "lgs_gpu.front", ("_prepare",)), "private"),

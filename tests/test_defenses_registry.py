@@ -141,7 +141,7 @@ def test_masked_filter_computes_the_gradient_once_on_its_lgs_backend(monkeypatch
 
     calls = {"torch": 0, "reference": 0}
     for name in calls:
-        module = importlib.import_module(f"lgs_gpu.paths.{'torch_path' if name == 'torch' else 'reference'}")
+        module = importlib.import_module(f"lgs_gpu.backends.{'torch_path' if name == 'torch' else 'reference'}")
         original = module.gradient_magnitude
 
         def counted(x, _original=original, _name=name):

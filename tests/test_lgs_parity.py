@@ -30,7 +30,7 @@ def textured_images(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -
 def lgs_triton(*args, **kwargs):
     """The Triton launcher, imported when a test needs it (triton is an optional extra)."""
     triton_or_skip()
-    from lgs_gpu.paths.triton_path.kernels import lgs_triton as launch
+    from lgs_gpu.backends.triton_path.kernels import lgs_triton as launch
 
     return launch(*args, **kwargs)
 

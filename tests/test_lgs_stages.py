@@ -85,7 +85,7 @@ def test_single_image_and_empty_batch(backend):
 
 def test_the_triton_launch_writes_only_what_is_asked_for(monkeypatch):
     triton_or_skip()
-    from lgs_gpu.paths.triton_path import kernels
+    from lgs_gpu.backends.triton_path import kernels
 
     launched = []
 

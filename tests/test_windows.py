@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lgs_gpu.paths.torch_path import collate, window_means
+from lgs_gpu.backends.torch_path import collate, window_means
 from lgs_gpu.windows import axis_windows, covering_tensors, membership_matrix
 
 

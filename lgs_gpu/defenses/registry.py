@@ -86,7 +86,7 @@ _REGISTRY = (
         },
         (2.3, 2.1, 1.9, 1.7, 1.5),
         True,
-        "lgs_gpu.paths.reference (the paper's equations)",
+        "lgs_gpu.backends.reference (the paper's equations)",
     ),
     DefenseInfo(
         "jpeg",

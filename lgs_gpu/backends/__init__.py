@@ -5,7 +5,7 @@
 * :mod:`.torch_path`: vectorised PyTorch, any device, differentiable (``backend="torch"``).
 * :mod:`.compiled_path`: the torch path's stages compiled ahead of time (AOTInductor) for CPU
   tensors, inference only (``backend="compiled"``, auto's CPU default); its programs live in the
-  per-machine cache of :mod:`.package_cache`.
+  per-machine cache of :mod:`lgs_gpu.package_cache`.
 * :mod:`.triton_path`: fused Triton kernels beside their launchers, the availability gate and the
   ahead-of-time compile report (``backend="triton"``).
 

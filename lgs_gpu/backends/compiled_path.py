@@ -52,9 +52,10 @@ import torch
 import torch.nn.functional as F
 
 from .._validate import UINT8_MAX, compute_dtype
+from ..package_cache import PackageCache, UntrustedCache, cache_folder, compiler_missing_reason
 from ..parameters import STAGES
+from ..workspace import Workspace
 from . import fused_cpu, torch_path
-from .package_cache import PackageCache, UntrustedCache, cache_folder, compiler_missing_reason
 from .torch_path import (
     collate_by_row_class,
     collation_geometry,
@@ -63,7 +64,6 @@ from .torch_path import (
     normalise_between,
     window_geometry,
 )
-from .workspace import Workspace
 
 # The graphs below and the torch path's functions they trace: a change to either rebuilds.
 # The intermediates of calls, reused per thread (see .workspace).
@@ -289,7 +289,7 @@ BUILD_TIMEOUT_SECONDS = 1800
 
 def child_command() -> list[str]:
     """The command that builds programs in a process of its own (:mod:`.compiled_build`)."""
-    return [sys.executable, "-m", "lgs_gpu.paths.compiled_build"]
+    return [sys.executable, "-m", "lgs_gpu.backends.compiled_build"]
 
 
 def build_in_child(requests: list[list]) -> None:
