@@ -25,7 +25,8 @@ setup(
         "triton": ["triton>=3.4"],
         "art": ["adversarial-robustness-toolbox>=1.20"],  # lgs_gpu.integrations.art
         "onnx": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],  # torch.onnx.export(..., dynamo=True) (docs/deploy.md)
-        "test": ["pytest", "pytest-timeout", "hypothesis", "pytest-benchmark", "scipy", "ruff"],
+        # ruff pinned: .ci/run checks the package is formatted as this version formats it.
+        "test": ["pytest", "pytest-timeout", "hypothesis", "pytest-benchmark", "scipy", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["lgs-gpu=lgs_gpu.app.cli:main"]},
 )
