@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 from torchvision.io import encode_jpeg, read_image, write_file, write_png
 
-import lgs_gpu.app.defend as defend_module
+from lgs_gpu.app import defend_outputs  # its Writer writes the outputs and the manifest
 from lgs_gpu.app.cli import main
 from lgs_gpu.app.defend import WriteFailure, defend_files
 from lgs_gpu.app.defend_outputs import MANIFEST_STEM, read_manifest
@@ -39,7 +39,7 @@ def written_outputs(folder) -> dict[str, bytes]:
 
 def failing_after(monkeypatch, good_writes: int, code: int) -> None:
     """Every write of an output after the first ``good_writes`` fails with ``code`` (as a full disk would)."""
-    real, count = defend_module.atomic_write_bytes, [0]
+    real, count = defend_outputs.atomic_write_bytes, [0]
 
     def write(path, data):
         count[0] += 1
@@ -47,7 +47,7 @@ def failing_after(monkeypatch, good_writes: int, code: int) -> None:
             raise OSError(code, os.strerror(code), str(path))
         real(path, data)
 
-    monkeypatch.setattr(defend_module, "atomic_write_bytes", write)
+    monkeypatch.setattr(defend_outputs, "atomic_write_bytes", write)
 
 
 class TestWriteFailures:
@@ -107,7 +107,7 @@ class TestWriteFailures:
             if records:
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-        monkeypatch.setattr(defend_module, "append_manifest", full)
+        monkeypatch.setattr(defend_outputs, "append_manifest", full)
         argv = ["defend", str(photos), "-o", str(out), "--defense", DEFENSE, "--workers", "0"]
         assert main(argv) == 1
         err = capsys.readouterr().err
@@ -118,14 +118,14 @@ class TestWriteFailures:
         assert len(read_manifest(out)) == 12
 
     def test_a_write_refused_for_one_file_skips_that_image_only(self, tmp_path, photos, monkeypatch, capsys):
-        real = defend_module.atomic_write_bytes
+        real = defend_outputs.atomic_write_bytes
 
         def write(path, data):
             if path.name == "03.png":
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
             real(path, data)
 
-        monkeypatch.setattr(defend_module, "atomic_write_bytes", write)
+        monkeypatch.setattr(defend_outputs, "atomic_write_bytes", write)
         out = tmp_path / "out"
         assert main(["defend", str(photos), "-o", str(out), "--defense", DEFENSE, "--workers", "0"]) == 0
         err = capsys.readouterr().err
@@ -134,20 +134,19 @@ class TestWriteFailures:
 
 
 def test_a_failed_map_write_names_the_map(tmp_path, photos, monkeypatch):
-    real = defend_module.atomic_write_bytes
+    real = defend_outputs.atomic_write_bytes
 
     def write(path, data):
         if path.name.endswith("_map.png"):
             raise OSError(errno.ENOSPC, "No space left on device", str(path.with_name(".tmp.part")))
         real(path, data)
 
-    monkeypatch.setattr(defend_module, "atomic_write_bytes", write)
+    monkeypatch.setattr(defend_outputs, "atomic_write_bytes", write)
     with pytest.raises(WriteFailure, match=r"cannot write .*00_map.png: no space left"):
         defend_files([photos], tmp_path / "out", defense="lgs", save_map=True, progress=False)
 
 
 def test_a_torn_manifest_append_is_taken_back(tmp_path, monkeypatch):
-    from lgs_gpu.app import defend_outputs
 
     manifest = tmp_path / "m.jsonl"
     defend_outputs.append_manifest(manifest, [{"output": "a.png", "spec": "none"}])

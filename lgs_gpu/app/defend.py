@@ -11,7 +11,8 @@ Pipeline of one process (one per rank under ``torchrun``, each on every ``world`
 
 The manifest (one JSON-lines file per rank in the output folder) records the defense spec that
 made each output; its format, and what ``resume`` and ``overwrite`` do with outputs that exist,
-are described once in :mod:`lgs_gpu.app.defend_outputs`, which owns the output folder's state.
+are described once in :mod:`lgs_gpu.app.defend_outputs`, which owns the output folder's state and
+writes to it.
 
 Ctrl-C (or any error) stops decoding and defending, finishes writing what was already defended
 (a second Ctrl-C drops what has not started), and records it: every file is written whole or not at
@@ -20,11 +21,8 @@ all, and the manifest names only whole files.
 
 from __future__ import annotations
 
-import errno
 import logging
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -34,7 +32,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .._files import atomic_write_bytes
 from .._transform import ImageDefense
 from .._validate import is_integer
 from ..defenses import get
@@ -43,17 +40,17 @@ from ..imageio import (
     UnreadableImage,
     decode_image_file,
     decode_jpegs,
-    encode_image,
     find_images,
     plain_reason,
     read_image,
     read_jpeg_bytes,
 )
 from .defend_outputs import (
+    Decoded,
     Job,
-    append_manifest,
+    WriteFailure,
+    Writer,
     manifest_path,
-    output_record,
     read_manifest,
     read_source_stat,
     recorded_outputs,
@@ -66,7 +63,6 @@ from .runs import Distributed, check_output_folder, rank_device
 
 _LOG = logging.getLogger("lgs_gpu")
 OUTPUT_FORMATS = ("png", "jpg", "same")
-JPEG_QUALITY = 95  # of ``--format jpg`` outputs
 
 T = TypeVar("T")
 
@@ -82,19 +78,6 @@ class DefendSummary:
     rank: int = 0
     world: int = 1
     threads: str = ""  # who ran on the CPUs (ThreadPlan.describe)
-
-
-@dataclass
-class Decoded:
-    """A decoded input (``image``, ``[3, H, W]`` uint8), JPEG bytes for the device decoder (``encoded``), or ``error``."""
-
-    index: int
-    size: tuple[int, int] = (0, 0)  # (H, W)
-    image: torch.Tensor | None = None
-    encoded: torch.Tensor | None = None
-    source_stat: tuple[int, int] = (0, 0)  # (bytes, mtime_ns) when read: a later change means redo
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)  # what the reader did (first frame only, 16 bits scaled)
 
 
 def _gives_map(defense: ImageDefense) -> bool:
@@ -327,152 +310,6 @@ def defend_group(
 
 
 # --- writing -----------------------------------------------------------------------------------
-
-
-def encode_and_write(job: Job, image: torch.Tensor, map_image: torch.Tensor | None, png_compression: int) -> int:
-    """Encode and atomically write one output (and its map); the output's size in bytes."""
-    data = encode_image(image, job.target.suffix, JPEG_QUALITY, png_compression)
-    writes = [(job.target, data)]
-    if map_image is not None and job.map_target is not None:
-        writes.append((job.map_target, encode_image(map_image, ".png", png_compression=png_compression)))
-    for path, content in writes:
-        try:
-            atomic_write_bytes(path, content)
-        except OSError as error:
-            error.filename = str(path)  # the output, not its temporary file: what a failure message names
-            raise
-    return len(data)
-
-
-# A full disk or quota, a read-only or failing file system: every later write would fail too.
-STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
-
-
-class WriteFailure(RuntimeError):
-    """An output could not be written (or recorded) for a reason that stops the run (:data:`STOPPING_ERRNOS`).
-
-    What was written before it is whole and recorded, so ``resume`` finishes the run once the
-    cause is fixed.
-    """
-
-
-def write_reason(path: Path, error: OSError, doing: str = "write") -> str:
-    """A failed write in plain words, saying it is a write failure.
-
-    Example:
-        >>> write_reason(Path("out/a.png"), OSError(errno.ENOSPC, "No space left on device"))
-        'write failure: cannot write out/a.png: no space left on device'
-    """
-    return f"write failure: cannot {doing} {path}: {(error.strerror or str(error)).lower()}"
-
-
-def _pixels(item: Decoded) -> int:
-    return item.size[0] * item.size[1]
-
-
-class Writer:
-    """Encodes and writes outputs in a thread pool; records a batch in the manifest once all of it is written.
-
-    At most ``max_in_flight`` images, of at most ``max_pixels_in_flight`` pixels in all, wait for
-    their writes (the oldest batch is waited for beyond that), so a fast defense cannot fill
-    memory with encoded-to-be images. A write that fails for one file (permission denied, name
-    too long) skips that image; one that no later write could escape (:data:`STOPPING_ERRNOS`),
-    or a manifest that cannot be appended to, stops the run with :class:`WriteFailure`.
-    """
-
-    def __init__(
-        self,
-        manifest: Path,
-        spec: str,
-        threads: int,
-        png_compression: int,
-        max_in_flight: int,
-        max_pixels_in_flight: int,
-        progress: tqdm,
-    ) -> None:
-        self.manifest, self.spec, self.png_compression = manifest, spec, png_compression
-        self.max_in_flight, self.max_pixels_in_flight, self.progress = max_in_flight, max_pixels_in_flight, progress
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lgs-defend-write")
-        self.batches: deque[list[tuple[Job, Decoded, Future]]] = deque()
-        self.in_flight = self.pixels_in_flight = 0
-        self.written: list[tuple[int, Path]] = []
-        self.failed: list[tuple[int, Path, str]] = []
-        self.stopped: str | None = None  # why the run must stop, once a write failed for good
-
-    def submit(self, outputs: list[tuple[Job, Decoded, torch.Tensor, torch.Tensor | None]]) -> None:
-        """Queue one batch's outputs for writing, then record the batches already written."""
-        batch = [
-            (job, item, self.pool.submit(encode_and_write, job, image, map_image, self.png_compression))
-            for job, item, image, map_image in outputs
-        ]
-        self.batches.append(batch)
-        self.in_flight += len(batch)
-        self.pixels_in_flight += sum(_pixels(item) for _, item, _ in batch)
-        self._record_written(self.max_in_flight, self.max_pixels_in_flight)
-
-    def _record_written(self, most_in_flight: int, most_pixels: int) -> None:
-        """Record written batches in order, waiting on the oldest while more than ``most_in_flight`` images
-        (or ``most_pixels`` pixels) are in flight."""
-        while self.batches:
-            head = self.batches[0]
-            within = self.in_flight <= most_in_flight and self.pixels_in_flight <= most_pixels
-            if within and not all(future.done() for *_, future in head):
-                return
-            wait([future for *_, future in head])
-            # Leaves the queue only once recorded: a Ctrl-C before that lets abort() record it (again, harmlessly).
-            self._record(head)
-            self.batches.popleft()
-            self.in_flight -= len(head)
-            self.pixels_in_flight -= sum(_pixels(item) for _, item, _ in head)
-            if self.stopped is not None:
-                raise WriteFailure(self.stopped)
-
-    def _record(self, batch: list[tuple[Job, Decoded, Future]], aborting: bool = False) -> None:
-        records, written = [], []
-        for job, item, future in batch:
-            if future.cancelled():
-                continue
-            try:
-                size = future.result()
-            except OSError as error:
-                why = write_reason(Path(error.filename) if error.filename else job.target, error)
-                self.failed.append((job.index, job.source, why))
-                if error.errno in STOPPING_ERRNOS and self.stopped is None:
-                    self.stopped = why
-                continue
-            except Exception:
-                if aborting:  # the error being raised already says what went wrong
-                    continue
-                raise
-            records.append(output_record(job, item.source_stat, self.spec, size))
-            written.append((job.index, job.target))
-        try:
-            append_manifest(self.manifest, records)
-        except OSError as error:  # the files are whole but unrecorded: a resume redoes them
-            self.stopped = self.stopped or write_reason(self.manifest, error, doing="append to")
-        else:
-            self.written += written
-        self.progress.update(sum(not future.cancelled() for *_, future in batch))
-
-    def close(self) -> None:
-        """Wait for every write and record it."""
-        self._record_written(0, 0)
-        self.pool.shutdown()
-
-    def abort(self) -> None:
-        """Finish the writes already queued, record what is whole; a second Ctrl-C drops the writes not started.
-
-        What is queued was already defended and is at most ``max_in_flight`` images: finishing it
-        costs a fraction of a second and spares a resume from redoing it. After a
-        :class:`WriteFailure` the writes not started are dropped: they would fail the same way.
-        """
-        try:
-            self.pool.shutdown(wait=True, cancel_futures=self.stopped is not None)
-        except KeyboardInterrupt:  # the caller re-raises the first one
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        finally:
-            while self.batches:
-                self._record(self.batches.popleft(), aborting=True)
 
 
 # --- the command -------------------------------------------------------------------------------
