@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     std::vector<int64_t> starts;
     for (int64_t start = 0; start + window <= size; start += window - overlap) starts.push_back(start);
     if (starts.back() + window < size) starts.push_back(size - window);
-    std::vector<uint8_t> finite(size), covered(starts.size() * size), passes(starts.size());
+    std::vector<uint8_t> covered(starts.size() * size), passes(starts.size());
     auto median = [&](auto call) {
         std::vector<double> ms;
         for (int i = 0; i < repeats; i++) {
@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
         return ms[ms.size() / 2];
     };
     double kernel = median([&] {
-        lgs_output_float32(x.data(), out.data(), m.data(), low.data(), high.data(), finite.data(), covered.data(),
+        lgs_output_float32(x.data(), out.data(), m.data(), low.data(), high.data(), covered.data(),
                            passes.data(), batch, 3, size, size, starts.data(), starts.size(), window, starts.data(),
                            starts.size(), window, 2.3, 0.1, threads);
     });

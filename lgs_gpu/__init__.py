@@ -60,15 +60,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DEFAULT_WINDOW_SIZE",
     "STAGES",
-    "LGSStages",
-    "LocalGradientsSmoothing",
-    "backend_info",
-    "compiled_cache_info",
-    "lgs",
-    "lgs_map",
-    "lgs_stages",
-    "lgs_sweep",
-    "warmup",
+    *_FROM_LGS,
     "__version__",
 ]
 

@@ -37,7 +37,7 @@ from .tracing import exporting_to_onnx, tracing
 from .windows import axis_windows
 
 _LOG = logging.getLogger("lgs_gpu")
-_SINGLE_STAGE_OPERATORS = {("output",): "lgs", ("suppression_map",): "lgs_map"}
+_OPERATOR_STAGES = ("output", "suppression_map")  # lgs_gpu::lgs and lgs_gpu::lgs_map compute one each
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ def _compiled_for_auto(images: torch.Tensor) -> str | None:
     return "CPU tensors only" if images.device.type != "cpu" else compiled_path.unusable_reason()
 
 
-# In auto's order of preference; torch and reference are always available.
+# torch and reference are always available; auto tries these first, in this order.
+AUTO_PREFERENCE = ("triton", "compiled")
 PATHS = {
     "triton": Path("triton", ("cuda",), False, 1, _triton_for_auto),
     "compiled": Path("compiled", ("cpu",), False, compiled_path.MIN_SIDE, _compiled_for_auto),
@@ -91,7 +92,7 @@ def backend_info(device: torch.device | str = "cpu") -> dict[str, str]:
     """
     images = torch.empty(0, device=device)
     info = {name: path.auto_unavailable(images) or "available" for name, path in PATHS.items()}
-    info["auto"] = next(name for name in ("triton", "compiled", "torch") if info[name] == "available")
+    info["auto"] = next((name for name in AUTO_PREFERENCE if info[name] == "available"), "torch")
     return info
 
 
@@ -129,7 +130,8 @@ def route(
         and not onnx
         and backend in ("auto", "triton", "compiled")
         and batch.shape[0] > 0
-        and tuple(wanted) in _SINGLE_STAGE_OPERATORS
+        and len(wanted) == 1
+        and wanted[0] in _OPERATOR_STAGES
     ):
         return Route("operator", "a compiler traces the call: its graph keeps one LGS node")
     if (
@@ -146,7 +148,7 @@ def route(
         return Route("cpu operator", "torch.compile on CPU: the compiled path as one opaque call")
     if batch.shape[0] == 0:
         return Route("empty", "no images")
-    if backend in ("triton", "compiled") and needs_grad:
+    if needs_grad and backend != "auto" and not PATHS[backend].differentiable:
         raise ValueError(
             f"the {backend} backend has no backward pass but the input requires grad; "
             "use backend='torch' (or 'auto', which picks it) to differentiate through LGS"
@@ -167,7 +169,7 @@ def route(
     if backend == "auto":
         if needs_grad:
             return Route("torch", "a gradient is needed: the differentiable torch path")
-        for name in ("triton", "compiled"):
+        for name in AUTO_PREFERENCE:
             path = PATHS[name]
             if batch.device.type in path.devices and path.auto_unavailable(batch) is None:
                 return _sized(path, batch, "auto's first usable path")

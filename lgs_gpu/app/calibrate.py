@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from .. import data, defenses
+from .. import defenses
 from .._files import atomic_write_bytes
 from .._transform import spec_number
 from .._validate import is_integer
@@ -221,9 +220,7 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
         for setting in settings:
             setting["clean_cost_points"] = round(100 * (bare["clean"]["accuracy"] - setting["clean_accuracy"]), 4)
         recommended = recommend(settings, bare["clean"]["accuracy"], config.budget)
-        adaptive = (
-            _adaptive(evaluation, model, images, recommended, progress) if recommended and config.adaptive else None
-        )
+        adaptive = _adaptive(evaluation, run, recommended, progress) if recommended and config.adaptive else None
         result = {
             "config": asdict(config),
             "conditions": evaluate.conditions(evaluation),
@@ -284,7 +281,7 @@ def _settings(counts: dict, total: int) -> list[dict]:
     return settings
 
 
-def _adaptive(evaluation, model, images, spec: str, progress: bool) -> dict:
+def _adaptive(evaluation, run: runs.Session, spec: str, progress: bool) -> dict:
     """The recommended setting under LaVAN through its exact gradient and through BPDA (cached like evaluate's)."""
     defense = defenses.get(spec)
     units = []
@@ -293,26 +290,18 @@ def _adaptive(evaluation, model, images, spec: str, progress: bool) -> dict:
         key = f"{view}-{100 * evaluation.bpda_fraction:g}%-{spec}"
         units.append(evaluate.lavan_unit(evaluation.bpda_fraction, (spec,), view, spec, key=key))
     correct, total = dict.fromkeys(("exact", "bpda"), 0), 0
-    batches = runs.labelled_batches(
-        images, model, evaluation.batch_size, None, evaluation.decode_workers(), evaluation.device
+    work = run.work(
+        evaluation.batch_size, units, lambda unit: unit.key, f"exact and BPDA LaVAN through {spec}", progress
     )
-    for batch, labels, identity in tqdm(
-        batches,
-        total=data.batch_count(len(images), evaluation.batch_size),
-        desc=f"exact and BPDA LaVAN through {spec}",
-        leave=False,
-        disable=not progress,
-    ):
+    for batch, labels, identity, unit in work:
         if not batch.names:
             continue
         labels = labels.to(evaluation.device)
-        total += len(batch.names)
-        for unit in units:
-            adversarial, _ = evaluate.adversarial_batch(evaluation, unit, model, batch, labels, identity)
-            with torch.no_grad():
-                correct[unit.view] += int(
-                    (model.predict(defense(adversarial), evaluation.batch_size)[0] == labels).sum()
-                )
+        total += len(batch.names) if unit is units[0] else 0
+        adversarial, _ = evaluate.adversarial_batch(evaluation, unit, run.model, batch, labels, identity)
+        with torch.no_grad():
+            predicted = run.model.predict(defense(adversarial), evaluation.batch_size)[0]
+        correct[unit.view] += int((predicted == labels).sum())
     return {view: _rate(hits, total) for view, hits in correct.items()}
 
 

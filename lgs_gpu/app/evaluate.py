@@ -225,11 +225,6 @@ def validate(config: EvaluationConfig) -> None:
     runs.check_output_folder(config.output_dir)
 
 
-def load_images(config: EvaluationConfig, size: int) -> data.ImageSet | data.ImageFiles:
-    """The run's images: the bundled photographs in memory, or an image folder read batch by batch."""
-    return runs.load_images(config.data, size, config.imagenet, config.imagenet_labels, config.limit)
-
-
 def _save_tensor(path: Path, tensors: dict) -> None:
     import io
 

@@ -87,7 +87,7 @@ void normalise_row(const T* __restrict__ row, T lowest, T range, T* __restrict__
 
 template <typename T>
 int lgs_output(const T* __restrict__ x, T* __restrict__ out, T* __restrict__ m, T* __restrict__ lowest,
-               T* __restrict__ highest, uint8_t* __restrict__ finite, uint8_t* __restrict__ covered_by_window_row,
+               T* __restrict__ highest, uint8_t* __restrict__ covered_by_window_row,
                uint8_t* __restrict__ window_row_passes,
                int64_t batch, int64_t channels, int64_t height, int64_t width,
                const int64_t* row_starts, int64_t n_rows, int64_t row_extent,
@@ -122,18 +122,16 @@ int lgs_output(const T* __restrict__ x, T* __restrict__ out, T* __restrict__ m, 
                     gradient_row(channel + up * width, channel + r * width, channel + down * width, row, width);
                 }
                 for (int64_t j = 0; j < width; j++) row[j] = row[j] > 0 ? std::sqrt(row[j]) : 0;
-                row_range(row, width, lowest + r, highest + r);  // m is never NaN: finite when its max is
-                finite[r] = highest[r] < INFINITY;
+                row_range(row, width, lowest + r, highest + r);
             }
             // Every thread reads the image's range from the rows' (the same answer in each, no barrier).
             T low = lowest[0], high = highest[0];
-            bool all_finite = true;
             for (int64_t r = 0; r < height; r++) {
                 low = lowest[r] < low ? lowest[r] : low;
                 high = highest[r] > high ? highest[r] : high;
-                all_finite = all_finite && finite[r];
             }
-            if (!all_finite) {  // every thread sees it and leaves the loop: the caller takes another path
+            if (!(high < INFINITY)) {  // m is never NaN: it is finite when its max is. Every thread sees it and
+                                       // leaves the loop: the caller takes another path
 #pragma omp single nowait
                 status = 1;
                 break;
@@ -204,11 +202,11 @@ int lgs_output(const T* __restrict__ x, T* __restrict__ out, T* __restrict__ m, 
 }  // namespace
 
 #define LGS_OUTPUT(T, NAME)                                                                                      \
-    extern "C" int NAME(const T* x, T* out, T* m, T* lowest, T* highest, uint8_t* finite, uint8_t* covered_by_window_row, uint8_t* window_row_passes, \
+    extern "C" int NAME(const T* x, T* out, T* m, T* lowest, T* highest, uint8_t* covered_by_window_row, uint8_t* window_row_passes, \
                         int64_t batch, int64_t channels, int64_t height, int64_t width, const int64_t* row_starts, \
                         int64_t n_rows, int64_t row_extent, const int64_t* col_starts, int64_t n_cols,          \
                         int64_t col_extent, double smoothing_factor, double threshold, int threads) {           \
-        return lgs_output<T>(x, out, m, lowest, highest, finite, covered_by_window_row, window_row_passes, batch, channels, height, width,   \
+        return lgs_output<T>(x, out, m, lowest, highest, covered_by_window_row, window_row_passes, batch, channels, height, width,   \
                              row_starts, n_rows, row_extent, col_starts, n_cols, col_extent, smoothing_factor,   \
                              threshold, threads);                                                                \
     }

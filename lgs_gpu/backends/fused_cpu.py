@@ -47,7 +47,7 @@ def _load(path: Path) -> dict[torch.dtype, ctypes._CFuncPtr]:
     for dtype, name in _FUNCTIONS.items():
         function = getattr(library, name)
         function.argtypes = (
-            [ctypes.c_void_p] * 8
+            [ctypes.c_void_p] * 7
             + [ctypes.c_int64] * 4
             + [
                 ctypes.c_void_p,
@@ -160,7 +160,6 @@ def lgs_output(
     magnitude = workspace.buffer("fused_magnitude", (height, width), x.dtype)
     lowest = workspace.buffer("fused_lowest", (height,), x.dtype)
     highest = workspace.buffer("fused_highest", (height,), x.dtype)
-    finite = workspace.buffer("fused_finite", (height,), torch.uint8)
     covered = workspace.buffer("fused_covered", (n_rows * width,), torch.uint8)  # by each window row's passers
     window_row_passes = workspace.buffer("fused_window_row_passes", (n_rows,), torch.uint8)
     status = functions[x.dtype](
@@ -169,7 +168,6 @@ def lgs_output(
         magnitude.data_ptr(),
         lowest.data_ptr(),
         highest.data_ptr(),
-        finite.data_ptr(),
         covered.data_ptr(),
         window_row_passes.data_ptr(),
         batch,
