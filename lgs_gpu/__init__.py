@@ -42,7 +42,13 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
-_FROM_LGS = (
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_SMOOTHING_FACTOR",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_WINDOW_SIZE",
+    "STAGES",
     "LGSStages",
     "LocalGradientsSmoothing",
     "backend_info",
@@ -52,17 +58,10 @@ _FROM_LGS = (
     "lgs_stages",
     "lgs_sweep",
     "warmup",
-)
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_OVERLAP",
-    "DEFAULT_SMOOTHING_FACTOR",
-    "DEFAULT_THRESHOLD",
-    "DEFAULT_WINDOW_SIZE",
-    "STAGES",
-    *_FROM_LGS,
     "__version__",
 ]
+# The public names not bound by now come from .front, loaded on first use.
+_FROM_LGS = frozenset(__all__).difference(globals())
 
 
 def __getattr__(name: str) -> Any:
