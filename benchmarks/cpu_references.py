@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 
-from lgs_gpu.parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from lgs_gpu.core.parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 
 
 def pillow_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -71,12 +71,12 @@ def numpy_lgs(
     The paper's steps in order: Sobel gradients per channel (``scipy.ndimage.sobel``, edge
     replicated), magnitude over channels, min-max normalisation, a Python loop over the
     overlapping windows keeping those whose mean exceeds γ, then ``x·(1 − clip(λ·ĝ, 0, 1))``.
-    The window starts come from :mod:`lgs_gpu.windows`, so the border rule is the package's.
+    The window starts come from :mod:`lgs_gpu.core.windows`, so the border rule is the package's.
     The benchmark's "what a user would otherwise write" contender.
     """
     from scipy import ndimage
 
-    from lgs_gpu.windows import axis_windows
+    from lgs_gpu.core.windows import axis_windows
 
     squared = np.zeros(image.shape[:2])
     for channel in range(image.shape[-1]):

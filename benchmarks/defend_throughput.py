@@ -35,12 +35,12 @@ import torch
 from torchvision.io import encode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from lgs_gpu._files import atomic_write_bytes
 from lgs_gpu.app.defend import defend_files
 from lgs_gpu.app.resources import default_workers
+from lgs_gpu.core.files import atomic_write_bytes
+from lgs_gpu.core.imageio import encode_image, read_image
 from lgs_gpu.data import ALL_PHOTOGRAPHS, bundled_photographs
 from lgs_gpu.defenses import get
-from lgs_gpu.imageio import encode_image, read_image
 
 SIZE = 299
 

@@ -36,7 +36,7 @@ from torchvision.io import encode_png
 
 from lgs_gpu.app.defend import defend_files
 from lgs_gpu.app.resources import default_workers
-from lgs_gpu.imageio import read_image
+from lgs_gpu.core.imageio import read_image
 
 
 def _pillow_one(job: tuple[str, str, int]) -> None:

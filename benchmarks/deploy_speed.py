@@ -10,7 +10,7 @@ All in one process, medians of ``--repeats`` calls after a warm-up, at the threa
 * an AOTInductor package of LGS alone (dynamic batch, height and width), loaded and called;
 * the offline classifier (EfficientNet-Lite0) with LGS in front, eager against compiled;
 * at B = 1: the front ``lgs(x)``, the operator ``torch.ops.lgs_gpu.lgs(x, ...)`` and the path it
-  runs (``dispatch.compute``) called directly: the operator's own cost is the difference.
+  runs (``routing.compute``) called directly: the operator's own cost is the difference.
 
 On CUDA (``--device cuda``) the same, with the Triton kernels inside the compiled graph.
 
@@ -26,7 +26,7 @@ import time
 
 import torch
 
-import lgs_gpu.ops  # noqa: F401  (registers torch.ops.lgs_gpu.*, timed here directly)
+import lgs_gpu.smoothing.operators  # noqa: F401  (registers torch.ops.lgs_gpu.*, timed here directly)
 
 
 def median_seconds(call, repeats: int, device: torch.device) -> float:
@@ -61,8 +61,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch._inductor.config.fx_graph_cache = False
     torch._functorch.config.enable_autograd_cache = False
 
-    from lgs_gpu import LocalGradientsSmoothing, dispatch, lgs
-    from lgs_gpu.parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+    from lgs_gpu import LocalGradientsSmoothing, lgs
+    from lgs_gpu.core.parameters import (
+        DEFAULT_OVERLAP,
+        DEFAULT_SMOOTHING_FACTOR,
+        DEFAULT_THRESHOLD,
+        DEFAULT_WINDOW_SIZE,
+    )
+    from lgs_gpu.smoothing import routing
 
     parameters = (DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, DEFAULT_OVERLAP)
     x = torch.rand(args.batch, 3, args.size, args.size, device=device, generator=None)
@@ -124,13 +130,13 @@ def main(argv: list[str] | None = None) -> dict:
         timings["B=1 torch.ops.lgs_gpu.lgs"] = median_seconds(
             lambda: torch.ops.lgs_gpu.lgs(one, *parameters), overhead_repeats, device
         )
-        timings["B=1 dispatch.compute"] = median_seconds(
-            lambda: dispatch.compute(one, *parameters, "auto", ("output",)), overhead_repeats, device
+        timings["B=1 routing.compute"] = median_seconds(
+            lambda: routing.compute(one, *parameters, "auto", ("output",)), overhead_repeats, device
         )
     results["milliseconds"] = {name: round(seconds * 1e3, 3) for name, seconds in timings.items()}
     results["first_call_seconds"] = {name: round(seconds, 1) for name, seconds in first_calls.items()}
     results["operator_overhead_microseconds"] = round(
-        (timings["B=1 torch.ops.lgs_gpu.lgs"] - timings["B=1 dispatch.compute"]) * 1e6, 1
+        (timings["B=1 torch.ops.lgs_gpu.lgs"] - timings["B=1 routing.compute"]) * 1e6, 1
     )
     width = max(map(len, timings))
     for name, seconds in timings.items():

@@ -1,6 +1,6 @@
 """Where the fused CPU kernel's time goes: its passes timed by cutting the kernel after each, in C++.
 
-Builds ``lgs_gpu/backends/fused_cpu.cpp`` three times with the launcher's own compiler command: whole,
+Builds ``lgs_gpu/smoothing/backends/fused_cpu.cpp`` three times with the launcher's own compiler command: whole,
 stopped after pass 1 (the gradient plane and row ranges) and after pass 2 (the window flags), the
 later passes replaced by the barrier that ends an image. Each build runs in a small C++ driver that
 times medians of ``--repeats`` calls on float32 ``[B, 3, size, size]`` noise, beside ``memcpy`` of
@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from lgs_gpu.backends import fused_cpu
+from lgs_gpu.smoothing.backends import fused_cpu
 
 DRIVER = r"""
 #include <algorithm>

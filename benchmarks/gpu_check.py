@@ -56,7 +56,7 @@ ALLOWED_SKIP = "optional package missing:"
 # What each step imports (the dry run imports exactly these, from this checkout).
 STEP_MODULES = {
     "device": ["torch", "triton", "roofline", "gpu_measurements"],
-    "tests": ["pytest", "lgs_gpu", "lgs_gpu.backends.triton_path.kernels", "lgs_gpu.defenses", "lgs_gpu.data", "test_cuda"],
+    "tests": ["pytest", "lgs_gpu", "lgs_gpu.smoothing.backends.triton_path.kernels", "lgs_gpu.defenses", "lgs_gpu.data", "test_cuda"],
     "compile": ["concurrent.futures", "triton_aot", "gpu_measurements"],
     "kernels": ["torch.profiler", "triton.testing", "triton_aot", "kernel_report", "gpu_measurements"],
     "sweep": ["triton.testing", "lgs_gpu", "gpu_measurements"],

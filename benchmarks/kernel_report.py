@@ -492,7 +492,7 @@ def report(arch: int, batch: int, size: int, dtype: str, channels: int = 3, stag
     """
     from triton_aot import compile_stages
 
-    from lgs_gpu.backends.triton_path import kernels as kernels_module
+    from lgs_gpu.smoothing.backends.triton_path import kernels as kernels_module
 
     launches = compile_stages((batch, channels, size, size), dtype, tuple(stages), arch, config=config)
     rows = []

@@ -21,8 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ("triton_path/kernels.py",)  # the bound leaves the kernels out
-FRONT = ("front.py", "dispatch.py", "ops.py", "tracing.py", "routing.py", "lgs/front.py", "lgs/routing.py",
-         "lgs/operators.py", "lgs/tracing.py")  # fmt: skip
+FRONT = ("front.py", "dispatch.py", "ops.py", "tracing.py", "smoothing/front.py", "smoothing/routing.py",
+         "smoothing/operators.py", "core/tracing.py")  # fmt: skip
 
 
 def formatted_lines(package: Path) -> dict[str, int]:

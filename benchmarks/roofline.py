@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lgs_gpu.parameters import DEFAULT_OVERLAP, DEFAULT_WINDOW_SIZE
-from lgs_gpu.windows import axis_windows
+from lgs_gpu.core.parameters import DEFAULT_OVERLAP, DEFAULT_WINDOW_SIZE
+from lgs_gpu.core.windows import axis_windows
 
 H100_BANDWIDTH = 3.35e12  # bytes/s: H100 SXM5 80 GB, HBM3 (NVIDIA datasheet)
 H100_MULTIPROCESSORS = 132
@@ -82,7 +82,7 @@ def traffic(height: int, width: int, element_bytes: int = 4) -> list[Traffic]:
         ),
         Traffic(
             "lgs torch", 18, 12, element_bytes * 15,
-            "approximate: about 30 unfused full-size passes (see lgs_gpu/backends/torch_path.py)",
+            "approximate: about 30 unfused full-size passes (see lgs_gpu/smoothing/backends/torch_path.py)",
         ),
     ]
 

@@ -2,7 +2,7 @@
 
 :func:`compile_only` swaps Triton's active driver for one that reports a CUDA target of the
 chosen architecture and turns every launch into ``JITFunction.run(..., warmup=True)``: the real
-launcher (:func:`lgs_gpu.backends.triton_path.kernels.stages`) runs on CPU or ``meta`` tensors of the
+launcher (:func:`lgs_gpu.smoothing.backends.triton_path.kernels.stages`) runs on CPU or ``meta`` tensors of the
 real shapes, Triton specialises the arguments as it would for a launch (which integers are 1,
 which are divisible by 16, which pointers are 16-byte aligned), compiles, and nothing runs. Each
 launch is recorded with its grid, its bound arguments and the compiled kernel; ``cuobjdump`` and
@@ -121,7 +121,7 @@ def compile_stages(
     arch: int = 90, channels_last: bool = False, window_size: int = 15, overlap: int = 5, config=None,
 ) -> list[Launch]:
     """The launches of one ``lgs_stages`` call on ``shape`` images, compiled for ``sm_<arch>``."""
-    from lgs_gpu.backends.triton_path.kernels import stages as launch_stages
+    from lgs_gpu.smoothing.backends.triton_path.kernels import stages as launch_stages
 
     x = torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
     if channels_last:

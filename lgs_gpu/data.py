@@ -4,7 +4,7 @@ The bundled set ships inside installed packages, so it works with no network: sc
 astronaut, chelsea, coffee, rocket and stereo_motorcycle (left view), scikit-learn's china and
 flower (``load_sample_images``) and matplotlib's grace_hopper. Every loader returns an
 :class:`ImageSet` of ``[N, 3, size, size]`` uint8 images (shorter side resized with antialiasing,
-then centre-cropped). Files are read by :func:`lgs_gpu.imageio.read_image`; unreadable or
+then centre-cropped). Files are read by :func:`lgs_gpu.core.imageio.read_image`; unreadable or
 corrupt files are skipped and reported in ``ImageSet.skipped``, never fatal (an image past
 Pillow's decompression-bomb limit is skipped like a corrupt one).
 
@@ -26,8 +26,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ._extras import optional_import
-from .imageio import IMAGE_SUFFIXES, UnreadableImage, decode_image_file, probe_image_file
+from .core.extras import optional_import
+from .core.imageio import IMAGE_SUFFIXES, UnreadableImage, decode_image_file, probe_image_file
 
 SKIMAGE_PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
 SKLEARN_PHOTOGRAPHS = ("china", "flower")  # sklearn.datasets.load_sample_images, by file stem
@@ -366,7 +366,7 @@ def image_files(
 ) -> ImageFiles:
     """The images under ``folder`` as :func:`image_folder` finds and labels them, without decoding them.
 
-    Each file's header is read (:func:`lgs_gpu.imageio.probe_image_file`) and files that fail it
+    Each file's header is read (:func:`lgs_gpu.core.imageio.probe_image_file`) and files that fail it
     are skipped with the reason; ``limit``: the first ``limit`` files that pass. A file whose
     pixel data turns out corrupt is left out of its batch when decoded, and reported there.
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._extras import optional_import
-from ._validate import as_image_batch, to_unit_float
+from .core.extras import optional_import
+from .core.validate import as_image_batch, to_unit_float
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -2,7 +2,7 @@
 
 import os
 
-# Must be set before lgs_gpu.backends.triton_path.kernels (which defines the kernels) is imported.
+# Must be set before lgs_gpu.smoothing.backends.triton_path.kernels (which defines the kernels) is imported.
 # The CUDA tier (LGS_GPU_CUDA_TIER=1) needs them compiled: the root conftest.py says the same.
 if os.environ.get("LGS_GPU_CUDA_TIER") != "1":
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -15,7 +15,7 @@ import torch  # noqa: E402
 if os.environ.get("LGS_GPU_CUDA_TIER") != "1" and importlib.util.find_spec("triton") is not None:
     # Define the kernels now, interpreted: a test that sets TRITON_INTERPRET=0 for a while (to see
     # the CUDA-only message) must not be the first to import them, or they would be compiled.
-    import lgs_gpu.backends.triton_path.kernels  # noqa: E402, F401
+    import lgs_gpu.smoothing.backends.triton_path.kernels  # noqa: E402, F401
 
 from lgs_gpu.data import bundled_photographs  # noqa: E402
 
@@ -50,7 +50,7 @@ def _interpreter_reason() -> str | None:
     """Why interpreted Triton cannot run the kernels here (a known upstream bug), or ``None``."""
     if os.environ.get("TRITON_INTERPRET") != "1" or importlib.util.find_spec("triton") is None:
         return None
-    from lgs_gpu.backends.triton_path.interpreter_check import interpreter_unusable_reason
+    from lgs_gpu.smoothing.backends.triton_path.interpreter_check import interpreter_unusable_reason
 
     return interpreter_unusable_reason()
 
@@ -72,7 +72,7 @@ def _hit_the_broken_interpreter(error: BaseException) -> bool:
 
 def _skip_where_the_interpreter_is_broken():
     """A test that fails only because this Triton's interpreter cannot run the kernels (the probe of
-    lgs_gpu.backends.triton_path.interpreter_check failed: triton 3.6 with NumPy >= 2.4) is skipped with
+    lgs_gpu.smoothing.backends.triton_path.interpreter_check failed: triton 3.6 with NumPy >= 2.4) is skipped with
     that reason; any other failure, and every failure where the probe passes, stays a failure."""
     try:
         return (yield)

@@ -24,7 +24,7 @@ MAX_TIE_FLIP_FRACTION = 1e-3
 
 def triton_or_skip() -> None:
     """Skip the calling test when the Triton path cannot run on CPU tensors here (triton is an optional extra)."""
-    from lgs_gpu.backends.triton_path import interpreting, triton_import_error
+    from lgs_gpu.smoothing.backends.triton_path import interpreting, triton_import_error
 
     error = triton_import_error()
     if error is not None:
@@ -40,7 +40,7 @@ def interpreter_config(height: int, width: int):
     :data:`SMALL_TILES` on images wider than three strips.
     """
     triton = pytest.importorskip("triton")
-    from lgs_gpu.backends.triton_path.kernels import LaunchConfig
+    from lgs_gpu.smoothing.backends.triton_path.kernels import LaunchConfig
 
     return LaunchConfig(band_rows=max(1, height), strip_width=max(16, triton.next_power_of_2(width)), num_warps=1)
 
@@ -48,7 +48,7 @@ def interpreter_config(height: int, width: int):
 def small_tiles():
     """Many small tiles: bands of 7 rows x strips of 16 columns, so a 40-px-wide image has interior strips."""
     pytest.importorskip("triton")
-    from lgs_gpu.backends.triton_path.kernels import LaunchConfig
+    from lgs_gpu.smoothing.backends.triton_path.kernels import LaunchConfig
 
     return LaunchConfig(band_rows=7, strip_width=16, num_warps=1)
 

@@ -15,25 +15,26 @@ import lgs_gpu
 
 PACKAGE_DIR = Path(lgs_gpu.__file__).parent
 
-# Bottom to top: a module may import from its own layer or any layer below it.
+# Bottom to top, by path under lgs_gpu/ (a folder is the layer of everything in it; the longest
+# prefix wins): a module may import from its own layer or any layer below it.
 LAYERS = (
-    ("base", ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform", "lgs_gpu._extras", "lgs_gpu._torch_internals",
-              "lgs_gpu.windows", "lgs_gpu.imageio", "lgs_gpu.parameters", "lgs_gpu.patch_geometry", "lgs_gpu.tracing",
-              "lgs_gpu.package_cache", "lgs_gpu.workspace")),
-    ("backends", ("lgs_gpu.backends",)),
-    ("op", ("lgs_gpu.front", "lgs_gpu.dispatch", "lgs_gpu.ops", "lgs_gpu")),  # lgs_gpu/__init__ re-exports the LGS front
-    ("models/data", ("lgs_gpu.models", "lgs_gpu.data")),
-    ("methods", ("lgs_gpu.defenses", "lgs_gpu.attacks", "lgs_gpu.certify")),
-    ("integrations", ("lgs_gpu.integrations",)),
-    ("app", ("lgs_gpu.app", "lgs_gpu.evaluate", "lgs_gpu.__main__")),
-)  # fmt: skip
+    ("base", ("core/",)),
+    ("backends", ("smoothing/backends/",)),
+    ("op", ("smoothing/", "__init__.py")),  # lgs_gpu/__init__ re-exports the LGS front
+    ("models/data", ("models.py", "data.py")),
+    ("methods", ("defenses/", "attacks/", "certify/")),
+    ("integrations", ("integrations/",)),
+    ("app", ("app/", "evaluate.py", "__main__.py")),
+)
 # Base modules every layer may use, private names included: the input contract, atomic writes,
 # the defense base class, optional packages, and the guarded torch internals.
-SHARED_BASE = ("lgs_gpu._validate", "lgs_gpu._files", "lgs_gpu._transform", "lgs_gpu._extras", "lgs_gpu._torch_internals")
+SHARED_BASE = ("lgs_gpu.core.validate", "lgs_gpu.core.files", "lgs_gpu.core.transform", "lgs_gpu.core.extras", "lgs_gpu.core.torch_internals")
 # Subpackages whose __init__ is their one public front.
 FRONTED = ("lgs_gpu.defenses", "lgs_gpu.attacks", "lgs_gpu.certify", "lgs_gpu.integrations")
-# The op layer: the front, the dispatch that picks a path, and the PyTorch operators; only they use the paths.
-LGS_OP = ("lgs_gpu.front", "lgs_gpu.dispatch", "lgs_gpu.ops")
+# The op layer: the front, the routing that picks a path, and the PyTorch operators; only they use the paths,
+# and the rest of the package reaches LGS through the front (the operators only to register them).
+LGS_OP = ("lgs_gpu.smoothing.front", "lgs_gpu.smoothing.routing", "lgs_gpu.smoothing.operators")
+LGS_FRONTS = ("lgs_gpu.smoothing.front", "lgs_gpu.smoothing.operators")
 # The only reaches past a front, each with its reason.
 ALLOWED_REACHES = {
     ("lgs_gpu.evaluate", "lgs_gpu.app.evaluate"): "the public import path of the evaluation",
@@ -75,15 +76,21 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[st
     return found
 
 
+def path_of(name: str) -> str:
+    """``lgs_gpu.smoothing.front`` -> ``smoothing/front.py``; a package -> its ``__init__.py``."""
+    parts = name.split(".")[1:]
+    if (PACKAGE_DIR.joinpath(*parts)).is_dir():
+        return "/".join([*parts, "__init__.py"])
+    return "/".join(parts) + ".py"
+
+
 def layer_of(name: str) -> int:
-    best, best_length = None, -1
-    for index, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best_length:
-                best, best_length = index, len(prefix)
-    if best is None:
+    path = path_of(name)
+    matches = [(len(prefix), index) for index, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
+               if path == prefix or (prefix.endswith("/") and path.startswith(prefix))]  # fmt: skip
+    if not matches:
         raise KeyError(name)
-    return best
+    return max(matches)[1]
 
 
 def unit_of(name: str) -> str:
@@ -100,14 +107,17 @@ def violations(edges: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
         source_layer, target_layer = layer_of(source), layer_of(target)
         if target_layer > source_layer:
             found.append(f"{source} ({LAYERS[source_layer][0]}) imports {target} ({LAYERS[target_layer][0]}): upward")
-        if target.startswith("lgs_gpu.backends") and not source.startswith("lgs_gpu.backends") and source not in LGS_OP:
-            found.append(f"{source} imports the LGS path {target}: use the front (lgs_gpu.front)")
-        if target.startswith("lgs_gpu.backends.reference") and source.startswith("lgs_gpu.backends.") and (
-            not source.startswith("lgs_gpu.backends.reference")
+        if target.startswith("lgs_gpu.smoothing.backends") and not source.startswith("lgs_gpu.smoothing.backends") and source not in LGS_OP:
+            found.append(f"{source} imports the LGS path {target}: use the front (lgs_gpu.smoothing.front)")
+        elif target.startswith("lgs_gpu.smoothing.") and not source.startswith("lgs_gpu.smoothing."):
+            if target not in LGS_FRONTS:
+                found.append(f"{source} imports {target}: use the front (lgs_gpu.smoothing.front)")
+        if target.startswith("lgs_gpu.smoothing.backends.reference") and source.startswith("lgs_gpu.smoothing.backends.") and (
+            not source.startswith("lgs_gpu.smoothing.backends.reference")
         ):
             found.append(f"{source} imports the reference: the oracle must stay independent")
-        if source.startswith("lgs_gpu.backends.reference") and target not in ("lgs_gpu.windows", "lgs_gpu._validate"):
-            found.append(f"the reference imports {target}: it may use only windows and _validate")
+        if source.startswith("lgs_gpu.smoothing.backends.reference") and target not in ("lgs_gpu.core.windows", "lgs_gpu.core.validate"):
+            found.append(f"the reference imports {target}: it may use only windows and validate")
         for front in FRONTED:
             if target.startswith(front + ".") and not source.startswith(front + ".") and source != front:
                 found.append(f"{source} reaches past the front of {front} into {target}")
@@ -170,22 +180,24 @@ def test_top_level_units_form_no_cycle():
 def test_the_graph_sees_the_imports_it_must():
     """The parser finds known edges: relative, nested in functions, and submodules named in a from-import."""
     edges = {(source, target) for source, target, _ in package_edges()}
-    assert ("lgs_gpu.front", "lgs_gpu.backends.torch_path") in edges  # from .backends import reference, torch_path
-    assert ("lgs_gpu.front", "lgs_gpu.backends.compiled_path") in edges  # imported inside a function
-    assert ("lgs_gpu.backends.reference", "lgs_gpu.windows") in edges
+    assert ("lgs_gpu.smoothing.front", "lgs_gpu.smoothing.backends.torch_path") in edges  # from .backends import reference, torch_path
+    assert ("lgs_gpu.smoothing.front", "lgs_gpu.smoothing.backends.compiled_path") in edges  # imported inside a function
+    assert ("lgs_gpu.smoothing.backends.reference", "lgs_gpu.core.windows") in edges
     assert ("lgs_gpu.app.evaluate", "lgs_gpu.attacks") in edges  # from .. import attacks, data, defenses
-    assert ("lgs_gpu.dispatch", "lgs_gpu.backends.triton_path.kernels") in edges  # imported inside a function
+    assert ("lgs_gpu.smoothing.routing", "lgs_gpu.smoothing.backends.triton_path.kernels") in edges  # imported inside a function
 
 
 @pytest.mark.parametrize("edge, rule", [
-    (("lgs_gpu.windows", "lgs_gpu.front", ()), "upward"),
-    (("lgs_gpu.defenses.compose", "lgs_gpu.backends.torch_path", ()), "use the front"),
-    (("lgs_gpu.backends.torch_path", "lgs_gpu.backends.reference", ("safe_sqrt",)), "oracle must stay independent"),
-    (("lgs_gpu.backends.reference", "lgs_gpu.backends.torch_path", ()), "only windows and _validate"),
+    (("lgs_gpu.core.windows", "lgs_gpu.smoothing.front", ()), "upward"),
+    (("lgs_gpu.defenses.compose", "lgs_gpu.smoothing.backends.torch_path", ()), "use the front"),
+    (("lgs_gpu.smoothing.backends.torch_path", "lgs_gpu.smoothing.backends.reference", ("safe_sqrt",)), "oracle must stay independent"),
+    (("lgs_gpu.smoothing.backends.reference", "lgs_gpu.smoothing.backends.torch_path", ()), "only windows and validate"),
     (("lgs_gpu.app.evaluate", "lgs_gpu.attacks.lavan", ()), "reaches past the front"),
     (("lgs_gpu.app.evaluate", "lgs_gpu.defenses._common", ()), "reaches past the front"),
-    (("lgs_gpu.app.demo", "lgs_gpu.front", ("_prepare",)), "private"),
+    (("lgs_gpu.app.demo", "lgs_gpu.smoothing.front", ("_prepare",)), "private"),
     (("lgs_gpu.app.evaluate", "lgs_gpu.app.cli", ()), "imports the CLI"),
+    (("lgs_gpu.defenses.compose", "lgs_gpu.smoothing.routing", ()), "use the front"),
+    (("lgs_gpu.core.transform", "lgs_gpu.models", ()), "upward"),
 ])  # fmt: skip
 def test_each_rule_catches_its_violation(edge, rule):
     problems = violations([edge])

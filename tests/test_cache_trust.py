@@ -1,5 +1,5 @@
 """The compiled CPU path loads native code from its cache folder: it refuses a folder or program
-that another user could change, as ssh and pip do (issue 21, item 9; lgs_gpu/package_cache.py)."""
+that another user could change, as ssh and pip do (issue 21, item 9; lgs_gpu/core/package_cache.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from lgs_gpu import lgs, lgs_stages
-from lgs_gpu.backends import compiled_path, fused_cpu
-from lgs_gpu.backends.compiled_path import ProgramBuildError
-from lgs_gpu.package_cache import PackageCache, untrusted_reason
+from lgs_gpu.core.package_cache import PackageCache, untrusted_reason
+from lgs_gpu.smoothing.backends import compiled_path, fused_cpu
+from lgs_gpu.smoothing.backends.compiled_path import ProgramBuildError
 
 IMAGES = torch.rand(1, 3, 32, 32)
 

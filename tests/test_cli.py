@@ -126,7 +126,7 @@ def test_defend_with_a_model_preset(tmp_path, image_folder, photo_batch):
 
 @pytest.mark.parametrize("spec", ["lgs:1.9,backend=torch", "lgs:1.9,backend=torch+median:3"])
 def test_defend_save_map_computes_the_gradient_once_per_image(monkeypatch, tmp_path, image_folder, spec):
-    from lgs_gpu.backends import torch_path
+    from lgs_gpu.smoothing.backends import torch_path
 
     calls = []
     original = torch_path.gradient_magnitude
@@ -163,7 +163,7 @@ def test_info_reports_each_backend_and_why_not(capsys, monkeypatch, tmp_path):
     info = backend_info("cpu")
     assert set(info) == set(BACKENDS) and info["auto"] == "torch" and info["torch"] == "available"
     assert info["triton"] != "available"  # never on CPU tensors: interpreted at best, and auto skips it
-    from lgs_gpu import package_cache
+    from lgs_gpu.core import package_cache
 
     monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(tmp_path))  # the suite runs with the cache off
     monkeypatch.setattr(shutil, "which", lambda name: None)

@@ -72,7 +72,7 @@ def photos() -> torch.Tensor:
 def test_the_kernels_are_compiled_not_interpreted():
     from triton.runtime.jit import JITFunction
 
-    from lgs_gpu.backends.triton_path import kernels
+    from lgs_gpu.smoothing.backends.triton_path import kernels
 
     for name in ("_statistics_kernel", "_suppress_kernel", "_means_kernel"):
         assert isinstance(getattr(kernels, name), JITFunction), name
@@ -104,7 +104,7 @@ def test_odd_sizes_and_channel_counts(shape):
 
 @pytest.mark.parametrize("window_size, overlap", [(7, 3), (15, 14), (40, 0), (1, 0)])
 def test_other_window_geometries_and_small_tiles(window_size, overlap):
-    from lgs_gpu.backends.triton_path.kernels import LaunchConfig, stages
+    from lgs_gpu.smoothing.backends.triton_path.kernels import LaunchConfig, stages
 
     x = textured_images((2, 3, 61, 150), torch.float32, seed=4)
     expected = lgs_stages(x, 2.3, 0.1, window_size, overlap, backend="reference")
@@ -123,7 +123,7 @@ def test_one_8192_square_image():
 
 def test_an_image_past_two_to_the_31_elements_uses_wide_offsets():
     """Rows 2**26 bytes apart: the image spans 4 GiB, so offsets inside it need int64."""
-    from lgs_gpu.backends.triton_path import kernels
+    from lgs_gpu.smoothing.backends.triton_path import kernels
 
     x = textured_images((1, 1, 64, 64), torch.uint8, seed=5).cuda()
     buffer = torch.zeros(63 * 2**26 + 64, dtype=torch.uint8, device="cuda")

@@ -1,5 +1,5 @@
 """The one image reader on files that decode wrong when read naively: EXIF orientation, 16-bit and
-float samples, multi-frame files, and huge non-images (issue 21, items 4 and 5; lgs_gpu/imageio.py)."""
+float samples, multi-frame files, and huge non-images (issue 21, items 4 and 5; lgs_gpu/core/imageio.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 
 from lgs_gpu.app.cli import main
 from lgs_gpu.app.defend import defend_files
+from lgs_gpu.core.imageio import DecodeNote, decode_image_file, decode_jpegs, read_image, read_jpeg_bytes
 from lgs_gpu.data import image_folder
-from lgs_gpu.imageio import DecodeNote, decode_image_file, decode_jpegs, read_image, read_jpeg_bytes
 
 tifffile = pytest.importorskip("tifffile")  # scikit-image's dependency: writes 16-bit and float TIFFs
 

@@ -1,5 +1,5 @@
 """``lgs-gpu defend`` at dataset scale: batching by size, workers, the manifest and resume, interrupts,
-sharding, and plain-word skip messages (lgs_gpu/app/defend.py, defend_outputs.py, lgs_gpu/imageio.py)."""
+sharding, and plain-word skip messages (lgs_gpu/app/defend.py, defend_outputs.py, lgs_gpu/core/imageio.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from torchvision.io import decode_image, encode_jpeg, write_png
 from lgs_gpu.app.cli import main
 from lgs_gpu.app.defend import defend_files
 from lgs_gpu.app.defend_outputs import MANIFEST_STEM, read_manifest
+from lgs_gpu.core.imageio import jpeg_size, plain_reason, read_image, read_jpeg_bytes
 from lgs_gpu.defenses import ImageDefense, get
-from lgs_gpu.imageio import jpeg_size, plain_reason, read_image, read_jpeg_bytes
 
 # (file name, height, width): three sizes, arriving interleaved, so that a batch of 2 must gather
 # images that are not neighbours and leave the odd ones alone.

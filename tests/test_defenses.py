@@ -9,7 +9,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
 from lgs_gpu import defenses
-from lgs_gpu._validate import from_unit_float
+from lgs_gpu.core.validate import from_unit_float
 from lgs_gpu.defenses.median import median_of_9
 
 # Every paper setting, the combinations, and the non-default options of each defense. LGS's λ

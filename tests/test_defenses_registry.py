@@ -141,7 +141,7 @@ def test_masked_filter_computes_the_gradient_once_on_its_lgs_backend(monkeypatch
 
     calls = {"torch": 0, "reference": 0}
     for name in calls:
-        module = importlib.import_module(f"lgs_gpu.backends.{'torch_path' if name == 'torch' else 'reference'}")
+        module = importlib.import_module(f"lgs_gpu.smoothing.backends.{'torch_path' if name == 'torch' else 'reference'}")
         original = module.gradient_magnitude
 
         def counted(x, _original=original, _name=name):
@@ -214,7 +214,7 @@ def test_every_spec_rebuilds_exactly_the_same_parameters(defense):
 
 def test_a_model_preset_by_spec_and_in_python():
     from lgs_gpu import LocalGradientsSmoothing
-    from lgs_gpu.parameters import MODEL_PRESETS, model_preset
+    from lgs_gpu.core.parameters import MODEL_PRESETS, model_preset
 
     preset = model_preset("efficientnet_lite0")
     assert preset == MODEL_PRESETS["efficientnet_lite0"] and preset is not MODEL_PRESETS["efficientnet_lite0"]
@@ -248,7 +248,7 @@ def test_a_preset_that_does_not_exist_is_refused_with_what_does(spec, message):
 def test_the_preset_goes_where_specs_go():
     from lgs_gpu import certify
     from lgs_gpu.app.evaluate import _check_spec
-    from lgs_gpu.parameters import lgs_spec_for
+    from lgs_gpu.core.parameters import lgs_spec_for
 
     _check_spec("lgs@efficientnet_lite0")
     _check_spec("pc:2%@lgs@efficientnet_lite0")  # PatchCleanser with the preset before the model

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-import lgs_gpu.ops  # noqa: F401  (registers torch.ops.lgs_gpu.*, which these tests call directly)
+import lgs_gpu.smoothing.operators  # noqa: F401  (registers torch.ops.lgs_gpu.*, which these tests call directly)
 from lgs_gpu import LocalGradientsSmoothing, lgs, lgs_map
 from lgs_gpu.defenses import get
 from lgs_gpu.models import Classifier
@@ -76,7 +76,7 @@ def test_a_saved_program_loads_in_a_new_process_after_importing_the_operators(tm
     torch.export.save(program, tmp_path / "lgs.pt2")
     new = images(3, 3, 37, 45, seed=4)
     torch.save(new, tmp_path / "new.pt")
-    script = ("import sys, torch, lgs_gpu.ops\n"
+    script = ("import sys, torch, lgs_gpu.smoothing.operators\n"
               "out = torch.export.load(sys.argv[1]).module()(torch.load(sys.argv[2]))\n"
               "torch.save(out, sys.argv[3])")  # fmt: skip
     environment = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
@@ -91,10 +91,10 @@ def test_eager_calls_import_no_compiler_and_the_first_traced_call_registers_the_
               "from lgs_gpu import lgs\n"
               "x = torch.rand(2, 3, 40, 44)\n"
               "lgs(x); lgs(x, backend='torch')\n"
-              "heavy = ('torchvision', 'torch._dynamo', 'torch._inductor', 'lgs_gpu.ops')\n"
+              "heavy = ('torchvision', 'torch._dynamo', 'torch._inductor', 'lgs_gpu.smoothing.operators')\n"
               "print([name for name in heavy if name in sys.modules])\n"
               "torch.compile(lambda x: lgs(x), fullgraph=True, backend='eager')(x)\n"
-              "print('lgs_gpu.ops' in sys.modules, hasattr(torch.ops.lgs_gpu, 'lgs'))")  # fmt: skip
+              "print('lgs_gpu.smoothing.operators' in sys.modules, hasattr(torch.ops.lgs_gpu, 'lgs'))")  # fmt: skip
     environment = {**{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}, "LGS_GPU_CACHE_DIR": "off"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -366,7 +366,7 @@ import json, torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
-from lgs_gpu import dispatch
+from lgs_gpu.smoothing import routing
 
 environment = ShapeEnv()
 mode = FakeTensorMode(shape_env=environment)
@@ -376,7 +376,7 @@ with mode:  # the same symbolic sizes on a (fake) CUDA device: no GPU is touched
     with unset_fake_temporarily():  # a plain meta tensor to wrap (torch 2.8 refuses to wrap a fake one)
         meta = torch.empty_strided(symbolic.shape, symbolic.stride(), device="meta")
     x = FakeTensor(mode, meta, torch.device("cuda", 0))
-graph = make_fx(lambda x: dispatch.compute(x, 2.3, 0.1, 15, 5, "auto", ("output",))["output"], tracing_mode="symbolic")(x)
+graph = make_fx(lambda x: routing.compute(x, 2.3, 0.1, 15, 5, "auto", ("output",))["output"], tracing_mode="symbolic")(x)
 kernels = [node for node in graph.graph.nodes if "triton_kernel_wrapper" in str(node.target)]
 # A size the trace compiled in is replaced by its value in the shape environment.
 def specialised(size):

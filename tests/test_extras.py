@@ -1,5 +1,5 @@
 """The core install (torch, torchvision, NumPy, Pillow, tqdm) runs LGS, every defense and `lgs-gpu defend`;
-what needs an extra says which, in one line (lgs_gpu/_extras.py)."""
+what needs an extra says which, in one line (lgs_gpu/core/extras.py)."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from lgs_gpu._extras import OPTIONAL, MissingExtra, optional_import
+from lgs_gpu.core.extras import OPTIONAL, MissingExtra, optional_import
 
 # A process where every optional package is missing, as after `pip install lgs-gpu` alone.
 CORE_ONLY = textwrap.dedent("""

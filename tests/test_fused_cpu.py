@@ -1,4 +1,4 @@
-"""The fused CPU kernel (lgs_gpu/backends/fused_cpu.cpp): the torch path's values, every shape and dtype it takes,
+"""The fused CPU kernel (lgs_gpu/smoothing/backends/fused_cpu.cpp): the torch path's values, every shape and dtype it takes,
 the cases it hands back, and a build that fails."""
 
 import logging
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lgs_gpu import lgs, lgs_stages
-from lgs_gpu.backends import compiled_path, fused_cpu, torch_path
-from lgs_gpu.workspace import Workspace
+from lgs_gpu.core.workspace import Workspace
+from lgs_gpu.smoothing.backends import compiled_path, fused_cpu, torch_path
 
 from helpers import assert_lgs_close
 
@@ -106,7 +106,7 @@ def test_the_kernel_is_built_once_into_the_cache_and_loaded_by_a_new_process(tmp
     import sys
 
     monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(tmp_path / "cache"))
-    code = ("import torch; from lgs_gpu import workspace; from lgs_gpu.backends import fused_cpu; x = torch.rand(1, 3, 20, 20); "
+    code = ("import torch; from lgs_gpu.core import workspace; from lgs_gpu.smoothing.backends import fused_cpu; x = torch.rand(1, 3, 20, 20); "
             "print(fused_cpu.lgs_output(x, torch.empty_like(x), 2.3, 0.1, 15, 5, workspace.Workspace()))")  # fmt: skip
     for _ in range(2):
         finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -48,7 +48,7 @@ def test_gradient_is_finite_on_flat_regions(backend):
 
 
 def test_auto_picks_a_differentiable_path_when_grad_is_required(monkeypatch):
-    front = importlib.import_module("lgs_gpu.front")
+    front = importlib.import_module("lgs_gpu.smoothing.front")
 
     monkeypatch.setattr(front, "triton_usable", lambda x: True)  # as on a GPU: auto would pick Triton...
     x = torch.rand(1, 3, 16, 16, requires_grad=True)

@@ -11,7 +11,7 @@ from helpers import interpreter_config, triton_or_skip
 def run(x, backend):
     if backend == "triton":
         triton_or_skip()
-        from lgs_gpu.backends.triton_path.kernels import lgs_triton
+        from lgs_gpu.smoothing.backends.triton_path.kernels import lgs_triton
 
         return lgs_triton(x, 2.3, 0.1, 15, 5, config=interpreter_config(*x.shape[2:]))[0]
     return lgs(x, backend=backend)
@@ -36,7 +36,7 @@ def test_image_alone_equals_image_in_any_batch(backend, photo_batch):
 @pytest.mark.parametrize("chunk_bytes", [1, 2 * 3 * 40 * 52 * 4 + 1])  # one image per chunk; two per chunk (2, 2, 1)
 def test_torch_path_chunks_change_no_value(monkeypatch, chunk_bytes):
     """The CPU torch path runs a few images at a time: bit-identical to the whole batch, gradient included."""
-    from lgs_gpu.backends import torch_path as lgs_torch
+    from lgs_gpu.smoothing.backends import torch_path as lgs_torch
 
     x = torch.rand(5, 3, 40, 52, generator=torch.Generator().manual_seed(3))
     whole = lgs_torch.lgs(x, 2.3, 0.1, 15, 5)

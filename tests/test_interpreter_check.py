@@ -9,9 +9,9 @@ pytest.importorskip("triton")
 
 
 def test_the_probe_agrees_with_a_real_launch():
-    from lgs_gpu.backends.triton_path import interpreting
-    from lgs_gpu.backends.triton_path.interpreter_check import interpreter_unusable_reason
-    from lgs_gpu.backends.triton_path.kernels import stages
+    from lgs_gpu.smoothing.backends.triton_path import interpreting
+    from lgs_gpu.smoothing.backends.triton_path.interpreter_check import interpreter_unusable_reason
+    from lgs_gpu.smoothing.backends.triton_path.kernels import stages
 
     if not interpreting():
         pytest.skip("the probe is for TRITON_INTERPRET=1")

@@ -198,7 +198,7 @@ def test_execution_counts_match_the_interpreter(shape, config):
     """The report's replay of the kernels' loops and branches counts what the interpreter executes."""
     import kernel_report
 
-    from lgs_gpu.backends.triton_path import kernels
+    from lgs_gpu.smoothing.backends.triton_path import kernels
 
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("needs the interpreter")
@@ -250,7 +250,7 @@ def test_execution_counts_match_the_interpreter(shape, config):
     # The same launches, compiled only, give the report its arguments.
     os.environ.pop("TRITON_INTERPRET")
     try:
-        code = (f"import json, torch; import triton_aot as aot; from lgs_gpu.backends.triton_path import kernels; import kernel_report\n"
+        code = (f"import json, torch; import triton_aot as aot; from lgs_gpu.smoothing.backends.triton_path import kernels; import kernel_report\n"
                 f"counts = {{}}\n"
                 f"for launch in aot.compile_stages({shape!r}, 'float32', ('output',), 90, "
                 f"config=kernels.LaunchConfig(*{config!r}, num_warps=1)):\n"

@@ -12,8 +12,8 @@ from lgs_gpu import lgs, lgs_stages
 from helpers import assert_lgs_close, every_access_inside_the_arguments, interpreter_config, small_tiles
 
 pytest.importorskip("triton")
-from lgs_gpu.backends.triton_path import kernels  # noqa: E402
-from lgs_gpu.backends.triton_path.kernels import LaunchConfig, lgs_triton  # noqa: E402
+from lgs_gpu.smoothing.backends.triton_path import kernels  # noqa: E402
+from lgs_gpu.smoothing.backends.triton_path.kernels import LaunchConfig, lgs_triton  # noqa: E402
 
 
 def view_in_nan_buffer(images: torch.Tensor, pad: int = 3, channels_last: bool = False) -> torch.Tensor:

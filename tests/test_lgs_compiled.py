@@ -19,12 +19,12 @@ from lgs_gpu import (
     lgs,
     lgs_map,
     lgs_stages,
-    package_cache,
     warmup,
 )
-from lgs_gpu.backends import compiled_path as lgs_compiled
-from lgs_gpu.backends import fused_cpu
-from lgs_gpu.backends import torch_path as lgs_torch
+from lgs_gpu.core import package_cache
+from lgs_gpu.smoothing.backends import compiled_path as lgs_compiled
+from lgs_gpu.smoothing.backends import fused_cpu
+from lgs_gpu.smoothing.backends import torch_path as lgs_torch
 
 from helpers import assert_lgs_close
 
@@ -151,7 +151,7 @@ def test_a_warm_call_allocates_its_output_only_and_with_out_nothing_full_size(dt
 
 
 def test_the_workspace_is_reused_per_thread_and_bounded():
-    from lgs_gpu.workspace import Workspace
+    from lgs_gpu.core.workspace import Workspace
 
     workspace = Workspace(limit_bytes=3000)
     first = workspace.buffer("plane", (10, 10), torch.float32)  # 400 bytes
@@ -167,7 +167,7 @@ def test_the_workspace_is_reused_per_thread_and_bounded():
     thread.start()
     thread.join()
     assert seen == [0]  # another thread has buffers of its own
-    from lgs_gpu.backends import compiled_path
+    from lgs_gpu.smoothing.backends import compiled_path
 
     compiled_path.WORKSPACE.clear()
     lgs(textured_images((2, 3, 57, 64), torch.uint8, seed=16), backend="compiled")
@@ -219,7 +219,7 @@ def test_an_expanded_out_is_refused():
 
 
 def test_a_first_call_under_inference_mode_leaves_later_calls_working():
-    from lgs_gpu.backends import compiled_path
+    from lgs_gpu.smoothing.backends import compiled_path
 
     compiled_path.WORKSPACE.clear()  # the buffers are made by the call below
     x = textured_images((2, 3, 41, 47), torch.uint8, seed=23)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lgs_gpu import lgs, lgs_map
-from lgs_gpu._validate import from_unit_float, to_unit_float
+from lgs_gpu.core.validate import from_unit_float, to_unit_float
 
 from helpers import assert_lgs_close, interpreter_config, mismatch_fraction, triton_or_skip
 
@@ -30,7 +30,7 @@ def textured_images(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -
 def lgs_triton(*args, **kwargs):
     """The Triton launcher, imported when a test needs it (triton is an optional extra)."""
     triton_or_skip()
-    from lgs_gpu.backends.triton_path.kernels import lgs_triton as launch
+    from lgs_gpu.smoothing.backends.triton_path.kernels import lgs_triton as launch
 
     return launch(*args, **kwargs)
 

@@ -82,7 +82,7 @@ def test_negative_threshold_keeps_every_window_and_zero_gradient_pixels_untouche
 
 
 def test_reference_sobel_is_the_cross_correlation_with_the_kernels():
-    from lgs_gpu.backends.reference import SOBEL_X, sobel
+    from lgs_gpu.smoothing.backends.reference import SOBEL_X, sobel
 
     padded = torch.rand(2, 3, 12, 17, dtype=torch.float64)
     kernel_x = torch.tensor(SOBEL_X, dtype=torch.float64)

@@ -5,7 +5,7 @@ import torch
 from test_lgs_parity import textured_images
 
 from lgs_gpu import STAGES, LGSStages, LocalGradientsSmoothing, lgs, lgs_map, lgs_stages
-from lgs_gpu.windows import axis_windows
+from lgs_gpu.core.windows import axis_windows
 
 from helpers import TOLERANCE, assert_lgs_close, triton_or_skip
 
@@ -85,7 +85,7 @@ def test_single_image_and_empty_batch(backend):
 
 def test_the_triton_launch_writes_only_what_is_asked_for(monkeypatch):
     triton_or_skip()
-    from lgs_gpu.backends.triton_path import kernels
+    from lgs_gpu.smoothing.backends.triton_path import kernels
 
     launched = []
 

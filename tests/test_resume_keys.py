@@ -113,7 +113,7 @@ def test_a_damaged_conditions_file_is_named_and_refused(tmp_path):
 def test_work_through_a_preset_is_redone_when_the_preset_changes(tmp_path, monkeypatch):
     """Records and attacks name a preset (lgs@efficientnet_lite0) by what it stood for: a resume under another
     version's preset rescores it and attacks through it again; work that does not depend on it is kept."""
-    from lgs_gpu import parameters
+    from lgs_gpu.core import parameters
 
     settings = {"output_dir": str(tmp_path / "run"), "limit": 1, "batch_size": 1, "lavan_iterations": 2,
                 "attacks": ["lavan", "adaptive"], "lavan_fractions": [0.02], "defenses": ["none", "lgs@efficientnet_lite0"],

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from lgs_gpu import _torch_internals as internals
+from lgs_gpu.core import torch_internals as internals
 
 _NATIVE = internals.degraded()  # what this torch lacks on its own
 

@@ -127,7 +127,7 @@ def test_infinite_thresholds_keep_no_window_or_every_window(backend):
 
 
 def test_batches_beyond_the_grid_limit_are_chunked(monkeypatch):
-    from lgs_gpu.backends.triton_path import kernels as module
+    from lgs_gpu.smoothing.backends.triton_path import kernels as module
 
     monkeypatch.setattr(module, "MAX_GRID_BATCH", 2)
     x = torch.rand(5, 3, 18, 20)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from lgs_gpu.backends.torch_path import collate, window_means
-from lgs_gpu.windows import axis_windows, covering_tensors, membership_matrix
+from lgs_gpu.core.windows import axis_windows, covering_tensors, membership_matrix
+from lgs_gpu.smoothing.backends.torch_path import collate, window_means
 
 
 @pytest.mark.parametrize(

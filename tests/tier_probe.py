@@ -10,7 +10,7 @@ import os
 
 
 def pytest_collection_finish(session):
-    from lgs_gpu.backends.triton_path import kernels
+    from lgs_gpu.smoothing.backends.triton_path import kernels
 
     probe = {
         "collected": len(session.items),

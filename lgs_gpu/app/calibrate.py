@@ -5,7 +5,7 @@ on LaVAN images crafted *once* against the bare model (non-adaptive: the attacke
 LGS) are measured; with no ground truth, accuracy is agreement with the bare model's clean
 prediction. The adversarial images come from :func:`.evaluate.adversarial_batch`, cached in the
 output folder exactly as ``lgs-gpu evaluate`` caches them, so an evaluation in the same folder
-reuses them. Each window size is one :func:`lgs_gpu.front.lgs_sweep` per batch: one gradient for
+reuses them. Each window size is one :func:`lgs_gpu.smoothing.front.lgs_sweep` per batch: one gradient for
 every (λ, γ) pair.
 
 The recommendation is the setting with the best robust accuracy whose clean cost (the bare
@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 from .. import defenses
-from .._files import atomic_write_bytes
-from .._transform import spec_number
-from .._validate import is_integer
-from ..front import lgs_sweep
-from ..parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from ..core.files import atomic_write_bytes
+from ..core.parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from ..core.transform import spec_number
+from ..core.validate import is_integer
+from ..smoothing.front import lgs_sweep
 from . import evaluate, runs
 
 # The default grid: the paper's setting (λ 2.3, γ 0.1, 15-pixel windows) in the middle of each axis.

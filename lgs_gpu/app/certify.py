@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from .. import data
-from .._files import atomic_write_bytes
 from ..certify import PatchCleanser
+from ..core.files import atomic_write_bytes
 from . import runs
 
 

@@ -7,8 +7,14 @@ import copy
 import sys
 
 # Nothing here imports torch: --help and argument errors answer at once; each command imports its work.
-from .._extras import MissingExtra
-from ..parameters import BACKENDS, DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
+from ..core.extras import MissingExtra
+from ..core.parameters import (
+    BACKENDS,
+    DEFAULT_OVERLAP,
+    DEFAULT_SMOOTHING_FACTOR,
+    DEFAULT_THRESHOLD,
+    DEFAULT_WINDOW_SIZE,
+)
 from . import allocator
 from .presets import ATTACKS, DEFAULT_LGS_SPEC, QUICK_CALIBRATION, QUICK_EVALUATION
 
@@ -106,7 +112,7 @@ def _run_inputs(args: argparse.Namespace) -> dict:
 def _defense_from_arguments(args: argparse.Namespace):
     """The defense of ``--defense SPEC``, or LGS built from the LGS flags (not both)."""
     from ..defenses import get
-    from ..front import LocalGradientsSmoothing
+    from ..smoothing.front import LocalGradientsSmoothing
 
     given = {name: getattr(args, name) for name in _LGS_FLAGS if getattr(args, name) is not None}
     if args.defense is not None:
@@ -496,7 +502,7 @@ def _info(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..front import backend_info, compiled_cache_info
+    from ..smoothing.front import backend_info, compiled_cache_info
 
     device = _device(args.device)
     print(
@@ -510,7 +516,7 @@ def _info(args: argparse.Namespace) -> int:
     print(
         f"memory allocator of the commands: {allocator.configure()} (--allocator or ${allocator.ENVIRONMENT_VARIABLE})"
     )
-    from .._torch_internals import degraded
+    from ..core.torch_internals import degraded
 
     for instead in degraded().values():
         print(f"degraded: {instead}")
@@ -528,7 +534,7 @@ def _warmup(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..front import compiled_cache_info, warmup
+    from ..smoothing.front import compiled_cache_info, warmup
 
     names = [name.strip() for name in args.dtypes.split(",") if name.strip()]
     unknown = [name for name in names if name not in ("float32", "float64")]
@@ -562,7 +568,7 @@ def _print_defenses() -> None:
         print(f"  agrees with: {info.checked_against}")
         print(f"  paper's grid: {grid}")
         if info.name == "lgs":
-            from ..parameters import MODEL_PRESETS
+            from ..core.parameters import MODEL_PRESETS
 
             for model, preset in MODEL_PRESETS.items():
                 print(f"  lgs@{model}: calibrated for {model}: " + ", ".join(f"{k}={v}" for k, v in preset.items()))

@@ -32,10 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .._transform import ImageDefense
-from .._validate import is_integer
-from ..defenses import get
-from ..imageio import (
+from ..core.imageio import (
     JPEG_SUFFIXES,
     UnreadableImage,
     decode_image_file,
@@ -45,6 +42,9 @@ from ..imageio import (
     read_image,
     read_jpeg_bytes,
 )
+from ..core.transform import ImageDefense
+from ..core.validate import is_integer
+from ..defenses import get
 from .defend_outputs import (
     Decoded,
     Job,

@@ -50,8 +50,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .._files import atomic_write_bytes
-from ..imageio import encode_image
+from ..core.files import atomic_write_bytes
+from ..core.imageio import encode_image
 
 MANIFEST_STEM = "lgs-defend-manifest"
 

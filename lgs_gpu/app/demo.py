@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from .._files import atomic_write_bytes
-from .._validate import is_integer
+from ..core.files import atomic_write_bytes
+from ..core.parameters import DEFAULT_SMOOTHING_FACTOR
+from ..core.patch_geometry import patch_side
+from ..core.validate import is_integer
 from ..data import DEMO_PHOTOGRAPHS, bundled_photographs
-from ..front import lgs_stages
-from ..parameters import DEFAULT_SMOOTHING_FACTOR
-from ..patch_geometry import patch_side
+from ..smoothing.front import lgs_stages
 from .report import figure_lgs_stages
 from .runs import check_output_folder
 

@@ -38,10 +38,10 @@ from pathlib import Path
 import torch
 
 from .. import attacks, certify, data, defenses
-from .._files import atomic_write_bytes
-from .._validate import from_unit_float
-from ..front import LocalGradientsSmoothing
+from ..core.files import atomic_write_bytes
+from ..core.validate import from_unit_float
 from ..models import Classifier
+from ..smoothing.front import LocalGradientsSmoothing
 from . import runs
 from .presets import ATTACKS, DEFAULT_LGS_SPEC
 

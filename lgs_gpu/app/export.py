@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._torch_internals import is_operator_overload
+from ..core.parameters import lgs_spec_for
+from ..core.torch_internals import is_operator_overload
 from ..defenses import get as get_defense
 from ..models import Classifier, load_model
-from ..parameters import lgs_spec_for
 
 # Operators that AOTInductor compiles into the package, needing nothing from lgs_gpu at load time.
 _COMPILED_IN = ("lgs_gpu::lgs", "lgs_gpu::lgs_map")
@@ -76,7 +76,7 @@ def export_defended(
         classifier: a :class:`lgs_gpu.models.Classifier` or a model name for :func:`load_model`.
         defense: a registry spec (``lgs@efficientnet_lite0``, ``lgs:1.7,window=25``, ``median:3|lgs``, ``jpeg:30``
             ...); ``None``: the model's calibrated LGS preset where it has one, else the paper's ``lgs``
-            (:func:`lgs_gpu.parameters.lgs_spec_for`).
+            (:func:`lgs_gpu.core.parameters.lgs_spec_for`).
         weights: for a model name, as :func:`load_model` takes them.
         size: the image side the package takes (default: the classifier's input size).
         device: where the package runs (``cpu`` or ``cuda``).

@@ -7,7 +7,7 @@ presets are keyed by the fields of :class:`.evaluate.EvaluationConfig` and
 
 from __future__ import annotations
 
-from ..parameters import DEFAULT_SMOOTHING_FACTOR
+from ..core.parameters import DEFAULT_SMOOTHING_FACTOR
 
 # The attack settings an evaluation can run (see evaluate.plan()); --attacks takes these names.
 ATTACKS = ("lavan", "patch", "bpda", "adaptive")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .._extras import optional_import
-from .._files import atomic_write_bytes
+from ..core.extras import optional_import
+from ..core.files import atomic_write_bytes
 
 
 def _as_picture(image: torch.Tensor):

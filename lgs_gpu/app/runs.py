@@ -32,10 +32,10 @@ import torch
 from tqdm import tqdm
 
 from .. import data
-from .._files import atomic_write_bytes
-from .._validate import is_integer
-from ..front import backend_info
+from ..core.files import atomic_write_bytes
+from ..core.validate import is_integer
 from ..models import OFFLINE_DEFAULT, load_model
+from ..smoothing.front import backend_info
 
 _LOG = logging.getLogger("lgs_gpu")
 

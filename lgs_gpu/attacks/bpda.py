@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._transform import ImageDefense
+from ..core.transform import ImageDefense
 
 
 class _StraightThrough(torch.autograd.Function):

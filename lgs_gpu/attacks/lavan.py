@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .._validate import as_image_batch, to_unit_float
+from ..core.validate import as_image_batch, to_unit_float
 from ._loop import check_defense_in_loop, cosine_step, defended_logits, random_targets, top1
 from .placement import border_locations, check_locations, patch_side, square_masks
 

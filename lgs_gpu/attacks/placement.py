@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..patch_geometry import patch_side
+from ..core.patch_geometry import patch_side
 
 __all__ = ["border_locations", "check_locations", "patch_side", "square_masks"]
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .._validate import as_image_batch, is_integer, to_unit_float
+from ..core.validate import as_image_batch, is_integer, to_unit_float
 from .masks import MaskGeometry, mask_geometry, mask_set
 
 CASES = {1: "I (all masks agree)", 2: "II (a disagreeing mask survives every second mask)", 3: "III (majority)"}

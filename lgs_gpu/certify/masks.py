@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import is_integer
-from ..patch_geometry import patch_side
+from ..core.patch_geometry import patch_side
+from ..core.validate import is_integer
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ Example:
     torch.Size([2, 3, 32, 32])
 """
 
-from .._transform import ImageDefense
-from ..front import LocalGradientsSmoothing, lgs
+from ..core.transform import ImageDefense
+from ..smoothing.front import LocalGradientsSmoothing, lgs
 from .bilateral import BilateralFilter, bilateral_filter
 from .bit_depth import BitDepth, bit_depth
 from .compose import Compose, LGSMaskedFilter

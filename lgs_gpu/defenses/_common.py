@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import torch
 
-from .._validate import as_image_batch, from_unit_float, is_integer, is_real, to_unit_float
-from ..tracing import exporting_to_onnx, tracing
+from ..core.tracing import exporting_to_onnx, tracing
+from ..core.validate import as_image_batch, from_unit_float, is_integer, is_real, to_unit_float
 
 
 def apply_defense(

@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._transform import ImageDefense, spec_number
+from ..core.transform import ImageDefense, spec_number
 from ._common import apply_defense, odd_window, positive_real, window_fits
 
 PAPER_WINDOWS = (5,)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .._transform import ImageDefense
+from ..core.transform import ImageDefense
 from ._common import apply_defense, integer_parameter
 
 PAPER_BITS = (1, 2, 3)

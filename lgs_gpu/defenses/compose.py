@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 import torch
 
-from .._transform import ImageDefense
-from ..front import LocalGradientsSmoothing
+from ..core.transform import ImageDefense
+from ..smoothing.front import LocalGradientsSmoothing
 from ._common import apply_defense
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._transform import ImageDefense, spec_number
+from ..core.transform import ImageDefense, spec_number
 from ._common import apply_defense, odd_window, positive_real, window_fits
 from ._padding import reflect_indices
 

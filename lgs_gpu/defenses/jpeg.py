@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from .._transform import ImageDefense
-from .._validate import from_unit_float, to_unit_float
-from ..parameters import OPERATOR_NAMESPACE
+from ..core.parameters import OPERATOR_NAMESPACE
+from ..core.transform import ImageDefense
+from ..core.validate import from_unit_float, to_unit_float
 from ._common import apply_defense, integer_parameter, refuse_onnx
 
 PAPER_QUALITIES = (80, 60, 40, 30, 20, 10)

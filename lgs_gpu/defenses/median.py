@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .._transform import ImageDefense
-from ..tracing import exporting_to_onnx, tracing
+from ..core.tracing import exporting_to_onnx, tracing
+from ..core.transform import ImageDefense
 from ._common import apply_defense, odd_window, window_fits
 from ._padding import pad_reflect
 

@@ -10,7 +10,7 @@ Grammar (whitespace ignored, names case-insensitive)::
 ``value`` after the colon is the defense's main parameter (JPEG quality, TV weight, filter
 window, bits, λ); further parameters go by keyword, e.g. ``"gaussian:5,sigma=1.5"`` or
 ``"lgs:1.7,threshold=0.15"``. ``lgs@<model>`` starts from the setting calibrated for that model
-(:func:`lgs_gpu.parameters.model_preset`), and what the spec gives overrides it:
+(:func:`lgs_gpu.core.parameters.model_preset`), and what the spec gives overrides it:
 ``"lgs@efficientnet_lite0,backend=torch"``.
 """
 
@@ -19,9 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._transform import ImageDefense
-from ..front import BACKENDS, LocalGradientsSmoothing
-from ..parameters import DEFAULT_OVERLAP, DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE, model_preset
+from ..core.parameters import (
+    DEFAULT_OVERLAP,
+    DEFAULT_SMOOTHING_FACTOR,
+    DEFAULT_THRESHOLD,
+    DEFAULT_WINDOW_SIZE,
+    model_preset,
+)
+from ..core.transform import ImageDefense
+from ..smoothing.front import BACKENDS, LocalGradientsSmoothing
 from .bilateral import PAPER_WINDOWS as BILATERAL_WINDOWS
 from .bilateral import BilateralFilter
 from .bit_depth import PAPER_BITS, BitDepth
@@ -86,7 +92,7 @@ _REGISTRY = (
         },
         (2.3, 2.1, 1.9, 1.7, 1.5),
         True,
-        "lgs_gpu.backends.reference (the paper's equations)",
+        "lgs_gpu.smoothing.backends.reference (the paper's equations)",
     ),
     DefenseInfo(
         "jpeg",

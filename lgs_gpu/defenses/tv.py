@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from .._transform import ImageDefense, spec_number
-from ..parameters import OPERATOR_NAMESPACE
+from ..core.parameters import OPERATOR_NAMESPACE
+from ..core.transform import ImageDefense, spec_number
 from ._common import apply_defense, integer_parameter, positive_real, refuse_onnx
 
 PAPER_WEIGHTS = (10, 20, 30)

@@ -65,8 +65,8 @@ except ImportError as error:  # the optional extra is missing
     ) from error
 
 from .. import attacks
-from .._validate import is_real
 from ..certify import PatchCleanser, is_spec
+from ..core.validate import is_real
 from ..defenses import ImageDefense, LocalGradientsSmoothing, get
 
 __all__ = ["GRADIENTS", "MINIMUM_ART_VERSION", "ARTPreprocessor"]

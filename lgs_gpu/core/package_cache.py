@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from ._torch_internals import aoti_package_runner
+from .torch_internals import aoti_package_runner
 
 CACHE_ENVIRONMENT_VARIABLE = "LGS_GPU_CACHE_DIR"
 _OFF = "off"

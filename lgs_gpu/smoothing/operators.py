@@ -3,7 +3,7 @@
 Registered with :func:`torch.library.triton_op`, so that a defended model keeps its defense
 wherever PyTorch takes it:
 
-* eagerly, each runs what ``backend="auto"`` runs (:mod:`lgs_gpu.dispatch` routes every case below): the Triton kernels
+* eagerly, each runs what ``backend="auto"`` runs (:mod:`lgs_gpu.smoothing.routing` routes every case below): the Triton kernels
   on CUDA, the compiled CPU programs (or eager torch) on CPU;
 * under ``torch.compile``, on CUDA Inductor traces into the operator and sees the Triton kernels
   (through ``torch.library.wrap_triton``), which it launches from its own code. On CPU the
@@ -12,11 +12,11 @@ wherever PyTorch takes it:
 * under ``torch.export`` the operator stays one node (``torch.ops.lgs_gpu.lgs.default``, which
   serialises), and its fake implementation (shapes only, no computation) gives them for any
   batch, height and width. AOTInductor compiles it into the package, on CPU as the traced
-  form (:mod:`lgs_gpu.backends.traced_path`), so that a package runs without this package or its
+  form (:mod:`lgs_gpu.smoothing.backends.traced_path`), so that a package runs without this package or its
   program cache;
 * autograd: the gradient of the traced form, which is the torch path's (registered backward).
 
-Arguments: ``x`` a validated ``[B, C, H, W]`` batch of an accepted dtype (:mod:`lgs_gpu._validate`;
+Arguments: ``x`` a validated ``[B, C, H, W]`` batch of an accepted dtype (:mod:`lgs_gpu.core.validate`;
 :func:`lgs_gpu.lgs` validates and calls these), then λ, γ, the window size and the overlap.
 ``lgs`` returns ``x``'s shape, dtype and memory format; ``lgs_map`` the ``[B, H, W]`` map ``ĝ``
 in the compute dtype.
@@ -33,22 +33,22 @@ from __future__ import annotations
 import torch
 from torch.library import triton_op
 
-from . import dispatch
-from ._validate import compute_dtype, to_unit_float
+from ..core.parameters import OPERATOR_NAMESPACE
+from ..core.validate import compute_dtype, to_unit_float
+from . import routing
 from .backends import traced_path
-from .parameters import OPERATOR_NAMESPACE
 
 
 @triton_op(f"{OPERATOR_NAMESPACE}::lgs", mutates_args=())
 def lgs(x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
     parameters = (smoothing_factor, threshold, window_size, overlap)
-    return dispatch.compute(x, *parameters, "auto", ("output",), inside_operator=True)["output"]
+    return routing.compute(x, *parameters, "auto", ("output",), inside_operator=True)["output"]
 
 
 @triton_op(f"{OPERATOR_NAMESPACE}::lgs_map", mutates_args=())
 def lgs_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
     parameters = (0.0, threshold, window_size, overlap)
-    return dispatch.compute(x, *parameters, "auto", ("suppression_map",), inside_operator=True)["suppression_map"]
+    return routing.compute(x, *parameters, "auto", ("suppression_map",), inside_operator=True)["suppression_map"]
 
 
 @torch.library.custom_op(f"{OPERATOR_NAMESPACE}::lgs_cpu", mutates_args=(), device_types="cpu")
@@ -56,7 +56,7 @@ def lgs_cpu(
     x: torch.Tensor, smoothing_factor: float, threshold: float, window_size: int, overlap: int, stage: str
 ) -> torch.Tensor:
     """One stage (``"output"`` or ``"suppression_map"``) of CPU images as ``auto`` computes it (compiled)."""
-    return dispatch.compute(x, smoothing_factor, threshold, window_size, overlap, "auto", (stage,))[stage]
+    return routing.compute(x, smoothing_factor, threshold, window_size, overlap, "auto", (stage,))[stage]
 
 
 def _output_like(x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ attacks", WACV 2019. The paper's symbols are words everywhere in this package:
 * ``window_size`` (default 15): the side of the square windows, in pixels (``>= 1``).
 * ``overlap`` (default 5): pixels shared by neighbouring windows (``0 <= overlap <
   window_size``); window starts are ``window_size - overlap`` apart (see
-  :mod:`lgs_gpu.windows` for the border rule).
+  :mod:`lgs_gpu.core.windows` for the border rule).
 
 The stages of one LGS call, as :func:`lgs_gpu.lgs_stages` returns them:
 
@@ -73,7 +73,7 @@ def lgs_spec_for(model: str) -> str:
 
 # The namespace of the package's PyTorch operators (torch.ops.lgs_gpu.lgs, .lgs_map, .jpeg, .tv_bregman).
 OPERATOR_NAMESPACE = "lgs_gpu"
-# The paths that compute LGS, by the names ``backend=`` takes (:mod:`lgs_gpu.dispatch` says which runs).
+# The paths that compute LGS, by the names ``backend=`` takes (:mod:`lgs_gpu.smoothing.routing` says which runs).
 BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
 # The stages above that ``lgs_stages`` can return, in the order of ``LGSStages``' fields.
 STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")

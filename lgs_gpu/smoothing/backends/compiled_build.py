@@ -1,7 +1,7 @@
 """Builds the compiled CPU path's programs in a process of its own.
 
-:func:`lgs_gpu.backends.compiled_path.build_in_child` runs
-``python -m lgs_gpu.backends.compiled_build REQUESTS``, ``REQUESTS`` a JSON list of
+:func:`lgs_gpu.smoothing.backends.compiled_path.build_in_child` runs
+``python -m lgs_gpu.smoothing.backends.compiled_build REQUESTS``, ``REQUESTS`` a JSON list of
 :meth:`.compiled_path.Program.fields` lists, each followed by a package path: each graph of
 :func:`.compiled_path.examples` is exported with dynamic shapes and compiled by AOTInductor into
 the ``.pt2`` package at that path. A failure prints its reason as the last line on stderr and exits non-zero.
@@ -29,7 +29,7 @@ def build(name: str, dtype: str, extents: list[int] | None, channels: int | None
 def main(arguments: list[str]) -> int:
     if len(arguments) != 1:
         print(
-            "usage: python -m lgs_gpu.backends.compiled_build '[[name, dtype, extents, channels, path], ...]'",
+            "usage: python -m lgs_gpu.smoothing.backends.compiled_build '[[name, dtype, extents, channels, path], ...]'",
             file=sys.stderr,
         )
         return 2

@@ -2,12 +2,12 @@
 
 ``lgs`` defends ``[B, C, H, W]`` (or ``[C, H, W]``) images against localized adversarial
 patches by suppressing pixels of high, concentrated gradient; the parameters and stages are
-documented in :mod:`lgs_gpu.parameters`. Five paths implement the same contract and everything in
-the package reaches them through this module; :mod:`lgs_gpu.dispatch` says which runs a call
-(``backend``) and why, and :mod:`lgs_gpu.ops` registers LGS as PyTorch operators
+documented in :mod:`lgs_gpu.core.parameters`. Five paths implement the same contract and everything in
+the package reaches them through this module; :mod:`lgs_gpu.smoothing.routing` says which runs a call
+(``backend``) and why, and :mod:`lgs_gpu.smoothing.operators` registers LGS as PyTorch operators
 (``torch.ops.lgs_gpu.lgs``, ``torch.ops.lgs_gpu.lgs_map``), which is what a compiler sees: a model
 with LGS inside keeps it through ``torch.compile``, ``torch.export``, AOTInductor and ONNX. The
-operators are registered by the first call a compiler traces, or by ``import lgs_gpu.ops``.
+operators are registered by the first call a compiler traces, or by ``import lgs_gpu.smoothing.operators``.
 """
 
 from __future__ import annotations
@@ -18,21 +18,7 @@ from typing import Any
 
 import torch
 
-from . import dispatch
-from ._transform import ImageDefense, spec_number
-from ._validate import (
-    as_image_batch,
-    compute_dtype,
-    from_unit_float,
-    is_integer,
-    real_scalar,
-    to_unit_float,
-    window_parameters,
-)
-from .backends import compiled_path, torch_path
-from .backends.triton_path import triton_usable
-from .dispatch import backend_info, check_backend
-from .parameters import (
+from ..core.parameters import (
     BACKENDS,
     DEFAULT_OVERLAP,
     DEFAULT_SMOOTHING_FACTOR,
@@ -41,7 +27,21 @@ from .parameters import (
     STAGES,
     model_preset,
 )
-from .tracing import refuse_torchscript
+from ..core.tracing import refuse_torchscript
+from ..core.transform import ImageDefense, spec_number
+from ..core.validate import (
+    as_image_batch,
+    compute_dtype,
+    from_unit_float,
+    is_integer,
+    real_scalar,
+    to_unit_float,
+    window_parameters,
+)
+from . import routing
+from .backends import compiled_path, torch_path
+from .backends.triton_path import triton_usable
+from .routing import backend_info, check_backend
 
 __all__ = [
     "BACKENDS",
@@ -112,13 +112,13 @@ def _one_stage(
     batch, smoothing_factor, threshold, window_size, overlap, backend: str, stage: str, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``output`` or ``suppression_map`` of a validated batch, through the operator while a compiler traces."""
-    decided = dispatch.route(backend, batch, (stage,), operator=True)
+    decided = routing.route(backend, batch, (stage,), operator=True)
     if decided.path != "operator":
-        return dispatch.compute(
+        return routing.compute(
             batch, smoothing_factor, threshold, window_size, overlap, backend, (stage,), out, decided=decided
         )[stage]
     # Registered on the first traced call, not at import: creating a Triton operator imports Inductor (a second).
-    from . import ops  # noqa: F401
+    from . import operators  # noqa: F401
 
     if stage == "output":
         result = torch.ops.lgs_gpu.lgs(batch, smoothing_factor, threshold, window_size, overlap)
@@ -240,7 +240,7 @@ def lgs_map(
 
 @dataclass(frozen=True)
 class LGSStages:
-    """What one LGS pass computed (see :mod:`lgs_gpu.parameters`); a field not asked for is ``None``.
+    """What one LGS pass computed (see :mod:`lgs_gpu.core.parameters`); a field not asked for is ``None``.
 
     Shapes for a ``[B, C, H, W]`` batch (a single ``[C, H, W]`` image drops the leading ``B``):
 
@@ -250,7 +250,7 @@ class LGSStages:
         window_mask: ``[B, 1, H, W]`` bool, True for pixels inside at least one passing window.
         suppression_map: ``ĝ``, ``[B, 1, H, W]``, exactly :func:`lgs_map`'s result.
         window_means: ``[B, n_rows, n_cols]``, the mean of ``g`` over each window (row-major
-            window order of :func:`lgs_gpu.windows.axis_windows`); a window passes when its mean
+            window order of :func:`lgs_gpu.core.windows.axis_windows`); a window passes when its mean
             is strictly above γ, so a sweep over γ needs only these.
     """
 
@@ -307,7 +307,7 @@ def lgs_stages(
     batch, single, smoothing_factor, threshold, window_size, overlap = _prepare(
         x, smoothing_factor, threshold, window_size, overlap
     )
-    computed = dispatch.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, wanted)
+    computed = routing.compute(batch, smoothing_factor, threshold, window_size, overlap, backend, wanted)
     for name in ("normalised_gradient", "window_mask", "suppression_map"):
         if name in computed:
             computed[name] = computed[name][:, None]
@@ -410,7 +410,7 @@ class LocalGradientsSmoothing(ImageDefense):
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> LocalGradientsSmoothing:
-        """LGS with the setting calibrated for ``model`` (:func:`lgs_gpu.parameters.model_preset`), any
+        """LGS with the setting calibrated for ``model`` (:func:`lgs_gpu.core.parameters.model_preset`), any
         argument overridden by keyword. The same as the defense spec ``lgs@<model>``.
 
         Example:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ._validate import is_integer, is_real
+from .validate import is_integer, is_real
 
 
 def patch_side(image_size: int, area_fraction: float) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ._torch_internals import is_fake, onnx_exporter_flag
+from .torch_internals import is_fake, onnx_exporter_flag
 
 
 def tracing(x: torch.Tensor) -> bool:

@@ -1,6 +1,6 @@
 """Vectorised Local Gradients Smoothing in plain PyTorch: the differentiable path, on any device.
 
-Implements the contract of :mod:`lgs_gpu.front` (symbols in :mod:`lgs_gpu.parameters`) with no
+Implements the contract of :mod:`lgs_gpu.smoothing.front` (symbols in :mod:`lgs_gpu.core.parameters`) with no
 Python loop over images or windows. The window test sums rows then columns of windows on strided
 views (:func:`window_means`), and the collation ORs window flags on a small table of pixel
 classes before expanding it once (:func:`collate`). About thirty unfused full-size passes: their
@@ -15,8 +15,8 @@ import functools
 
 import torch
 
-from ..parameters import STAGES
-from ..windows import axis_windows, collation_tensors, starts_tensor
+from ...core.parameters import STAGES
+from ...core.windows import axis_windows, collation_tensors, starts_tensor
 
 
 def safe_sqrt(value: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ def collation_geometry(
     height: int, width: int, window_size: int, overlap: int, device: torch.device
 ) -> tuple[torch.Tensor, ...]:
     """``(row_class, row_window, row_valid, col_class, col_window, col_valid)``: see
-    :func:`lgs_gpu.windows.collation_tensors`."""
+    :func:`lgs_gpu.core.windows.collation_tensors`."""
     return (
         *collation_tensors(height, window_size, overlap, device),
         *collation_tensors(width, window_size, overlap, device),
@@ -132,7 +132,7 @@ def collate_by_row_class(
     """The collated mask before its rows are expanded: ``[B, n_row_classes, W]``.
 
     ORs the (at most ``max_cover`` per axis) windows over each class of pixels (see
-    :attr:`lgs_gpu.windows.AxisWindows.classes`) on a small table and expands its columns; row
+    :attr:`lgs_gpu.core.windows.AxisWindows.classes`) on a small table and expands its columns; row
     ``r`` of the full mask is row ``row_class[r]`` of the result. No Python-side caches here, so
     that ``torch.compile`` traces it as is.
     """

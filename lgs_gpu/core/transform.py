@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 import PIL.Image
 import torch
 
-from ._validate import is_integer
 from .tracing import refuse_torchscript
+from .validate import is_integer
 
 
 def spec_number(value: float) -> str:

@@ -1,6 +1,6 @@
 """Which LGS path runs a call and why, and running it: the routing table and the one function that reads it.
 
-Five paths (:mod:`lgs_gpu.backends`) implement one contract; ``backend`` names one, or ``"auto"``:
+Five paths (:mod:`lgs_gpu.smoothing.backends`) implement one contract; ``backend`` names one, or ``"auto"``:
 
 * ``"triton"``: fused kernels for CUDA tensors; no autograd.
 * ``"torch"``: vectorised PyTorch, any device, differentiable.
@@ -12,7 +12,7 @@ Five paths (:mod:`lgs_gpu.backends`) implement one contract; ``backend`` names o
   usable for the images' device (:func:`backend_info` says why not); else torch.
 
 While a compiler traces a call (``torch.compile``, ``torch.export``, AOTInductor, the ONNX
-exporter), ``lgs`` and ``lgs_map`` go through the operators of :mod:`lgs_gpu.ops`, so that the
+exporter), ``lgs`` and ``lgs_map`` go through the operators of :mod:`lgs_gpu.smoothing.operators`, so that the
 graph holds one LGS node; not for ONNX, which has no such operator, nor for a call that needs a
 gradient. Inside an operator, and for ``lgs_stages``, Triton runs through
 ``torch.library.wrap_triton`` (Inductor sees its kernels) and the other backends as the traced form
@@ -28,13 +28,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ._torch_internals import aot_compiling, exporting
-from ._validate import compute_dtype, from_unit_float, to_unit_float
+from ..core.parameters import BACKENDS
+from ..core.torch_internals import aot_compiling, exporting
+from ..core.tracing import exporting_to_onnx, tracing
+from ..core.validate import compute_dtype, from_unit_float, to_unit_float
+from ..core.windows import axis_windows
 from .backends import compiled_path, reference, torch_path, traced_path
 from .backends.triton_path import interpreting, triton_import_error, triton_unusable_reason
-from .parameters import BACKENDS
-from .tracing import exporting_to_onnx, tracing
-from .windows import axis_windows
 
 _LOG = logging.getLogger("lgs_gpu")
 _OPERATOR_STAGES = ("output", "suppression_map")  # lgs_gpu::lgs and lgs_gpu::lgs_map compute one each
@@ -225,7 +225,7 @@ def compute(
 
     ``output`` in ``batch``'s dtype and memory format, written into ``out`` when given (checked by
     the front); the planes ``[B, H, W]`` and the window means in the compute dtype (see
-    :func:`lgs_gpu.front.lgs_stages`).
+    :func:`lgs_gpu.smoothing.front.lgs_stages`).
     """
     decided = decided or route(backend, batch, wanted, inside_operator=inside_operator)
     path = decided.path

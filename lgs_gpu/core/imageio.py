@@ -23,7 +23,7 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-from ._files import atomic_write_bytes
+from .files import atomic_write_bytes
 
 
 def _torchvision_io():

@@ -1,6 +1,6 @@
 """Fused Triton kernels for Local Gradients Smoothing, each beside its launcher.
 
-Two launches read the image (symbols as in :mod:`lgs_gpu.parameters`); both tile each image into
+Two launches read the image (symbols as in :mod:`lgs_gpu.core.parameters`); both tile each image into
 bands of ``BAND_ROWS`` rows x strips of ``BLOCK_W`` columns, one program per tile, and walk the
 tile's rows:
 
@@ -31,7 +31,7 @@ normalisation is scale-free); float16 / bfloat16 / float32 in float32; float64 i
 DRAM traffic: x read twice and the output written once, plus the tiles' statistics (about 0.25
 byte per pixel; ``traffic`` in ``benchmarks/roofline.py``). No launch copies anything to or from
 the host or synchronises, so a call can be captured in a CUDA graph. Window geometry is
-computed in the kernels from three integers per axis and the stride (:func:`lgs_gpu.windows.axis_geometry`),
+computed in the kernels from three integers per axis and the stride (:func:`lgs_gpu.core.windows.axis_geometry`),
 and the parameters travel as kernel arguments (float64 ones as their bits). Offsets inside an
 image are int32 on an int64 image base (int64 throughout for an image of 2**31 elements or more).
 ``benchmarks/kernel_report.py`` reads the compiled code of every launch; the ``# report:`` tags
@@ -49,9 +49,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..._validate import compute_dtype, is_integer
-from ...parameters import STAGES
-from ...windows import axis_geometry, max_cover
+from ....core.parameters import STAGES
+from ....core.validate import compute_dtype, is_integer
+from ....core.windows import axis_geometry, max_cover
 
 # 2**23 as float32: for 0 <= v < 2**23, adding it leaves round-half-even(v) in the low mantissa bits.
 _MAGIC = tl.constexpr(8388608.0)
@@ -336,7 +336,7 @@ def _nan_maximum(a, b):
 
 @triton.jit
 def _window_start(index, step, last_start):
-    """Start of window ``index`` on an axis (see :mod:`lgs_gpu.windows`): ``min(index * step, last_start)``."""
+    """Start of window ``index`` on an axis (see :mod:`lgs_gpu.core.windows`): ``min(index * step, last_start)``."""
     return tl.minimum(index * step, last_start)
 
 
@@ -456,7 +456,7 @@ def _statistics_kernel(
     stride_w,  # strides of x in elements
     n_row_windows,
     row_extent,
-    row_last_start,  # row windows (see lgs_gpu.windows.axis_geometry)
+    row_last_start,  # row windows (see lgs_gpu.core.windows.axis_geometry)
     n_col_windows,
     col_extent,
     col_last_start,  # column windows
@@ -1126,7 +1126,7 @@ def lgs_triton(
     """Run LGS on ``[B, C, H, W]`` images with the Triton kernels.
 
     ``x`` is any accepted dtype (uint8, float16, bfloat16, float32, float64) and any strides;
-    parameters are already validated by :mod:`lgs_gpu.front`. Returns ``(output, map)``: the
+    parameters are already validated by :mod:`lgs_gpu.smoothing.front`. Returns ``(output, map)``: the
     defended images in ``x``'s dtype and memory format, and ``ĝ`` as ``[B, H, W]`` in the
     compute dtype; each is ``None`` unless asked for.
 

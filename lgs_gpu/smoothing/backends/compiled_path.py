@@ -1,6 +1,6 @@
 """Local Gradients Smoothing compiled ahead of time for the CPU: the default CPU path.
 
-Implements the contract of :mod:`lgs_gpu.front` for inference (no autograd) on contiguous CPU
+Implements the contract of :mod:`lgs_gpu.smoothing.front` for inference (no autograd) on contiguous CPU
 tensors of the compute dtype. The torch path's stages are exported (``torch.export``, dynamic
 batch, channels, height and width) and compiled by AOTInductor into one vectorised C++/OpenMP
 program each, kept in the per-machine cache of :mod:`.package_cache`: built once (tens of seconds,
@@ -19,7 +19,7 @@ bytes are counted in ``traffic`` in ``benchmarks/roofline.py``):
    windows), write the ``n_rows x n_cols`` means and pass flags. One program per window size:
    the window's extents are the only sizes that are compiled in, so one program serves every
    image at least a window tall and wide. On an image smaller than the window in either axis
-   (the extent is then ``min(window_size, H)``, see :func:`lgs_gpu.windows.axis_windows`) the
+   (the extent is then ``min(window_size, H)``, see :func:`lgs_gpu.core.windows.axis_windows`) the
    window test runs eagerly: a program per small size cost tens of seconds each on a cold cache.
 3. :func:`.torch_path.collate_by_row_class` (eager): the mask as a small table, one row per class
    of rows (about ``2 * n_rows`` of them), no full-size mask.
@@ -51,10 +51,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .._validate import UINT8_MAX, compute_dtype
-from ..package_cache import PackageCache, UntrustedCache, cache_folder, compiler_missing_reason
-from ..parameters import STAGES
-from ..workspace import Workspace
+from ...core.package_cache import PackageCache, UntrustedCache, cache_folder, compiler_missing_reason
+from ...core.parameters import STAGES
+from ...core.validate import UINT8_MAX, compute_dtype
+from ...core.workspace import Workspace
 from . import fused_cpu, torch_path
 from .torch_path import (
     collate_by_row_class,
@@ -289,7 +289,7 @@ BUILD_TIMEOUT_SECONDS = 1800
 
 def child_command() -> list[str]:
     """The command that builds programs in a process of its own (:mod:`.compiled_build`)."""
-    return [sys.executable, "-m", "lgs_gpu.backends.compiled_build"]
+    return [sys.executable, "-m", "lgs_gpu.smoothing.backends.compiled_build"]
 
 
 def build_in_child(requests: list[list]) -> None:
@@ -303,7 +303,7 @@ def build_in_child(requests: list[list]) -> None:
     """
     if not sys.executable:
         raise ProgramBuildError("no Python executable to build in (sys.executable is empty)")
-    package_root = str(Path(__file__).resolve().parents[2])  # runs from a checkout that is not installed too
+    package_root = str(Path(__file__).resolve().parents[3])  # runs from a checkout that is not installed too
     search_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     try:
         # cwd: the folder holding this package, which `python -m` puts first on sys.path (another checkout in the

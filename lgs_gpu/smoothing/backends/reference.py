@@ -1,12 +1,12 @@
 """Local Gradients Smoothing exactly as the paper's equations read: the oracle for every test.
 
 This module favours being obviously right over being fast: it loops over images and windows in
-Python. It imports only :mod:`lgs_gpu.windows` and shares no code with the paths it checks
+Python. It imports only :mod:`lgs_gpu.core.windows` and shares no code with the paths it checks
 (:mod:`.torch_path`, :mod:`.compiled_path`, :mod:`.triton_path`), which import nothing from it.
-The symbols and stages are documented in :mod:`lgs_gpu.parameters`.
+The symbols and stages are documented in :mod:`lgs_gpu.core.parameters`.
 
 Inputs here are ``[B, C, H, W]`` floating tensors of the compute dtype (validation, dtype
-conversion and dispatch live in :mod:`lgs_gpu.front`). Autograd flows through every step.
+conversion and dispatch live in :mod:`lgs_gpu.smoothing.front`). Autograd flows through every step.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..windows import axis_windows
+from ...core.windows import axis_windows
 
 SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
@@ -121,7 +121,7 @@ def stages(
     overlap: int,
     wanted: tuple[str, ...] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The stages of LGS on ``[B, C, H, W]`` images (see :mod:`lgs_gpu.parameters`), all computed.
+    """The stages of LGS on ``[B, C, H, W]`` images (see :mod:`lgs_gpu.core.parameters`), all computed.
 
     Returns those named in ``wanted`` (every one by default) of: ``output`` ``[B, C, H, W]``,
     ``normalised_gradient``, ``window_mask`` and ``suppression_map`` ``[B, H, W]``, and

@@ -2,7 +2,7 @@
 
 The torch path computes its window geometry in Python from the image size (tables of window
 starts and pixel classes), so a tracer specialises on every size. This path computes the same
-geometry from closed forms (:func:`lgs_gpu.windows.axis_geometry`) on index tensors, so ``torch.compile``,
+geometry from closed forms (:func:`lgs_gpu.core.windows.axis_geometry`) on index tensors, so ``torch.compile``,
 ``torch.export`` (batch, height and width dynamic), AOTInductor and the ONNX exporter see one
 graph for every size. Along an axis of length ``L`` with ``step = window_size - overlap``:
 
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from ..parameters import STAGES
-from ..windows import axis_geometry, max_cover
+from ...core.parameters import STAGES
+from ...core.windows import axis_geometry, max_cover
 from .torch_path import gradient_magnitude, image_range, normalise_between, suppress
 
 

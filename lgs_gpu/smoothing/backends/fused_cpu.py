@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from ..package_cache import PackageCache, UntrustedCache
-from ..workspace import Workspace
+from ...core.package_cache import PackageCache, UntrustedCache
+from ...core.workspace import Workspace
 from .torch_path import window_geometry
 
 SOURCE = Path(__file__).with_name("fused_cpu.cpp")
@@ -142,7 +142,7 @@ def lgs_output(
     otherwise.
 
     Example:
-        >>> from lgs_gpu.backends import torch_path
+        >>> from lgs_gpu.smoothing.backends import torch_path
         >>> x = torch.rand(2, 3, 40, 52, generator=torch.Generator().manual_seed(0))
         >>> out = torch.empty_like(x)
         >>> lgs_output(x, out, 2.3, 0.1, 15, 5, Workspace())
