@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 from .core.extras import optional_import
+from .core.parameters import OFFLINE_DEFAULT
 from .core.validate import as_image_batch, to_unit_float
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TFLITE_MEAN = (127 / 255,) * 3  # EfficientNet-Lite's (255 x - 127) / 128
 TFLITE_STD = (128 / 255,) * 3
-OFFLINE_DEFAULT = "efficientnet_lite0"
 
 
 class ModelUnavailable(ValueError):

@@ -22,7 +22,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,32 +34,10 @@ from ..core.transform import spec_number
 from ..core.validate import is_integer
 from ..smoothing.front import lgs_sweep
 from . import evaluate, runs
+from .configs import CalibrationConfig
+
 
 # The default grid: the paper's setting (λ 2.3, γ 0.1, 15-pixel windows) in the middle of each axis.
-SMOOTHING_FACTORS = (0.5, 1.0, 1.5, 2.3, 3.0, 4.0, 6.0)
-THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
-WINDOW_SIZES = (9, 15, 25)
-
-
-@dataclass
-class CalibrationConfig(runs.RunInputs):
-    """Everything that defines a calibration; saved in ``calibration.json``."""
-
-    output_dir: str = "lgs-calibration"
-    budget: float = 0.05  # largest clean-accuracy cost accepted, as a fraction (0.05 = 5 points)
-    smoothing_factors: list[float] = field(default_factory=lambda: list(SMOOTHING_FACTORS))
-    thresholds: list[float] = field(default_factory=lambda: list(THRESHOLDS))
-    window_sizes: list[int] = field(default_factory=lambda: list(WINDOW_SIZES))
-    patch_fraction: float = 0.04
-    iterations: int = 1000
-    eot_samples: int = 1
-    seed: int = 0
-    batch_size: int = 8
-    device: str = "cpu"
-    threads: int = 1
-    adaptive: bool = True  # attack the recommended setting with exact gradients and BPDA too
-
-
 def overlap_for(window_size: int) -> int:
     """The overlap calibrated windows use: a third of the window (5 for the paper's 15)."""
     return round(window_size / 3)
@@ -186,7 +164,7 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
     """Run (or resume: the attacks are cached) a calibration; returns what ``calibration.json`` holds.
 
     Example:
-        >>> from lgs_gpu.app.presets import QUICK_CALIBRATION
+        >>> from lgs_gpu.app.configs import QUICK_CALIBRATION
         >>> result = calibrate(CalibrationConfig(output_dir="out", **QUICK_CALIBRATION))  # doctest: +SKIP
         >>> result["recommended"]  # doctest: +SKIP
         'lgs:1,threshold=0.2,window=15,overlap=5'

@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -29,20 +29,7 @@ from .. import data
 from ..certify import PatchCleanser
 from ..core.files import atomic_write_bytes
 from . import runs
-
-
-@dataclass
-class CertifyConfig(runs.RunInputs):
-    """Everything that defines a certification run; saved in ``certify.json``."""
-
-    output_dir: str = "lgs-certify"
-    patch_fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.03])
-    masks_per_axis: int = 6
-    images_per_batch: int = 8  # images per record
-    model_batch_size: int | None = None  # masked images per model call (None: PatchCleanser's default)
-    device: str = "cpu"
-    threads: int = 1
-
+from .configs import CertifyConfig
 
 _RECORD_FIELDS = (
     "model",

@@ -1,10 +1,17 @@
-"""The ``lgs-gpu`` command: thin argument parsing over the application modules beside it."""
+"""The ``lgs-gpu`` command: thin argument parsing over the application modules beside it.
+
+The options of evaluate, calibrate, certify and defend are built from their config dataclasses
+(:mod:`.configs`): a :class:`Flag` names the field it sets and how its text converts, and the
+default ``--help`` shows is the config's.
+"""
 
 from __future__ import annotations
 
 import argparse
 import copy
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 # Nothing here imports torch: --help and argument errors answer at once; each command imports its work.
 from ..core.extras import MissingExtra
@@ -14,9 +21,20 @@ from ..core.parameters import (
     DEFAULT_SMOOTHING_FACTOR,
     DEFAULT_THRESHOLD,
     DEFAULT_WINDOW_SIZE,
+    OFFLINE_DEFAULT,
 )
 from . import allocator
-from .presets import ATTACKS, DEFAULT_LGS_SPEC, QUICK_CALIBRATION, QUICK_EVALUATION
+from .configs import (
+    ATTACKS,
+    OUTPUT_FORMATS,
+    QUICK_CALIBRATION,
+    QUICK_EVALUATION,
+    CalibrationConfig,
+    CertifyConfig,
+    DefendConfig,
+    EvaluationConfig,
+    shown_default,
+)
 
 _LGS_FLAGS = {
     "smoothing_factor": DEFAULT_SMOOTHING_FACTOR,
@@ -27,18 +45,204 @@ _LGS_FLAGS = {
 }
 
 
-def _parent() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(add_help=False)
+# --- converters: a flag's text -> its config value (ValueError naming the flag) ------------------
+
+
+def _specs(text: str, flag: str) -> list[str]:
+    specs = [spec.strip() for spec in text.split(";") if spec.strip()]
+    if not specs:  # "" or ";" must not fall back to the whole default grid
+        raise ValueError(
+            f"{flag} names no defense (got {text!r}); give specs separated by ';', e.g. 'none;lgs;jpeg:30'"
+        )
+    return specs
+
+
+def _names(text: str, flag: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _numbers(text: str, flag: str, kind: type = float) -> list:
+    try:
+        return [kind(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise ValueError(
+            f"{flag} takes comma-separated {'integers' if kind is int else 'numbers'}. Got {text!r}"
+        ) from None
+
+
+def _integers(text: str, flag: str) -> list[int]:
+    return _numbers(text, flag, int)
+
+
+def _share(text: str) -> float:
+    """``5%`` or ``0.05`` as 0.05."""
+    text = text.strip()
+    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+
+
+def _fraction(text: str, flag: str) -> float:
+    try:
+        return _share(text)
+    except ValueError:
+        raise ValueError(f"{flag} takes a share like 5% or 0.05. Got {text!r}") from None
+
+
+def _fractions(text: str, flag: str) -> list[float]:
+    try:
+        return [_share(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated percentages or fractions, e.g. 1%,2%. Got {text!r}") from None
+
+
+def _weights(text: str, flag: str) -> str | None:
+    return None if text == "none" else text
+
+
+def _gigabytes(text: str, flag: str) -> int:
+    """``text`` GB as bytes; ``ValueError`` unless it is a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{flag} must be a number of gigabytes > 0. Got {text}")
+    return max(1, int(value * 1e9))
+
+
+# --- options that set config fields --------------------------------------------------------------
+
+_PARSED = (int, float, str)  # argparse converts these itself
+
+
+@dataclass(frozen=True)
+class Flag:
+    """An option that sets one config field: ``flag`` -> ``field``, its text converted by ``convert``
+    (``int``/``float``/``str``, which argparse applies, or ``(text, flag) -> value``, applied when the
+    config is built). Its default is the config's, and ``--help`` shows it."""
+
+    flag: str
+    field: str
+    convert: Any = str
+    help: str = ""
+    short: str | None = None
+    action: str | None = None  # "store_true" / "store_false": a switch
+    choices: tuple | None = None
+    shown: str | None = None  # the default to show, where the command's differs from the config's
+
+    def add_to(self, parser: Any, config: type) -> None:
+        shown = None if self.action else self.shown or shown_default(config, self.field)
+        text = self.help + (f" (default {shown})" if shown is not None else "")
+        keywords = (
+            {"action": self.action} if self.action else {"type": self.convert if self.convert in _PARSED else str}
+        )
+        if self.choices:
+            keywords["choices"] = self.choices
+        names = (self.short, self.flag) if self.short else (self.flag,)
+        parser.add_argument(*names, dest=self.field, default=None, help=text.strip().replace("%", "%%"), **keywords)
+
+    def value(self, args: argparse.Namespace) -> Any:
+        given = getattr(args, self.field)
+        return given if self.action or self.convert in _PARSED else self.convert(given, self.flag)
+
+
+def _config(args: argparse.Namespace, config: type, flags: tuple[Flag, ...], preset: dict | None = None, **fixed):
+    """``config`` from the flags given, the others keeping its defaults; with ``--quick``, ``preset``
+    fills the fields no flag gave."""
+    given = {flag.field: flag.value(args) for flag in flags if getattr(args, flag.field) is not None}
+    chosen = {**copy.deepcopy(preset), **given} if preset is not None and args.quick else given
+    return config(**chosen, **fixed)
+
+
+_RUN_FLAGS = (
+    Flag("--output-dir", "output_dir", short="-o", help="results folder (reused to resume)"),
+    Flag("--model", "model", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier"),
+    Flag("--weights", "weights", _weights, "'default', 'none' (untrained) or a checkpoint file"),
+    Flag("--data", "data", help="image folder"),
+    Flag("--imagenet", "imagenet", action="store_true", help="require ground-truth ImageNet labels (without it "
+         "they are still read where the layout gives them: synset folders, synset-prefixed names, ILSVRC2012_val_*)"),
+    Flag("--imagenet-labels", "imagenet_labels", help="a 'filename label' file (labels 0..999 in torchvision's order)"),
+    Flag("--limit", "limit", int, "the first N images only"),
+    Flag("--workers", "workers", int, "processes decoding the --data folder's batches ahead of the work (0: this one)"),
+)  # fmt: skip
+
+
+def _attack_flags(iterations: str) -> tuple[Flag, ...]:
+    """What evaluate and calibrate share: LaVAN's steps (the config's field ``iterations``), EoT, seed, batch."""
+    return (
+        Flag("--iterations", iterations, int, "LaVAN steps per image"),
+        Flag("--eot-samples", "eot_samples", int),
+        Flag("--seed", "seed", int),
+        Flag("--batch-size", "batch_size", int),
+    )
+
+
+_EVALUATE_FLAGS = (
+    *_RUN_FLAGS,
+    *_attack_flags("lavan_iterations"),
+    Flag("--defenses", "defenses", _specs, "comma-free list of specs separated by ';'"),
+    Flag("--attacks", "attacks", _names, f"subset of {','.join(ATTACKS)}"),
+    Flag("--lavan-fractions", "lavan_fractions", _numbers, "LaVAN patch areas"),
+    Flag("--patch-fraction", "patch_fraction", float),
+    Flag("--patch-steps", "patch_steps", int),
+    Flag("--patch-images", "patch_images", int, "the universal patch is trained on the first N images"),
+    Flag("--bpda-fraction", "bpda_fraction", float),
+    Flag("--bpda-defenses", "bpda_defenses", _specs, "';'-separated specs for Table 3"),
+    Flag("--adaptive-defense", "adaptive_defense", help="the LGS setting attacked with exact gradients"),
+    Flag("--threads", "threads", int, "intra-op CPU threads; part of the run: other counts give other numbers"),
+)
+_CALIBRATE_FLAGS = (
+    *_RUN_FLAGS,
+    *_attack_flags("iterations"),
+    Flag("--budget", "budget", _fraction, "clean accuracy the defense may cost: points with a % sign or a fraction"),
+    Flag("--smoothing-factors", "smoothing_factors", _numbers, "λ grid, comma-separated"),
+    Flag("--thresholds", "thresholds", _numbers, "γ grid, comma-separated"),
+    Flag("--window-sizes", "window_sizes", _integers, "window sides, comma-separated; overlap = round(window / 3)"),
+    Flag("--patch-fraction", "patch_fraction", float, "LaVAN patch area"),
+    Flag("--threads", "threads", int, "intra-op CPU threads"),
+    Flag("--no-adaptive", "adaptive", action="store_false", help="skip the exact-gradient and BPDA attacks on the result"),
+)  # fmt: skip
+_CERTIFY_FLAGS = (
+    *_RUN_FLAGS,
+    Flag("--patch", "patch_fractions", _fractions, "patch sizes as shares of the image area"),
+    Flag("--masks", "masks_per_axis", int, "masks per axis (the mask set is its square)"),
+    Flag("--batch-size", "images_per_batch", int, "images per record"),
+    Flag("--model-batch-size", "model_batch_size", int, "masked images per model call"),
+    Flag("--threads", "threads", int, "intra-op CPU threads"),
+)
+_DEFEND_FLAGS = (
+    Flag("--save-map", "save_map", action="store_true", help="also write ĝ as <name>_map.png"),
+    Flag("--format", "output_format", choices=OUTPUT_FORMATS, help="output format"),
+    Flag("--batch-size", "batch_size", int, "images of one size defended together"),
+    Flag("--batch-memory", "batch_memory", _gigabytes, "gigabytes one batch may use; fewer images per batch beyond it"),
+    Flag("--workers", "workers", int, "decoding processes (0: decode in this one)", shown="min(4, CPUs)"),
+    Flag("--write-threads", "write_threads", int, "encoding and writing threads"),
+    Flag("--threads", "threads", int, "torch threads of the main process"),
+    Flag("--png-level", "png_compression", int, "PNG zlib level 0-9: 1 encodes ~5x faster, files ~10% larger; "
+         "lossless at all", choices=tuple(range(10))),
+)  # fmt: skip
+_DEFEND_EXISTING = (
+    Flag(
+        "--resume", "resume", action="store_true", help="keep outputs the manifest says this defense made; do the rest"
+    ),
+    Flag("--overwrite", "overwrite", action="store_true", help="redo outputs that already exist"),
+)
+
+
+def _options(config: type, flags: tuple[Flag, ...]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in flags:
+        flag.add_to(parser, config)
+    return parser
 
 
 def _device_options() -> argparse.ArgumentParser:
-    parser = _parent()
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     return parser
 
 
 def _allocator_options() -> argparse.ArgumentParser:
-    parser = _parent()
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument(
         "--allocator",
         choices=allocator.CHOICES,
@@ -49,7 +253,7 @@ def _allocator_options() -> argparse.ArgumentParser:
 
 
 def _lgs_options() -> argparse.ArgumentParser:
-    parser = _parent()
+    parser = argparse.ArgumentParser(add_help=False)
     # Defaults are None so that an explicit flag can be told apart from a spec given with --defense.
     parser.add_argument("--smoothing-factor", type=float, help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})")
     parser.add_argument("--threshold", type=float, help=f"γ (default {DEFAULT_THRESHOLD})")
@@ -57,56 +261,6 @@ def _lgs_options() -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=int, help=f"window overlap (default {DEFAULT_OVERLAP})")
     parser.add_argument("--backend", choices=BACKENDS, help="LGS backend (default auto)")
     return parser
-
-
-def _attack_options() -> argparse.ArgumentParser:
-    """What evaluate and calibrate share: the LaVAN steps, EoT, seed, records and threads."""
-    parser = _parent()
-    parser.add_argument("--iterations", type=int, help="LaVAN steps per image (default 1000)")
-    parser.add_argument("--eot-samples", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
-    return parser
-
-
-def _run_options(output_dir: str) -> argparse.ArgumentParser:
-    """The output folder, model and images of a resumable run (evaluate, calibrate, certify)."""
-    parser = _parent()
-    parser.add_argument("-o", "--output-dir", default=output_dir, help="results folder (reused to resume)")
-    parser.add_argument(
-        "--model",
-        default="efficientnet_lite0",
-        help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier",
-    )
-    parser.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
-    parser.add_argument("--data", help="image folder (default: the bundled photographs)")
-    parser.add_argument(
-        "--imagenet",
-        action="store_true",
-        help="require ground-truth ImageNet labels (without it they are still read where the layout "
-        "gives them: synset folders, synset-prefixed names, ILSVRC2012_val_* names)",
-    )
-    parser.add_argument("--imagenet-labels", help="a 'filename label' file (labels 0..999 in torchvision's order)")
-    parser.add_argument("--limit", type=int, help="the first N images only")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        help="processes decoding the --data folder's batches ahead of the work (0: this one; default up to 2)",
-    )
-    return parser
-
-
-def _run_inputs(args: argparse.Namespace) -> dict:
-    """The :class:`.runs.RunInputs` fields from the flags of :func:`_run_options`."""
-    return {
-        "model": args.model,
-        "weights": None if args.weights == "none" else args.weights,
-        "data": args.data,
-        "imagenet": args.imagenet,
-        "imagenet_labels": args.imagenet_labels,
-        "limit": args.limit,
-        "workers": args.workers,
-    }
 
 
 def _defense_from_arguments(args: argparse.Namespace):
@@ -163,45 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lgs-gpu", description="Local Gradients Smoothing on CPU and GPU")
     commands = parser.add_subparsers(dest="command", required=True)
     device, memory, lgs_flags = _device_options(), _allocator_options(), _lgs_options()
-    attack = _attack_options()
-
+    defend_options = _options(DefendConfig, _DEFEND_FLAGS)
     defend = commands.add_parser(
-        "defend", parents=[lgs_flags, device, memory], help="defend image files or folders of them"
+        "defend", parents=[defend_options, lgs_flags, device, memory], help="defend image files or folders of them"
     )
     defend.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     defend.add_argument("-o", "--output-dir", required=True, help="folder for the defended images")
-    defend.add_argument("--save-map", action="store_true", help="also write ĝ as <name>_map.png")
-    defend.add_argument("--format", choices=("png", "jpg", "same"), default="png", help="output format (default png)")
-    defend.add_argument("--batch-size", type=int, default=8, help="images of one size defended together (default 8)")
-    defend.add_argument(
-        "--batch-memory",
-        type=float,
-        metavar="GB",
-        help="memory one batch may use; fewer images per batch beyond it (default: a quarter of the "
-        "available RAM, half the free GPU memory)",
-    )
-    defend.add_argument("--workers", type=int, help="decoding processes (0: decode in this one; default min(4, CPUs))")
-    defend.add_argument("--write-threads", type=int, help="encoding and writing threads (default: one per CPU)")
-    defend.add_argument(
-        "--threads",
-        type=int,
-        help="torch threads of the main process (default: the CPUs the workers leave, at least 1)",
-    )
-    defend.add_argument(
-        "--png-level",
-        type=int,
-        default=6,
-        choices=range(10),
-        metavar="0-9",
-        help="PNG zlib level: 1 encodes ~5x faster, files ~10%% larger; lossless at all (default 6)",
-    )
     existing = defend.add_mutually_exclusive_group()
-    existing.add_argument(
-        "--resume",
-        action="store_true",
-        help="keep outputs the manifest says this defense made; do the rest (docs/defend.md)",
-    )
-    existing.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    for flag in _DEFEND_EXISTING:
+        flag.add_to(existing, DefendConfig)
     defend.add_argument(
         "--cpu-decode", action="store_true", help="decode JPEGs on the CPU on CUDA too (default nvJPEG)"
     )
@@ -230,30 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate",
-        parents=[_run_options("lgs-evaluation"), attack, device, memory],
+        parents=[_options(EvaluationConfig, _EVALUATE_FLAGS), device, memory],
         help="attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)",
-    )
-    evaluate.add_argument("--defenses", help="comma-free list of specs separated by ';' (default: the paper's grid)")
-    evaluate.add_argument("--attacks", help=f"subset of {','.join(ATTACKS)} (default: all)")
-    evaluate.add_argument("--lavan-fractions", help="LaVAN patch areas (default 0.02,0.03,0.04)")
-    evaluate.add_argument("--patch-fraction", type=float, default=0.1)
-    evaluate.add_argument("--patch-steps", type=int, default=500)
-    evaluate.add_argument(
-        "--patch-images",
-        type=int,
-        default=512,
-        help="the universal patch is trained on the first N images (default 512)",
-    )
-    evaluate.add_argument("--bpda-fraction", type=float, default=0.02)
-    evaluate.add_argument("--bpda-defenses", help="';'-separated specs for Table 3 (default: every defense but none)")
-    evaluate.add_argument(
-        "--adaptive-defense", help=f"the LGS setting attacked with exact gradients (default {DEFAULT_LGS_SPEC})"
-    )
-    evaluate.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="intra-op CPU threads (default 1); part of the run: other counts give other numbers",
     )
     evaluate.add_argument(
         "--quick",
@@ -264,47 +366,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--calibration", help="a calibration.json: score its recommended spec too and attack it adaptively"
     )
-
     calibrate = commands.add_parser(
         "calibrate",
-        parents=[_run_options("lgs-calibration"), attack, device, memory],
+        parents=[_options(CalibrationConfig, _CALIBRATE_FLAGS), device, memory],
         help="sweep λ, γ and the window size; recommend LGS settings for a clean-accuracy budget",
-    )
-    calibrate.add_argument(
-        "--budget",
-        default="5%",
-        help="clean accuracy the defense may cost: points with a %% sign (default 5%%) or a fraction (0.05)",
-    )
-    calibrate.add_argument("--smoothing-factors", help="λ grid, comma-separated (default 0.5,1,1.5,2.3,3,4,6)")
-    calibrate.add_argument("--thresholds", help="γ grid, comma-separated (default 0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5)")
-    calibrate.add_argument(
-        "--window-sizes", help="window sides, comma-separated (default 9,15,25); overlap = round(window / 3)"
-    )
-    calibrate.add_argument("--patch-fraction", type=float, default=0.04, help="LaVAN patch area (default 0.04)")
-    calibrate.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
-    calibrate.add_argument(
-        "--no-adaptive", action="store_true", help="skip the exact-gradient and BPDA attacks on the result"
     )
     calibrate.add_argument(
         "--quick",
         action="store_true",
         help="a 3 x 3 grid at 15-pixel windows, LaVAN at 100 steps; flags given as well take precedence",
     )
-
-    certify = commands.add_parser(
+    commands.add_parser(
         "certify",
-        parents=[_run_options("lgs-certify"), device, memory],
+        parents=[_options(CertifyConfig, _CERTIFY_FLAGS), device, memory],
         help="PatchCleanser: clean and certified accuracy against patches (resumable; torchrun shards it)",
     )
-    certify.add_argument(
-        "--patch", default="1%,2%,3%", help="patch sizes as shares of the image area (default 1%%,2%%,3%%)"
-    )
-    certify.add_argument("--masks", type=int, default=6, help="masks per axis (default 6: 36 masks)")
-    certify.add_argument("--batch-size", type=int, default=8, help="images per record (default 8)")
-    certify.add_argument(
-        "--model-batch-size", type=int, help="masked images per model call (default: 8 on CPU, 128 on CUDA)"
-    )
-    certify.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
 
     export = commands.add_parser(
         "export",
@@ -312,12 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="package a defended classifier as one AOTInductor .pt2 (checked against eager; docs/deploy.md)",
     )
     export.add_argument("-o", "--output", default="defended.pt2", help="the package to write (default defended.pt2)")
-    export.add_argument(
-        "--model",
-        default="efficientnet_lite0",
-        help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier",
-    )
-    export.add_argument("--weights", default="default", help="'default', 'none' (untrained) or a checkpoint file")
+    export.add_argument("--model", default=OFFLINE_DEFAULT, help=_RUN_FLAGS[1].help + f" (default {OFFLINE_DEFAULT})")
+    export.add_argument("--weights", default="default", help=_RUN_FLAGS[2].help + " (default 'default')")
     export.add_argument(
         "--defense",
         help="defense spec in front of the model (default: lgs@<model>, its calibrated preset, "
@@ -342,106 +414,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _specs(text: str | None, flag: str = "--defenses") -> list[str] | None:
-    if text is None:
-        return None
-    specs = [spec.strip() for spec in text.split(";") if spec.strip()]
-    if not specs:  # "" or ";" must not fall back to the whole default grid
-        raise ValueError(
-            f"{flag} names no defense (got {text!r}); give specs separated by ';', e.g. 'none;lgs;jpeg:30'"
-        )
-    return specs
-
-
-def _numbers(text: str, flag: str, kind=float) -> list:
-    try:
-        return [kind(value) for value in text.split(",") if value.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} takes comma-separated numbers. Got {text!r}") from None
-
-
-def _fraction(text: str, flag: str) -> float:
-    """``5%`` or ``0.05`` as 0.05."""
-    try:
-        return float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
-    except ValueError:
-        raise ValueError(f"{flag} takes a share like 5% or 0.05. Got {text!r}") from None
-
-
-def _with_preset(given: dict, preset: dict, quick: bool) -> dict:
-    """The config fields to set: the flags given (not None), then, with ``--quick``, the preset's others.
-    Fields in neither keep the config's defaults."""
-    chosen = {name: value for name, value in given.items() if value is not None}
-    return {**copy.deepcopy(preset), **chosen} if quick else chosen
-
-
 def _calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import CalibrationConfig, calibrate, markdown
+    from .calibrate import calibrate, markdown
 
-    given = {"iterations": args.iterations}
-    for name, kind in (("smoothing_factors", float), ("thresholds", float), ("window_sizes", int)):
-        text = getattr(args, name)
-        given[name] = None if text is None else _numbers(text, "--" + name.replace("_", "-"), kind)
-    config = CalibrationConfig(
-        output_dir=args.output_dir,
-        **_run_inputs(args),
-        budget=_fraction(args.budget, "--budget"),
-        patch_fraction=args.patch_fraction,
-        eot_samples=args.eot_samples,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=_device(args.device),
-        threads=args.threads,
-        adaptive=not args.no_adaptive,
-        **_with_preset(given, QUICK_CALIBRATION, args.quick),
-    )
+    config = _config(args, CalibrationConfig, _CALIBRATE_FLAGS, QUICK_CALIBRATION, device=_device(args.device))
     result = calibrate(config)
     print(markdown(result))
-    print(f"wrote {args.output_dir}/calibration.json, calibration.csv, calibration.md, calibration.png")
+    print(f"wrote {config.output_dir}/calibration.json, calibration.csv, calibration.md, calibration.png")
     if result["recommended"] is None:
-        print(f"lgs-gpu calibrate: no setting stays within the {args.budget} budget", file=sys.stderr)
+        print(f"lgs-gpu calibrate: no setting stays within the {config.budget:.0%} budget", file=sys.stderr)
         return 1
     print(result["recommended"])
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..defenses import paper_grid
-    from .evaluate import EvaluationConfig, evaluate
+    from .evaluate import evaluate
     from .report import TABLE_TITLES, markdown_table
 
-    given = {
-        "limit": args.limit,
-        "lavan_iterations": args.iterations,
-        "defenses": _specs(args.defenses),
-        "attacks": None if args.attacks is None else [a.strip() for a in args.attacks.split(",") if a.strip()],
-        "lavan_fractions": None
-        if args.lavan_fractions is None
-        else _numbers(args.lavan_fractions, "--lavan-fractions"),
-        "bpda_defenses": _specs(args.bpda_defenses, "--bpda-defenses"),
-        "adaptive_defense": args.adaptive_defense,
-    }
-    chosen = _with_preset(given, QUICK_EVALUATION, args.quick)
+    config = _config(args, EvaluationConfig, _EVALUATE_FLAGS, QUICK_EVALUATION, device=_device(args.device))
     if args.calibration:
         from .calibrate import read_recommended
 
         recommended = read_recommended(args.calibration)
-        specs = chosen.get("defenses") or paper_grid()
-        chosen["defenses"] = specs if recommended in specs else [*specs, recommended]
-        chosen["adaptive_defense"] = recommended
-    config = EvaluationConfig(
-        output_dir=args.output_dir,
-        **{**_run_inputs(args), **chosen},
-        patch_fraction=args.patch_fraction,
-        patch_steps=args.patch_steps,
-        patch_images=args.patch_images,
-        bpda_fraction=args.bpda_fraction,
-        eot_samples=args.eot_samples,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=_device(args.device),
-        threads=args.threads,
-    )
+        if recommended not in config.defenses:
+            config.defenses = [*config.defenses, recommended]
+        config.adaptive_defense = recommended
     results = evaluate(config)
     if results is None:  # not rank 0 under torchrun
         return 0
@@ -451,50 +449,55 @@ def _evaluate(args: argparse.Namespace) -> int:
         if results["tables"][key]:
             print(f"\n{TABLE_TITLES[key]}\n\n{markdown_table(results['tables'][key])}")
     print(
-        f"wrote {args.output_dir}/results.json, results.csv, results.md, figure4_defenses.png, figure2_lgs_stages.png"
+        f"wrote {config.output_dir}/results.json, results.csv, results.md, figure4_defenses.png, figure2_lgs_stages.png"
     )
     return 0
 
 
-def _fractions(text: str, name: str) -> list[float]:
-    """``"1%,2%"`` or ``"0.01,0.02"`` as fractions."""
-    try:
-        return [
-            float(v.strip().rstrip("%")) / (100 if v.strip().endswith("%") else 1) for v in text.split(",") if v.strip()
-        ]
-    except ValueError as error:
-        raise ValueError(
-            f"{name} must be comma-separated percentages or fractions, e.g. 1%,2%. Got {text!r}"
-        ) from error
-
-
 def _certify(args: argparse.Namespace) -> int:
-    from .certify import CertifyConfig, certify, markdown
+    from .certify import certify, markdown
 
-    config = CertifyConfig(
-        output_dir=args.output_dir,
-        **_run_inputs(args),
-        patch_fractions=_fractions(args.patch, "--patch"),
-        masks_per_axis=args.masks,
-        images_per_batch=args.batch_size,
-        model_batch_size=args.model_batch_size,
-        device=_device(args.device),
-        threads=args.threads,
-    )
+    config = _config(args, CertifyConfig, _CERTIFY_FLAGS, device=_device(args.device))
     results = certify(config)
     if results is None:  # not rank 0 under torchrun
         return 0
     _print_reader_reports(results["skipped"], results["notes"])
     print(markdown(results))
-    print(f"wrote {args.output_dir}/certify.json, certify.csv, certify.md")
+    print(f"wrote {config.output_dir}/certify.json, certify.csv, certify.md")
     return 0
 
 
-def _integers(text: str, name: str) -> list[int]:
+def _defend(args: argparse.Namespace) -> int:
+    from .defend import WriteFailure, defend_files
+    from .resources import default_workers
+
+    config = _config(
+        args,
+        DefendConfig,
+        _DEFEND_FLAGS + _DEFEND_EXISTING,
+        defense=_defense_from_arguments(args),
+        device=_device(args.device),
+        decode_on_device=False if args.cpu_decode else None,
+    )
+    if args.workers is None:
+        config.workers = default_workers()
     try:
-        return [int(value) for value in text.split(",") if value.strip()]
-    except ValueError as error:
-        raise ValueError(f"{name} must be comma-separated integers. Got {text!r}") from error
+        summary = defend_files(args.inputs, args.output_dir, config)
+    except KeyboardInterrupt:
+        print(
+            f"lgs-gpu defend: interrupted; every file in {args.output_dir} is whole and the finished ones are "
+            "recorded: add --resume to finish",
+            file=sys.stderr,
+        )
+        return 130
+    except WriteFailure as failure:
+        print(f"lgs-gpu defend: {failure}", file=sys.stderr)
+        return 1
+    rank = f"rank {summary.rank} of {summary.world}: " if summary.world > 1 else ""
+    kept = f" (kept {len(summary.kept)} finished earlier)" if summary.kept else ""
+    print(f"{rank}defended {len(summary.written)} image(s) into {args.output_dir}{kept}; {summary.threads}")
+    _print_reader_reports(summary.skipped, summary.notes, rank)
+    return 0 if summary.written or summary.kept or not summary.skipped else 1
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -597,59 +600,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gigabytes(value: float, flag: str) -> int:
-    """``value`` GB as bytes; ``ValueError`` unless it is finite and > 0."""
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{flag} must be a number of gigabytes > 0. Got {value}")
-    return max(1, int(value * 1e9))
-
-
 def _print_reader_reports(skipped: list, notes: list, prefix: str = "") -> None:
     """The images skipped and why, and what the reader did to others (first frame only, 16 bits scaled), on stderr."""
     for path, why in skipped:
         print(f"{prefix}skipped {path}: {why}", file=sys.stderr)
     for path, note in notes:
         print(f"{prefix}note {path}: {note}", file=sys.stderr)
-
-
-def _defend(args: argparse.Namespace) -> int:
-    from .defend import WriteFailure, defend_files
-    from .resources import default_workers
-
-    workers = default_workers() if args.workers is None else args.workers
-    try:
-        summary = defend_files(
-            args.inputs,
-            args.output_dir,
-            defense=_defense_from_arguments(args),
-            device=_device(args.device),
-            save_map=args.save_map,
-            output_format=args.format,
-            batch_size=args.batch_size,
-            workers=workers,
-            write_threads=args.write_threads,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            png_compression=args.png_level,
-            decode_on_device=False if args.cpu_decode else None,
-            batch_memory=None if args.batch_memory is None else _gigabytes(args.batch_memory, "--batch-memory"),
-            threads=args.threads,
-        )
-    except KeyboardInterrupt:
-        print(
-            f"lgs-gpu defend: interrupted; every file in {args.output_dir} is whole and the finished ones are "
-            "recorded: add --resume to finish",
-            file=sys.stderr,
-        )
-        return 130
-    except WriteFailure as failure:
-        print(f"lgs-gpu defend: {failure}", file=sys.stderr)
-        return 1
-    rank = f"rank {summary.rank} of {summary.world}: " if summary.world > 1 else ""
-    kept = f" (kept {len(summary.kept)} finished earlier)" if summary.kept else ""
-    print(f"{rank}defended {len(summary.written)} image(s) into {args.output_dir}{kept}; {summary.threads}")
-    _print_reader_reports(summary.skipped, summary.notes, rank)
-    return 0 if summary.written or summary.kept or not summary.skipped else 1
 
 
 def _demo(args: argparse.Namespace) -> int:

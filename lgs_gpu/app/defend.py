@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -43,8 +43,8 @@ from ..core.imageio import (
     read_jpeg_bytes,
 )
 from ..core.transform import ImageDefense
-from ..core.validate import is_integer
 from ..defenses import get
+from .configs import DefendConfig
 from .defend_outputs import (
     Decoded,
     Job,
@@ -62,7 +62,6 @@ from .resources import BYTES_PER_PIXEL, ThreadPlan, default_batch_memory
 from .runs import Distributed, check_output_folder, rank_device
 
 _LOG = logging.getLogger("lgs_gpu")
-OUTPUT_FORMATS = ("png", "jpg", "same")
 
 T = TypeVar("T")
 
@@ -309,54 +308,17 @@ def defend_group(
     return [(item, defended[i], None if maps is None else maps[i]) for i, item in enumerate(items)], []
 
 
-# --- writing -----------------------------------------------------------------------------------
-
-
 # --- the command -------------------------------------------------------------------------------
 
 
-def _check_arguments(
-    defense: str | ImageDefense,
-    save_map: bool,
-    output_format: str,
-    batch_size: int,
-    workers: int,
-    write_threads: int | None,
-    threads: int | None,
-    batch_memory: int | None,
-    resume: bool,
-    overwrite: bool,
-    png_compression: int,
-    shard: tuple[int, int] | None,
-) -> ImageDefense:
-    """The defense module; ``ValueError`` / ``TypeError`` naming what was wrong, before any work."""
-    if output_format not in OUTPUT_FORMATS:
-        raise ValueError(f"output_format must be 'png', 'jpg' or 'same'. Got {output_format!r}")
-    for name, value, low in (
-        ("batch_size", batch_size, 1),
-        ("workers", workers, 0),
-        ("png_compression", png_compression, 0),
-    ):
-        if not is_integer(value) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}. Got {value!r}")
-    if not png_compression <= 9:
-        raise ValueError(f"png_compression must be a zlib level in 0..9. Got {png_compression}")
-    for name, value, default in (
-        ("write_threads", write_threads, "one per CPU"),
-        ("threads", threads, "the CPUs the workers leave"),
-        ("batch_memory", batch_memory, "bytes; a share of the free memory"),
-    ):
-        if value is not None and (not is_integer(value) or value < 1):
-            raise ValueError(f"{name} must be an int >= 1 or None ({default}). Got {value!r}")
-    if resume and overwrite:
-        raise ValueError("resume keeps finished outputs and overwrite redoes them: choose one")
-    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
-        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world. Got {shard!r}")
-    if isinstance(defense, str):
-        defense = get(defense)
+def _defense(config: DefendConfig) -> ImageDefense:
+    """The config's defense as a module, after checking every field (``ValueError`` / ``TypeError``
+    naming what was wrong, before any work)."""
+    config.check()
+    defense = get(config.defense) if isinstance(config.defense, str) else config.defense
     if not isinstance(defense, ImageDefense):
         raise TypeError(f"defense must be a spec string or an lgs_gpu defense. Got {type(defense).__name__}")
-    if save_map and not _gives_map(defense):
+    if config.save_map and not _gives_map(defense):
         raise ValueError(f"save_map needs an LGS-based defense (lgs, lgs+<filter>). Got {defense.spec!r}")
     return defense
 
@@ -373,28 +335,12 @@ def _agree(runtime: Distributed | None, problem: str | None) -> None:
 
 
 def defend_files(
-    inputs: list[str | Path],
-    output_dir: str | Path,
-    *,
-    defense: str | ImageDefense = "lgs",
-    device: str = "cpu",
-    save_map: bool = False,
-    output_format: str = "png",
-    progress: bool = True,
-    batch_size: int = 8,
-    workers: int = 0,
-    write_threads: int | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    png_compression: int = 6,
-    decode_on_device: bool | None = None,
-    shard: tuple[int, int] | None = None,
-    batch_memory: int | None = None,
-    threads: int | None = None,
+    inputs: list[str | Path], output_dir: str | Path, config: DefendConfig | None = None, **settings: Any
 ) -> DefendSummary:
     """Defend every image under ``inputs`` and write the results under ``output_dir``.
 
-    ``defense`` is a defense module or a spec string of :func:`lgs_gpu.defenses.get`
+    ``config`` (:class:`.configs.DefendConfig`) says how; its fields may be given as keywords instead,
+    or as well, to change them. ``defense`` is a defense module or a spec string of :func:`lgs_gpu.defenses.get`
     (``"lgs"``, ``"jpeg:30"``, ``"lgs+median:3"`` ...). Outputs keep the inputs' names (folders
     keep their structure) with the suffix of ``output_format`` (``"png"``, lossless, by default;
     ``"same"`` keeps the input's). With ``save_map`` the LGS map ``ĝ`` is written beside each
@@ -423,56 +369,42 @@ def defend_files(
         >>> len(summary.written), summary.skipped  # doctest: +SKIP
         (1000, [])
     """
-    defense = _check_arguments(
-        defense,
-        save_map,
-        output_format,
-        batch_size,
-        workers,
-        write_threads,
-        threads,
-        batch_memory,
-        resume,
-        overwrite,
-        png_compression,
-        shard,
-    )
+    if config is not None and not isinstance(config, DefendConfig):
+        raise TypeError(f"config must be a DefendConfig (or give its fields as keywords). Got {type(config).__name__}")
+    config = DefendConfig(**settings) if config is None else replace(config, **settings)
+    defense = _defense(config)
     output_dir = Path(output_dir)
     records = read_manifest(output_dir)  # once: for the input walk and for resume
-    jobs = plan_jobs(inputs, output_dir, output_format, save_map, records)
+    jobs = plan_jobs(inputs, output_dir, config.output_format, config.save_map, records)
     check_output_folder(output_dir)
-    if shard is None:
-        device = rank_device(device)
-    runtime = None if shard is not None else Distributed(device)
-    rank, world = shard if shard is not None else (runtime.rank, runtime.world)
+    device = config.device if config.shard is not None else rank_device(config.device)
+    runtime = None if config.shard is not None else Distributed(device)
+    rank, world = config.shard if config.shard is not None else (runtime.rank, runtime.world)
     try:
         mine = jobs[rank::world]
         spec = spec_of(defense)
-        todo, kept, problem = sort_out(mine, output_dir, spec, resume, overwrite, records)
+        todo, kept, problem = sort_out(mine, output_dir, spec, config.resume, config.overwrite, records)
         _agree(runtime, problem)  # every rank has read the folder before any writes to it
         remove_stale_temporaries(mine)
         manifest = manifest_path(output_dir, rank)
-        if overwrite:
+        if config.overwrite:
             retire_existing(mine, manifest)
-        if decode_on_device is None:
-            decode_on_device = torch.device(device).type == "cuda"
-        budget = default_batch_memory(device) if batch_memory is None else batch_memory
-        plan = ThreadPlan.choose(workers, write_threads, threads)
+        plan = ThreadPlan.choose(config.workers, config.write_threads, config.threads)
         _LOG.info("lgs-gpu defend: %s", plan.describe())
-        settings = Settings(
-            device,
-            save_map,
-            batch_size,
-            workers,
-            plan.write_threads,
-            png_compression,
-            decode_on_device,
-            max(1, budget // BYTES_PER_PIXEL),
+        resolved = replace(  # every choice left to the machine, made
+            config,
+            device=device,
+            decode_on_device=torch.device(device).type == "cuda"
+            if config.decode_on_device is None
+            else config.decode_on_device,
+            batch_memory=default_batch_memory(device) if config.batch_memory is None else config.batch_memory,
+            write_threads=plan.write_threads,
+            threads=plan.threads,
         )
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(plan.threads)  # for this run only: the caller's setting comes back after
         try:
-            summary = Pipeline(todo, defense, settings, manifest, progress, rank, world).run()
+            summary = Pipeline(todo, defense, resolved, manifest, rank, world).run()
         finally:
             torch.set_num_threads(previous_threads)
         summary.kept = [job.target for job in kept]
@@ -483,34 +415,21 @@ def defend_files(
             runtime.close()
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How one process runs the pipeline (``defend_files``'s keywords, checked)."""
-
-    device: str
-    save_map: bool
-    batch_size: int
-    workers: int
-    threads: int
-    png_compression: int
-    jpeg_bytes: bool  # JPEGs decoded by the device's decoder
-    batch_pixels: int  # the most pixels one defended batch holds (its memory budget / BYTES_PER_PIXEL)
-
-
 class Pipeline:
-    """Decode, group, defend and write ``jobs``; :meth:`run` returns the summary in job order."""
+    """Decode, group, defend and write ``jobs`` as ``config`` says (its run-time choices made: see
+    :func:`defend_files`); :meth:`run` returns the summary in job order."""
 
     def __init__(
         self,
         jobs: list[Job],
         defense: ImageDefense,
-        settings: Settings,
+        config: DefendConfig,
         manifest: Path,
-        progress: bool,
         rank: int,
         world: int,
     ) -> None:
-        self.jobs, self.defense, self.settings, self.rank, self.world = jobs, defense, settings, rank, world
+        self.jobs, self.defense, self.config, self.rank, self.world = jobs, defense, config, rank, world
+        self.batch_pixels = max(1, config.batch_memory // BYTES_PER_PIXEL)
         self.by_index = {job.index: job for job in jobs}
         self.skipped: list[tuple[int, Path, str]] = []
         self.notes: list[tuple[int, Path, str]] = []
@@ -518,16 +437,16 @@ class Pipeline:
             total=len(jobs),
             desc="lgs-gpu defend" + (f" (rank {rank} of {world})" if world > 1 else ""),
             unit="image",
-            disable=not progress,
+            disable=not config.progress,
         )
-        in_flight = max(2 * settings.batch_size, 4 * settings.threads)
+        in_flight = max(2 * config.batch_size, 4 * config.write_threads)
         self.writer = Writer(
             manifest,
             spec_of(defense),
-            settings.threads,
-            settings.png_compression,
+            config.write_threads,
+            config.png_compression,
             in_flight,
-            4 * settings.batch_pixels,
+            4 * self.batch_pixels,
             self.bar,
         )
 
@@ -546,30 +465,30 @@ class Pipeline:
 
     def defend(self, group: list[Decoded]) -> None:
         """Put one group on the device, defend it and queue its outputs for writing."""
-        items, images, unreadable = on_device(group, self.by_index, self.settings.device)
+        items, images, unreadable = on_device(group, self.by_index, self.config.device)
         for item, why in unreadable:
             self.skip(item, why)
         for shape in dict.fromkeys(tuple(image.shape) for image in images):  # a header may lie about the size
             same = [(item, image) for item, image in zip(items, images, strict=True) if tuple(image.shape) == shape]
             outputs, refused = defend_group(
-                self.defense, [i for i, _ in same], [im for _, im in same], self.settings.save_map
+                self.defense, [i for i, _ in same], [im for _, im in same], self.config.save_map
             )
             for item, why in refused:
                 self.skip(item, why)
             self.writer.submit([(self.by_index[item.index], item, image, map_) for item, image, map_ in outputs])
 
     def run(self) -> DefendSummary:
-        settings = self.settings
+        config = self.config
         try:
-            decoded = decoded_inputs(self.jobs, settings.workers, settings.batch_size, settings.jpeg_bytes)
+            decoded = decoded_inputs(self.jobs, config.workers, config.batch_size, config.decode_on_device)
             for group in group_batches(
                 self.readable(decoded),
                 lambda item: item.size,
-                settings.batch_size,
-                max_waiting=4 * settings.batch_size,
+                config.batch_size,
+                max_waiting=4 * config.batch_size,
                 weight=lambda size: size[0] * size[1],
-                max_weight=settings.batch_pixels,
-                max_waiting_weight=4 * settings.batch_pixels,
+                max_weight=self.batch_pixels,
+                max_waiting_weight=4 * self.batch_pixels,
             ):
                 self.defend(group)
             self.writer.close()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -43,33 +43,7 @@ from ..core.validate import from_unit_float
 from ..models import Classifier
 from ..smoothing.front import LocalGradientsSmoothing
 from . import runs
-from .presets import ATTACKS, DEFAULT_LGS_SPEC
-
-
-@dataclass
-class EvaluationConfig(runs.RunInputs):
-    """Everything that defines a run (the model and images: :class:`.runs.RunInputs`); saved in
-    ``results.json`` and checked on resume."""
-
-    output_dir: str = "lgs-evaluation"
-    defenses: list[str] = field(default_factory=defenses.paper_grid)
-    attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
-    lavan_fractions: list[float] = field(default_factory=lambda: [0.02, 0.03, 0.04])
-    lavan_iterations: int = 1000
-    patch_fraction: float = 0.1
-    patch_steps: int = 500
-    bpda_fraction: float = 0.02
-    patch_images: int = 512  # the universal patch is trained on the first N images (held in memory)
-    bpda_defenses: list[str] | None = None  # None: every defense except "none"
-    adaptive_defense: str = DEFAULT_LGS_SPEC
-    eot_samples: int = 1
-    seed: int = 0
-    batch_size: int = 8
-    device: str = "cpu"
-    # Intra-op CPU threads. The attacks step along the sign of the gradient, so the last-bit
-    # differences between thread counts (oneDNN splits convolutions by thread) grow into other
-    # patches and other table entries: the thread count is part of a run's definition.
-    threads: int = 1
+from .configs import ATTACKS, DEFAULT_LGS_SPEC, EvaluationConfig
 
 
 @dataclass(frozen=True)
@@ -234,9 +208,9 @@ def _save_tensor(path: Path, tensors: dict) -> None:
 
 
 def _depends_on(unit: Unit, identity: str, patch=None) -> dict:
-    """What a unit's cached work for the images of digest ``identity`` (:func:`.runs.batch_identity`) was made
-    from (config-wide settings are in ``conditions.json``); a cached file made from anything else is recomputed."""
-    made_from = {
+    """What a unit's cached work for the images of digest ``identity`` (:func:`.runs.batch_identity`) depends on
+    (the run-wide part is in ``conditions.json``); a cached file made from anything else is recomputed."""
+    depends_on = {
         "unit": unit.key,
         "attack": unit.attack,
         "fraction": unit.fraction,
@@ -245,10 +219,10 @@ def _depends_on(unit: Unit, identity: str, patch=None) -> dict:
         "images": identity,
     }
     if unit.defense is not None and unit.defense != resolved(unit.defense):  # a preset: what it stood for when attacked
-        made_from["resolved"] = resolved(unit.defense)
+        depends_on["resolved"] = resolved(unit.defense)
     if patch is not None:
-        made_from["patch"] = hashlib.sha256(patch["patch"].numpy().tobytes()).hexdigest()[:32]
-    return made_from
+        depends_on["patch"] = hashlib.sha256(patch["patch"].numpy().tobytes()).hexdigest()[:32]
+    return depends_on
 
 
 def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images, runtime: runs.Distributed):

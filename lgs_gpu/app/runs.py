@@ -13,6 +13,9 @@
   adversarial images, a patch) stores what it was made from (``depends_on``: the attack, its
   fraction, the defense, and a digest of the batch's images), and a resume reuses it only when
   that matches; a truncated or foreign file is named and recomputed.
+
+What keys cached work has one name per level: ``conditions`` for a whole run folder (what every
+record shares) and ``depends_on`` for one cached file (what is its own); both are stored as is.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import platform
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,9 +36,9 @@ from tqdm import tqdm
 
 from .. import data
 from ..core.files import atomic_write_bytes
-from ..core.validate import is_integer
-from ..models import OFFLINE_DEFAULT, load_model
+from ..models import load_model
 from ..smoothing.front import backend_info
+from .configs import RunInputs
 
 _LOG = logging.getLogger("lgs_gpu")
 
@@ -57,42 +60,6 @@ def rank_device(device: str) -> str:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
         torch.cuda.set_device(device)
     return device
-
-
-@dataclass
-class RunInputs:
-    """The model and images of a run: the fields evaluate's, certify's and calibrate's configs share."""
-
-    model: str = OFFLINE_DEFAULT
-    weights: str | None = "default"
-    data: str | None = None  # None: the bundled photographs; else an image folder
-    imagenet: bool = False  # with data: ground-truth labels required (read from the layout, or imagenet_labels)
-    imagenet_labels: str | None = None
-    limit: int | None = None  # first N images
-    # Processes that decode an image folder's batches ahead of the work (0: this process; None: up to 2).
-    # Not part of what cached work depends on: the decoded pixels are the same.
-    workers: int | None = None
-
-    def inputs(self) -> dict:
-        """These fields alone, as keywords for another config."""
-        return {field.name: getattr(self, field.name) for field in fields(RunInputs)}
-
-    def check(self) -> None:
-        """Check the image fields before any work (``ValueError`` naming what is wrong)."""
-        if self.limit is not None and (not is_integer(self.limit) or self.limit < 1):
-            raise ValueError(f"limit must be an int >= 1 (the first N images). Got {self.limit!r}")
-        if self.data is not None and not Path(self.data).is_dir():
-            raise ValueError(f"data folder {self.data} does not exist or is not a folder")
-        if self.workers is not None and (not is_integer(self.workers) or self.workers < 0):
-            raise ValueError(f"workers must be an int >= 0 (0: decode in this process). Got {self.workers!r}")
-
-    def decode_workers(self) -> int:
-        """The decoding processes to use: ``workers``, or up to 2 (never more than this process may use CPUs)."""
-        if self.workers is not None:
-            return self.workers
-        from .resources import usable_cpus
-
-        return min(2, usable_cpus())
 
 
 class Distributed:
@@ -251,16 +218,18 @@ def read_cached(path: Path, depends_on: dict, load, command: str):
         return None
     try:
         stored = load(path)
-        made_under = stored.get("depends_on") if isinstance(stored, dict) else None
+        stored_depends_on = stored.get("depends_on") if isinstance(stored, dict) else None
     except Exception as error:  # truncated JSON or tensor file, a foreign file: recompute it
         why = f"{path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
     else:
-        if made_under == depends_on:
+        if stored_depends_on == depends_on:
             return stored
-        if not isinstance(made_under, dict):
+        if not isinstance(stored_depends_on, dict):
             why = f"{path} does not say what it was made from (an older version's file)"
         else:
-            changed = sorted(key for key in {*depends_on, *made_under} if depends_on.get(key) != made_under.get(key))
+            changed = sorted(
+                key for key in {*depends_on, *stored_depends_on} if depends_on.get(key) != stored_depends_on.get(key)
+            )
             why = f"{path} was made under other conditions ({', '.join(changed)} differ)"
     _LOG.warning("lgs-gpu %s: %s; recomputing it", command, why)
     return None

@@ -77,3 +77,6 @@ OPERATOR_NAMESPACE = "lgs_gpu"
 BACKENDS = ("auto", "triton", "compiled", "torch", "reference")
 # The stages above that ``lgs_stages`` can return, in the order of ``LGSStages``' fields.
 STAGES = ("output", "normalised_gradient", "window_mask", "suppression_map", "window_means")
+
+# The classifier every command uses by default: EfficientNet-Lite0 from its PyPI wheel, no download.
+OFFLINE_DEFAULT = "efficientnet_lite0"
