@@ -36,12 +36,11 @@ import roofline
 import torch
 from peak_memory import peak_numpy_bytes, peak_torch_bytes
 
-from lgs_gpu import defenses
+from lgs_gpu import defenses, lgs
 from lgs_gpu.app import allocator
 from lgs_gpu.app.report import save_figure
 from lgs_gpu.core.extras import optional_import
 from lgs_gpu.core.files import atomic_write_bytes
-from lgs_gpu.smoothing.front import lgs
 from lgs_gpu.smoothing.routing import PATHS
 
 # (spec of our batched defense, the CPU library call it is checked against on one HWC image)

@@ -21,8 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ("triton_path/kernels.py",)  # the bound leaves the kernels out
+# The front from a call to its path: the call, the routing table, the operators a traced call goes through
+# (and their names before the tree by layers, for --at).
 FRONT = ("front.py", "dispatch.py", "ops.py", "tracing.py", "smoothing/front.py", "smoothing/routing.py",
-         "smoothing/operators.py", "core/tracing.py")  # fmt: skip
+         "smoothing/operators.py")  # fmt: skip
 
 
 def formatted_lines(package: Path) -> dict[str, int]:

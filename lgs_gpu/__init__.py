@@ -4,7 +4,7 @@ The LGS front (:mod:`lgs_gpu.smoothing.front`) is exported here; the baseline de
 :mod:`lgs_gpu.defenses`, the attacks in :mod:`lgs_gpu.attacks`, models and images in
 :mod:`lgs_gpu.models` and :mod:`lgs_gpu.data`, and the evaluation in :mod:`lgs_gpu.evaluate`.
 
-Importing the package imports nothing heavy: the LGS names load :mod:`lgs_gpu.smoothing.front` (and with it
+Importing the package imports nothing heavy: the LGS names load :mod:`lgs_gpu.smoothing` (and with it
 torch and the operators ``torch.ops.lgs_gpu.*``) when first used, so that ``lgs-gpu --help``
 answers without importing torch. Load a saved ``torch.export`` program that holds LGS after
 ``import lgs_gpu.smoothing.operators``, which registers the operators.
@@ -29,7 +29,7 @@ from .core.parameters import (
 )
 
 if TYPE_CHECKING:
-    from .smoothing.front import (
+    from .smoothing import (
         LGSStages,
         LocalGradientsSmoothing,
         backend_info,
@@ -66,7 +66,7 @@ _FROM_LGS = frozenset(__all__).difference(globals())
 
 def __getattr__(name: str) -> Any:
     if name in _FROM_LGS:
-        value = getattr(importlib.import_module(".smoothing.front", __name__), name)
+        value = getattr(importlib.import_module(".smoothing", __name__), name)
         globals()[name] = value  # later lookups skip this function
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -169,13 +169,6 @@ def _torchvision(name: str, weights: str | None) -> Classifier:
     return Classifier(network, name, input_size, transforms.mean, transforms.std, str(source))
 
 
-def available_models() -> list[str]:
-    """The offline default plus every torchvision classification model name."""
-    import torchvision
-
-    return [OFFLINE_DEFAULT] + sorted(torchvision.models.list_models(module=torchvision.models))
-
-
 def load_model(
     name: str = OFFLINE_DEFAULT, weights: str | Path | None = "default", device: str | torch.device = "cpu"
 ) -> Classifier:

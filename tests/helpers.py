@@ -7,6 +7,8 @@ import contextlib
 import pytest
 import torch
 
+from lgs_gpu.core.windows import axis_windows
+
 # Largest |difference| accepted between two paths, per output dtype. float32/float64 results
 # agree to rounding; float16/bfloat16/uint8 results are the same float32 value rounded, so two
 # paths may land one step of the output dtype apart.
@@ -125,3 +127,11 @@ def assert_lgs_close(actual: torch.Tensor, expected: torch.Tensor, max_flip_frac
             f"{fraction:.4%} of pixels differ (allowed {max_flip_fraction:.4%}); "
             f"max |diff| {difference.nan_to_num(float('inf')).max().item():.3g}; first at {where}"
         )
+
+
+def membership_matrix(length: int, window_size: int, overlap: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``[n_windows, length]``: 1 where a window of ``axis_windows`` covers a pixel, else 0 (an oracle for the tests)."""
+    windows = axis_windows(length, window_size, overlap)
+    pixels = torch.arange(length)
+    starts = torch.tensor(windows.starts)[:, None]
+    return ((pixels >= starts) & (pixels < starts + windows.extent)).to(dtype)

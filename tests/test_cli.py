@@ -180,10 +180,10 @@ def test_info_reports_each_backend_and_why_not(capsys, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("command, config, flags, unset", [
-    ("evaluate", "EvaluationConfig", "_EVALUATE_FLAGS", {"device"}),
-    ("calibrate", "CalibrationConfig", "_CALIBRATE_FLAGS", {"device"}),
-    ("certify", "CertifyConfig", "_CERTIFY_FLAGS", {"device"}),
-    ("defend", "DefendConfig", "_DEFEND_FLAGS", {"defense", "device", "progress", "shard", "decode_on_device",
+    ("evaluate", "EvaluationConfig", "EVALUATE_FLAGS", {"device"}),
+    ("calibrate", "CalibrationConfig", "CALIBRATE_FLAGS", {"device"}),
+    ("certify", "CertifyConfig", "CERTIFY_FLAGS", {"device"}),
+    ("defend", "DefendConfig", "DEFEND_FLAGS", {"defense", "device", "progress", "shard", "decode_on_device",
                                                  "resume", "overwrite"}),
 ])  # fmt: skip
 def test_the_cli_options_are_the_config_fields_with_the_config_defaults(command, config, flags, unset):
@@ -191,14 +191,14 @@ def test_the_cli_options_are_the_config_fields_with_the_config_defaults(command,
     config's own defaults: the CLI writes none of them again."""
     from dataclasses import fields
 
-    from lgs_gpu.app import cli, configs
+    from lgs_gpu.app import configs, options
 
-    config, flags = getattr(configs, config), getattr(cli, flags)
+    config, flags = getattr(configs, config), getattr(options, flags)
     assert {flag.field for flag in flags} == {f.name for f in fields(config)} - unset
     argv = [command, "in", "-o", "out"] if command == "defend" else [command]
-    args = cli.build_parser().parse_args(argv)
-    assert cli._config(args, config, flags) == config(), command
-    parser = cli.build_parser()
+    args = options.build_parser().parse_args(argv)
+    assert options.config_from(args, config, flags) == config(), command
+    parser = options.build_parser()
     help_text = "".join(parser._subparsers._group_actions[0].choices[command].format_help().split())
     for flag in flags:
         shown = configs.shown_default(config, flag.field)

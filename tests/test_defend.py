@@ -14,7 +14,7 @@ from torchvision.io import decode_image, encode_jpeg, write_png
 from lgs_gpu.app.cli import main
 from lgs_gpu.app.defend import defend_files
 from lgs_gpu.app.defend_outputs import MANIFEST_STEM, read_manifest
-from lgs_gpu.core.imageio import jpeg_size, plain_reason, read_image, read_jpeg_bytes
+from lgs_gpu.core.imageio import UnreadableImage, plain_reason, read_image, read_jpeg_bytes
 from lgs_gpu.defenses import ImageDefense, get
 
 # (file name, height, width): three sizes, arriving interleaved, so that a batch of 2 must gather
@@ -335,14 +335,17 @@ class TestPlainReasons:
 
 
 @pytest.mark.parametrize("options", [{}, {"progressive": True}, {"exif": PIL.Image.Exif()}])
-def test_jpeg_size_reads_the_frame_header(tmp_path, options):
+def test_read_jpeg_bytes_reads_the_frame_header(tmp_path, options):
     path = tmp_path / "a.jpg"
     PIL.Image.new("RGB", (37, 21)).save(path, **options)
-    assert jpeg_size(path.read_bytes()) == (21, 37)
-    with pytest.raises(ValueError, match="truncated or incomplete JPEG header"):
-        jpeg_size(path.read_bytes()[:12])
-    with pytest.raises(ValueError, match="not a JPEG"):
-        jpeg_size(b"\x89PNG\r\n\x1a\n")
+    encoded, size = read_jpeg_bytes(path)
+    assert size == (21, 37) and encoded.numpy().tobytes() == path.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(path.read_bytes()[:12])
+    with pytest.raises(UnreadableImage, match="truncated or incomplete JPEG"):
+        read_jpeg_bytes(tmp_path / "cut.jpg")
+    PIL.Image.new("RGB", (37, 21)).save(tmp_path / "png-inside.jpg", format="PNG")
+    with pytest.raises(ValueError, match="not a JPEG inside"):
+        read_jpeg_bytes(tmp_path / "png-inside.jpg")
 
 
 @pytest.mark.parametrize("arguments, message", [

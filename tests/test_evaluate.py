@@ -224,7 +224,7 @@ def test_a_resume_with_more_defenses_scores_them_on_the_cached_attacks(tmp_path)
 def test_a_chain_holding_lgs_gets_its_stages_figure(tmp_path, chain):
     """Figure 2 shows the stages of the LGS inside the first spec holding one (a chain has no .lgs: an
     AttributeError after results.json was written)."""
-    from lgs_gpu.app.evaluate import _first_lgs
+    from lgs_gpu.app.evaluate_tables import _first_lgs
 
     results = evaluate(EvaluationConfig(output_dir=str(tmp_path / "run"), limit=1, defenses=["none", chain],
                                         attacks=["lavan"], lavan_fractions=[0.04], lavan_iterations=1), progress=False)  # fmt: skip

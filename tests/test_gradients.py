@@ -48,12 +48,13 @@ def test_gradient_is_finite_on_flat_regions(backend):
 
 
 def test_auto_picks_a_differentiable_path_when_grad_is_required(monkeypatch):
-    front = importlib.import_module("lgs_gpu.smoothing.front")
-
-    monkeypatch.setattr(front, "triton_usable", lambda x: True)  # as on a GPU: auto would pick Triton...
+    routing = importlib.import_module("lgs_gpu.smoothing.routing")
+    as_on_a_gpu = routing.Path("triton", ("cpu",), False, 1, lambda images: None)
+    monkeypatch.setitem(routing.PATHS, "triton", as_on_a_gpu)  # auto would pick Triton for these images...
     x = torch.rand(1, 3, 16, 16, requires_grad=True)
-    assert not lgs(x.detach()).requires_grad
-    out = lgs(x)  # ...but Triton has no backward pass, so a gradient needs the torch path
+    assert routing.route("auto", x.detach(), ("output",)).path == "triton"
+    assert routing.route("auto", x, ("output",)).path == "torch"  # ...but it has no backward pass
+    out = lgs(x)
     assert out.requires_grad
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0

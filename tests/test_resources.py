@@ -14,7 +14,8 @@ from torchvision.io import write_png
 
 import lgs_gpu.defenses.median as median_module
 from lgs_gpu.app.cli import main
-from lgs_gpu.app.defend import defend_files, group_batches
+from lgs_gpu.app.defend import defend_files
+from lgs_gpu.app.defend_inputs import group_batches
 from lgs_gpu.app.resources import BYTES_PER_PIXEL, default_batch_memory
 from lgs_gpu.defenses import ImageDefense, bilateral_filter, gaussian_filter, get, median_filter
 

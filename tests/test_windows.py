@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from lgs_gpu.core.windows import axis_windows, covering_tensors, membership_matrix
+from lgs_gpu.core.windows import axis_windows
 from lgs_gpu.smoothing.backends.torch_path import collate, window_means
+
+from helpers import membership_matrix
 
 
 @pytest.mark.parametrize(
@@ -41,12 +43,12 @@ def test_every_pixel_is_covered_by_full_windows(length, window_size, overlap):
 
 @pytest.mark.parametrize("length, window_size, overlap", [(1, 15, 5), (37, 15, 5), (299, 15, 5), (20, 5, 4)])
 def test_covering_runs_and_membership_agree(length, window_size, overlap):
-    members = membership_matrix(length, window_size, overlap, torch.device("cpu"), torch.float32).bool()
-    first, count = covering_tensors(length, window_size, overlap, torch.device("cpu"))
+    members = membership_matrix(length, window_size, overlap).bool()
+    first, count = axis_windows(length, window_size, overlap).covering
     for pixel in range(length):
         covering = torch.nonzero(members[:, pixel]).flatten().tolist()
         assert covering == list(range(first[pixel], first[pixel] + count[pixel]))
-    assert axis_windows(length, window_size, overlap).max_cover == int(count.max())
+    assert axis_windows(length, window_size, overlap).max_cover == max(count)
 
 
 def test_axis_windows_rejects_empty_axis():
@@ -69,9 +71,8 @@ def test_pixel_classes_group_pixels_with_the_same_windows(length, window_size, o
 @pytest.mark.parametrize("window_size, overlap", [(15, 5), (5, 4), (20, 0)])
 def test_window_means_and_collation_equal_the_membership_products(height, width, window_size, overlap):
     """The strided sums and the class-table collation against ``rows @ g @ cols^T`` with 0/1 matrices."""
-    cpu = torch.device("cpu")
-    rows = membership_matrix(height, window_size, overlap, cpu, torch.float64)
-    cols = membership_matrix(width, window_size, overlap, cpu, torch.float64)
+    rows = membership_matrix(height, window_size, overlap)
+    cols = membership_matrix(width, window_size, overlap)
     normalised = torch.rand(3, height, width, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     area = rows.sum(1)[0] * cols.sum(1)[0]
     torch.testing.assert_close(window_means(normalised, window_size, overlap), rows @ normalised @ cols.T / area)

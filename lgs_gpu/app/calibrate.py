@@ -32,7 +32,7 @@ from ..core.files import atomic_write_bytes
 from ..core.parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 from ..core.transform import spec_number
 from ..core.validate import is_integer
-from ..smoothing.front import lgs_sweep
+from ..smoothing import lgs_sweep
 from . import evaluate, runs
 from .configs import CalibrationConfig
 

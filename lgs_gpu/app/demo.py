@@ -17,7 +17,7 @@ from ..core.parameters import DEFAULT_SMOOTHING_FACTOR
 from ..core.patch_geometry import patch_side
 from ..core.validate import is_integer
 from ..data import DEMO_PHOTOGRAPHS, bundled_photographs
-from ..smoothing.front import lgs_stages
+from ..smoothing import lgs_stages
 from .report import figure_lgs_stages
 from .runs import check_output_folder
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -41,71 +41,24 @@ from .. import attacks, certify, data, defenses
 from ..core.files import atomic_write_bytes
 from ..core.validate import from_unit_float
 from ..models import Classifier
-from ..smoothing.front import LocalGradientsSmoothing
 from . import runs
-from .configs import ATTACKS, DEFAULT_LGS_SPEC, EvaluationConfig
+from .configs import ATTACKS, EvaluationConfig
+from .evaluate_plan import Unit, folder_name, lavan_unit, plan
+from .evaluate_tables import tables, write_figures
 
-
-@dataclass(frozen=True)
-class Unit:
-    """One attack setting and the defenses its adversarial images are scored with."""
-
-    key: str  # folder name, e.g. "lavan-2%" or "bpda-jpeg:30"
-    attack: str  # "clean", "lavan" or "patch"
-    fraction: float
-    view: str  # how the attacker sees `defense`: "none", "exact", "bpda", or "masks" (PatchCleanser's masks, EoT)
-    defense: str | None  # the defense the attacker sees (None: the bare model)
-    scored: tuple[str, ...]  # defense specs the adversarial images are scored with
-
-
-def _percent(fraction: float) -> str:
-    return f"{100 * fraction:g}%"
-
-
-def lavan_unit(
-    fraction: float, scored: tuple[str, ...], view: str = "none", defense: str | None = None, key: str | None = None
-) -> Unit:
-    """A LaVAN unit: patches of ``fraction`` of the image area made against the bare model (``view`` "none") or
-    through ``defense`` ("exact", "bpda", "masks"), scored with ``scored``; ``key`` names its records
-    (default ``lavan-<percent>``, or ``<view>-<defense>``; the name is its cache folder).
-
-    Example:
-        >>> lavan_unit(0.02, ("none", "lgs")).key, lavan_unit(0.02, ("lgs",), "bpda", "lgs").key
-        ('lavan-2%', 'bpda-lgs')
-    """
-    if key is None:
-        key = f"lavan-{_percent(fraction)}" if view == "none" else f"{view}-{defense}"
-    return Unit(key, "lavan", fraction, view, defense, scored)
-
-
-def plan(config: EvaluationConfig) -> list[Unit]:
-    """The units a config asks for, in the order they run."""
-    scored = tuple(config.defenses)
-    units = [Unit("clean", "clean", 0.0, "none", None, scored)]
-    fractions = list(config.lavan_fractions) if "lavan" in config.attacks else []
-    if ({"bpda", "adaptive"} & set(config.attacks)) and config.bpda_fraction not in fractions:
-        fractions.append(config.bpda_fraction)  # Table 3 and the adaptive rows compare against it
-    units += [lavan_unit(f, scored) for f in fractions]
-    if "patch" in config.attacks:
-        units.append(
-            Unit(f"patch-{_percent(config.patch_fraction)}", "patch", config.patch_fraction, "none", None, scored)
-        )
-    bpda_specs = config.bpda_defenses if config.bpda_defenses is not None else [s for s in scored if s != "none"]
-    if "bpda" in config.attacks:
-        units += [lavan_unit(config.bpda_fraction, (spec,), "bpda", spec) for spec in bpda_specs]
-    if "adaptive" in config.attacks:
-        spec = config.adaptive_defense
-        units.append(lavan_unit(config.bpda_fraction, (spec,), "exact", spec))
-        if not ("bpda" in config.attacks and spec in bpda_specs):
-            units.append(lavan_unit(config.bpda_fraction, (spec,), "bpda", spec))
-        # PatchCleanser's adaptive attacker: LaVAN through its round-1 masked predictions (EoT over masks).
-        units += [
-            lavan_unit(config.bpda_fraction, (spec,), "masks", spec)
-            for spec in config.defenses
-            if certify.is_spec(spec)
-        ]
-    return units
-
+# What calibrate and lgs_gpu.evaluate use: the config, the plan and its units, the run, its tables.
+__all__ = [
+    "ATTACKS",
+    "EvaluationConfig",
+    "Unit",
+    "adversarial_batch",
+    "conditions",
+    "evaluate",
+    "lavan_unit",
+    "plan",
+    "tables",
+    "validate",
+]
 
 # Fields that change the adversarial images or records cached under a unit's key.
 _CACHE_FIELDS = (
@@ -132,17 +85,6 @@ def conditions(config: EvaluationConfig) -> dict:
 
 def _unit_seed(seed: int, unit: str, batch: int) -> int:
     return zlib.crc32(f"{seed}:{unit}:{batch}".encode())
-
-
-def _safe(key: str) -> str:
-    return (
-        key.replace(":", "_")
-        .replace("|", "_")
-        .replace("+", "_plus_")
-        .replace("%", "pc")
-        .replace(",", "_")
-        .replace("@", "_at_")
-    )
 
 
 def resolved(spec: str) -> str:
@@ -227,7 +169,7 @@ def _depends_on(unit: Unit, identity: str, patch=None) -> dict:
 
 def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images, runtime: runs.Distributed):
     """The universal patch: trained once by rank 0 on the first ``patch_images`` images, cached, loaded by the others."""
-    path = Path(config.output_dir) / "adversarial" / _safe(unit.key) / "patch.pt"
+    path = Path(config.output_dir) / "adversarial" / folder_name(unit.key) / "patch.pt"
     if runtime.rank == 0:
         training = next(images.batches(min(config.patch_images, len(images)), [0], config.decode_workers()))
         depends_on = _depends_on(unit, runs.batch_identity(training))
@@ -302,7 +244,7 @@ def adversarial_batch(config, unit: Unit, model, batch: data.Batch, labels: torc
     command that runs the same unit with the same :func:`conditions`: ``lgs-gpu calibrate``
     attacks once and ``evaluate`` in the same folder scores its images without attacking again.
     """
-    cache = Path(config.output_dir) / "adversarial" / _safe(unit.key) / f"batch-{batch.index:05d}.pt"
+    cache = Path(config.output_dir) / "adversarial" / folder_name(unit.key) / f"batch-{batch.index:05d}.pt"
     images = batch.images.to(config.device)
     depends_on = _depends_on(unit, identity, patch)
     if unit.attack != "clean":
@@ -317,7 +259,7 @@ def adversarial_batch(config, unit: Unit, model, batch: data.Batch, labels: torc
 
 
 def _record_path(config, unit: Unit, index: int) -> Path:
-    return Path(config.output_dir) / "records" / _safe(unit.key) / f"batch-{index:05d}.json"
+    return Path(config.output_dir) / "records" / folder_name(unit.key) / f"batch-{index:05d}.json"
 
 
 def run_unit_batch(config, unit, model, batch: data.Batch, labels: torch.Tensor, identity: str, patch) -> dict:
@@ -413,176 +355,3 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
         write_results(results, Path(config.output_dir))
         write_figures(config, units, model, images)
         return results
-
-
-def _rates(records: list[dict], unit: str, spec: str) -> tuple[float, float | None, int]:
-    """(accuracy, target rate or None, image count) of ``spec`` on ``unit``'s records."""
-    correct = hits = count = 0
-    has_targets = False
-    for record in records:
-        if record["unit"] != unit:
-            continue
-        predictions = record["predictions"][spec]
-        correct += sum(p == label for p, label in zip(predictions, record["labels"], strict=True))
-        if record["targets"] is not None:
-            has_targets = True
-            hits += sum(p == target for p, target in zip(predictions, record["targets"], strict=True))
-        count += len(predictions)
-    return correct / max(count, 1), (hits / max(count, 1) if has_targets else None), count
-
-
-def tables(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> dict:
-    """Tables 1-3 and the adaptive rows from the records (accuracies and target rates in [0, 1])."""
-    keys = {unit.key for unit in units}
-    lavan_keys = [unit.key for unit in units if unit.attack == "lavan" and unit.view == "none"]
-    patch_key = f"patch-{_percent(config.patch_fraction)}"
-    table1, table2, table3 = [], [], []
-    for spec in config.defenses:
-        row = {"defense": spec, "clean": _rates(records, "clean", spec)[0]}
-        for key in lavan_keys:
-            accuracy, target_rate, _ = _rates(records, key, spec)
-            row[key] = accuracy
-            row[f"{key} target"] = target_rate
-        table1.append(row)
-        if patch_key in keys:
-            accuracy, target_rate, _ = _rates(records, patch_key, spec)
-            table2.append(
-                {"defense": spec, "clean": row["clean"], patch_key: accuracy, f"{patch_key} target": target_rate}
-            )
-    non_adaptive = f"lavan-{_percent(config.bpda_fraction)}"
-    for unit in units:
-        if unit.view == "bpda" and unit.key.startswith("bpda-"):
-            bpda_accuracy, bpda_rate, _ = _rates(records, unit.key, unit.defense)
-            row = {"defense": unit.defense, "BPDA success": bpda_rate, "BPDA accuracy": bpda_accuracy}
-            if non_adaptive in keys and unit.defense in config.defenses:
-                accuracy, rate, _ = _rates(records, non_adaptive, unit.defense)
-                row = {"defense": unit.defense, "non-adaptive success": rate, **row}
-            table3.append(row)
-    adaptive = []
-    if "adaptive" in config.attacks:
-        spec = config.adaptive_defense
-        rows = [
-            ("none (non-adaptive)", non_adaptive),
-            ("exact gradient through LGS", f"exact-{spec}"),
-            ("BPDA" + (f" + EOT x{config.eot_samples}" if config.eot_samples > 1 else ""), f"bpda-{spec}"),
-        ]
-        for label, key in rows:
-            if key in keys and (key != non_adaptive or spec in config.defenses):
-                accuracy, rate, _ = _rates(records, key, spec)
-                adaptive.append({"defense": spec, "attacker": label, "accuracy": accuracy, "success": rate})
-    return {
-        "table1": table1,
-        "table2": table2,
-        "table3": table3,
-        "adaptive": adaptive,
-        "certified": _certified_table(config, units, records),
-    }
-
-
-def _certified_table(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> list[dict]:
-    """PatchCleanser rows: clean and certified accuracy, accuracy under each attack, and a check.
-
-    ``certificates broken`` counts images certified (and correct) on the clean image whose label
-    an attack with a patch inside the threat model still changed: it must be 0, and larger
-    patches (the 10% universal patch, LaVAN above the certified size) are reported, not claimed.
-    """
-    rows = []
-    clean = [r for r in records if r["unit"] == "clean"]
-    for spec in (spec for spec in config.defenses if certify.is_spec(spec)):
-        certified = {
-            name: bool(ok and p == label)
-            for r in clean
-            for name, ok, p, label in zip(
-                r["images"], r["certified"][spec], r["predictions"][spec], r["labels"], strict=True
-            )
-        }
-        row = {
-            "defense": spec,
-            "clean": _rates(records, "clean", spec)[0],
-            "certified": sum(certified.values()) / max(len(certified), 1),
-        }
-        threat = certify.parse_spec(spec).get("patch_fraction")
-        broken = 0
-        for unit in units:
-            if unit.attack == "clean" or spec not in unit.scored:
-                continue
-            row["adaptive (EoT over masks)" if unit.view == "masks" else unit.key] = _rates(records, unit.key, spec)[0]
-            if threat is not None and unit.attack == "lavan" and unit.fraction <= threat:
-                for r in (r for r in records if r["unit"] == unit.key):
-                    broken += sum(
-                        certified.get(name, False) and p != label
-                        for name, p, label in zip(r["images"], r["predictions"][spec], r["labels"], strict=True)
-                    )
-        row["certificates broken"] = broken
-        rows.append(row)
-    return rows
-
-
-def _one_per_family(specs: list[str], limit: int = 8) -> list[str]:
-    """The first spec of each defense name, in order (e.g. one LGS, one JPEG), at most ``limit``."""
-    chosen, seen = [], set()
-    for spec in specs:
-        family = spec.split(":")[0].split(",")[0]
-        if family not in seen:
-            seen.add(family)
-            chosen.append(spec)
-    return chosen[:limit]
-
-
-def _first_lgs(specs: list[str]) -> LocalGradientsSmoothing:
-    """The LGS module of the first spec that holds one (alone, inside its windows as ``lgs+median:3``, or in a
-    chain as ``median:3|lgs``), else the paper's default: the one whose stages Figure 2 shows."""
-    for spec in specs:
-        if certify.is_spec(spec):
-            continue
-        found = next((m for m in defenses.get(spec).modules() if isinstance(m, LocalGradientsSmoothing)), None)
-        if found is not None:
-            return found
-    return defenses.get(DEFAULT_LGS_SPEC)
-
-
-def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier, images) -> None:
-    """``figure4_defenses.png`` and ``figure2_lgs_stages.png`` on the first batch of the strongest attack."""
-    from ..models import class_names
-    from .report import figure_defended_examples, figure_lgs_stages
-
-    shown = [unit for unit in units if unit.attack in ("lavan", "patch") and unit.view == "none"]
-    unit = max(shown, key=lambda u: (u.attack == "lavan", u.fraction)) if shown else units[0]
-    cache = Path(config.output_dir) / "adversarial" / _safe(unit.key) / "batch-00000.pt"
-    first = next(images.batches(config.batch_size, [0], 0))
-    adversarial = torch.load(cache, weights_only=True)["adversarial"] if cache.exists() else first.images
-    adversarial = adversarial[:4].to(config.device)
-    count = adversarial.shape[0]
-    if count == 0:  # no image of the first batch could be decoded: nothing to show
-        return
-    names = class_names()
-    rows = _one_per_family([spec for spec in config.defenses if not certify.is_spec(spec)])  # image defenses
-    defended = {spec: defenses.get(spec)(adversarial) for spec in rows}
-    predictions = {spec: model.predict(defended[spec]) for spec in rows}
-    columns = [
-        {
-            "name": f"{first.names[i]} ({unit.key})",
-            "panels": {
-                spec: (defended[spec][i], names[predictions[spec][0][i]], float(predictions[spec][1][i]))
-                for spec in rows
-            },
-        }
-        for i in range(count)
-    ]
-    folder = Path(config.output_dir)
-    figure_defended_examples(columns, rows, folder / "figure4_defenses.png")
-    lgs_module = _first_lgs(config.defenses)
-    with torch.no_grad():
-        result = lgs_module.stages(adversarial, stages=("output", "normalised_gradient", "suppression_map"))
-        stage_rows = [
-            {
-                "name": first.names[i],
-                "note": unit.key,
-                "image": adversarial[i],
-                "normalised": result.normalised_gradient[i, 0],
-                "suppressed": result.suppression_map[i, 0],
-                "defended": result.output[i],
-            }
-            for i in range(count)
-        ]
-    figure_lgs_stages(stage_rows, folder / "figure2_lgs_stages.png")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from .. import data
 from ..core.files import atomic_write_bytes
 from ..models import load_model
-from ..smoothing.front import backend_info
+from ..smoothing import backend_info
 from .configs import RunInputs
 
 _LOG = logging.getLogger("lgs_gpu")

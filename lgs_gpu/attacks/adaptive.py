@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..smoothing.front import LocalGradientsSmoothing
+from ..smoothing import LocalGradientsSmoothing
 from .bpda import BPDA
 
 ATTACKER_VIEWS = ("none", "exact", "bpda")

@@ -23,8 +23,6 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-from .files import atomic_write_bytes
-
 
 def _torchvision_io():
     """``torchvision.io``, imported when a JPEG is decoded on the GPU or encoded: importing torchvision takes
@@ -351,84 +349,33 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size.
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # minus DHT, JPG, DAC
-_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn, TEM: no length field
-
-
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """``(height, width)`` from a JPEG's start-of-frame header, without decoding it.
-
-    Reads markers up to the first SOF segment (a few hundred bytes in most files). Raises
-    ``ValueError`` when ``data`` is not a JPEG or ends before its SOF.
-
-    Example:
-        >>> from torchvision.io import encode_jpeg
-        >>> jpeg_size(encode_jpeg(torch.zeros(3, 20, 30, dtype=torch.uint8)).numpy().tobytes())
-        (20, 30)
-    """
-    if not data.startswith(b"\xff\xd8"):
-        raise ValueError("not a JPEG (no start-of-image marker)")
-    position = 2
-    while position + 4 <= len(data):
-        if data[position] != 0xFF:
-            raise ValueError(f"not a JPEG marker at byte {position}")
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            position += 1
-            continue
-        if marker in _STANDALONE_MARKERS:
-            position += 2
-            continue
-        if marker == 0xDA:  # start of scan before any frame header
-            raise ValueError("JPEG scan before its frame header")
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker in _SOF_MARKERS:
-            if position + 9 > len(data):
-                break
-            height = int.from_bytes(data[position + 5 : position + 7], "big")
-            width = int.from_bytes(data[position + 7 : position + 9], "big")
-            if height == 0 or width == 0:  # height 0: given later by a DNL marker; leave it to Pillow
-                raise ValueError(f"JPEG header without a size ({width} x {height})")
-            return height, width
-        position += 2 + length
-    raise ValueError("truncated or incomplete JPEG header")
-
-
-JPEG_HEADER_BYTES = 1 << 20  # the frame header is looked for in a JPEG's first MiB (EXIF blocks are <= 64 KiB each)
-
-
 def read_jpeg_bytes(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
     """A JPEG file's bytes as a 1-D uint8 tensor and its ``(height, width)``, for :func:`decode_jpegs`.
 
-    The header's size is checked against :func:`pixel_limit` from the file's first
-    :data:`JPEG_HEADER_BYTES`, before the rest is read or anything decoded. Raises
-    :class:`UnreadableImage` for unreadable, empty, non-image or oversized files and
-    ``ValueError`` for a header this parser cannot read or a JPEG with an EXIF orientation
-    (decode such a file with :func:`read_image`, which turns it upright).
+    Pillow reads the header (nothing is decoded) and its size is checked against :func:`pixel_limit`
+    before the rest is read. Raises :class:`UnreadableImage` for unreadable, empty, non-image,
+    truncated or oversized files and ``ValueError`` for a file that is not a JPEG inside or a JPEG
+    with an EXIF orientation (decode those with :func:`read_image`, which turns it upright).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp(), "tiny.jpg")
+        >>> PIL.Image.new("RGB", (30, 20)).save(path)
+        >>> read_jpeg_bytes(path)[1]
+        (20, 30)
     """
-    stream, head = _open(path)
-    with stream:
-        try:
-            prefix = stream.read(JPEG_HEADER_BYTES)
-            height, width = jpeg_size(prefix)
-            check_pixel_limit(path, height, width)
-            if _exif_orientation(prefix) != 1:
-                # nvJPEG ignores the orientation (torchvision applies it on the CPU only): Pillow turns it.
-                raise ValueError("a JPEG with an EXIF orientation: decoded by read_image")
-            data = prefix + stream.read()
-        except OSError as error:
-            raise UnreadableImage(path, plain_reason(error, head)) from error
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8), (height, width)
-
-
-def _exif_orientation(prefix: bytes) -> int:
-    """The EXIF orientation of a JPEG from its first bytes (1, upright, when it has none or they are cut)."""
+    with _opened(path) as (image, _):
+        size, kind = (image.height, image.width), image.format
+        turned = kind == "JPEG" and int(image.getexif().get(_ORIENTATION_TAG, 1)) != 1
+    if kind != "JPEG":
+        raise ValueError(f"not a JPEG inside ({kind}): decoded by read_image")
+    if turned:  # nvJPEG ignores the orientation (torchvision applies it on the CPU only): Pillow turns it.
+        raise ValueError("a JPEG with an EXIF orientation: decoded by read_image")
     try:
-        with warnings.catch_warnings(), PIL.Image.open(io.BytesIO(prefix)) as image:
-            warnings.simplefilter("ignore")
-            return int(image.getexif().get(_ORIENTATION_TAG, 1))
-    except (OSError, SyntaxError, ValueError, EOFError, PIL.UnidentifiedImageError):
-        return 1
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UnreadableImage(path, plain_reason(error)) from error
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8), size
 
 
 def decode_jpegs(encoded: list[torch.Tensor], device: str | torch.device) -> list[torch.Tensor]:
@@ -475,14 +422,6 @@ def encode_image(image: torch.Tensor, suffix: str, jpeg_quality: int = 95, png_c
         buffer, format=_PILLOW_FORMATS[suffix], **options
     )
     return buffer.getvalue()
-
-
-def write_image(image: torch.Tensor, path: str | Path, jpeg_quality: int = 95, png_compression: int = 6) -> None:
-    """Encode a ``[C, H, W]`` uint8 tensor by ``path``'s suffix (any of :data:`IMAGE_SUFFIXES`), atomically."""
-    path = Path(path)
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ValueError(f"cannot write {path}: the suffix must be one of {', '.join(IMAGE_SUFFIXES)}")
-    atomic_write_bytes(path, encode_image(image, path.suffix, jpeg_quality, png_compression))
 
 
 _PILLOW_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import Any
 
 import torch
 
@@ -126,3 +127,37 @@ def window_parameters(window_size: object, overlap: object) -> tuple[int, int]:
     if not 0 <= overlap < window_size:
         raise ValueError(f"overlap must satisfy 0 <= overlap < window_size ({window_size}). Got {overlap}")
     return window_size, overlap
+
+
+def check_out(out: Any, x: torch.Tensor) -> None:
+    """``out=`` as PyTorch's functions take it, without resizing: a tensor of ``x``'s shape, dtype and device
+    that is ``x`` itself (LGS in place) or shares none of its memory."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor. Got {type(out).__name__}")
+    if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(
+            f"out must have the images' shape, dtype and device {tuple(x.shape)}, {x.dtype}, {x.device}. "
+            f"Got {tuple(out.shape)}, {out.dtype}, {out.device}"
+        )
+    if any(stride == 0 and size > 1 for size, stride in zip(out.shape, out.stride(), strict=True)):
+        raise ValueError(
+            "out has elements that share memory (an expanded tensor): give a tensor whose every element is its own"
+        )
+    if out.requires_grad and torch.is_grad_enabled():
+        raise ValueError("out= does not take a tensor that requires grad (LGS writes into it); call lgs(x) instead")
+    same = out.data_ptr() == x.data_ptr() and out.stride() == x.stride()
+    if not same and out.numel() and x.numel() and _spans_overlap(out, x):
+        raise ValueError(
+            "out shares memory with the images without being them: give the images themselves (LGS in "
+            "place) or a tensor of its own"
+        )
+
+
+def _spans_overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    def span(t):
+        start = t.data_ptr()
+        extent = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride(), strict=True)) + 1
+        return start, start + extent * t.element_size()
+
+    (a_start, a_end), (b_start, b_end) = span(a), span(b)
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a_start < b_end and b_start < a_end

@@ -132,29 +132,6 @@ def starts_tensor(
 
 
 @functools.lru_cache(maxsize=256)
-def covering_tensors(
-    length: int, window_size: int, overlap: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``axis_windows(...).covering`` as two int32 tensors of ``length`` on ``device`` (cached)."""
-    first, count = axis_windows(length, window_size, overlap).covering
-    return (
-        torch.tensor(first, dtype=torch.int32, device=device),
-        torch.tensor(count, dtype=torch.int32, device=device),
-    )
-
-
-@functools.lru_cache(maxsize=256)
-def membership_matrix(
-    length: int, window_size: int, overlap: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """``[n_windows, length]`` matrix with 1 where a window covers a pixel, else 0 (cached)."""
-    windows = axis_windows(length, window_size, overlap)
-    pixels = torch.arange(length, device=device)
-    starts = torch.tensor(windows.starts, device=device)[:, None]
-    return ((pixels >= starts) & (pixels < starts + windows.extent)).to(dtype)
-
-
-@functools.lru_cache(maxsize=256)
 def collation_tensors(
     length: int, window_size: int, overlap: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

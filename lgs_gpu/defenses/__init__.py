@@ -12,7 +12,7 @@ Example:
 """
 
 from ..core.transform import ImageDefense
-from ..smoothing.front import LocalGradientsSmoothing, lgs
+from ..smoothing import LocalGradientsSmoothing, lgs
 from .bilateral import BilateralFilter, bilateral_filter
 from .bit_depth import BitDepth, bit_depth
 from .compose import Compose, LGSMaskedFilter

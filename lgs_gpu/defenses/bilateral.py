@@ -45,11 +45,6 @@ def _spatial_table(window: int, sigma_spatial: float, style: str) -> list[list[f
     return [flat[row * window : (row + 1) * window] for row in range(window)]
 
 
-def spatial_weights(window: int, sigma_spatial: float, style: str) -> torch.Tensor:
-    """``[window, window]`` float64 spatial weights for ``style`` (see the module docstring)."""
-    return torch.tensor(_spatial_table(window, sigma_spatial, style), dtype=torch.float64)
-
-
 def _bilateral(batch: torch.Tensor, window: int, sigma_spatial: float, sigma_color: float | None, style: str):
     window_fits(window, batch)  # memory is a few planes whatever the window; its time grows with window**2
     _, channels, height, width = batch.shape

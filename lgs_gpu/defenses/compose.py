@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import torch
 
 from ..core.transform import ImageDefense
-from ..smoothing.front import LocalGradientsSmoothing
+from ..smoothing import LocalGradientsSmoothing
 from ._common import apply_defense
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core.parameters import (
+    BACKENDS,
     DEFAULT_OVERLAP,
     DEFAULT_SMOOTHING_FACTOR,
     DEFAULT_THRESHOLD,
@@ -27,7 +28,7 @@ from ..core.parameters import (
     model_preset,
 )
 from ..core.transform import ImageDefense
-from ..smoothing.front import BACKENDS, LocalGradientsSmoothing
+from ..smoothing import LocalGradientsSmoothing
 from .bilateral import PAPER_WINDOWS as BILATERAL_WINDOWS
 from .bilateral import BilateralFilter
 from .bit_depth import PAPER_BITS, BitDepth

@@ -2,8 +2,8 @@
 
 :func:`lgs_gpu.smoothing.backends.compiled_path.build_in_child` runs
 ``python -m lgs_gpu.smoothing.backends.compiled_build REQUESTS``, ``REQUESTS`` a JSON list of
-:meth:`.compiled_path.Program.fields` lists, each followed by a package path: each graph of
-:func:`.compiled_path.examples` is exported with dynamic shapes and compiled by AOTInductor into
+:meth:`.compiled_graphs.Program.fields` lists, each followed by a package path: each graph of
+:func:`.compiled_graphs.examples` is exported with dynamic shapes and compiled by AOTInductor into
 the ``.pt2`` package at that path. A failure prints its reason as the last line on stderr and exits non-zero.
 """
 
@@ -19,7 +19,7 @@ def build(name: str, dtype: str, extents: list[int] | None, channels: int | None
     """Export the program these fields name and compile it into ``path``."""
     from torch._inductor import aoti_compile_and_package
 
-    from .compiled_path import Program, examples
+    from .compiled_graphs import Program, examples
 
     module, inputs, dynamic_shapes = examples(Program.from_fields(name, dtype, extents, channels))
     exported = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes)

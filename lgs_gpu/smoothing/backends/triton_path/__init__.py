@@ -44,12 +44,3 @@ def triton_unusable_reason(x: torch.Tensor) -> str | None:
 
         return interpreter_unusable_reason()
     return f"the Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors); got a tensor on {x.device}"
-
-
-def triton_usable(x: torch.Tensor) -> bool:
-    """Whether ``backend="auto"`` may pick Triton for ``x``: CUDA tensors only.
-
-    The interpreter runs CPU tensors only when ``backend="triton"`` is asked for: it is a way to
-    test the kernels, hundreds of times slower than the CPU paths.
-    """
-    return x.is_cuda and triton_unusable_reason(x) is None
