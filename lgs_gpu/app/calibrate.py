@@ -17,8 +17,6 @@ non-adaptive attacker is not robustness. Every rate comes with n and a 95% Wilso
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
@@ -28,13 +26,13 @@ from pathlib import Path
 import torch
 
 from .. import defenses
-from ..core.files import atomic_write_bytes
 from ..core.parameters import DEFAULT_SMOOTHING_FACTOR, DEFAULT_THRESHOLD, DEFAULT_WINDOW_SIZE
 from ..core.transform import spec_number
 from ..core.validate import is_integer
 from ..smoothing import lgs_sweep
 from . import evaluate, runs
 from .configs import CalibrationConfig
+from .report import write_outputs
 
 
 # The default grid: the paper's setting (λ 2.3, γ 0.1, 15-pixel windows) in the middle of each axis.
@@ -342,24 +340,10 @@ def markdown(result: dict) -> str:
 
 def write_calibration(result: dict, folder: Path) -> None:
     """``calibration.json`` / ``.csv`` / ``.md`` and ``calibration.png``, each written atomically."""
-    atomic_write_bytes(folder / "calibration.json", json.dumps(result, indent=1).encode())
-    columns = [
-        "spec",
-        "smoothing_factor",
-        "threshold",
-        "window_size",
-        "overlap",
-        "n",
-        "clean_accuracy",
-        "robust_accuracy",
-        "clean_cost_points",
-    ]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(result["settings"])
-    atomic_write_bytes(folder / "calibration.csv", buffer.getvalue().encode())
-    atomic_write_bytes(folder / "calibration.md", markdown(result).encode())
+    columns = ["spec", "smoothing_factor", "threshold", "window_size", "overlap", "n", "clean_accuracy",
+               "robust_accuracy", "clean_cost_points"]  # fmt: skip
+    rows = ([setting.get(column) for column in columns] for setting in result["settings"])
+    write_outputs(folder, "calibration", result, columns, rows, markdown(result))
     _plot(result, folder / "calibration.png")
 
 

@@ -16,8 +16,6 @@ images through the model) and the images and forward passes per second.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from dataclasses import asdict
@@ -30,6 +28,7 @@ from ..certify import PatchCleanser
 from ..core.files import atomic_write_bytes
 from . import runs
 from .configs import CertifyConfig
+from .report import write_outputs
 
 _RECORD_FIELDS = (
     "model",
@@ -153,17 +152,14 @@ def markdown(results: dict) -> str:
 
 def write_results(results: dict, folder: Path) -> None:
     """``certify.json``, ``certify.csv`` (one row per image and patch) and ``certify.md``, atomically."""
-    atomic_write_bytes(folder / "certify.json", json.dumps(results, indent=1).encode())
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
     columns = ("labels", "bare_predictions", "predictions", "certified", "cases", "forward_passes")
-    writer.writerow(["patch", "image", *columns])
-    for key, records in results["records"].items():
-        for record in records:
-            for i, name in enumerate(record["images"]):
-                writer.writerow([key, name, *(record[column][i] for column in columns)])
-    atomic_write_bytes(folder / "certify.csv", buffer.getvalue().encode())
-    atomic_write_bytes(folder / "certify.md", markdown(results).encode())
+    rows = (
+        [key, name, *(record[column][i] for column in columns)]
+        for key, records in results["records"].items()
+        for record in records
+        for i, name in enumerate(record["images"])
+    )
+    write_outputs(folder, "certify", results, ["patch", "image", *columns], rows, markdown(results))
 
 
 def certify(config: CertifyConfig, progress: bool = True) -> dict | None:

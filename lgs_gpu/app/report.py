@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -137,17 +138,29 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: dict, folder: Path) -> None:
-    """``results.json`` (everything), ``results.csv`` (long format) and ``results.md``, atomically."""
-    atomic_write_bytes(folder / "results.json", json.dumps(results, indent=1).encode())
+def write_outputs(folder: Path, stem: str, result: dict, header: Sequence[str], rows: Iterable, markdown: str) -> None:
+    """``<stem>.json`` (everything), ``<stem>.csv`` (``header``, then ``rows``) and ``<stem>.md``, each atomically:
+    what evaluate, certify and calibrate write."""
+    atomic_write_bytes(folder / f"{stem}.json", json.dumps(result, indent=1).encode())
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["table", "defense", "column", "value"])
-    for table, rows in results["tables"].items():
-        for row in rows:
-            label = row.get("defense", "") + (f" / {row['attacker']}" if "attacker" in row else "")
-            for column, value in row.items():
-                if column not in ("defense", "attacker"):
-                    writer.writerow([table, label, column, "" if value is None else value])
-    atomic_write_bytes(folder / "results.csv", buffer.getvalue().encode())
-    atomic_write_bytes(folder / "results.md", results_markdown(results).encode())
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_bytes(folder / f"{stem}.csv", buffer.getvalue().encode())
+    atomic_write_bytes(folder / f"{stem}.md", markdown.encode())
+
+
+def write_results(results: dict, folder: Path) -> None:
+    """The evaluation's ``results.json``, ``results.csv`` (long format: table, defense, column, value) and ``.md``."""
+
+    def rows() -> Iterator[list]:
+        for table, table_rows in results["tables"].items():
+            for row in table_rows:
+                label = row.get("defense", "") + (f" / {row['attacker']}" if "attacker" in row else "")
+                for column, value in row.items():
+                    if column not in ("defense", "attacker"):
+                        yield [table, label, column, "" if value is None else value]
+
+    write_outputs(
+        folder, "results", results, ["table", "defense", "column", "value"], rows(), results_markdown(results)
+    )
