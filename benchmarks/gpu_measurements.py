@@ -175,22 +175,31 @@ def step_kernels(folder: Path) -> str:
             "bandwidth": facts.get("peak_bandwidth") or kernel_report.DEVICE["bandwidth"]}  # fmt: skip
     lines = [f"Measured on {facts['name']} (torch.profiler, 20 calls) beside benchmarks/kernel_report.py's prediction "
              f"for it ({here['multiprocessors']} SMs, {here['bandwidth'] / 1e12:.2f} TB/s).", "",
-             "| dtype | kernel | measured µs | predicted µs | predicted limit |", "|---|---|---|---|---|"]  # fmt: skip
+             "| dtype | kernel | measured µs | predicted µs (800 ns) | 600 ns | predicted limit | previous model µs |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for dtype in ("float32", "uint8", "float16"):
         measured = kernel_times(images(KERNEL_SHAPE, dtype))
         predicted = kernel_report.report(arch, *KERNEL_SHAPE[:1], KERNEL_SHAPE[2], dtype, device=here)
         rows = []
         for kernel in predicted["kernels"]:
             name = kernel["name"]
+            prediction = kernel["prediction"]
             row = {"dtype": dtype, "kernel": name, "measured_us": measured.get(name),
-                   "predicted_us": kernel["prediction"]["predicted_us"], "limit": kernel["prediction"]["limit"],
-                   "bounds_us": kernel["prediction"]["bounds_us"]}  # fmt: skip
+                   "predicted_us": prediction["predicted_us"], "limit": prediction["limit"],
+                   "predicted_us_600ns": prediction["at_latency"]["600ns"]["predicted_us"],
+                   "previous_model_us": kernel["prediction_previous"]["predicted_us"],
+                   "bounds_us": prediction["bounds_us"], "waves": kernel["waves"],
+                   "resident_programs_per_sm": kernel["resident_programs_per_sm"],
+                   "bytes_in_flight_per_sm": kernel["bytes_in_flight_per_sm"]}  # fmt: skip
             rows.append(row)
             results.append("kernels", row)
             lines.append(f"| {dtype} | `{name}` | {row['measured_us'] or float('nan'):.1f} | "
-                         f"{row['predicted_us']:.1f} | {row['limit']} |")  # fmt: skip
+                         f"{row['predicted_us']:.1f} | {row['predicted_us_600ns']:.1f} | {row['limit']} | "
+                         f"{row['previous_model_us']:.1f} |")  # fmt: skip
         results.append("predicted_calls", {"dtype": dtype, "predicted_us": predicted["predicted_us"],
-                                           "predicted_fraction_of_peak": predicted["predicted_fraction_of_peak"]})  # fmt: skip
+                                           "predicted_fraction_of_peak": predicted["predicted_fraction_of_peak"],
+                                           "at_latency": predicted["at_latency"],
+                                           "previous_model": predicted["previous_model"]})  # fmt: skip
 
     # B = 1: what the front adds above its kernels (validation, allocation, launches).
     one = images((1, 3, 299, 299), "float32")

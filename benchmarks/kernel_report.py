@@ -14,13 +14,18 @@ a CUDA launch would compile it, and nothing runs. For each launch this script re
 * the global load / store widths, and the DRAM bytes each launch moves (each tensor it reads or
   writes, once: :data:`TRAFFIC`).
 
-The throughput model (:func:`predict`) then bounds each launch's time by the largest of: DRAM
-bytes at the peak bandwidth; issue slots (4 warp-instructions per cycle per SM); each pipe at its
-rate (:data:`PIPE_RATES`); L1 sectors (4 per cycle per SM); and memory latency with the programs
-in flight (Little's law: each warp waits :data:`MEMORY_LATENCY_CYCLES` per row step, minus the
-work it overlaps, and :func:`resident_warps` warps per SM share it), plus a fixed gap per launch.
-Every constant is an assumption stated here and in docs/kernels.md, to be corrected by
-``benchmarks/gpu_check.py`` on a real GPU.
+The throughput model (:func:`predict`) bounds each launch's time by the largest of: DRAM bytes at
+the peak bandwidth; issue slots (4 warp-instructions per cycle per SM); each pipe at its rate
+(:data:`PIPE_RATES`); L1 sectors (4 per cycle per SM); and the memory parallelism the kernel has
+(issue 29): the rows each resident program has outstanding give the bytes in flight per SM, and
+Little's law turns them into a bandwidth at a loaded DRAM latency (:data:`LOADED_LATENCIES_NS`,
+both reported); and the waves of programs the grid needs (a partial last wave, the tail, takes a
+whole program's time), each wave's programs walking their rows one latency per step and paying
+their prologue's round trips and their prologue's and epilogue's instructions together, all
+resident warps at once (the bursts). The headline is the slowest bound at
+:data:`HEADLINE_LATENCY_NS`, plus a fixed gap per launch; :func:`predict_previous` keeps the
+model before issue 29 so that a GPU's measurements say which was right. Every constant is an
+assumption stated here and in docs/kernels.md, to be corrected by ``benchmarks/gpu_check.py``.
 
 Run: ``python benchmarks/kernel_report.py --arch 90 --batch 64 --size 299 --dtype float32 --json FILE``
 """
@@ -52,12 +57,19 @@ PIPE_RATES = {"fma": 4.0, "fmaheavy": 2.0, "alu": 2.0, "fp64": 2.0, "xu": 0.5, "
               "uniform": 4.0}  # fmt: skip
 ISSUE_RATE = 4.0  # warp-instructions per cycle per SM (one per sub-partition)
 L1_SECTORS_PER_CYCLE = 4  # 128 bytes per cycle per SM
-MEMORY_LATENCY_CYCLES = 800  # a DRAM load's latency (about 400 ns at 1.98 GHz)
+MEMORY_LATENCY_CYCLES = 800  # the previous model's DRAM load latency (about 400 ns at 1.98 GHz, unloaded)
+# A DRAM load's latency with the memory system loaded: the range issue 29's reading takes (600-800 ns); the
+# headline takes the slower.
+LOADED_LATENCIES_NS = (600, 800)
+HEADLINE_LATENCY_NS = 800
+# Columns each program loads per row beyond its strip: the Sobel's left and right neighbours.
+HALO_COLUMNS = 2
 SINGLE_WARP_CPI = 2.0  # cycles per instruction of one warp on its own (dependent instructions stall it)
 LAUNCH_GAP_SECONDS = 2e-6  # between two dependent launches on one stream
 # Memory round trips each program waits on outside its row walk: the suppress prologue reads the
 # tiles' ranges, then their partial sums, then (after a barrier) its pass flags.
-ROUND_TRIPS = {"_statistics_kernel": 1, "_suppress_kernel": 3, "_means_kernel": 2}
+# Issue 29's reading of the sm_90 SASS counts about four dependent ones in the suppress prologue.
+ROUND_TRIPS = {"_statistics_kernel": 1, "_suppress_kernel": 4, "_means_kernel": 2}
 
 _PIPES = {
     "fma": {"FFMA", "FADD", "FMUL", "FFMA32I", "FADD32I", "FMUL32I", "HFMA2", "HADD2", "HMUL2", "FSWZADD"},
@@ -435,24 +447,115 @@ def analyse(launch, source: str) -> dict:
     pixels = x.shape[0] * x.shape[2] * x.shape[3] if x is not None else None
     moved, reads_image = dram_bytes(launch)
     walk = sum(count for tag, count in counts.items() if tag.startswith("walk@")) * warps
-    in_walk = 0.0
-    if walk:
-        walk_regions = [(first, last) for first, last, tag in found if tag.startswith("walk@")]
-        in_walk = sum(weight * warps for ins, weight in zip(instructions, weights, strict=True)
-                      if any(first <= ins.address <= last for first, last in walk_regions))  # fmt: skip
+    walk_regions = [(first, last) for first, last, tag in found if tag.startswith("walk@")]
+    in_walk = sum(weight * warps for ins, weight in zip(instructions, weights, strict=True)
+                  if any(first <= ins.address <= last for first, last in walk_regions))  # fmt: skip
+    # Outside the walks: the epilogue is the code after the last walk, the prologue the rest (each arm's
+    # set-up before its walk), as warp-instructions per program by pipe.
+    end_of_walks = max((last for _, last in walk_regions), default=-1)
+    prologue: dict[str, float] = defaultdict(float)
+    epilogue: dict[str, float] = defaultdict(float)
+    for ins, weight in zip(instructions, weights, strict=True):
+        if not any(first <= ins.address <= last for first, last in walk_regions):
+            part = epilogue if walk_regions and ins.address > end_of_walks else prologue
+            part[pipe(ins.opcode)] += weight * warps / launch.programs
     return {
         "name": launch.kernel, "programs": launch.programs, "warps": warps, **usage,
         "reads_image": reads_image, "dram_bytes": moved,
         "load_widths_bits": sorted(loads), "store_widths_bits": sorted(stores),
         "warp_instructions": dict(by_pipe), "l1_sectors": sectors,
         "walk_warp_iterations": walk, "walk_warp_instructions": in_walk,
+        "prologue_warp_instructions": dict(prologue), "epilogue_warp_instructions": dict(epilogue),
+        "row_bytes": row_bytes(launch) if walk else 0,
         "instructions_per_pixel": {name: count * 32 / pixels for name, count in sorted(by_pipe.items())}
         if pixels else None,
     }  # fmt: skip
 
 
+def row_bytes(launch) -> int:
+    """Bytes one program loads per row step of its walk: every channel of its strip and the halo."""
+    a, x = launch.arguments, launch.arguments["x_ptr"]
+    return int(a["channels"]) * (int(a["BLOCK_W"]) + HALO_COLUMNS) * x.element_size()
+
+
+def burst_cycles(per_program: dict[str, float], programs_per_sm: int) -> float:
+    """Cycles an SM takes when ``programs_per_sm`` programs issue ``per_program`` warp-instructions (by
+    pipe) at once: the slower of the issue slots and the busiest pipe (DRAM idle meanwhile)."""
+    total = sum(per_program.values()) * programs_per_sm
+    return max([total / ISSUE_RATE, *(n * programs_per_sm / PIPE_RATES[p] for p, n in per_program.items())])
+
+
+def occupancy(kernel: dict, device: dict = DEVICE) -> dict:
+    """Resident programs per SM, the waves the grid needs, the last wave's programs, and the bytes in
+    flight per SM (the rows each resident program has outstanding)."""
+    sms = device["multiprocessors"]
+    resident = roofline.resident_warps(kernel["registers"], kernel["warps"], kernel["shared_bytes"]) // kernel["warps"]
+    slots = resident * sms
+    waves = math.ceil(kernel["programs"] / slots)
+    return {
+        "resident_programs_per_sm": resident,
+        "waves": waves,
+        "tail_programs": kernel["programs"] - (waves - 1) * slots,
+        "bytes_in_flight_per_sm": resident * kernel.get("prefetch_rows", 0) * kernel.get("row_bytes", 0),
+    }
+
+
+def _waves_seconds(kernel: dict, resident: int, tail: int, latency_cycles: float, device: dict) -> float:
+    """The grid's time wave by wave: each wave's programs walk their rows one step at a time (a step takes
+    a latency over the rows loaded ahead, or the wave's issue slots if longer), after their prologue's
+    round trips and instruction burst and before their epilogue's burst; no wave beats DRAM."""
+    sms, clock = device["multiprocessors"], device["clock_hz"]
+    programs, warps = kernel["programs"], kernel["warps"]
+    full = (programs - tail) // (resident * sms)
+    rows = kernel["walk_warp_iterations"] / (programs * warps) if kernel["walk_warp_iterations"] else 0
+    per_step = kernel["walk_warp_instructions"] / kernel["walk_warp_iterations"] if rows else 0
+    ahead = max(kernel.get("prefetch_rows", 0), 1)
+    round_trips = ROUND_TRIPS.get(kernel["name"], 1)
+    total = 0.0
+    for count, per_sm in ((full, resident), (1, math.ceil(tail / sms))):
+        step = max(latency_cycles / ahead, per_step * per_sm * warps / ISSUE_RATE)
+        cycles = (round_trips * latency_cycles + burst_cycles(kernel["prologue_warp_instructions"], per_sm * warps)
+                  + rows * step + burst_cycles(kernel["epilogue_warp_instructions"], per_sm * warps))  # fmt: skip
+        in_wave = min(programs, per_sm * sms)
+        total += count * max(cycles / clock, kernel["dram_bytes"] * in_wave / programs / device["bandwidth"])
+    return total
+
+
 def predict(kernel: dict, device: dict = DEVICE) -> dict:
-    """Time bounds of one launch (seconds) and the largest, from :func:`analyse`'s numbers."""
+    """Time bounds of one launch (µs), the slowest at :data:`HEADLINE_LATENCY_NS` (and at each latency of
+    :data:`LOADED_LATENCIES_NS`), and the occupancy they rest on, from :func:`analyse`'s numbers."""
+    sms, clock = device["multiprocessors"], device["clock_hz"]
+    share = math.ceil(kernel["programs"] / sms) / kernel["programs"]  # the busiest SM's share of the launch
+    occupied = occupancy(kernel, device)
+    resident = occupied["resident_programs_per_sm"]
+    bounds = {
+        "dram": kernel["dram_bytes"] / device["bandwidth"],
+        "issue": sum(kernel["warp_instructions"].values()) * share / ISSUE_RATE / clock,
+        "l1": kernel["l1_sectors"] * share / L1_SECTORS_PER_CYCLE / clock,
+    }
+    for name, count in kernel["warp_instructions"].items():
+        bounds[f"pipe_{name}"] = count * share / PIPE_RATES[name] / clock
+    for nanoseconds in LOADED_LATENCIES_NS:
+        latency = nanoseconds * 1e-9
+        if occupied["bytes_in_flight_per_sm"]:  # Little's law: the bandwidth the bytes in flight sustain
+            sustained = min(sms * occupied["bytes_in_flight_per_sm"] / latency, device["bandwidth"])
+            bounds[f"little_{nanoseconds}ns"] = kernel["dram_bytes"] / sustained
+        bounds[f"waves_{nanoseconds}ns"] = _waves_seconds(kernel, resident, occupied["tail_programs"],
+                                                          latency * clock, device)  # fmt: skip
+    headlines = {}
+    for nanoseconds in LOADED_LATENCIES_NS:
+        other = {f"{kind}_{n}ns" for kind in ("little", "waves") for n in LOADED_LATENCIES_NS if n != nanoseconds}
+        considered = {name: value for name, value in bounds.items() if name not in other}
+        limit = max(considered, key=considered.get)
+        headlines[nanoseconds] = {"limit": limit, "predicted_us": (bounds[limit] + LAUNCH_GAP_SECONDS) * 1e6}
+    headline = headlines[HEADLINE_LATENCY_NS]
+    return {"bounds_us": {k: v * 1e6 for k, v in bounds.items()}, **headline, **occupied,
+            "at_latency": {f"{n}ns": value for n, value in headlines.items()}}  # fmt: skip
+
+
+def predict_previous(kernel: dict, device: dict = DEVICE) -> dict:
+    """The model before issue 29 (one unloaded latency, overlapped by the rows loaded ahead; no waves, no
+    bursts), kept beside :func:`predict` so that a GPU's measurements say which was right."""
     sms, clock = device["multiprocessors"], device["clock_hz"]
     per_sm = math.ceil(kernel["programs"] / sms) / (kernel["programs"] / sms)  # the busiest SM's share, over the mean
     share = per_sm / sms
@@ -501,8 +604,14 @@ def report(arch: int, batch: int, size: int, dtype: str, channels: int = 3, stag
         carried = launch.arguments.get("CHANNELS", 0)
         row["prefetch_rows"] = kernels_module.PREFETCH_ROWS if row["walk_warp_iterations"] and carried else 0
         row["prediction"] = predict(row, device)
+        row["prediction_previous"] = predict_previous(row, device)
+        for field in ("bytes_in_flight_per_sm", "resident_programs_per_sm", "waves"):
+            row[field] = row["prediction"][field]
         rows.append(row)
     total_us = sum(row["prediction"]["predicted_us"] for row in rows)
+    at_latency = {key: sum(row["prediction"]["at_latency"][key]["predicted_us"] for row in rows)
+                  for key in rows[0]["prediction"]["at_latency"]}  # fmt: skip
+    previous_us = sum(row["prediction_previous"]["predicted_us"] for row in rows)
     moved = sum(row["dram_bytes"] for row in rows)
     element = {"uint8": 1, "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}[dtype]
     image = batch * channels * size * size * element
@@ -510,6 +619,11 @@ def report(arch: int, batch: int, size: int, dtype: str, channels: int = 3, stag
         "arch": arch, "batch": batch, "size": size, "dtype": dtype, "channels": channels, "stages": list(stages),
         "device": device, "kernels": rows, "predicted_us": total_us, "dram_bytes": moved,
         "dram_passes": moved / image, "predicted_fraction_of_peak": moved / (total_us * 1e-6) / device["bandwidth"],
+        "latency_ns": HEADLINE_LATENCY_NS,
+        "at_latency": {key: {"predicted_us": us, "predicted_fraction_of_peak": moved / (us * 1e-6) / device["bandwidth"]}
+                       for key, us in at_latency.items()},
+        "previous_model": {"predicted_us": previous_us,
+                           "predicted_fraction_of_peak": moved / (previous_us * 1e-6) / device["bandwidth"]},
         "copy_roof_us": 2 * image / device["bandwidth"] * 1e6,
     }  # fmt: skip
 
@@ -517,16 +631,23 @@ def report(arch: int, batch: int, size: int, dtype: str, channels: int = 3, stag
 def markdown(result: dict) -> str:
     lines = [f"Predicted (no GPU ran this): {result['batch']}x{result['channels']}x{result['size']}² "
              f"{result['dtype']}, sm_{result['arch']}, at {result['device']['name']}.", "",
-             "| kernel | programs | warps | regs | spills | loads (bits) | stores (bits) | instr / px | limit | µs |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| kernel | programs | resident / SM | waves | in flight / SM | regs | spills | loads (bits) | "
+             "stores (bits) | instr / px | limit | µs | 600 ns | previous model |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for k in result["kernels"]:
         per_pixel = sum(k["instructions_per_pixel"].values()) if k["instructions_per_pixel"] else float("nan")
-        lines.append(f"| `{k['name']}` | {k['programs']} | {k['warps']} | {k['registers']} | {k['spill_bytes']} | "
-                     f"{k['load_widths_bits']} | {k['store_widths_bits']} | {per_pixel:.0f} | "
-                     f"{k['prediction']['limit']} | {k['prediction']['predicted_us']:.1f} |")  # fmt: skip
-    lines += ["", f"Whole call: {result['predicted_us']:.1f} µs, {result['dram_passes']:.2f} image passes of DRAM "
-              f"traffic, **{result['predicted_fraction_of_peak']:.0%} of peak bandwidth** "
-              f"(a copy: {result['copy_roof_us']:.1f} µs)."]  # fmt: skip
+        p = k["prediction"]
+        lines.append(f"| `{k['name']}` | {k['programs']} | {k['resident_programs_per_sm']} | {k['waves']} "
+                     f"({p['tail_programs']} in the last) | {k['bytes_in_flight_per_sm'] / 1024:.1f} KiB | "
+                     f"{k['registers']} | {k['spill_bytes']} | {k['load_widths_bits']} | {k['store_widths_bits']} | "
+                     f"{per_pixel:.0f} | {p['limit']} | {p['predicted_us']:.1f} | "
+                     f"{p['at_latency']['600ns']['predicted_us']:.1f} | {k['prediction_previous']['predicted_us']:.1f} |")  # fmt: skip
+    fast = result["at_latency"]["600ns"]
+    lines += ["", f"Whole call at {result['latency_ns']} ns: {result['predicted_us']:.1f} µs, {result['dram_passes']:.2f} "
+              f"image passes of DRAM traffic, **{result['predicted_fraction_of_peak']:.0%} of peak bandwidth** "
+              f"(600 ns: {fast['predicted_us']:.1f} µs, {fast['predicted_fraction_of_peak']:.0%}; the previous model: "
+              f"{result['previous_model']['predicted_us']:.1f} µs, {result['previous_model']['predicted_fraction_of_peak']:.0%}; "
+              f"a copy: {result['copy_roof_us']:.1f} µs)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
