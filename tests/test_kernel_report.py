@@ -76,14 +76,14 @@ def test_the_kernels_meet_issue_19s_targets_by_the_model_it_set_them_with(float3
     assert float32_report["previous_model"]["predicted_fraction_of_peak"] >= 0.50
 
 
-@pytest.mark.xfail(strict=True, reason="not met: about 10% at 800 ns by the corrected model (28% by the previous one, "
+@pytest.mark.xfail(strict=True, reason="not met: about 16% at 800 ns by the corrected model (26% by the previous one, "
                    "issue-bound there; docs/kernels.md); strict, so it fails once the target is met")
 def test_uint8_input_reaches_35_percent_of_peak_by_the_report(float32_report):
     assert float32_report["predicted_fraction_of_peak_uint8"] >= 0.35
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 B, not done: one row in flight per warp and a tail wave give about "
-                   "40% at 800 ns by the corrected model (docs/kernels.md); strict, so it fails once the target is met")
+@pytest.mark.xfail(strict=True, reason="issue 29 B, in part: two rows in flight but a tail wave and more registers give "
+                   "about 65% at 800 ns by the corrected model (docs/kernels.md); strict, so it fails once the target is met")
 def test_float32_reaches_80_percent_of_peak_by_the_corrected_model(float32_report):
     assert float32_report["predicted_fraction_of_peak"] >= 0.80
 

@@ -19,7 +19,7 @@ tile's rows:
 3. ``_means_kernel`` (only for the ``window_means`` stage) writes every window's mean of ``g``.
 
 The gradient walk: each row of each channel is loaded once, at every lane's columns ``c - 1``,
-``c`` and ``c + 1`` (one row ahead of its use, so a load has a row step to arrive), and reduced
+``c`` and ``c + 1`` (two rows ahead of its use, so a load has two row steps to arrive), and reduced
 to its difference ``x[c+1] - x[c-1]`` and smoothing ``x[c-1] + 2 x[c] + x[c+1]``; Sobel x and y
 of row ``r`` are then ``d[r-1] + 2 d[r] + d[r+1]`` and ``s[r+1] - s[r-1]``, from rows carried in
 registers (images of up to :data:`MAX_CARRIED_CHANNELS` channels; more channels reload the three
@@ -58,8 +58,9 @@ _MAGIC = tl.constexpr(8388608.0)
 _MAGIC_BITS = tl.constexpr(0x4B000000)  # the bits of 2**23 as float32
 # Images with at most this many channels keep the gradient walk's per-channel state in registers.
 MAX_CARRIED_CHANNELS = 4
-# How many row steps before its use the walk loads a row (see _step_channel).
-PREFETCH_ROWS = 1
+# How many row steps before its use the walk loads a row (see _step_channel): two rows of every
+# carried channel are in flight while a step computes.
+PREFETCH_ROWS = 2
 
 
 @triton.jit
@@ -101,14 +102,16 @@ def _squared_sobel(up_difference, difference, down_difference, up_smoothing, dow
 
 
 @triton.jit
-def _start_channel(plane, up, mid, down, left, centre, right, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
-    """The walk's state for one channel at its first row: rows up and mid as terms, row down loaded."""
+def _start_channel(plane, up, mid, down, after, left, centre, right, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+    """The walk's state for one channel at its first row: rows up and mid as terms, rows down and the
+    one after it loaded."""
     low, middle, high = _load_row(plane + up, centre, left, right, IS_UINT8, COMPUTE_F64)
     up_d, up_s, _ = _terms(low, middle, high)
     low, middle, high = _load_row(plane + mid, centre, left, right, IS_UINT8, COMPUTE_F64)
     d, s, x = _terms(low, middle, high)
     low, middle, high = _load_row(plane + down, centre, left, right, IS_UINT8, COMPUTE_F64)
-    return up_d, up_s, d, s, x, low, middle, high
+    next_low, next_middle, next_high = _load_row(plane + after, centre, left, right, IS_UINT8, COMPUTE_F64)
+    return up_d, up_s, d, s, x, low, middle, high, next_low, next_middle, next_high
 
 
 @triton.jit
@@ -125,20 +128,25 @@ def _step_channel(
     low,
     middle,
     high,
+    next_low,
+    next_middle,
+    next_high,
     IS_UINT8: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
 ):
     """One row step of one channel: ``Sx² + Sy²`` of the current row, and the state one row down.
 
-    The row below arrived as loads (``low, middle, high``, issued one step earlier); the row after
-    it (offset ``ahead``) is loaded now, so each load has a whole step to arrive. (The terms and
-    Sobel sums of :func:`_terms` / :func:`_squared_sobel`, written out: this runs per row.)
+    The row below arrived as loads (``low, middle, high``, issued two steps earlier) and the one
+    after it is on its way (``next_*``); the row two below (offset ``ahead``) is loaded now, so each
+    load has two whole steps to arrive and a warp keeps two rows in flight. (The terms and Sobel
+    sums of :func:`_terms` / :func:`_squared_sobel`, written out: this runs per row.)
     """
     down_d, down_s, down_x = high - low, low + 2 * middle + high, middle
-    low, middle, high = _load_row(plane + ahead, centre, left, right, IS_UINT8, COMPUTE_F64)
+    ahead_low, ahead_middle, ahead_high = _load_row(plane + ahead, centre, left, right, IS_UINT8, COMPUTE_F64)
     sobel_x = up_d + 2 * d + down_d
     sobel_y = down_s - up_s
-    return sobel_x * sobel_x + sobel_y * sobel_y, d, s, down_d, down_s, down_x, low, middle, high
+    squares = sobel_x * sobel_x + sobel_y * sobel_y
+    return squares, d, s, down_d, down_s, down_x, next_low, next_middle, next_high, ahead_low, ahead_middle, ahead_high
 
 
 @triton.jit
@@ -148,6 +156,7 @@ def _start_walk(
     up,
     mid,
     down,
+    after,
     left,
     centre,
     right,
@@ -158,9 +167,8 @@ def _start_walk(
     """The carried walk's state at its first row: a tuple with each channel's :func:`_start_channel`."""
     states = ()
     for channel in tl.static_range(CHANNELS):
-        states = states + (
-            _start_channel(image_ptr + channel * stride_c, up, mid, down, left, centre, right, IS_UINT8, COMPUTE_F64),
-        )
+        plane = image_ptr + channel * stride_c
+        states = states + (_start_channel(plane, up, mid, down, after, left, centre, right, IS_UINT8, COMPUTE_F64),)
     return states
 
 
@@ -182,8 +190,8 @@ def _step_walk(
     stepped = ()
     centres = ()
     for channel in tl.static_range(CHANNELS):
-        up_d, up_s, d, s, x, low, middle, high = states[channel]
-        more, up_d, up_s, d, s, down_x, low, middle, high = _step_channel(
+        up_d, up_s, d, s, x, low, middle, high, next_low, next_middle, next_high = states[channel]
+        more, up_d, up_s, d, s, down_x, low, middle, high, next_low, next_middle, next_high = _step_channel(
             image_ptr + channel * stride_c,
             ahead,
             left,
@@ -196,6 +204,9 @@ def _step_walk(
             low,
             middle,
             high,
+            next_low,
+            next_middle,
+            next_high,
             IS_UINT8,
             COMPUTE_F64,
         )
@@ -204,7 +215,7 @@ def _step_walk(
         else:
             squares += more
         centres = centres + (x,)
-        stepped = stepped + ((up_d, up_s, d, s, down_x, low, middle, high),)
+        stepped = stepped + ((up_d, up_s, d, s, down_x, low, middle, high, next_low, next_middle, next_high),)
     return squares, centres, stepped
 
 
@@ -257,13 +268,15 @@ def _begin_walk(
     COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
 ):
-    """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, ``top + 1`` loaded (an empty
-    tuple for images with more than MAX_CARRIED_CHANNELS channels, which reload their rows)."""
+    """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, ``top + 1`` and ``top + 2``
+    loaded (an empty tuple for images with more than MAX_CARRIED_CHANNELS channels, which reload their
+    rows)."""
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     up = tl.cast(tl.maximum(top - 1, 0), index_type) * stride_h
     mid = tl.cast(top, index_type) * stride_h
     down = tl.cast(tl.minimum(top + 1, height - 1), index_type) * stride_h
-    return _start_walk(image_ptr, stride_c, up, mid, down, left, centre, right, CHANNELS, IS_UINT8, COMPUTE_F64)
+    after = tl.cast(tl.minimum(top + 2, height - 1), index_type) * stride_h
+    return _start_walk(image_ptr, stride_c, up, mid, down, after, left, centre, right, CHANNELS, IS_UINT8, COMPUTE_F64)
 
 
 @triton.jit
@@ -288,7 +301,7 @@ def _walk_row(
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
     if CHANNELS > 0:
-        ahead = tl.cast(tl.minimum(row + 2, height - 1), index_type) * stride_h
+        ahead = tl.cast(tl.minimum(row + 3, height - 1), index_type) * stride_h  # row + 1 + PREFETCH_ROWS
         squares, centres, states = _step_walk(
             image_ptr, stride_c, ahead, left, centre, right, states, CHANNELS, IS_UINT8, COMPUTE_F64
         )
