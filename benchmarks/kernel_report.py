@@ -70,6 +70,7 @@ LAUNCH_GAP_SECONDS = 2e-6  # between two dependent launches on one stream
 # tiles' ranges, then their partial sums, then (after a barrier) its pass flags.
 # Issue 29's reading of the sm_90 SASS counts about four dependent ones in the suppress prologue.
 ROUND_TRIPS = {"_statistics_kernel": 1, "_suppress_kernel": 4, "_means_kernel": 2}
+PREVIOUS_ROUND_TRIPS = {"_statistics_kernel": 1, "_suppress_kernel": 3, "_means_kernel": 2}  # the previous model's
 
 _PIPES = {
     "fma": {"FFMA", "FADD", "FMUL", "FFMA32I", "FADD32I", "FMUL32I", "HFMA2", "HADD2", "HMUL2", "FSWZADD"},
@@ -514,8 +515,9 @@ def _waves_seconds(kernel: dict, resident: int, tail: int, latency_cycles: float
     total = 0.0
     for count, per_sm in ((full, resident), (1, math.ceil(tail / sms))):
         step = max(latency_cycles / ahead, per_step * per_sm * warps / ISSUE_RATE)
-        cycles = (round_trips * latency_cycles + burst_cycles(kernel["prologue_warp_instructions"], per_sm * warps)
-                  + rows * step + burst_cycles(kernel["epilogue_warp_instructions"], per_sm * warps))  # fmt: skip
+        # The prologue and epilogue counts are per program, all its warps together.
+        cycles = (round_trips * latency_cycles + burst_cycles(kernel["prologue_warp_instructions"], per_sm)
+                  + rows * step + burst_cycles(kernel["epilogue_warp_instructions"], per_sm))  # fmt: skip
         in_wave = min(programs, per_sm * sms)
         total += count * max(cycles / clock, kernel["dram_bytes"] * in_wave / programs / device["bandwidth"])
     return total
@@ -571,7 +573,7 @@ def predict_previous(kernel: dict, device: dict = DEVICE) -> dict:
                    math.ceil(kernel["programs"] / sms) * kernel["warps"])  # fmt: skip
     # Rounds of programs an SM runs one after another, each waiting on its round trips outside the walk.
     rounds = math.ceil(kernel["programs"] * kernel["warps"] / (resident * sms))
-    waits = rounds * ROUND_TRIPS.get(kernel["name"], 1) * MEMORY_LATENCY_CYCLES
+    waits = rounds * PREVIOUS_ROUND_TRIPS.get(kernel["name"], 1) * MEMORY_LATENCY_CYCLES
     if kernel["walk_warp_iterations"]:
         steps = kernel["walk_warp_iterations"] * share  # row steps one SM's warps take
         per_step = kernel["walk_warp_instructions"] / kernel["walk_warp_iterations"]

@@ -60,7 +60,7 @@ __all__ = [
     "warmup",
     "__version__",
 ]
-# The public names not bound by now come from .front, loaded on first use.
+# The public names not bound by now come from .smoothing, loaded on first use.
 _FROM_LGS = frozenset(__all__).difference(globals())
 
 

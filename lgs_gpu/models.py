@@ -199,7 +199,7 @@ def load_model(
         if name not in torchvision.models.list_models(module=torchvision.models):
             raise ModelUnavailable(
                 f"unknown model {name!r}; accepted: {OFFLINE_DEFAULT} (offline default), inception_v3 (the paper's), "
-                "or a torchvision classification model such as resnet50 (see lgs_gpu.models.available_models())"
+                "or a torchvision classification model such as resnet50 (torchvision.models.list_models() names them)"
             )
         classifier = _torchvision(name, weights)
     return classifier.to(device)

@@ -346,6 +346,10 @@ def test_read_jpeg_bytes_reads_the_frame_header(tmp_path, options):
     PIL.Image.new("RGB", (37, 21)).save(tmp_path / "png-inside.jpg", format="PNG")
     with pytest.raises(ValueError, match="not a JPEG inside"):
         read_jpeg_bytes(tmp_path / "png-inside.jpg")
+    # A multi-picture JPEG (MPO: stereo shots, gain-map photos) is a JPEG whose first frame is the image.
+    frames = [PIL.Image.new("RGB", (37, 21), colour) for colour in ("red", "blue")]
+    frames[0].save(tmp_path / "two-frames.jpg", format="MPO", save_all=True, append_images=frames[1:])
+    assert read_jpeg_bytes(tmp_path / "two-frames.jpg")[1] == (21, 37)
 
 
 @pytest.mark.parametrize("arguments, message", [

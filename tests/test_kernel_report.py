@@ -131,6 +131,15 @@ def test_littles_law_and_the_waves_in_the_corrected_model():
 def test_the_epilogue_burst_is_the_busiest_pipe_of_every_resident_warp():
     import kernel_report
 
+    # The epilogue counts are per program, all its warps together: four-warp programs add the same burst,
+    # 16 programs x 400 LSU warp-instructions in the full wave and one program in the tail's.
+    four = {"warps": 4, "registers": 32, "walk_warp_iterations": 2240 * 43 * 4, "walk_warp_instructions": 2240 * 43 * 80}
+    with_epilogue = kernel_report.predict(_kernel(**four))
+    without = kernel_report.predict(_kernel(**four, epilogue_warp_instructions={}))
+    assert with_epilogue["resident_programs_per_sm"] == 16 and with_epilogue["waves"] == 2
+    added = with_epilogue["bounds_us"]["waves_800ns"] - without["bounds_us"]["waves_800ns"]
+    assert added == pytest.approx((16 * 400 + 400) / kernel_report.DEVICE["clock_hz"] * 1e6)
+
     # 16 warps x 370 shuffles on the LSU pipe (1 warp-instruction per cycle per SM): 5920 cycles, about 3 µs.
     assert kernel_report.burst_cycles({"lsu": 370.0}, 16) == 5920
     assert kernel_report.burst_cycles({"alu": 100.0, "fma": 100.0}, 4) == max(800 / 4, 400 / 2, 400 / 4)

@@ -5,7 +5,7 @@ on LaVAN images crafted *once* against the bare model (non-adaptive: the attacke
 LGS) are measured; with no ground truth, accuracy is agreement with the bare model's clean
 prediction. The adversarial images come from :func:`.evaluate.adversarial_batch`, cached in the
 output folder exactly as ``lgs-gpu evaluate`` caches them, so an evaluation in the same folder
-reuses them. Each window size is one :func:`lgs_gpu.smoothing.front.lgs_sweep` per batch: one gradient for
+reuses them. Each window size is one :func:`lgs_gpu.smoothing.lgs_sweep` per batch: one gradient for
 every (λ, γ) pair.
 
 The recommendation is the setting with the best robust accuracy whose clean cost (the bare
@@ -35,7 +35,6 @@ from .configs import CalibrationConfig
 from .report import write_outputs
 
 
-# The default grid: the paper's setting (λ 2.3, γ 0.1, 15-pixel windows) in the middle of each axis.
 def overlap_for(window_size: int) -> int:
     """The overlap calibrated windows use: a third of the window (5 for the paper's 15)."""
     return round(window_size / 3)

@@ -87,7 +87,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(markdown(result))
     print(f"wrote {config.output_dir}/calibration.json, calibration.csv, calibration.md, calibration.png")
     if result["recommended"] is None:
-        print(f"lgs-gpu calibrate: no setting stays within the {config.budget:.0%} budget", file=sys.stderr)
+        budget = args.budget if args.budget is not None else f"{100 * config.budget:g}%"
+        print(f"lgs-gpu calibrate: no setting stays within the {budget} budget", file=sys.stderr)
         return 1
     print(result["recommended"])
     return 0

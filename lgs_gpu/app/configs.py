@@ -22,7 +22,8 @@ from ..core.parameters import DEFAULT_SMOOTHING_FACTOR, OFFLINE_DEFAULT
 # The attack settings an evaluation can run (see evaluate.plan()); --attacks takes these names.
 ATTACKS = ("lavan", "patch", "bpda", "adaptive")
 DEFAULT_LGS_SPEC = f"lgs:{DEFAULT_SMOOTHING_FACTOR:g}"
-# The calibration grid: λ, γ and window sides (overlap a third of the window).
+# The calibration grid: λ, γ and window sides (overlap a third of the window), the paper's setting
+# (λ 2.3, γ 0.1, 15-pixel windows) in the middle of each axis.
 SMOOTHING_FACTORS = (0.5, 1.0, 1.5, 2.3, 3.0, 4.0, 6.0)
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 WINDOW_SIZES = (9, 15, 25)
@@ -31,6 +32,9 @@ OUTPUT_FORMATS = ("png", "jpg", "same")
 
 def _shown(text: str) -> dict:
     return {"shown": text}
+
+
+_PERCENT = {"as": "percent"}  # --help shows the default as a percentage (0.05 -> 5%)
 
 
 def _integer(value: Any) -> bool:
@@ -44,7 +48,7 @@ class RunInputs:
     """The model and images of a run: the fields evaluate's, certify's and calibrate's configs share."""
 
     model: str = OFFLINE_DEFAULT
-    weights: str | None = "default"  # None: untrained; or a checkpoint file
+    weights: str | None = field(default="default", metadata={"as": "quoted"})  # None: untrained; or a checkpoint file
     data: str | None = field(default=None, metadata=_shown("the bundled photographs"))  # or an image folder
     imagenet: bool = False  # with data: ground-truth labels required (read from the layout, or imagenet_labels)
     imagenet_labels: str | None = None
@@ -112,7 +116,7 @@ class CalibrationConfig(RunInputs):
     """Everything that defines a calibration; saved in ``calibration.json``."""
 
     output_dir: str = "lgs-calibration"
-    budget: float = 0.05  # largest clean-accuracy cost accepted, as a fraction (0.05 = 5 points)
+    budget: float = field(default=0.05, metadata=_PERCENT)  # largest clean-accuracy cost accepted (0.05 = 5 points)
     smoothing_factors: list[float] = field(default_factory=lambda: list(SMOOTHING_FACTORS))
     thresholds: list[float] = field(default_factory=lambda: list(THRESHOLDS))
     window_sizes: list[int] = field(default_factory=lambda: list(WINDOW_SIZES))
@@ -131,7 +135,7 @@ class CertifyConfig(RunInputs):
     """Everything that defines a certification run; saved in ``certify.json``."""
 
     output_dir: str = "lgs-certify"
-    patch_fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.03])
+    patch_fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.03], metadata=_PERCENT)
     masks_per_axis: int = 6
     images_per_batch: int = 8  # images per record
     # Masked images per model call (None: PatchCleanser's default).
@@ -192,6 +196,8 @@ def shown_default(config: type, name: str) -> str | None:
     Example:
         >>> shown_default(CalibrationConfig, "window_sizes"), shown_default(EvaluationConfig, "defenses")
         ('9,15,25', "the paper's grid")
+        >>> shown_default(CalibrationConfig, "budget"), shown_default(CertifyConfig, "patch_fractions")
+        ('5%', '1%,2%,3%')
     """
     found = next(f for f in fields(config) if f.name == name)
     if "shown" in found.metadata:
@@ -199,9 +205,14 @@ def shown_default(config: type, name: str) -> str | None:
     value = found.default_factory() if callable(found.default_factory) else found.default
     if value is None or isinstance(value, bool):
         return None
-    return (
-        ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) else str(value)
-    )
+    style = found.metadata.get("as")
+
+    def one(v: Any) -> str:
+        if style == "percent":
+            return f"{100 * v:g}%"
+        return f"{v:g}" if isinstance(v, float) else f"'{v}'" if style == "quoted" else str(v)
+
+    return ",".join(map(one, value)) if isinstance(value, list) else one(value)
 
 
 # The README's small run: 4 photographs, LaVAN 2% and 4% at 100 steps, no patch, a short defense list.

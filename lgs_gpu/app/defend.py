@@ -25,7 +25,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -53,8 +53,6 @@ from .resources import BYTES_PER_PIXEL, ThreadPlan, default_batch_memory
 from .runs import Distributed, check_output_folder, rank_device
 
 _LOG = logging.getLogger("lgs_gpu")
-
-T = TypeVar("T")
 
 
 @dataclass

@@ -36,7 +36,7 @@ def decode_job(job: Job, jpeg_bytes: bool) -> Decoded:
             return Decoded(job.index, size, encoded=encoded, source_stat=stat)
         except UnreadableImage as error:
             return Decoded(job.index, error=error.reason)
-        except ValueError:  # a header this parser does not read: Pillow decides below
+        except ValueError:  # not a JPEG inside, or turned by its EXIF orientation: decoded below
             pass
     try:
         image, notes = decode_image_file(job.source)

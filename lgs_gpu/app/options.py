@@ -124,6 +124,7 @@ class Flag:
     action: str | None = None  # "store_true" / "store_false": a switch
     choices: tuple | None = None
     shown: str | None = None  # the default to show, where the command's differs from the config's
+    metavar: str | None = None  # the value's name in --help (default: the flag's, or its choices)
 
     def add_to(self, parser: Any, config: type) -> None:
         shown = None if self.action else self.shown or shown_default(config, self.field)
@@ -133,6 +134,8 @@ class Flag:
         )
         if self.choices:
             keywords["choices"] = self.choices
+        if not self.action and (self.metavar or not self.choices):
+            keywords["metavar"] = self.metavar or self.flag.lstrip("-").upper().replace("-", "_")
         names = (self.short, self.flag) if self.short else (self.flag,)
         parser.add_argument(*names, dest=self.field, default=None, help=text.strip().replace("%", "%%"), **keywords)
 
@@ -209,12 +212,13 @@ DEFEND_FLAGS = (
     Flag("--save-map", "save_map", action="store_true", help="also write ĝ as <name>_map.png"),
     Flag("--format", "output_format", choices=OUTPUT_FORMATS, help="output format"),
     Flag("--batch-size", "batch_size", int, "images of one size defended together"),
-    Flag("--batch-memory", "batch_memory", _gigabytes, "gigabytes one batch may use; fewer images per batch beyond it"),
+    Flag("--batch-memory", "batch_memory", _gigabytes, "gigabytes one batch may use; fewer images per batch beyond it",
+         metavar="GB"),
     Flag("--workers", "workers", int, "decoding processes (0: decode in this one)", shown="min(4, CPUs)"),
     Flag("--write-threads", "write_threads", int, "encoding and writing threads"),
     Flag("--threads", "threads", int, "torch threads of the main process"),
     Flag("--png-level", "png_compression", int, "PNG zlib level 0-9: 1 encodes ~5x faster, files ~10% larger; "
-         "lossless at all", choices=tuple(range(10))),
+         "lossless at all", choices=tuple(range(10)), metavar="0-9"),
 )  # fmt: skip
 DEFEND_EXISTING = (
     Flag(

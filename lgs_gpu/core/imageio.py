@@ -348,7 +348,6 @@ def read_image(path: str | Path) -> torch.Tensor:
     return image
 
 
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size.
 def read_jpeg_bytes(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
     """A JPEG file's bytes as a 1-D uint8 tensor and its ``(height, width)``, for :func:`decode_jpegs`.
 
@@ -366,8 +365,9 @@ def read_jpeg_bytes(path: str | Path) -> tuple[torch.Tensor, tuple[int, int]]:
     """
     with _opened(path) as (image, _):
         size, kind = (image.height, image.width), image.format
-        turned = kind == "JPEG" and int(image.getexif().get(_ORIENTATION_TAG, 1)) != 1
-    if kind != "JPEG":
+        jpeg = kind in ("JPEG", "MPO")  # MPO: a JPEG whose header lists more frames; the first is the image
+        turned = jpeg and int(image.getexif().get(_ORIENTATION_TAG, 1)) != 1
+    if not jpeg:
         raise ValueError(f"not a JPEG inside ({kind}): decoded by read_image")
     if turned:  # nvJPEG ignores the orientation (torchvision applies it on the CPU only): Pillow turns it.
         raise ValueError("a JPEG with an EXIF orientation: decoded by read_image")
