@@ -18,10 +18,7 @@ Usage: ``python benchmarks/bench.py [-o lgs-bench] [--batch 32] [--size 299] [--
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
-import json
 import os
 import platform
 import statistics
@@ -38,9 +35,8 @@ from peak_memory import peak_numpy_bytes, peak_torch_bytes
 
 from lgs_gpu import defenses, lgs
 from lgs_gpu.app import allocator
-from lgs_gpu.app.report import save_figure
+from lgs_gpu.app.report import save_figure, write_outputs
 from lgs_gpu.core.extras import optional_import
-from lgs_gpu.core.files import atomic_write_bytes
 from lgs_gpu.smoothing.routing import PATHS
 
 # (spec of our batched defense, the CPU library call it is checked against on one HWC image)
@@ -325,13 +321,9 @@ def figure(report: dict, path: Path) -> None:
 
 def write_report(report: dict, folder: str | Path) -> None:
     folder = Path(folder)
-    atomic_write_bytes(folder / "bench.json", json.dumps(report, indent=1).encode())
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(report["rows"][0]))
-    writer.writeheader()
-    writer.writerows(report["rows"])
-    atomic_write_bytes(folder / "bench.csv", buffer.getvalue().encode())
-    atomic_write_bytes(folder / "bench.md", markdown(report).encode())
+    columns = list(report["rows"][0])
+    rows = ([row.get(column) for column in columns] for row in report["rows"])
+    write_outputs(folder, "bench", report, columns, rows, markdown(report))
     figure(report, folder / "bench.png")
 
 

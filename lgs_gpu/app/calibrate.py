@@ -339,8 +339,17 @@ def markdown(result: dict) -> str:
 
 def write_calibration(result: dict, folder: Path) -> None:
     """``calibration.json`` / ``.csv`` / ``.md`` and ``calibration.png``, each written atomically."""
-    columns = ["spec", "smoothing_factor", "threshold", "window_size", "overlap", "n", "clean_accuracy",
-               "robust_accuracy", "clean_cost_points"]  # fmt: skip
+    columns = [
+        "spec",
+        "smoothing_factor",
+        "threshold",
+        "window_size",
+        "overlap",
+        "n",
+        "clean_accuracy",
+        "robust_accuracy",
+        "clean_cost_points",
+    ]
     rows = ([setting.get(column) for column in columns] for setting in result["settings"])
     write_outputs(folder, "calibration", result, columns, rows, markdown(result))
     _plot(result, folder / "calibration.png")

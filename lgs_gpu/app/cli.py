@@ -15,6 +15,7 @@ from .configs import (
     CertifyConfig,
     DefendConfig,
     EvaluationConfig,
+    percent,
 )
 from .options import (
     CALIBRATE_FLAGS,
@@ -24,8 +25,9 @@ from .options import (
     EVALUATE_FLAGS,
     LGS_FLAGS,
     build_parser,
+    comma_integers,
+    comma_names,
     config_from,
-    integers,
 )
 
 
@@ -87,7 +89,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(markdown(result))
     print(f"wrote {config.output_dir}/calibration.json, calibration.csv, calibration.md, calibration.png")
     if result["recommended"] is None:
-        budget = args.budget if args.budget is not None else f"{100 * config.budget:g}%"
+        budget = args.budget if args.budget is not None else percent(config.budget)
         print(f"lgs-gpu calibrate: no setting stays within the {budget} budget", file=sys.stderr)
         return 1
     print(result["recommended"])
@@ -205,20 +207,16 @@ def _warmup(args: argparse.Namespace) -> int:
 
     from ..smoothing import compiled_cache_info, warmup
 
-    names = [name.strip() for name in args.dtypes.split(",") if name.strip()]
+    names = comma_names(args.dtypes, "--dtypes")
     unknown = [name for name in names if name not in ("float32", "float64")]
     if unknown or not names:
         raise ValueError(f"--dtypes takes float32 and/or float64, comma-separated. Got {args.dtypes!r}")
-    try:
-        window_sizes = tuple(int(size) for size in args.window_sizes.split(","))
-    except ValueError:
-        raise ValueError(f"--window-sizes takes integers, comma-separated. Got {args.window_sizes!r}") from None
     started = time.perf_counter()
     try:
         names = warmup(
             tuple(getattr(torch, name) for name in names),
-            window_sizes,
-            channels=tuple(integers(args.channels, "--channels")),
+            tuple(comma_integers(args.window_sizes, "--window-sizes")),
+            channels=tuple(comma_integers(args.channels, "--channels")),
         )
     except RuntimeError as error:  # an unusable cache folder, no C++ compiler: say it in one line
         raise ValueError(f"{error} (LGS_GPU_CACHE_DIR sets the cache folder)") from error

@@ -30,6 +30,16 @@ WINDOW_SIZES = (9, 15, 25)
 OUTPUT_FORMATS = ("png", "jpg", "same")
 
 
+def percent(fraction: float) -> str:
+    """``0.02`` -> ``'2%'``: how unit keys, ``--help`` and messages name a share.
+
+    Example:
+        >>> percent(0.02), percent(0.125)
+        ('2%', '12.5%')
+    """
+    return f"{100 * fraction:g}%"
+
+
 def _shown(text: str) -> dict:
     return {"shown": text}
 
@@ -209,7 +219,7 @@ def shown_default(config: type, name: str) -> str | None:
 
     def one(v: Any) -> str:
         if style == "percent":
-            return f"{100 * v:g}%"
+            return percent(v)
         return f"{v:g}" if isinstance(v, float) else f"'{v}'" if style == "quoted" else str(v)
 
     return ",".join(map(one, value)) if isinstance(value, list) else one(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import certify
-from .configs import EvaluationConfig
+from .configs import EvaluationConfig, percent
 
 
 @dataclass(frozen=True)
@@ -18,11 +18,6 @@ class Unit:
     view: str  # how the attacker sees `defense`: "none", "exact", "bpda", or "masks" (PatchCleanser's masks, EoT)
     defense: str | None  # the defense the attacker sees (None: the bare model)
     scored: tuple[str, ...]  # defense specs the adversarial images are scored with
-
-
-def percent(fraction: float) -> str:
-    """``0.02`` -> ``'2%'``, as unit keys name fractions."""
-    return f"{100 * fraction:g}%"
 
 
 def lavan_unit(

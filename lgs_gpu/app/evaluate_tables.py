@@ -10,8 +10,8 @@ import torch
 from .. import certify, defenses
 from ..models import Classifier
 from ..smoothing import LocalGradientsSmoothing
-from .configs import DEFAULT_LGS_SPEC, EvaluationConfig
-from .evaluate_plan import Unit, folder_name, percent
+from .configs import DEFAULT_LGS_SPEC, EvaluationConfig, percent
+from .evaluate_plan import Unit, folder_name
 
 
 def _rates(records: list[dict], unit: str, spec: str) -> tuple[float, float | None, int]:

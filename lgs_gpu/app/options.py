@@ -53,7 +53,7 @@ def _specs(text: str, flag: str) -> list[str]:
     return specs
 
 
-def _names(text: str, flag: str) -> list[str]:
+def comma_names(text: str, flag: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
@@ -66,7 +66,7 @@ def _numbers(text: str, flag: str, kind: type = float) -> list:
         ) from None
 
 
-def integers(text: str, flag: str) -> list[int]:
+def comma_integers(text: str, flag: str) -> list[int]:
     return _numbers(text, flag, int)
 
 
@@ -157,12 +157,17 @@ _RUN_FLAGS = (
     Flag("--model", "model", help="efficientnet_lite0 (offline), inception_v3, any torchvision classifier"),
     Flag("--weights", "weights", _weights, "'default', 'none' (untrained) or a checkpoint file"),
     Flag("--data", "data", help="image folder"),
-    Flag("--imagenet", "imagenet", action="store_true", help="require ground-truth ImageNet labels (without it "
-         "they are still read where the layout gives them: synset folders, synset-prefixed names, ILSVRC2012_val_*)"),
+    Flag(
+        "--imagenet",
+        "imagenet",
+        action="store_true",
+        help="require ground-truth ImageNet labels (without it "
+        "they are still read where the layout gives them: synset folders, synset-prefixed names, ILSVRC2012_val_*)",
+    ),
     Flag("--imagenet-labels", "imagenet_labels", help="a 'filename label' file (labels 0..999 in torchvision's order)"),
     Flag("--limit", "limit", int, "the first N images only"),
     Flag("--workers", "workers", int, "processes decoding the --data folder's batches ahead of the work (0: this one)"),
-)  # fmt: skip
+)
 
 
 def _attack_flags(iterations: str) -> tuple[Flag, ...]:
@@ -179,7 +184,7 @@ EVALUATE_FLAGS = (
     *_RUN_FLAGS,
     *_attack_flags("lavan_iterations"),
     Flag("--defenses", "defenses", _specs, "comma-free list of specs separated by ';'"),
-    Flag("--attacks", "attacks", _names, f"subset of {','.join(ATTACKS)}"),
+    Flag("--attacks", "attacks", comma_names, f"subset of {','.join(ATTACKS)}"),
     Flag("--lavan-fractions", "lavan_fractions", _numbers, "LaVAN patch areas"),
     Flag("--patch-fraction", "patch_fraction", float),
     Flag("--patch-steps", "patch_steps", int),
@@ -195,11 +200,15 @@ CALIBRATE_FLAGS = (
     Flag("--budget", "budget", _fraction, "clean accuracy the defense may cost: points with a % sign or a fraction"),
     Flag("--smoothing-factors", "smoothing_factors", _numbers, "λ grid, comma-separated"),
     Flag("--thresholds", "thresholds", _numbers, "γ grid, comma-separated"),
-    Flag("--window-sizes", "window_sizes", integers, "window sides, comma-separated; overlap = round(window / 3)"),
+    Flag(
+        "--window-sizes", "window_sizes", comma_integers, "window sides, comma-separated; overlap = round(window / 3)"
+    ),
     Flag("--patch-fraction", "patch_fraction", float, "LaVAN patch area"),
     Flag("--threads", "threads", int, "intra-op CPU threads"),
-    Flag("--no-adaptive", "adaptive", action="store_false", help="skip the exact-gradient and BPDA attacks on the result"),
-)  # fmt: skip
+    Flag(
+        "--no-adaptive", "adaptive", action="store_false", help="skip the exact-gradient and BPDA attacks on the result"
+    ),
+)
 CERTIFY_FLAGS = (
     *_RUN_FLAGS,
     Flag("--patch", "patch_fractions", _fractions, "patch sizes as shares of the image area"),
@@ -212,14 +221,25 @@ DEFEND_FLAGS = (
     Flag("--save-map", "save_map", action="store_true", help="also write ĝ as <name>_map.png"),
     Flag("--format", "output_format", choices=OUTPUT_FORMATS, help="output format"),
     Flag("--batch-size", "batch_size", int, "images of one size defended together"),
-    Flag("--batch-memory", "batch_memory", _gigabytes, "gigabytes one batch may use; fewer images per batch beyond it",
-         metavar="GB"),
+    Flag(
+        "--batch-memory",
+        "batch_memory",
+        _gigabytes,
+        "gigabytes one batch may use; fewer images per batch beyond it",
+        metavar="GB",
+    ),
     Flag("--workers", "workers", int, "decoding processes (0: decode in this one)", shown="min(4, CPUs)"),
     Flag("--write-threads", "write_threads", int, "encoding and writing threads"),
     Flag("--threads", "threads", int, "torch threads of the main process"),
-    Flag("--png-level", "png_compression", int, "PNG zlib level 0-9: 1 encodes ~5x faster, files ~10% larger; "
-         "lossless at all", choices=tuple(range(10)), metavar="0-9"),
-)  # fmt: skip
+    Flag(
+        "--png-level",
+        "png_compression",
+        int,
+        "PNG zlib level 0-9: 1 encodes ~5x faster, files ~10% larger; lossless at all",
+        choices=tuple(range(10)),
+        metavar="0-9",
+    ),
+)
 DEFEND_EXISTING = (
     Flag(
         "--resume", "resume", action="store_true", help="keep outputs the manifest says this defense made; do the rest"
