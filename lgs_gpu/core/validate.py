@@ -13,6 +13,9 @@ from typing import Any
 
 import torch
 
+from .parameters import BACKENDS, STAGES
+from .tracing import refuse_torchscript
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 ACCEPTED_DTYPES = FLOAT_DTYPES + (torch.uint8,)
 _ACCEPTED_NAMES = ", ".join(str(dtype).removeprefix("torch.") for dtype in ACCEPTED_DTYPES)
@@ -127,6 +130,56 @@ def window_parameters(window_size: object, overlap: object) -> tuple[int, int]:
     if not 0 <= overlap < window_size:
         raise ValueError(f"overlap must satisfy 0 <= overlap < window_size ({window_size}). Got {overlap}")
     return window_size, overlap
+
+
+def check_smoothing_factor(value: object, name: str, batch: torch.Tensor) -> float:
+    """λ as a float that stays finite in the dtype LGS computes ``batch`` in: a finite float64 can
+    overflow float32 to inf (and inf * 0 is NaN)."""
+    value = real_scalar(value, name, batch.device, finite=True)
+    dtype = compute_dtype(batch.dtype)
+    largest = torch.finfo(dtype).max
+    if abs(value) > largest:
+        raise ValueError(
+            f"{name} must be finite in {str(dtype).removeprefix('torch.')}, the dtype LGS computes "
+            f"{str(batch.dtype).removeprefix('torch.')} images in (|value| <= {largest:.4g}). Got {value:g}"
+        )
+    return value
+
+
+def lgs_arguments(x: object, smoothing_factor: object, threshold: object, window_size: object, overlap: object):
+    """LGS's arguments checked: ``(batch, single, λ, γ, window_size, overlap)``, ``batch`` as :func:`as_image_batch`.
+
+    λ = ±inf is refused (0 * λ is NaN); γ = ±inf is meaningful (no window / every window passes).
+
+    Example:
+        >>> batch, single, *parameters = lgs_arguments(torch.rand(3, 8, 8), 2.3, 0.1, 15, 5)
+        >>> batch.shape, single, parameters
+        (torch.Size([1, 3, 8, 8]), True, [2.3, 0.1, 15, 5])
+    """
+    refuse_torchscript("LGS")
+    batch, single = as_image_batch(x)
+    smoothing_factor = check_smoothing_factor(smoothing_factor, "smoothing_factor", batch)
+    threshold = real_scalar(threshold, "threshold", batch.device)
+    window_size, overlap = window_parameters(window_size, overlap)
+    return batch, single, smoothing_factor, threshold, window_size, overlap
+
+
+def check_backend(backend: object) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}. Got {backend!r}")
+
+
+def stage_names(stages: object) -> tuple[str, ...]:
+    """``stages`` (a name or a sequence of names of :data:`STAGES`) as a tuple without repeats."""
+    if isinstance(stages, str):
+        stages = (stages,)
+    try:
+        wanted = tuple(dict.fromkeys(stages))
+    except TypeError:
+        raise TypeError(f"stages must be a sequence of stage names ({', '.join(STAGES)}). Got {stages!r}") from None
+    if not wanted or any(name not in STAGES for name in wanted):
+        raise ValueError(f"stages must name at least one of {', '.join(STAGES)}. Got {list(stages)!r}")
+    return wanted
 
 
 def check_out(out: Any, x: torch.Tensor) -> None:

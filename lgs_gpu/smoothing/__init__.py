@@ -1,6 +1,6 @@
 """Local Gradients Smoothing, the package's one front for it.
 
-* :mod:`.front`: ``lgs``, ``lgs_map``, ``lgs_stages``, from a call to its path;
+* :mod:`.front`: ``lgs`` and ``lgs_map``, from a call to its path; :mod:`.stages`: ``lgs_stages``;
 * :mod:`.routing`: the routing table, which backend runs a call and why (``backend_info``);
 * :mod:`.operators`: LGS as PyTorch operators for compilers; import it before ``torch.export.load``
   of a program that holds LGS;
@@ -10,10 +10,10 @@
 * :mod:`.backends`: the paths themselves, reached only through the modules above.
 """
 
-from .front import LGSStages, lgs, lgs_map, lgs_stages
+from .front import lgs, lgs_map
 from .module import LocalGradientsSmoothing
-from .programs import compiled_cache_info, warmup
-from .routing import backend_info
+from .programs import backend_info, compiled_cache_info, warmup
+from .stages import LGSStages, lgs_stages
 from .sweep import lgs_sweep
 
 __all__ = [

@@ -15,9 +15,9 @@ from ..core.parameters import (
     model_preset,
 )
 from ..core.transform import ImageDefense, spec_number
-from ..core.validate import real_scalar, window_parameters
-from .front import LGSStages, lgs, lgs_stages
-from .routing import check_backend
+from ..core.validate import check_backend, real_scalar, window_parameters
+from .front import lgs
+from .stages import LGSStages, lgs_stages
 
 
 class LocalGradientsSmoothing(ImageDefense):

@@ -1,20 +1,10 @@
 """LGS as PyTorch operators: ``torch.ops.lgs_gpu.lgs`` and ``torch.ops.lgs_gpu.lgs_map``.
 
-Registered with :func:`torch.library.triton_op`, so that a defended model keeps its defense
-wherever PyTorch takes it:
-
-* eagerly, each runs what ``backend="auto"`` runs (:mod:`lgs_gpu.smoothing.routing` routes every case below): the Triton kernels
-  on CUDA, the compiled CPU programs (or eager torch) on CPU;
-* under ``torch.compile``, on CUDA Inductor traces into the operator and sees the Triton kernels
-  (through ``torch.library.wrap_triton``), which it launches from its own code. On CPU the
-  operator stays opaque (``torch.ops.lgs_gpu.lgs_cpu``, which runs the compiled CPU programs):
-  Inductor's own code for the traced form is slower than those programs (docs/deploy.md);
-* under ``torch.export`` the operator stays one node (``torch.ops.lgs_gpu.lgs.default``, which
-  serialises), and its fake implementation (shapes only, no computation) gives them for any
-  batch, height and width. AOTInductor compiles it into the package, on CPU as the traced
-  form (:mod:`lgs_gpu.smoothing.backends.traced_path`), so that a package runs without this package or its
-  program cache;
-* autograd: the gradient of the traced form, which is the torch path's (registered backward).
+Registered with :func:`torch.library.triton_op`, so that a defended model keeps its defense through
+``torch.compile`` (on CUDA Inductor sees the Triton kernels; on CPU ``lgs_gpu::lgs_cpu`` stays one
+opaque call to the compiled programs), ``torch.export`` (one node, shapes from the fake
+implementation for any size) and AOTInductor; docs/deploy.md says what each sees. Eagerly each runs
+what ``backend="auto"`` runs (:mod:`.routing` routes every case); the backward is the traced form's.
 
 Arguments: ``x`` a validated ``[B, C, H, W]`` batch of an accepted dtype (:mod:`lgs_gpu.core.validate`;
 :func:`lgs_gpu.lgs` validates and calls these), then λ, γ, the window size and the overlap.
@@ -59,55 +49,38 @@ def lgs_cpu(
     return routing.compute(x, smoothing_factor, threshold, window_size, overlap, "auto", (stage,))[stage]
 
 
-def _output_like(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty_like(x)  # the input's shape, dtype and memory format
-
-
-def _map_like(x: torch.Tensor) -> torch.Tensor:
+def _map_like(x: torch.Tensor, *parameters) -> torch.Tensor:
     return x.new_empty((x.shape[0], x.shape[2], x.shape[3]), dtype=compute_dtype(x.dtype))
 
 
-# Shapes without running LGS: tracing the computation on fake tensors would take guards on the sizes
-# (a torch.export of dynamic sizes refuses such guards).
-lgs.register_fake(lambda x, smoothing_factor, threshold, window_size, overlap: _output_like(x))
-lgs_map.register_fake(lambda x, threshold, window_size, overlap: _map_like(x))
-
-
-@lgs_cpu.register_fake
-def _(x, smoothing_factor, threshold, window_size, overlap, stage):
-    return _output_like(x) if stage == "output" else _map_like(x)
+# Shapes without running LGS (the output keeps the input's shape, dtype and memory format): tracing the
+# computation on fake tensors would take guards on the sizes, which a torch.export of dynamic sizes refuses.
+lgs.register_fake(lambda x, *parameters: torch.empty_like(x))
+lgs_map.register_fake(_map_like)
+lgs_cpu.register_fake(lambda x, *parameters: torch.empty_like(x) if parameters[-1] == "output" else _map_like(x))
 
 
 def _setup(ctx, inputs, output) -> None:
     x, *parameters = inputs
     ctx.save_for_backward(x)
-    ctx.parameters = parameters
+    ctx.inputs = len(inputs)
+    ctx.stage = "output" if len(parameters) == 4 else "suppression_map"  # lgs_map takes no λ
+    ctx.parameters = parameters if len(parameters) == 4 else [0.0, *parameters]
 
 
-def _traced_gradient(x, grad, stage, smoothing_factor, threshold, window_size, overlap):
-    """The gradient of ``stage`` at ``x`` along ``grad``: the traced form's (the torch path's)."""
-
-    def traced(images):
-        computed = traced_path.stages(
-            to_unit_float(images), smoothing_factor, threshold, window_size, overlap, (stage,)
-        )[stage]
-        return computed.to(images.dtype) if stage == "output" else computed
-
-    _, pullback = torch.func.vjp(traced, x)
-    return pullback(grad)[0]
-
-
-def _lgs_backward(ctx, grad):
-    (x,) = ctx.saved_tensors  # uint8 images carry no gradient
-    gradient = _traced_gradient(x, grad, "output", *ctx.parameters) if x.dtype.is_floating_point else None
-    return (gradient, None, None, None, None)
-
-
-def _map_backward(ctx, grad):
+def _backward(ctx, grad):
+    """The gradient of the traced form (the torch path's); uint8 images carry none."""
     (x,) = ctx.saved_tensors
-    gradient = _traced_gradient(x, grad, "suppression_map", 0.0, *ctx.parameters) if x.dtype.is_floating_point else None
-    return (gradient, None, None, None)
+    gradient = None
+    if x.dtype.is_floating_point:
+
+        def traced(images):
+            computed = traced_path.stages(to_unit_float(images), *ctx.parameters, (ctx.stage,))[ctx.stage]
+            return computed.to(images.dtype) if ctx.stage == "output" else computed
+
+        gradient = torch.func.vjp(traced, x)[1](grad)[0]
+    return (gradient, *[None] * (ctx.inputs - 1))
 
 
-lgs.register_autograd(_lgs_backward, setup_context=_setup)
-lgs_map.register_autograd(_map_backward, setup_context=_setup)
+lgs.register_autograd(_backward, setup_context=_setup)
+lgs_map.register_autograd(_backward, setup_context=_setup)

@@ -1,13 +1,27 @@
-"""The compiled CPU path's programs: build them ahead of first use, and say where they are cached."""
+"""What this machine offers LGS: which backends ``auto`` can pick, and the compiled CPU path's programs
+(build them ahead of first use, say where they are cached)."""
 
 from __future__ import annotations
 
 import torch
 
 from ..core.parameters import DEFAULT_WINDOW_SIZE
-from ..core.validate import is_integer, window_parameters
+from ..core.validate import is_integer, stage_names, window_parameters
 from .backends import compiled_path
-from .front import _check_stages
+from .routing import AUTO_PREFERENCE, PATHS
+
+
+def backend_info(device: torch.device | str = "cpu") -> dict[str, str]:
+    """For each backend, ``"available"`` or why ``auto`` does not pick it on ``device`` (and what ``auto`` picks).
+
+    Example:
+        >>> backend_info("cpu")["torch"]
+        'available'
+    """
+    images = torch.empty(0, device=device)
+    info = {name: path.auto_unavailable(images) or "available" for name, path in PATHS.items()}
+    info["auto"] = next((name for name in AUTO_PREFERENCE if info[name] == "available"), "torch")
+    return info
 
 
 def compiled_cache_info() -> str:
@@ -38,4 +52,4 @@ def warmup(
             raise ValueError(f"channels must be ints >= 1. Got {count!r}")
     if not compiled_path.cache_enabled():
         raise ValueError("nothing to warm up: the cache is off (LGS_GPU_CACHE_DIR=off); unset it or name a folder")
-    return compiled_path.warmup(tuple(dtypes), tuple(window_sizes), tuple(_check_stages(stages)), tuple(channels))
+    return compiled_path.warmup(tuple(dtypes), tuple(window_sizes), stage_names(stages), tuple(channels))

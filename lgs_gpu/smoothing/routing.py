@@ -4,20 +4,15 @@ Five paths (:mod:`lgs_gpu.smoothing.backends`) implement one contract; ``backend
 
 * ``"triton"``: fused kernels for CUDA tensors; no autograd.
 * ``"torch"``: vectorised PyTorch, any device, differentiable.
-* ``"compiled"``: CPU tensors: the torch path's stages compiled ahead of time (AOTInductor
-  programs in a per-machine cache, built once), and for the output alone a fused C++ kernel; no
-  autograd. Images under 4 pixels tall or wide run on the torch path.
+* ``"compiled"``: CPU tensors: AOTInductor programs of the torch path's stages (cached per machine),
+  and a fused C++ kernel for the output alone; no autograd. Images under 4 pixels run on torch.
 * ``"reference"``: the literal equations, slow, differentiable; the tests' oracle.
 * ``"auto"``: when no gradient is needed, the first of Triton and the compiled path that is
   usable for the images' device (:func:`backend_info` says why not); else torch.
 
-While a compiler traces a call (``torch.compile``, ``torch.export``, AOTInductor, the ONNX
-exporter), ``lgs`` and ``lgs_map`` go through the operators of :mod:`lgs_gpu.smoothing.operators`, so that the
-graph holds one LGS node; not for ONNX, which has no such operator, nor for a call that needs a
-gradient. Inside an operator, and for ``lgs_stages``, Triton runs through
-``torch.library.wrap_triton`` (Inductor sees its kernels) and the other backends as the traced form
-(:mod:`.backends.traced_path`: the same stages, traceable for any image size); on CPU under
-``torch.compile`` the operator keeps the compiled path as one opaque call instead.
+While a compiler traces a call, ``lgs`` and ``lgs_map`` go through :mod:`.operators` (not for ONNX nor
+a call that needs a gradient); traced calls run Triton through ``wrap_triton`` and the other backends
+as the traced form (:mod:`.backends.traced_path`). docs/deploy.md says what each compiler sees.
 """
 
 from __future__ import annotations
@@ -28,16 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.parameters import BACKENDS
 from ..core.torch_internals import aot_compiling, exporting
 from ..core.tracing import exporting_to_onnx, tracing
-from ..core.validate import compute_dtype, from_unit_float, to_unit_float
-from ..core.windows import axis_windows
+from ..core.validate import check_backend, from_unit_float, to_unit_float
 from .backends import compiled_path, reference, torch_path, traced_path
 from .backends.triton_path import interpreting, triton_import_error, triton_unusable_reason
 
 _LOG = logging.getLogger("lgs_gpu")
-_OPERATOR_STAGES = ("output", "suppression_map")  # lgs_gpu::lgs and lgs_gpu::lgs_map compute one each
 
 
 @dataclass(frozen=True)
@@ -78,28 +70,10 @@ PATHS = {
 }
 
 
-def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}. Got {backend!r}")
-
-
-def backend_info(device: torch.device | str = "cpu") -> dict[str, str]:
-    """For each backend, ``"available"`` or why ``auto`` does not pick it on ``device`` (and what ``auto`` picks).
-
-    Example:
-        >>> backend_info("cpu")["torch"]
-        'available'
-    """
-    images = torch.empty(0, device=device)
-    info = {name: path.auto_unavailable(images) or "available" for name, path in PATHS.items()}
-    info["auto"] = next((name for name in AUTO_PREFERENCE if info[name] == "available"), "torch")
-    return info
-
-
 @dataclass(frozen=True)
 class Route:
     """Where a call goes: a path of :data:`PATHS`, ``"traced"``, ``"operator"`` (``torch.ops.lgs_gpu.lgs`` or
-    ``lgs_map``, which the front calls), ``"cpu operator"`` (``torch.ops.lgs_gpu.lgs_cpu``, opaque) or ``"empty"``."""
+    ``lgs_map``, which the front calls), or ``"cpu operator"`` (``torch.ops.lgs_gpu.lgs_cpu``, opaque)."""
 
     path: str
     reason: str
@@ -109,11 +83,9 @@ class Route:
 def route(
     backend: str, batch: torch.Tensor, wanted: tuple[str, ...], *, operator: bool = False, inside_operator: bool = False
 ) -> Route:
-    """Which path computes the ``wanted`` stages of a validated ``[B, C, H, W]`` batch, and why.
-
-    ``operator``: the caller (``lgs``, ``lgs_map``) hands a traced call to the PyTorch operator;
-    ``inside_operator``: the call is that operator's body. Raises ``ValueError`` for a backend that
-    cannot run the call, naming the one that can.
+    """Which path computes the ``wanted`` stages of a validated ``[B, C, H, W]`` batch, and why; ``ValueError``
+    for a backend that cannot run the call, naming one that can. ``operator``: the caller (``lgs``,
+    ``lgs_map``) hands a traced call to the operator; ``inside_operator``: the call is that operator's body.
 
     Example:
         >>> route("auto", torch.rand(1, 3, 2, 2), ("output",)).path  # under 4 pixels: the torch path
@@ -130,8 +102,7 @@ def route(
         and not onnx
         and backend in ("auto", "triton", "compiled")
         and batch.shape[0] > 0
-        and len(wanted) == 1
-        and wanted[0] in _OPERATOR_STAGES
+        and tuple(wanted) in (("output",), ("suppression_map",))  # what lgs_gpu::lgs and ::lgs_map compute
     ):
         return Route("operator", "a compiler traces the call: its graph keeps one LGS node")
     if (
@@ -147,7 +118,7 @@ def route(
         # graph keeps lgs_gpu::lgs itself): under torch.compile Inductor's code for the traced form is slower.
         return Route("cpu operator", "torch.compile on CPU: the compiled path as one opaque call")
     if batch.shape[0] == 0:
-        return Route("empty", "no images")
+        return Route("torch", "no images: the torch path gives their empty results")
     if needs_grad and backend != "auto" and not PATHS[backend].differentiable:
         raise ValueError(
             f"the {backend} backend has no backward pass but the input requires grad; "
@@ -190,20 +161,6 @@ def _sized(path: Path, batch: torch.Tensor, reason: str) -> Route:
     return Route(path.name, reason)
 
 
-def empty_stages(batch: torch.Tensor, window_size: int, overlap: int, wanted: tuple[str, ...]) -> dict:
-    _, channels, height, width = batch.shape
-    dtype, device = compute_dtype(batch.dtype), batch.device
-    rows, cols = axis_windows(height, window_size, overlap), axis_windows(width, window_size, overlap)
-    shapes = {
-        "output": ((0, channels, height, width), batch.dtype),
-        "normalised_gradient": ((0, height, width), dtype),
-        "window_mask": ((0, height, width), torch.bool),
-        "suppression_map": ((0, height, width), dtype),
-        "window_means": ((0, rows.count, cols.count), dtype),
-    }
-    return {name: torch.empty(shapes[name][0], dtype=shapes[name][1], device=device) for name in wanted}
-
-
 _MODULES = {"torch": torch_path, "reference": reference, "traced": traced_path}
 
 
@@ -220,18 +177,12 @@ def compute(
     decided: Route | None = None,
     inside_operator: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """The ``wanted`` stages of a validated ``[B, C, H, W]`` batch on the path :func:`route` picks
-    (``decided`` when the caller already asked it).
-
-    ``output`` in ``batch``'s dtype and memory format, written into ``out`` when given (checked by
-    the front); the planes ``[B, H, W]`` and the window means in the compute dtype (see
-    :func:`lgs_gpu.smoothing.front.lgs_stages`).
-    """
+    """The ``wanted`` stages of a validated ``[B, C, H, W]`` batch on the path :func:`route` picks (``decided``
+    when the caller already asked): ``output`` in ``batch``'s dtype and memory format (into ``out`` when
+    given), the ``[B, H, W]`` planes and the window means in the compute dtype."""
     decided = decided or route(backend, batch, wanted, inside_operator=inside_operator)
     path = decided.path
     parameters = (smoothing_factor, threshold, window_size, overlap)
-    if path == "empty":
-        return empty_stages(batch, window_size, overlap, wanted) | ({"output": out} if out is not None else {})
     if path == "cpu operator":
         (stage,) = wanted
         return {stage: torch.ops.lgs_gpu.lgs_cpu(batch, *parameters, stage)}

@@ -7,9 +7,10 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from ..core.parameters import DEFAULT_OVERLAP, DEFAULT_WINDOW_SIZE
-from ..core.validate import from_unit_float, real_scalar, to_unit_float
+from ..core.validate import check_smoothing_factor, from_unit_float, lgs_arguments, real_scalar, to_unit_float
 from .backends import torch_path
-from .front import _prepare, _smoothing_factor, lgs, lgs_stages  # noqa: F401  (lgs: the doctest compares with it)
+from .front import lgs  # noqa: F401  (the doctest compares with it)
+from .stages import lgs_stages
 
 
 @torch.no_grad()
@@ -43,8 +44,8 @@ def lgs_sweep(
         >>> torch.equal(results[1][2], lgs(images, 2.3, 0.1, backend="torch"))
         True
     """
-    batch, single, _, _, window_size, overlap = _prepare(x, 0.0, 0.0, window_size, overlap)
-    lambdas = [_smoothing_factor(value, "smoothing_factors", batch) for value in smoothing_factors]
+    batch, single, _, _, window_size, overlap = lgs_arguments(x, 0.0, 0.0, window_size, overlap)
+    lambdas = [check_smoothing_factor(value, "smoothing_factors", batch) for value in smoothing_factors]
     gammas = [real_scalar(value, "thresholds", batch.device) for value in thresholds]
     if not lambdas or not gammas:
         raise ValueError("smoothing_factors and thresholds need at least one value each")

@@ -1,4 +1,4 @@
-"""The LGS paths, side by side: four implementations of one contract, chosen by :mod:`lgs_gpu.smoothing.front`.
+"""The LGS paths, side by side: four implementations of one contract, chosen by :mod:`lgs_gpu.smoothing.routing`.
 
 * :mod:`.reference`: the paper's equations, literally (Python loops); the oracle of the tests.
   It shares no code with the other paths.
@@ -10,5 +10,5 @@
   ahead-of-time compile report (``backend="triton"``).
 
 Each path takes ``[B, C, H, W]`` images already validated and converted by the front and offers
-``stages``. Nothing but :mod:`lgs_gpu.smoothing.front` imports them.
+``stages``. Nothing but :mod:`lgs_gpu.smoothing.routing` imports them.
 """

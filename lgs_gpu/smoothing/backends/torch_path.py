@@ -156,7 +156,7 @@ CPU_CHUNK_BYTES = 2 * 2**20
 def _chunk_size(x: torch.Tensor) -> int:
     if x.device.type != "cpu":
         return max(1, x.shape[0])
-    return max(1, CPU_CHUNK_BYTES // max(1, x[0].nbytes))
+    return max(1, CPU_CHUNK_BYTES // max(1, x[:1].nbytes))
 
 
 def _suppression_map(x: torch.Tensor, threshold: float, window_size: int, overlap: int) -> torch.Tensor:
