@@ -8,22 +8,12 @@ import sys
 # Nothing here imports torch: --help and argument errors answer at once; each command imports its work.
 from ..core.extras import MissingExtra
 from . import allocator
-from .configs import (
-    QUICK_CALIBRATION,
-    QUICK_EVALUATION,
-    CalibrationConfig,
-    CertifyConfig,
-    DefendConfig,
-    EvaluationConfig,
-    percent,
-)
+from .configs import DefendConfig, percent
 from .options import (
-    CALIBRATE_FLAGS,
-    CERTIFY_FLAGS,
     DEFEND_EXISTING,
     DEFEND_FLAGS,
-    EVALUATE_FLAGS,
     LGS_FLAGS,
+    RUNS,
     build_parser,
     comma_integers,
     comma_names,
@@ -45,37 +35,31 @@ def _defense_from_arguments(args: argparse.Namespace):
                 "--defense 'lgs:1.7,threshold=0.1,window=15,overlap=5,backend=torch'"
             )
         return get(args.defense)
-    return LocalGradientsSmoothing(**{**LGS_FLAGS, **given})
+    return LocalGradientsSmoothing(**given)
 
 
-def _device(requested: str | None) -> str:
-    """``--device``, checked before any work (``ValueError`` naming what is wrong), or the default."""
+def _check_device(args: argparse.Namespace) -> None:
+    """``--device`` (None: cuda if available, else cpu), and ``--backend`` against it, checked before any
+    work: ``ValueError`` naming what is wrong, one plain line and exit 2 (the commands' own checks live
+    in their API functions)."""
     import torch
 
-    if requested is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(requested)
+        device = torch.device(args.device)
     except (RuntimeError, ValueError):
-        raise ValueError(f"--device {requested!r} is not a torch device; accepted: cpu, cuda, cuda:N") from None
+        raise ValueError(f"--device {args.device!r} is not a torch device; accepted: cpu, cuda, cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
-                f"--device {requested}: no CUDA device here (torch.cuda.is_available() is False); use --device cpu"
+                f"--device {args.device}: no CUDA device here (torch.cuda.is_available() is False); use --device cpu"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type != "cpu":
-        raise ValueError(f"--device {requested}: lgs-gpu runs on cpu or cuda")
-    return requested
-
-
-def _check_arguments(args: argparse.Namespace) -> None:
-    """The device checks every command shares, before any work (the commands' own checks live in
-    their API functions): one plain line, exit 2."""
-    if hasattr(args, "device"):
-        args.device = _device(args.device)
-    if getattr(args, "backend", None) in ("triton", "compiled") and hasattr(args, "device"):
+        raise ValueError(f"--device {args.device}: lgs-gpu runs on cpu or cuda")
+    if getattr(args, "backend", None) in ("triton", "compiled"):
         wanted = "cuda" if args.backend == "triton" else "cpu"
         if not args.device.startswith(wanted):
             raise ValueError(f"--backend {args.backend} runs on {wanted} tensors; this run's device is {args.device}")
@@ -84,7 +68,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 def _calibrate(args: argparse.Namespace) -> int:
     from .calibrate import calibrate, markdown
 
-    config = config_from(args, CalibrationConfig, CALIBRATE_FLAGS, QUICK_CALIBRATION, device=_device(args.device))
+    config = config_from(args, *RUNS[args.command], device=args.device)
     result = calibrate(config)
     print(markdown(result))
     print(f"wrote {config.output_dir}/calibration.json, calibration.csv, calibration.md, calibration.png")
@@ -100,7 +84,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .report import TABLE_TITLES, markdown_table
 
-    config = config_from(args, EvaluationConfig, EVALUATE_FLAGS, QUICK_EVALUATION, device=_device(args.device))
+    config = config_from(args, *RUNS[args.command], device=args.device)
     if args.calibration:
         from .calibrate import read_recommended
 
@@ -125,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _certify(args: argparse.Namespace) -> int:
     from .certify import certify, markdown
 
-    config = config_from(args, CertifyConfig, CERTIFY_FLAGS, device=_device(args.device))
+    config = config_from(args, *RUNS[args.command], device=args.device)
     results = certify(config)
     if results is None:  # not rank 0 under torchrun
         return 0
@@ -144,7 +128,7 @@ def _defend(args: argparse.Namespace) -> int:
         DefendConfig,
         DEFEND_FLAGS + DEFEND_EXISTING,
         defense=_defense_from_arguments(args),
-        device=_device(args.device),
+        device=args.device,
         decode_on_device=False if args.cpu_decode else None,
     )
     if args.workers is None:
@@ -173,26 +157,23 @@ def _info(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..core.torch_internals import degraded
     from ..smoothing import backend_info, compiled_cache_info
+    from .resources import ThreadPlan, default_workers
 
-    device = _device(args.device)
     print(
         f"lgs_gpu on Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
     print(f"CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'no device'}")
-    print(f"backends for {device} tensors:")
-    for name, state in backend_info(device).items():
+    print(f"backends for {args.device} tensors:")
+    for name, state in backend_info(args.device).items():
         print(f"  {name}: {state}")
     print(f"compiled CPU programs: {compiled_cache_info()}")
     print(
         f"memory allocator of the commands: {allocator.configure()} (--allocator or ${allocator.ENVIRONMENT_VARIABLE})"
     )
-    from ..core.torch_internals import degraded
-
     for instead in degraded().values():
         print(f"degraded: {instead}")
-    from .resources import ThreadPlan, default_workers
-
     print(
         f"defend by default: {ThreadPlan.choose(default_workers(), None, None).describe()}; "
         "--workers, --write-threads and --threads change it (docs/defend.md)"
@@ -225,7 +206,7 @@ def _warmup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_defenses() -> None:
+def _defenses(args: argparse.Namespace) -> int:
     from ..defenses import available
 
     for info in available():
@@ -242,6 +223,7 @@ def _print_defenses() -> None:
         for name, accepted in info.parameters.items():
             marker = " (value after ':')" if name == info.main_parameter else ""
             print(f"    {name}{marker}: {accepted}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -253,7 +235,7 @@ def _export(args: argparse.Namespace) -> int:
         args.defense,
         weights=None if args.weights == "none" else args.weights,
         size=args.size,
-        device=_device(args.device),
+        device=args.device,
     )
     print(
         f"wrote {summary.path}: {summary.defense} + {summary.model}, [B, {', '.join(map(str, summary.input_shape))}] "
@@ -282,7 +264,7 @@ def _demo(args: argparse.Namespace) -> int:
         smoothing_factor=args.smoothing_factor,
         seed=args.seed,
         backend=args.backend,
-        device=_device(args.device),
+        device=args.device,
     )
     print(f"{'image':<12}{'patch suppressed':>18}{'rest suppressed':>18}{'patch strength':>16}{'rest strength':>15}")
     for r in results:
@@ -291,11 +273,6 @@ def _demo(args: argparse.Namespace) -> int:
             f"{r['patch_mean_strength']:>16.3f}{r['other_mean_strength']:>15.3f}"
         )
     print(f"wrote {args.output_dir}/lgs_demo.png and lgs_demo.json")
-    return 0
-
-
-def _defenses(args: argparse.Namespace) -> int:
-    _print_defenses()
     return 0
 
 
@@ -317,16 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "allocator"):  # before torch allocates anything
             allocator.configure(args.allocator)
-        _check_arguments(args)
+        if hasattr(args, "device"):
+            _check_device(args)
         return COMMANDS[args.command](args)
     except (ValueError, TypeError, MissingExtra) as error:
         print(f"lgs-gpu {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # defend says more itself; the resumable runs keep every finished record
-        resumable = args.command in ("evaluate", "certify", "calibrate")
         print(
             f"lgs-gpu {args.command}: interrupted"
-            + ("; every finished record is kept: run the same command to resume" if resumable else ""),
+            + ("; every finished record is kept: run the same command to resume" if args.command in RUNS else ""),
             file=sys.stderr,
         )
         return 130

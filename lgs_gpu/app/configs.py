@@ -40,11 +40,7 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:g}%"
 
 
-def _shown(text: str) -> dict:
-    return {"shown": text}
-
-
-_PERCENT = {"as": "percent"}  # --help shows the default as a percentage (0.05 -> 5%)
+_PERCENT = {"as": percent}  # --help shows each value of the default as a percentage (0.05 -> 5%)
 
 
 def _integer(value: Any) -> bool:
@@ -58,14 +54,15 @@ class RunInputs:
     """The model and images of a run: the fields evaluate's, certify's and calibrate's configs share."""
 
     model: str = OFFLINE_DEFAULT
-    weights: str | None = field(default="default", metadata={"as": "quoted"})  # None: untrained; or a checkpoint file
-    data: str | None = field(default=None, metadata=_shown("the bundled photographs"))  # or an image folder
+    # None: untrained; or a checkpoint file.
+    weights: str | None = field(default="default", metadata={"shown": "'default'"})
+    data: str | None = field(default=None, metadata={"shown": "the bundled photographs"})  # or an image folder
     imagenet: bool = False  # with data: ground-truth labels required (read from the layout, or imagenet_labels)
     imagenet_labels: str | None = None
-    limit: int | None = field(default=None, metadata=_shown("every image"))  # first N images
+    limit: int | None = field(default=None, metadata={"shown": "every image"})  # first N images
     # Processes that decode an image folder's batches ahead of the work (0: this process; None: up to 2).
     # Not part of what cached work depends on: the decoded pixels are the same.
-    workers: int | None = field(default=None, metadata=_shown("up to 2"))
+    workers: int | None = field(default=None, metadata={"shown": "up to 2"})
 
     def inputs(self) -> dict:
         """These fields alone, as keywords for another config."""
@@ -101,7 +98,7 @@ class EvaluationConfig(RunInputs):
     ``results.json`` and checked on resume."""
 
     output_dir: str = "lgs-evaluation"
-    defenses: list[str] = field(default_factory=_paper_grid, metadata=_shown("the paper's grid"))
+    defenses: list[str] = field(default_factory=_paper_grid, metadata={"shown": "the paper's grid"})
     attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
     lavan_fractions: list[float] = field(default_factory=lambda: [0.02, 0.03, 0.04])
     lavan_iterations: int = 1000
@@ -109,7 +106,7 @@ class EvaluationConfig(RunInputs):
     patch_steps: int = 500
     bpda_fraction: float = 0.02
     patch_images: int = 512  # the universal patch is trained on the first N images (held in memory)
-    bpda_defenses: list[str] | None = field(default=None, metadata=_shown("every defense but none"))
+    bpda_defenses: list[str] | None = field(default=None, metadata={"shown": "every defense but none"})
     adaptive_defense: str = DEFAULT_LGS_SPEC
     eot_samples: int = 1
     seed: int = 0
@@ -149,7 +146,7 @@ class CertifyConfig(RunInputs):
     masks_per_axis: int = 6
     images_per_batch: int = 8  # images per record
     # Masked images per model call (None: PatchCleanser's default).
-    model_batch_size: int | None = field(default=None, metadata=_shown("8 on CPU, 128 on CUDA"))
+    model_batch_size: int | None = field(default=None, metadata={"shown": "8 on CPU, 128 on CUDA"})
     device: str = "cpu"
     threads: int = 1
 
@@ -166,17 +163,17 @@ class DefendConfig:
     progress: bool = True
     batch_size: int = 8  # images of one size defended together
     workers: int = 0  # decoding processes (0: this one)
-    write_threads: int | None = field(default=None, metadata=_shown("one per CPU"))
+    write_threads: int | None = field(default=None, metadata={"shown": "one per CPU"})
     resume: bool = False  # keep the outputs the manifest says this defense made
     overwrite: bool = False  # redo outputs that already exist
     png_compression: int = 6  # zlib level 0..9
-    decode_on_device: bool | None = field(default=None, metadata=_shown("on CUDA"))  # JPEGs decoded by nvJPEG
+    decode_on_device: bool | None = field(default=None, metadata={"shown": "on CUDA"})  # JPEGs decoded by nvJPEG
     shard: tuple[int, int] | None = None  # (rank, world) by hand; None: torchrun's, or one process
     # The bytes one batch may use; fewer images per batch beyond it.
     batch_memory: int | None = field(
-        default=None, metadata=_shown("a quarter of the available RAM, half the free GPU memory")
+        default=None, metadata={"shown": "a quarter of the available RAM, half the free GPU memory"}
     )
-    threads: int | None = field(default=None, metadata=_shown("the CPUs the workers leave, at least 1"))
+    threads: int | None = field(default=None, metadata={"shown": "the CPUs the workers leave, at least 1"})
 
     def check(self) -> None:
         """``ValueError`` naming the first field that is wrong, before any work (the defense is
@@ -192,7 +189,7 @@ class DefendConfig:
         for name in ("write_threads", "threads", "batch_memory"):
             value = getattr(self, name)
             if value is not None and (not _integer(value) or value < 1):
-                shown = next(f.metadata["shown"] for f in fields(self) if f.name == name)
+                shown = shown_default(DefendConfig, name)
                 raise ValueError(f"{name} must be an int >= 1 or None ({shown}). Got {value!r}")
         if self.resume and self.overwrite:
             raise ValueError("resume keeps finished outputs and overwrite redoes them: choose one")
@@ -215,13 +212,7 @@ def shown_default(config: type, name: str) -> str | None:
     value = found.default_factory() if callable(found.default_factory) else found.default
     if value is None or isinstance(value, bool):
         return None
-    style = found.metadata.get("as")
-
-    def one(v: Any) -> str:
-        if style == "percent":
-            return percent(v)
-        return f"{v:g}" if isinstance(v, float) else f"'{v}'" if style == "quoted" else str(v)
-
+    one = found.metadata.get("as", lambda v: f"{v:g}" if isinstance(v, float) else str(v))
     return ",".join(map(one, value)) if isinstance(value, list) else one(value)
 
 

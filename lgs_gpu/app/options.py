@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from . import allocator
 from .configs import (
     ATTACKS,
     OUTPUT_FORMATS,
+    QUICK_CALIBRATION,
+    QUICK_EVALUATION,
     CalibrationConfig,
     CertifyConfig,
     DefendConfig,
@@ -32,13 +35,8 @@ from .configs import (
     shown_default,
 )
 
-LGS_FLAGS = {
-    "smoothing_factor": DEFAULT_SMOOTHING_FACTOR,
-    "threshold": DEFAULT_THRESHOLD,
-    "window_size": DEFAULT_WINDOW_SIZE,
-    "overlap": DEFAULT_OVERLAP,
-    "backend": "auto",
-}
+# defend's LGS options (the fields of LocalGradientsSmoothing); --defense takes them in its spec instead.
+LGS_FLAGS = ("smoothing_factor", "threshold", "window_size", "overlap", "backend")
 
 
 # --- converters: a flag's text -> its config value (ValueError naming the flag) ------------------
@@ -57,17 +55,17 @@ def comma_names(text: str, flag: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _numbers(text: str, flag: str, kind: type = float) -> list:
-    try:
-        return [kind(value) for value in text.split(",") if value.strip()]
-    except ValueError:
-        raise ValueError(
-            f"{flag} takes comma-separated {'integers' if kind is int else 'numbers'}. Got {text!r}"
-        ) from None
+def _converter(parse: Callable[[str], Any], expected: str, each: bool = False) -> Callable[[str, str], Any]:
+    """``(text, flag) -> parse(text)``, or with ``each`` the list of ``parse`` of each comma-separated
+    item; a ``ValueError`` that ``parse`` raises becomes one saying what ``flag`` takes."""
 
+    def convert(text: str, flag: str) -> Any:
+        try:
+            return [parse(item) for item in text.split(",") if item.strip()] if each else parse(text)
+        except ValueError:
+            raise ValueError(f"{flag} {expected}. Got {text!r}") from None
 
-def comma_integers(text: str, flag: str) -> list[int]:
-    return _numbers(text, flag, int)
+    return convert
 
 
 def _share(text: str) -> float:
@@ -76,33 +74,22 @@ def _share(text: str) -> float:
     return float(text[:-1]) / 100 if text.endswith("%") else float(text)
 
 
-def _fraction(text: str, flag: str) -> float:
-    try:
-        return _share(text)
-    except ValueError:
-        raise ValueError(f"{flag} takes a share like 5% or 0.05. Got {text!r}") from None
+def _bytes(gigabytes: str) -> int:
+    value = float(gigabytes)
+    if not 0 < value < float("inf"):
+        raise ValueError(gigabytes)
+    return max(1, int(value * 1e9))
 
 
-def _fractions(text: str, flag: str) -> list[float]:
-    try:
-        return [_share(value) for value in text.split(",") if value.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} must be comma-separated percentages or fractions, e.g. 1%,2%. Got {text!r}") from None
+_numbers = _converter(float, "takes comma-separated numbers", each=True)
+comma_integers = _converter(int, "takes comma-separated integers", each=True)
+_fraction = _converter(_share, "takes a share like 5% or 0.05")
+_fractions = _converter(_share, "must be comma-separated percentages or fractions, e.g. 1%,2%", each=True)
+_gigabytes = _converter(_bytes, "must be a number of gigabytes > 0")
 
 
 def _weights(text: str, flag: str) -> str | None:
     return None if text == "none" else text
-
-
-def _gigabytes(text: str, flag: str) -> int:
-    """``text`` GB as bytes; ``ValueError`` unless it is a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{flag} must be a number of gigabytes > 0. Got {text}")
-    return max(1, int(value * 1e9))
 
 
 # --- options that set config fields --------------------------------------------------------------
@@ -248,6 +235,14 @@ DEFEND_EXISTING = (
 )
 
 
+# The commands that run a config: its dataclass, its options and its --quick preset (None: no --quick).
+RUNS = {
+    "evaluate": (EvaluationConfig, EVALUATE_FLAGS, QUICK_EVALUATION),
+    "calibrate": (CalibrationConfig, CALIBRATE_FLAGS, QUICK_CALIBRATION),
+    "certify": (CertifyConfig, CERTIFY_FLAGS, None),
+}
+
+
 def _options(config: type, flags: tuple[Flag, ...]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     for flag in flags:
@@ -255,41 +250,27 @@ def _options(config: type, flags: tuple[Flag, ...]) -> argparse.ArgumentParser:
     return parser
 
 
-def _device_options() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    return parser
-
-
-def _allocator_options() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument(
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lgs-gpu", description="Local Gradients Smoothing on CPU and GPU")
+    commands = parser.add_subparsers(dest="command", required=True)
+    device, memory, lgs_flags = (argparse.ArgumentParser(add_help=False) for _ in range(3))
+    device.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    memory.add_argument(
         "--allocator",
         choices=allocator.CHOICES,
         help="tuned: glibc's malloc set for large tensors, so batches reuse memory instead of "
         f"page-faulting it in again; system: as it is (default tuned, or ${allocator.ENVIRONMENT_VARIABLE})",
     )
-    return parser
-
-
-def _lgs_options() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
     # Defaults are None so that an explicit flag can be told apart from a spec given with --defense.
-    parser.add_argument("--smoothing-factor", type=float, help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})")
-    parser.add_argument("--threshold", type=float, help=f"γ (default {DEFAULT_THRESHOLD})")
-    parser.add_argument("--window-size", type=int, help=f"window side (default {DEFAULT_WINDOW_SIZE})")
-    parser.add_argument("--overlap", type=int, help=f"window overlap (default {DEFAULT_OVERLAP})")
-    parser.add_argument("--backend", choices=BACKENDS, help="LGS backend (default auto)")
-    return parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lgs-gpu", description="Local Gradients Smoothing on CPU and GPU")
-    commands = parser.add_subparsers(dest="command", required=True)
-    device, memory, lgs_flags = _device_options(), _allocator_options(), _lgs_options()
-    defend_options = _options(DefendConfig, DEFEND_FLAGS)
+    lgs_flags.add_argument("--smoothing-factor", type=float, help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})")
+    lgs_flags.add_argument("--threshold", type=float, help=f"γ (default {DEFAULT_THRESHOLD})")
+    lgs_flags.add_argument("--window-size", type=int, help=f"window side (default {DEFAULT_WINDOW_SIZE})")
+    lgs_flags.add_argument("--overlap", type=int, help=f"window overlap (default {DEFAULT_OVERLAP})")
+    lgs_flags.add_argument("--backend", choices=BACKENDS, help="LGS backend (default auto)")
     defend = commands.add_parser(
-        "defend", parents=[defend_options, lgs_flags, device, memory], help="defend image files or folders of them"
+        "defend",
+        parents=[_options(DefendConfig, DEFEND_FLAGS), lgs_flags, device, memory],
+        help="defend image files or folders of them",
     )
     defend.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     defend.add_argument("-o", "--output-dir", required=True, help="folder for the defended images")
@@ -322,34 +303,28 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--window-sizes", default="15", help="window sides, comma-separated, e.g. 15,25 (default 15)")
     warm.add_argument("--channels", default="3", help="image channel counts, comma-separated, e.g. 1,3 (default 3)")
 
-    evaluate = commands.add_parser(
-        "evaluate",
-        parents=[_options(EvaluationConfig, EVALUATE_FLAGS), device, memory],
-        help="attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)",
-    )
-    evaluate.add_argument(
+    about = {
+        "evaluate": "attacks x defenses -> the paper's Tables 1-3 and Figures 2 / 4 (resumable; torchrun shards it)",
+        "calibrate": "sweep λ, γ and the window size; recommend LGS settings for a clean-accuracy budget",
+        "certify": "PatchCleanser: clean and certified accuracy against patches (resumable; torchrun shards it)",
+    }
+    runs = {
+        name: commands.add_parser(name, parents=[_options(config, flags), device, memory], help=about[name])
+        for name, (config, flags, _) in RUNS.items()
+    }
+    runs["evaluate"].add_argument(
         "--quick",
         action="store_true",
         help="the README's small run: 4 photographs, LaVAN 2%% and 4%% at 100 steps, no patch, "
         "a short defense list; flags given as well take precedence",
     )
-    evaluate.add_argument(
+    runs["evaluate"].add_argument(
         "--calibration", help="a calibration.json: score its recommended spec too and attack it adaptively"
     )
-    calibrate = commands.add_parser(
-        "calibrate",
-        parents=[_options(CalibrationConfig, CALIBRATE_FLAGS), device, memory],
-        help="sweep λ, γ and the window size; recommend LGS settings for a clean-accuracy budget",
-    )
-    calibrate.add_argument(
+    runs["calibrate"].add_argument(
         "--quick",
         action="store_true",
         help="a 3 x 3 grid at 15-pixel windows, LaVAN at 100 steps; flags given as well take precedence",
-    )
-    commands.add_parser(
-        "certify",
-        parents=[_options(CertifyConfig, CERTIFY_FLAGS), device, memory],
-        help="PatchCleanser: clean and certified accuracy against patches (resumable; torchrun shards it)",
     )
 
     export = commands.add_parser(
@@ -357,9 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[device],
         help="package a defended classifier as one AOTInductor .pt2 (checked against eager; docs/deploy.md)",
     )
-    export.add_argument("-o", "--output", default="defended.pt2", help="the package to write (default defended.pt2)")
-    export.add_argument("--model", default=OFFLINE_DEFAULT, help=_RUN_FLAGS[1].help + f" (default {OFFLINE_DEFAULT})")
-    export.add_argument("--weights", default="default", help=_RUN_FLAGS[2].help + " (default 'default')")
+    export.add_argument("-o", "--output", default="defended.pt2", help="the package to write (default %(default)s)")
+    export.add_argument("--model", default=OFFLINE_DEFAULT, help=_RUN_FLAGS[1].help + " (default %(default)s)")
+    export.add_argument("--weights", default="default", help=_RUN_FLAGS[2].help + " (default '%(default)s')")
     export.add_argument(
         "--defense",
         help="defense spec in front of the model (default: lgs@<model>, its calibrated preset, "
@@ -371,14 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[device, memory], help="LGS on bundled photographs with a planted noise patch"
     )
     demo.add_argument("-o", "--output-dir", default="lgs-demo", help="folder for lgs_demo.png / .json")
-    demo.add_argument("--size", type=int, default=299, help="image side in pixels (default 299)")
+    demo.add_argument("--size", type=int, default=299, help="image side in pixels (default %(default)s)")
     demo.add_argument("--patch-fraction", type=float, default=0.04, help="patch area / image area (default 0.04)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
-        "--smoothing-factor",
-        type=float,
-        default=DEFAULT_SMOOTHING_FACTOR,
-        help=f"λ (default {DEFAULT_SMOOTHING_FACTOR})",
+        "--smoothing-factor", type=float, default=DEFAULT_SMOOTHING_FACTOR, help="λ (default %(default)s)"
     )
     demo.add_argument("--backend", choices=BACKENDS, default="auto")
     return parser
