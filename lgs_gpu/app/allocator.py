@@ -1,22 +1,14 @@
 """How a command's process allocates memory: glibc's malloc tuned for large tensors, or left alone.
 
-On Linux with glibc, every allocation above the mmap threshold (32 MiB at most, and most tensor
-buffers are larger) is a fresh ``mmap``; the kernel zero-fills each of its pages on first touch and
-``free`` gives them back, so a loop over batches pays a page fault per 4 KiB per step. On machines
-where a page fault is expensive (virtual machines, most cloud hosts) that costs more than the
-arithmetic: the model forward of ``lgs-gpu evaluate`` spent more time in the kernel than in user
-code. PyTorch's CPU tuning guide suggests jemalloc or tcmalloc (through ``LD_PRELOAD``, before the
-process starts); in-process, glibc can be told the same thing:
-
-* ``M_MMAP_MAX = 0``: large blocks come from the heap, not from fresh mappings;
-* ``M_TRIM_THRESHOLD = 1 GiB``: freed memory stays with the process for the next batch;
-* ``M_TOP_PAD = 256 MiB``: the heap grows in large steps.
-
-The commands apply this at start (``tuned``, the default); ``--allocator system`` or
-``LGS_GPU_ALLOCATOR=system`` keeps glibc's defaults. A library must not change its host's allocator,
-so ``import lgs_gpu`` never does: programs that use it can set ``MALLOC_MMAP_MAX_=0
-MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=268435456`` in their environment, or preload
-jemalloc (docs/benchmarks.md measures each).
+With glibc's defaults every tensor buffer above the mmap threshold (32 MiB at most) is a fresh
+``mmap``, whose pages the kernel zero-fills on first touch and ``free`` gives back: a page fault per
+4 KiB per batch, which on virtual machines cost ``lgs-gpu evaluate`` more than its arithmetic. So the
+commands set ``M_MMAP_MAX = 0`` (large blocks from the heap), ``M_TRIM_THRESHOLD = 1 GiB`` (freed
+memory kept for the next batch) and ``M_TOP_PAD = 256 MiB`` (the heap grows in large steps) at start
+(``tuned``, the default); ``--allocator system`` or ``LGS_GPU_ALLOCATOR=system`` keeps glibc's
+defaults, and an allocator preloaded through ``LD_PRELOAD`` (jemalloc, tcmalloc) is left alone.
+A library must not change its host's allocator, so ``import lgs_gpu`` never does: docs/benchmarks.md
+gives the environment variables that do the same for other programs, and measures each setting.
 """
 
 from __future__ import annotations

@@ -9,10 +9,8 @@ Pipeline of one process (one per rank under ``torchrun``, each on every ``world`
           ─► write       encode + atomic write (temp file + os.replace) in a thread pool
           ─► manifest    one JSON line per output, appended once its whole batch is written
 
-The manifest (one JSON-lines file per rank in the output folder) records the defense spec that
-made each output; its format, and what ``resume`` and ``overwrite`` do with outputs that exist,
-are described once in :mod:`lgs_gpu.app.defend_outputs`, which owns the output folder's state and
-writes to it.
+:mod:`lgs_gpu.app.defend_outputs` owns the output folder: its manifest, which records the defense
+spec that made each output, and what ``resume`` and ``overwrite`` do with outputs that exist.
 
 Ctrl-C (or any error) stops decoding and defending, finishes writing what was already defended
 (a second Ctrl-C drops what has not started), and records it: every file is written whole or not at
@@ -30,9 +28,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..core.imageio import (
-    find_images,
-)
+from ..core.imageio import find_images
 from ..core.transform import ImageDefense
 from ..defenses import get
 from .configs import DefendConfig
@@ -68,11 +64,6 @@ class DefendSummary:
     threads: str = ""  # who ran on the CPUs (ThreadPlan.describe)
 
 
-def _gives_map(defense: ImageDefense) -> bool:
-    """Whether ``defense`` is LGS-based and can hand back its map ``ĝ`` (lgs, lgs+<filter>)."""
-    return callable(getattr(defense, "defend_with_map", None))
-
-
 def spec_of(defense: ImageDefense) -> str:
     """The spec string recorded in the manifest: the registry spec, or the class of a custom defense.
 
@@ -101,21 +92,17 @@ def plan_jobs(
     """
     recorded = recorded_outputs(output_dir, records)  # outputs beside their inputs (an input folder inside output_dir)
     found = [(path, relative) for path, relative in find_images(inputs, output_dir) if path.resolve() not in recorded]
-    jobs, inputs_resolved = [], set()
+    inputs_resolved = {path.resolve() for path, _ in found}
+    jobs, writers = [], {}  # writers: output -> the inputs that would write it
     for index, (path, relative) in enumerate(found):
-        suffix = path.suffix if output_format == "same" else f".{output_format}"
-        target = output_dir / relative.with_suffix(suffix)
+        name = relative.with_suffix(path.suffix if output_format == "same" else f".{output_format}")
+        target = output_dir / name
         map_target = target.with_name(f"{target.stem}_map.png") if save_map else None
-        jobs.append(Job(index, path, target, map_target, relative.with_suffix(suffix).as_posix()))
-        inputs_resolved.add(path.resolve())
-    writers: dict[Path, list[Path]] = {}  # output -> the inputs that would write it
-    for job in jobs:
-        for candidate in (job.target, job.map_target):
-            if candidate is None:
-                continue
+        jobs.append(Job(index, path, target, map_target, name.as_posix()))
+        for candidate in filter(None, (target, map_target)):
             if candidate.resolve() in inputs_resolved:
                 raise ValueError(f"refusing to overwrite the input {candidate}: choose another output folder")
-            writers.setdefault(candidate.resolve(), []).append(job.source)
+            writers.setdefault(candidate.resolve(), []).append(path)
     collisions = [(output, sources) for output, sources in writers.items() if len(sources) > 1]
     if collisions:
         named = "; ".join(f"{' and '.join(map(str, sources))} -> {output}" for output, sources in collisions)
@@ -149,51 +136,34 @@ def defend_batch(
 
 
 def defend_group(
-    defense: ImageDefense, items: list[Decoded], images: list[torch.Tensor], save_map: bool
+    defense: ImageDefense, pairs: list[tuple[Decoded, torch.Tensor]], save_map: bool
 ) -> tuple[list[tuple[Decoded, torch.Tensor, torch.Tensor | None]], list[tuple[Decoded, str]]]:
-    """Defend images of one size as one batch: ``(outputs (item, image, map), skipped (item, why))``.
+    """Defend ``(item, image)`` pairs of one size as one batch: ``(outputs (item, image, map), skipped (item, why))``.
 
     A defense that refuses the batch (``ValueError``) is tried image by image, so that only the
     images it refuses are skipped.
     """
     try:
-        defended, maps = defend_batch(defense, torch.stack(images), save_map)
+        defended, maps = defend_batch(defense, torch.stack([image for _, image in pairs]), save_map)
     except ValueError as error:
-        if len(items) == 1:
-            return [], [(items[0], f"cannot defend: {error}")]
-        outputs, skipped = [], []
-        for item, image in zip(items, images, strict=True):
-            one_output, one_skipped = defend_group(defense, [item], [image], save_map)
-            outputs += one_output
-            skipped += one_skipped
-        return outputs, skipped
-    return [(item, defended[i], None if maps is None else maps[i]) for i, item in enumerate(items)], []
+        if len(pairs) == 1:
+            return [], [(pairs[0][0], f"cannot defend: {error}")]
+        each = [defend_group(defense, [pair], save_map) for pair in pairs]
+        return [out for outputs, _ in each for out in outputs], [skip for _, skipped in each for skip in skipped]
+    return [(item, defended[i], None if maps is None else maps[i]) for i, (item, _) in enumerate(pairs)], []
 
 
 # --- the command -------------------------------------------------------------------------------
 
 
-def _defense(config: DefendConfig) -> ImageDefense:
-    """The config's defense as a module, after checking every field (``ValueError`` / ``TypeError``
-    naming what was wrong, before any work)."""
-    config.check()
-    defense = get(config.defense) if isinstance(config.defense, str) else config.defense
-    if not isinstance(defense, ImageDefense):
-        raise TypeError(f"defense must be a spec string or an lgs_gpu defense. Got {type(defense).__name__}")
-    if config.save_map and not _gives_map(defense):
-        raise ValueError(f"save_map needs an LGS-based defense (lgs, lgs+<filter>). Got {defense.spec!r}")
-    return defense
-
-
-def _agree(runtime: Distributed | None, problem: str | None) -> None:
+def _agree(runtime: Distributed, problem: str | None) -> None:
     """Raise the first rank's problem on every rank, so that no rank waits for one that stopped."""
     problems = [problem]
-    if runtime is not None and runtime.active:
+    if runtime.active:
         problems = [None] * runtime.world
         runtime.dist.all_gather_object(problems, problem)
-    found = [p for p in problems if p]
-    if found:
-        raise ValueError(found[0])
+    if any(problems):
+        raise ValueError(next(filter(None, problems)))
 
 
 def defend_files(
@@ -234,14 +204,19 @@ def defend_files(
     if config is not None and not isinstance(config, DefendConfig):
         raise TypeError(f"config must be a DefendConfig (or give its fields as keywords). Got {type(config).__name__}")
     config = DefendConfig(**settings) if config is None else replace(config, **settings)
-    defense = _defense(config)
+    config.check()
+    defense = get(config.defense) if isinstance(config.defense, str) else config.defense
+    if not isinstance(defense, ImageDefense):
+        raise TypeError(f"defense must be a spec string or an lgs_gpu defense. Got {type(defense).__name__}")
+    if config.save_map and not callable(getattr(defense, "defend_with_map", None)):  # LGS gives its map ĝ
+        raise ValueError(f"save_map needs an LGS-based defense (lgs, lgs+<filter>). Got {defense.spec!r}")
     output_dir = Path(output_dir)
     records = read_manifest(output_dir)  # once: for the input walk and for resume
     jobs = plan_jobs(inputs, output_dir, config.output_format, config.save_map, records)
     check_output_folder(output_dir)
     device = config.device if config.shard is not None else rank_device(config.device)
-    runtime = None if config.shard is not None else Distributed(device)
-    rank, world = config.shard if config.shard is not None else (runtime.rank, runtime.world)
+    runtime = Distributed(device, shard=config.shard is None)  # one process, unless under torchrun
+    rank, world = config.shard or (runtime.rank, runtime.world)
     try:
         mine = jobs[rank::world]
         spec = spec_of(defense)
@@ -263,112 +238,69 @@ def defend_files(
             write_threads=plan.write_threads,
             threads=plan.threads,
         )
+        summary = DefendSummary(kept=[job.target for job in kept], rank=rank, world=world, threads=plan.describe())
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(plan.threads)  # for this run only: the caller's setting comes back after
         try:
-            summary = Pipeline(todo, defense, resolved, manifest, rank, world).run()
+            run_jobs(todo, defense, spec, resolved, manifest, summary)
         finally:
             torch.set_num_threads(previous_threads)
-        summary.kept = [job.target for job in kept]
-        summary.threads = plan.describe()
         return summary
     finally:
-        if runtime is not None:
-            runtime.close()
+        runtime.close()
 
 
-class Pipeline:
+def run_jobs(
+    jobs: list[Job], defense: ImageDefense, spec: str, config: DefendConfig, manifest: Path, summary: DefendSummary
+) -> None:
     """Decode, group, defend and write ``jobs`` as ``config`` says (its run-time choices made: see
-    :func:`defend_files`); :meth:`run` returns the summary in job order."""
-
-    def __init__(
-        self,
-        jobs: list[Job],
-        defense: ImageDefense,
-        config: DefendConfig,
-        manifest: Path,
-        rank: int,
-        world: int,
-    ) -> None:
-        self.jobs, self.defense, self.config, self.rank, self.world = jobs, defense, config, rank, world
-        self.batch_pixels = max(1, config.batch_memory // BYTES_PER_PIXEL)
-        self.by_index = {job.index: job for job in jobs}
-        self.skipped: list[tuple[int, Path, str]] = []
-        self.notes: list[tuple[int, Path, str]] = []
-        self.bar = tqdm(
-            total=len(jobs),
-            desc="lgs-gpu defend" + (f" (rank {rank} of {world})" if world > 1 else ""),
-            unit="image",
-            disable=not config.progress,
-        )
+    :func:`defend_files`), into ``summary`` in job order."""
+    batch_pixels = max(1, config.batch_memory // BYTES_PER_PIXEL)
+    skipped, notes = [], []  # (job index, input, why or note)
+    where = f" (rank {summary.rank} of {summary.world})" if summary.world > 1 else ""
+    with tqdm(total=len(jobs), desc=f"lgs-gpu defend{where}", unit="image", disable=not config.progress) as bar:
         in_flight = max(2 * config.batch_size, 4 * config.write_threads)
-        self.writer = Writer(
-            manifest,
-            spec_of(defense),
-            config.write_threads,
-            config.png_compression,
-            in_flight,
-            4 * self.batch_pixels,
-            self.bar,
-        )
+        writer = Writer(manifest, spec, config.write_threads, config.png_compression, in_flight, 4 * batch_pixels, bar)
 
-    def skip(self, item: Decoded, why: str) -> None:
-        self.skipped.append((item.index, self.by_index[item.index].source, why))
-        self.bar.update()
+        def skip(item: Decoded, why: str) -> None:
+            skipped.append((item.job.index, item.job.source, why))
+            bar.update()
 
-    def readable(self, items: Iterable[Decoded]) -> Iterator[Decoded]:
-        """The items that were read, skipping (and reporting) the others."""
-        for item in items:
-            if item.error is None:
-                self.notes += [(item.index, self.by_index[item.index].source, note) for note in item.notes]
-                yield item
-            else:
-                self.skip(item, item.error)
+        def readable(items: Iterable[Decoded]) -> Iterator[Decoded]:
+            for item in items:
+                if item.error is None:
+                    notes.extend((item.job.index, item.job.source, note) for note in item.notes)
+                    yield item
+                else:
+                    skip(item, item.error)
 
-    def defend(self, group: list[Decoded]) -> None:
-        """Put one group on the device, defend it and queue its outputs for writing."""
-        items, images, unreadable = on_device(group, self.by_index, self.config.device)
-        for item, why in unreadable:
-            self.skip(item, why)
-        for shape in dict.fromkeys(tuple(image.shape) for image in images):  # a header may lie about the size
-            same = [(item, image) for item, image in zip(items, images, strict=True) if tuple(image.shape) == shape]
-            outputs, refused = defend_group(
-                self.defense, [i for i, _ in same], [im for _, im in same], self.config.save_map
-            )
-            for item, why in refused:
-                self.skip(item, why)
-            self.writer.submit([(self.by_index[item.index], item, image, map_) for item, image, map_ in outputs])
-
-    def run(self) -> DefendSummary:
-        config = self.config
         try:
-            decoded = decoded_inputs(self.jobs, config.workers, config.batch_size, config.decode_on_device)
-            for group in group_batches(
-                self.readable(decoded),
+            groups = group_batches(
+                readable(decoded_inputs(jobs, config.workers, config.batch_size, config.decode_on_device)),
                 lambda item: item.size,
                 config.batch_size,
                 max_waiting=4 * config.batch_size,
                 weight=lambda size: size[0] * size[1],
-                max_weight=self.batch_pixels,
-                max_waiting_weight=4 * self.batch_pixels,
-            ):
-                self.defend(group)
-            self.writer.close()
-        except WriteFailure as failure:
-            self.writer.abort()
-            raise WriteFailure(
-                f"{failure}; stopped after {len(self.writer.written)} output(s), each whole and recorded: fix the "
-                "cause (free space, a writable folder) and add --resume (resume=True) to finish"
-            ) from None
-        except BaseException:
-            self.writer.abort()
+                max_weight=batch_pixels,
+                max_waiting_weight=4 * batch_pixels,
+            )
+            for group in groups:
+                pairs, unreadable = on_device(group, config.device)
+                for shape in dict.fromkeys(image.shape for _, image in pairs):  # a header may lie about the size
+                    outputs, refused = defend_group(defense, [p for p in pairs if p[1].shape == shape], config.save_map)
+                    unreadable += refused
+                    writer.submit(outputs)
+                for item, why in unreadable:
+                    skip(item, why)
+            writer.close()
+        except BaseException as error:
+            writer.abort()
+            if isinstance(error, WriteFailure):
+                raise WriteFailure(
+                    f"{error}; stopped after {len(writer.written)} output(s), each whole and recorded: fix the "
+                    "cause (free space, a writable folder) and add --resume (resume=True) to finish"
+                ) from None
             raise
-        finally:
-            self.bar.close()
-        return DefendSummary(
-            written=[target for _, target in sorted(self.writer.written)],
-            skipped=[(path, why) for _, path, why in sorted(self.skipped + self.writer.failed)],
-            notes=[(path, note) for _, path, note in sorted(self.notes)],
-            rank=self.rank,
-            world=self.world,
-        )
+    summary.written = [target for _, target in sorted(writer.written)]
+    summary.skipped = [(path, why) for _, path, why in sorted(skipped + writer.failed)]
+    summary.notes = [(path, note) for _, path, note in sorted(notes)]

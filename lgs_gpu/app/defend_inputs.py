@@ -4,11 +4,12 @@ device's decoder), grouped into batches of one size under a memory budget, and p
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator
+from functools import partial
 from itertools import chain
 from typing import TypeVar
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..core.imageio import (
     JPEG_SUFFIXES,
@@ -29,43 +30,33 @@ def decode_job(job: Job, jpeg_bytes: bool) -> Decoded:
     try:
         stat = read_source_stat(job.source)
     except OSError as error:
-        return Decoded(job.index, error=plain_reason(error))
+        return Decoded(job, error=plain_reason(error))
     if jpeg_bytes and job.source.suffix.lower() in JPEG_SUFFIXES:
         try:
             encoded, size = read_jpeg_bytes(job.source)
-            return Decoded(job.index, size, encoded=encoded, source_stat=stat)
+            return Decoded(job, size, encoded=encoded, source_stat=stat)
         except UnreadableImage as error:
-            return Decoded(job.index, error=error.reason)
+            return Decoded(job, error=error.reason)
         except ValueError:  # not a JPEG inside, or turned by its EXIF orientation: decoded below
             pass
     try:
         image, notes = decode_image_file(job.source)
     except UnreadableImage as error:
-        return Decoded(job.index, error=error.reason)
-    return Decoded(job.index, (image.shape[-2], image.shape[-1]), image=image, source_stat=stat, notes=notes)
+        return Decoded(job, error=error.reason)
+    return Decoded(job, (image.shape[-2], image.shape[-1]), image=image, source_stat=stat, notes=notes)
 
 
-class _DecodeSet(Dataset):
-    """The jobs as a map-style dataset whose items are :class:`Decoded` (for DataLoader workers)."""
-
-    def __init__(self, jobs: list[Job], jpeg_bytes: bool) -> None:
-        self.jobs, self.jpeg_bytes = jobs, jpeg_bytes
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __getitem__(self, position: int) -> Decoded:
-        return decode_job(self.jobs[position], self.jpeg_bytes)
+def _decode_chunk(jobs: list[Job], jpeg_bytes: bool) -> list[Decoded]:
+    return [decode_job(job, jpeg_bytes) for job in jobs]
 
 
 def decoded_inputs(jobs: list[Job], workers: int, chunk: int, jpeg_bytes: bool) -> Iterator[Decoded]:
     """The jobs' :class:`Decoded`, in job order, read by ``workers`` processes (0: this one) ``chunk`` at a time."""
     loader = DataLoader(
-        _DecodeSet(jobs, jpeg_bytes),
+        jobs,
         batch_size=chunk,
-        shuffle=False,
         num_workers=workers,
-        collate_fn=list,  # keep the items: images of different sizes do not stack
+        collate_fn=partial(_decode_chunk, jpeg_bytes=jpeg_bytes),  # in the workers; a list: sizes differ
         prefetch_factor=4 if workers else None,
     )
     return chain.from_iterable(loader)
@@ -104,45 +95,40 @@ def group_batches(
         group.append(item)
         each = weight(group_key)
         count, load = count + 1, load + each
-        if len(group) == batch_size or (max_weight is not None and (len(group) + 1) * each > max_weight):
-            count, load = count - len(group), load - len(group) * each
-            yield waiting.pop(group_key)
-        elif count > max_waiting or (max_waiting_weight is not None and load > max_waiting_weight):
-            oldest = next(iter(waiting))
-            count, load = count - len(waiting[oldest]), load - len(waiting[oldest]) * weight(oldest)
-            yield waiting.pop(oldest)
+        full = len(group) == batch_size or (max_weight is not None and (len(group) + 1) * each > max_weight)
+        if full or count > max_waiting or (max_waiting_weight is not None and load > max_waiting_weight):
+            leaving = group_key if full else next(iter(waiting))  # too many wait: the oldest group leaves early
+            count, load = count - len(waiting[leaving]), load - len(waiting[leaving]) * weight(leaving)
+            yield waiting.pop(leaving)
     yield from waiting.values()
 
 
 def on_device(
-    items: list[Decoded], jobs: dict[int, Job], device: str
-) -> tuple[list[Decoded], list[torch.Tensor], list[tuple[Decoded, str]]]:
-    """Put a group's images on ``device``: ``(items, images [3, H, W] uint8, skipped (item, why))``.
+    items: list[Decoded], device: str
+) -> tuple[list[tuple[Decoded, torch.Tensor]], list[tuple[Decoded, str]]]:
+    """Put a group's images on ``device``: ``(kept (item, image [3, H, W] uint8), skipped (item, why))``.
 
     JPEG bytes are decoded there in one batched call; when it fails, one by one, and a file the
     device decoder refuses is decoded by :func:`read_image` on the CPU (which names the fault).
     """
     encoded = [item for item in items if item.encoded is not None]
-    decoded: dict[int, torch.Tensor] = {}
     try:
-        decoded = dict(
-            zip([item.index for item in encoded], decode_jpegs([i.encoded for i in encoded], device), strict=True)
-        )
+        for item, image in zip(encoded, decode_jpegs([item.encoded for item in encoded], device), strict=True):
+            item.image = image
     except RuntimeError:
         for item in encoded:
             try:
-                decoded[item.index] = decode_jpegs([item.encoded], device)[0]
+                item.image = decode_jpegs([item.encoded], device)[0]
             except RuntimeError:
                 try:
-                    decoded[item.index] = read_image(jobs[item.index].source).to(device)
+                    item.image = read_image(item.job.source)
                 except UnreadableImage as error:
                     item.error = error.reason
-    kept, images, skipped = [], [], []
+    kept, skipped = [], []
     for item in items:
-        if item.error is not None:
+        if item.error is None:
+            kept.append((item, item.image.to(device)))
+        else:
             skipped.append((item, item.error))
-            continue
-        kept.append(item)
-        images.append(decoded[item.index] if item.encoded is not None else item.image.to(device))
         item.image = item.encoded = None  # the device copy is all that is needed from here on
-    return kept, images, skipped
+    return kept, skipped

@@ -1,36 +1,15 @@
 """A ``lgs-gpu defend`` output folder: what is in it (the manifest, resume or overwrite) and what writes to it.
 
 :class:`Writer` encodes and atomically writes the outputs in a thread pool and appends each batch's
-records to the manifest once the whole batch is written.
+records to the manifest in one fsync'd ``write`` once the whole batch is written, so the manifest
+never names a file that is not whole.
 
-The manifest records which defense made each output. Each process appends to its own file in the
-output folder, ``lgs-defend-manifest.rank<R>.jsonl`` (rank 0 without ``torchrun``), so that
-processes never write the same file; one JSON line per output::
-
-    {"bytes": 160139, "map": null, "output": "photos/a.png", "source": "photos/a.jpg", "source_bytes": 24576,
-     "source_mtime_ns": 1795651200000000000, "spec": "lgs:2.3", "written_ns": 1795651260123456789}
-
-``output`` is relative to the output folder (it keys the records); ``spec`` is the defense's spec
-string (a custom defense without one is recorded by its class); ``map`` names the map file when
-one was written; ``bytes`` is the output's size; ``source_bytes`` and ``source_mtime_ns`` are the
-input's as it was read. A record with ``spec`` null *retires* its output (see ``overwrite``).
-A batch's lines are appended in one ``write`` and fsync'd after its files are written, so the
-manifest never names a file that is not whole. Across every rank's file, the record with the
-newest ``written_ns`` counts, so a resume may use another number of processes than the run it
-finishes; a line torn by a hard kill is ignored (its output is redone).
-
-What a run does with outputs that exist (``docs/defend.md``, "The resume manifest"):
-
-* default: refuse to start when any output (or map) already exists: nothing is overwritten by
-  surprise;
-* ``resume``: an existing output is *kept* when its newest record names this spec, its size is
-  the recorded size, its input's size and modification time are the recorded ones, and (with
-  maps) its map was written; *redone* when it has no record (written just before a kill), when it
-  or its input changed, or when its map is missing; and the run is *refused* when an output was
-  made by another spec (``overwrite`` redoes those): a folder holding two defenses' outputs would
-  look like one;
-* ``overwrite``: every output is redone; existing ones are first retired in the manifest, so that
-  an interrupted overwrite can be finished with ``resume`` and the new spec.
+Each process appends to its own manifest, ``lgs-defend-manifest.rank<R>.jsonl`` in the output folder:
+one JSON line per output with the spec of the defense that made it, the output's size and its
+input's size and modification time (:func:`output_record`). Across every rank's file the record with
+the newest ``written_ns`` counts; a record with ``spec`` null *retires* its output (``overwrite``);
+a line torn by a hard kill is ignored. The format, and which outputs ``resume`` keeps, redoes or
+refuses (:func:`output_state`), are described in ``docs/defend.md``, "The resume manifest".
 
 Every check happens before any work. A process killed outright can leave temporary files
 (``.<name>.<random>.part``) beside its outputs: the next run into the folder deletes its own.
@@ -40,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import time
 from collections import deque
@@ -73,11 +53,8 @@ def manifest_path(output_dir: Path, rank: int) -> Path:
 
 
 def append_manifest(path: Path, records: list[dict]) -> None:
-    """Append ``records`` as JSON lines in one ``write`` (O_APPEND) and fsync them.
-
-    One call per finished batch: a batch's lines land together, and a reader ignores a line
-    torn by a hard kill (its output is then redone).
-    """
+    """Append ``records`` as JSON lines in one ``write`` (O_APPEND) and fsync them: one call per finished
+    batch, so that a batch's lines land together."""
     if not records:
         return
     data = memoryview("".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode())
@@ -117,25 +94,22 @@ def read_manifest(output_dir: Path) -> dict[str, dict]:
 
 def recorded_outputs(output_dir: Path, records: dict[str, dict]) -> set[Path]:
     """Every output and map the manifest ``records`` of ``output_dir`` (:func:`read_manifest`) name, resolved."""
-    paths = set()
-    for name, record in records.items():
-        output = output_dir / name
-        paths.add(output.resolve())
-        if isinstance(record.get("map"), str):
-            paths.add(output.with_name(record["map"]).resolve())
-    return paths
+    paths = [output_dir / name for name in records]
+    paths += [(output_dir / name).with_name(r["map"]) for name, r in records.items() if isinstance(r.get("map"), str)]
+    return {path.resolve() for path in paths}
 
 
-def output_record(job: Job, source_stat: tuple[int, int], spec: str, size: int) -> dict:
-    """The manifest line of one written output; ``source_stat`` is the input's as it was read."""
+def output_record(item: Decoded, spec: str, size: int) -> dict:
+    """The manifest line of one written output; ``item.source_stat`` is the input's as it was read."""
+    job = item.job
     return {
         "output": job.name,
         "map": job.map_target.name if job.map_target is not None else None,
         "spec": spec,
         "bytes": size,
         "source": str(job.source),
-        "source_bytes": source_stat[0],
-        "source_mtime_ns": source_stat[1],
+        "source_bytes": item.source_stat[0],
+        "source_mtime_ns": item.source_stat[1],
         "written_ns": time.time_ns(),
     }
 
@@ -148,17 +122,13 @@ def read_source_stat(path: Path) -> tuple[int, int]:
 
 def output_state(job: Job, record: dict | None, spec: str) -> str:
     """``"todo"``, ``"finished"`` (keep it under resume) or ``"conflict"`` (made by another spec)."""
-    if not job.target.exists():
-        return "todo"
-    if record is None or record.get("spec") is None:  # unrecorded or retired: made by nobody we know
+    if not job.target.exists() or record is None or record.get("spec") is None:  # retired: made by nobody we know
         return "todo"
     if record["spec"] != spec:
         return "conflict"
+    recorded = (record.get("bytes"), record.get("source_bytes"), record.get("source_mtime_ns"))
     try:
-        unchanged = job.target.stat().st_size == record.get("bytes") and read_source_stat(job.source) == (
-            record.get("source_bytes"),
-            record.get("source_mtime_ns"),
-        )
+        unchanged = (job.target.stat().st_size, *read_source_stat(job.source)) == recorded
     except OSError:
         return "todo"
     has_map = job.map_target is None or (record.get("map") is not None and job.map_target.exists())
@@ -174,36 +144,27 @@ def sort_out(
     """
     if overwrite:
         return jobs, [], None
+    problem = None
     if not resume:
-        return jobs, [], _existing_outputs(jobs, output_dir)
+        existing = [path for job in jobs for path in (job.target, job.map_target) if path is not None and path.exists()]
+        if existing:
+            problem = (
+                f"{len(existing)} output file(s) already exist in {output_dir} (first: {existing[0]}); pass --resume "
+                "(resume=True) to keep the finished ones and do the rest, or --overwrite (overwrite=True) to redo them"
+            )
+        return jobs, [], problem
     states = {job.index: output_state(job, records.get(job.name), spec) for job in jobs}
     todo, finished, conflicts = (
         [job for job in jobs if states[job.index] == wanted] for wanted in ("todo", "finished", "conflict")
     )
-    return todo, finished, _other_specs(conflicts, records, output_dir, spec)
-
-
-def _existing_outputs(jobs: list[Job], output_dir: Path) -> str | None:
-    """Why a run that neither resumes nor overwrites cannot start here, or None."""
-    existing = [path for job in jobs for path in (job.target, job.map_target) if path is not None and path.exists()]
-    if not existing:
-        return None
-    return (
-        f"{len(existing)} output file(s) already exist in {output_dir} (first: {existing[0]}); pass --resume "
-        "(resume=True) to keep the finished ones and do the rest, or --overwrite (overwrite=True) to redo them"
-    )
-
-
-def _other_specs(conflicts: list[Job], records: dict[str, dict], output_dir: Path, spec: str) -> str | None:
-    """Why a resume cannot keep these outputs made by another spec, or None."""
-    if not conflicts:
-        return None
-    first = conflicts[0]
-    return (
-        f"{len(conflicts)} output(s) in {output_dir} were made by another defense (first: {first.target}, made by "
-        f"{records[first.name]['spec']!r}, now {spec!r}); --resume keeps only outputs of the same spec: pass "
-        "--overwrite (overwrite=True) to redo them, or choose another output folder"
-    )
+    if conflicts:
+        first = conflicts[0]
+        problem = (
+            f"{len(conflicts)} output(s) in {output_dir} were made by another defense (first: {first.target}, made by "
+            f"{records[first.name]['spec']!r}, now {spec!r}); --resume keeps only outputs of the same spec: pass "
+            "--overwrite (overwrite=True) to redo them, or choose another output folder"
+        )
+    return todo, finished, problem
 
 
 def retire_existing(jobs: list[Job], manifest: Path) -> None:
@@ -219,28 +180,21 @@ def remove_stale_temporaries(jobs: list[Job]) -> None:
 
     Only the jobs' own temporaries: under torchrun each output, and so its temporary, has one owner.
     """
-    names_by_folder: dict[Path, set[str]] = {}
-    for job in jobs:
-        for path in (job.target, job.map_target):
-            if path is not None:
-                names_by_folder.setdefault(path.parent, set()).add(path.name)
-    for folder, names in names_by_folder.items():
-        if folder.is_dir():
-            for stale in folder.glob(".*.part"):
-                if stale.name[1 : -len(".part")].rpartition(".")[0] in names:
-                    stale.unlink(missing_ok=True)
+    outputs = {path for job in jobs for path in (job.target, job.map_target) if path is not None}
+    for folder in {path.parent for path in outputs}:
+        for stale in folder.glob(".*.part"):  # none in a folder that does not exist
+            if folder / stale.name[1 : -len(".part")].rpartition(".")[0] in outputs:
+                stale.unlink(missing_ok=True)
 
 
 # --- writing -------------------------------------------------------------------------------------
-
-JPEG_QUALITY = 95  # of ``--format jpg`` outputs
 
 
 @dataclass
 class Decoded:
     """A decoded input (``image``, ``[3, H, W]`` uint8), JPEG bytes for the device decoder (``encoded``), or ``error``."""
 
-    index: int
+    job: Job
     size: tuple[int, int] = (0, 0)  # (H, W)
     image: torch.Tensor | None = None
     encoded: torch.Tensor | None = None
@@ -250,8 +204,8 @@ class Decoded:
 
 
 def encode_and_write(job: Job, image: torch.Tensor, map_image: torch.Tensor | None, png_compression: int) -> int:
-    """Encode and atomically write one output (and its map); the output's size in bytes."""
-    data = encode_image(image, job.target.suffix, JPEG_QUALITY, png_compression)
+    """Encode and atomically write one output (and its map); the output's size in bytes (JPEG: quality 95)."""
+    data = encode_image(image, job.target.suffix, png_compression=png_compression)
     writes = [(job.target, data)]
     if map_image is not None and job.map_target is not None:
         writes.append((job.map_target, encode_image(map_image, ".png", png_compression=png_compression)))
@@ -286,10 +240,6 @@ def write_reason(path: Path, error: OSError, doing: str = "write") -> str:
     return f"write failure: cannot {doing} {path}: {(error.strerror or str(error)).lower()}"
 
 
-def _pixels(item: Decoded) -> int:
-    return item.size[0] * item.size[1]
-
-
 class Writer:
     """Encodes and writes outputs in a thread pool; records a batch in the manifest once all of it is written.
 
@@ -313,21 +263,21 @@ class Writer:
         self.manifest, self.spec, self.png_compression = manifest, spec, png_compression
         self.max_in_flight, self.max_pixels_in_flight, self.progress = max_in_flight, max_pixels_in_flight, progress
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lgs-defend-write")
-        self.batches: deque[list[tuple[Job, Decoded, Future]]] = deque()
+        self.batches: deque[list[tuple[Decoded, Future]]] = deque()
         self.in_flight = self.pixels_in_flight = 0
         self.written: list[tuple[int, Path]] = []
         self.failed: list[tuple[int, Path, str]] = []
         self.stopped: str | None = None  # why the run must stop, once a write failed for good
 
-    def submit(self, outputs: list[tuple[Job, Decoded, torch.Tensor, torch.Tensor | None]]) -> None:
-        """Queue one batch's outputs for writing, then record the batches already written."""
+    def submit(self, outputs: list[tuple[Decoded, torch.Tensor, torch.Tensor | None]]) -> None:
+        """Queue one batch's outputs (item, image, map) for writing, then record the batches already written."""
         batch = [
-            (job, item, self.pool.submit(encode_and_write, job, image, map_image, self.png_compression))
-            for job, item, image, map_image in outputs
+            (item, self.pool.submit(encode_and_write, item.job, image, map_image, self.png_compression))
+            for item, image, map_image in outputs
         ]
         self.batches.append(batch)
         self.in_flight += len(batch)
-        self.pixels_in_flight += sum(_pixels(item) for _, item, _ in batch)
+        self.pixels_in_flight += sum(math.prod(item.size) for item, _ in batch)
         self._record_written(self.max_in_flight, self.max_pixels_in_flight)
 
     def _record_written(self, most_in_flight: int, most_pixels: int) -> None:
@@ -336,20 +286,21 @@ class Writer:
         while self.batches:
             head = self.batches[0]
             within = self.in_flight <= most_in_flight and self.pixels_in_flight <= most_pixels
-            if within and not all(future.done() for *_, future in head):
+            if within and not all(future.done() for _, future in head):
                 return
-            wait([future for *_, future in head])
+            wait([future for _, future in head])
             # Leaves the queue only once recorded: a Ctrl-C before that lets abort() record it (again, harmlessly).
             self._record(head)
             self.batches.popleft()
             self.in_flight -= len(head)
-            self.pixels_in_flight -= sum(_pixels(item) for _, item, _ in head)
+            self.pixels_in_flight -= sum(math.prod(item.size) for item, _ in head)
             if self.stopped is not None:
                 raise WriteFailure(self.stopped)
 
-    def _record(self, batch: list[tuple[Job, Decoded, Future]], aborting: bool = False) -> None:
+    def _record(self, batch: list[tuple[Decoded, Future]], aborting: bool = False) -> None:
         records, written = [], []
-        for job, item, future in batch:
+        for item, future in batch:
+            job = item.job
             if future.cancelled():
                 continue
             try:
@@ -364,7 +315,7 @@ class Writer:
                 if aborting:  # the error being raised already says what went wrong
                     continue
                 raise
-            records.append(output_record(job, item.source_stat, self.spec, size))
+            records.append(output_record(item, self.spec, size))
             written.append((job.index, job.target))
         try:
             append_manifest(self.manifest, records)
@@ -372,7 +323,7 @@ class Writer:
             self.stopped = self.stopped or write_reason(self.manifest, error, doing="append to")
         else:
             self.written += written
-        self.progress.update(sum(not future.cancelled() for *_, future in batch))
+        self.progress.update(sum(not future.cancelled() for _, future in batch))
 
     def close(self) -> None:
         """Wait for every write and record it."""
