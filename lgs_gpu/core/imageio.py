@@ -16,7 +16,6 @@ import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import PIL.Image
@@ -39,19 +38,15 @@ def _torchvision_io():
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
-# File signatures, to name the format of a file that a decoder refused.
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF8", "GIF"),
-    (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"II+\x00", "TIFF"),  # BigTIFF
-    (b"MM\x00+", "TIFF"),
-    (b"MM*\x00", "TIFF"),  # the byte-swapped variants Pillow also reads
-    (b"II\x00*", "TIFF"),
-)
+# File signatures, to name the format of a file that a decoder refused. TIFF: classic, BigTIFF (+)
+# and the byte-swapped variants Pillow also reads.
+_SIGNATURES = {
+    "JPEG": (b"\xff\xd8\xff",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "GIF": (b"GIF8",),
+    "BMP": (b"BM",),
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"MM*\x00", b"II\x00*"),
+}
 
 
 class UnreadableImage(ValueError):
@@ -85,11 +80,16 @@ def find_images(inputs: list[str | Path], output_dir: str | Path | None = None) 
     found: dict[Path, tuple[Path, Path]] = {}  # by resolved path: each file once
     for given in map(Path, inputs):
         if given.is_dir():
-            excluded = _outputs_inside(given.resolve(), Path(output_dir).resolve()) if output_dir is not None else None
+            folder = given.resolve()
+            excluded = Path(output_dir).resolve() if output_dir is not None else None  # outputs: never read back
+            if excluded == folder:
+                excluded = folder / folder.name  # a folder's outputs go to <output_dir>/<its name>/
+            elif excluded is not None and not excluded.is_relative_to(folder):
+                excluded = None
             for path in sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
                 resolved = path.resolve()
                 if excluded is None or not resolved.is_relative_to(excluded):
-                    found.setdefault(resolved, (path, Path(given.resolve().name) / path.relative_to(given)))
+                    found.setdefault(resolved, (path, Path(folder.name) / path.relative_to(given)))
         elif given.is_file():
             if given.suffix.lower() not in IMAGE_SUFFIXES:
                 raise ValueError(f"{given} is not an image file (accepted: {', '.join(IMAGE_SUFFIXES)})")
@@ -99,13 +99,6 @@ def find_images(inputs: list[str | Path], output_dir: str | Path | None = None) 
     if not found:
         raise ValueError(f"no image ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(map(str, inputs))}")
     return list(found.values())
-
-
-def _outputs_inside(folder: Path, output_dir: Path) -> Path | None:
-    """The part of input ``folder`` that holds outputs (both resolved), or None when none of it does."""
-    if output_dir == folder:
-        return folder / folder.name  # a folder's outputs go to <output_dir>/<its name>/
-    return output_dir if output_dir.is_relative_to(folder) else None
 
 
 def pixel_limit() -> int | None:
@@ -129,7 +122,7 @@ def file_format(head: bytes) -> str | None:
     """
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
-    return next((name for signature, name in _SIGNATURES if head.startswith(signature)), None)
+    return next((name for name, signatures in _SIGNATURES.items() if head.startswith(signatures)), None)
 
 
 # Library messages -> what is wrong with the file. Matched in order, case-insensitively; "{format}"
@@ -178,12 +171,12 @@ def plain_reason(error: BaseException, head: bytes = b"") -> str:
             pixels = re.search(r"\((\d+) pixels\)", message)  # Pillow's bomb error names the image's pixels
             extra = f" ({int(pixels.group(1)):,} pixels)" if pixels and "limit" in reason else ""
             return reason.format(format=kind, limit=f"{limit:,}" if limit else "set") + extra
-    return f"corrupt {kind} ({_without_internals(str(error))})" if file_format(head) else "not an image file"
-
-
-def _without_internals(message: str) -> str:
-    """A library message without torchvision's ``function, /source/path.cpp:123,`` prefix."""
-    return re.sub(r"^[\w()]+, \S+:\d+, ", "", message.strip().splitlines()[0] if message.strip() else "unknown error")
+    if not file_format(head):
+        return "not an image file"
+    text = str(error).strip()
+    # The first line, without torchvision's "function, /source/path.cpp:123, " prefix.
+    detail = re.sub(r"^[\w()]+, \S+:\d+, ", "", text.splitlines()[0] if text else "unknown error")
+    return f"corrupt {kind} ({detail})"
 
 
 class DecodeNote(UserWarning):
@@ -193,37 +186,20 @@ class DecodeNote(UserWarning):
 HEAD_BYTES = 32  # enough for every signature in _SIGNATURES and a PNG's bit depth (byte 24)
 
 
-def _open(path: str | Path) -> tuple[BinaryIO, bytes]:
-    """The open file and its first :data:`HEAD_BYTES`, refusing unreadable, empty and non-image files before more is read."""
-    try:
-        stream = open(path, "rb")  # noqa: SIM115 (the caller closes it)
-    except OSError as error:
-        raise UnreadableImage(path, plain_reason(error)) from error
-    try:
-        try:
-            head = stream.read(HEAD_BYTES)
-        except OSError as error:
-            raise UnreadableImage(path, plain_reason(error)) from error
-        if not head:
-            raise UnreadableImage(path, "empty file (0 bytes)")
-        if file_format(head) is None:  # a 2 GB text file named .png is refused from its first 32 bytes
-            raise UnreadableImage(path, "not an image file, or a format that cannot be read")
-        stream.seek(0)
-    except BaseException:
-        stream.close()
-        raise
-    return stream, head
-
-
 @contextlib.contextmanager
 def _opened(path: str | Path) -> Iterator[tuple[PIL.Image.Image, bytes]]:
     """The file opened by Pillow (its header parsed, nothing decoded, checked against :func:`pixel_limit`)
-    and its first bytes; what goes wrong inside, there or in the caller's decoding, becomes an
+    and its first :data:`HEAD_BYTES`; what goes wrong inside, there or in the caller's decoding, becomes an
     :class:`UnreadableImage` with the plain reason."""
-    stream, head = _open(path)
-    kind = file_format(head)
+    head = b""
     try:
-        with stream, warnings.catch_warnings():
+        with open(path, "rb") as stream, warnings.catch_warnings():
+            head = stream.read(HEAD_BYTES)
+            if not head:
+                raise UnreadableImage(path, "empty file (0 bytes)")
+            if file_format(head) is None:  # a 2 GB text file named .png is refused from its first 32 bytes
+                raise UnreadableImage(path, "not an image file, or a format that cannot be read")
+            stream.seek(0)
             # Past the limit Pillow warns (2x: raises) at open; the check below refuses it, naming its size.
             warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
             with PIL.Image.open(stream) as image:
@@ -231,12 +207,11 @@ def _opened(path: str | Path) -> Iterator[tuple[PIL.Image.Image, bytes]]:
                 yield image, head
     except UnreadableImage:
         raise
-    except PIL.Image.DecompressionBombError as error:
-        raise UnreadableImage(path, plain_reason(error, head)) from error
     except PIL.UnidentifiedImageError as error:  # a known signature that Pillow cannot parse
-        reason = _UNPARSED.get(kind, f"truncated or incomplete {kind}")
-        raise UnreadableImage(path, reason) from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        kind = file_format(head)  # TIFF: valid files too, not only cut-short ones
+        reason = "a TIFF that cannot be read (float colour samples, an unsupported compression), or a truncated one"
+        raise UnreadableImage(path, reason if kind == "TIFF" else f"truncated or incomplete {kind}") from error
+    except (PIL.Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as error:
         raise UnreadableImage(path, plain_reason(error, head)) from error
 
 
@@ -269,7 +244,9 @@ def decode_image_file(path: str | Path) -> tuple[torch.Tensor, list[str]]:
     with _opened(path) as (image, head):
         frames = getattr(image, "n_frames", 1)
         image.load()
-        rgb, notes = _to_rgb8(path, _upright(image), head)
+        if image.getexif().get(_ORIENTATION_TAG, 1) in range(2, 9):  # as viewers show it
+            image = PIL.ImageOps.exif_transpose(image)
+        rgb, notes = _to_rgb8(path, image, head)
     if min(rgb.shape[:2]) == 0:
         raise UnreadableImage(path, "empty image (0 pixels)")
     if frames > 1 and file_format(head) != "JPEG":  # a JPEG's extra "frames" are MPF gain or depth maps, not pictures
@@ -277,19 +254,7 @@ def decode_image_file(path: str | Path) -> tuple[torch.Tensor, list[str]]:
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), notes
 
 
-# Formats whose valid files Pillow may fail to identify (not only cut-short ones): what to say instead.
-_UNPARSED = {
-    "TIFF": "a TIFF that cannot be read (float colour samples, an unsupported compression), or a truncated one"
-}
-
 _ORIENTATION_TAG = 0x0112  # EXIF; 1 is upright, 2..8 a mirror and/or a rotation
-
-
-def _upright(image: PIL.Image.Image) -> PIL.Image.Image:
-    """``image`` turned as its EXIF orientation says (JPEG, PNG, TIFF, WebP), as viewers show it."""
-    if image.getexif().get(_ORIENTATION_TAG, 1) in range(2, 9):
-        return PIL.ImageOps.exif_transpose(image)
-    return image
 
 
 def _to_rgb8(path: str | Path, image: PIL.Image.Image, head: bytes) -> tuple[np.ndarray, list[str]]:
@@ -389,9 +354,9 @@ def decode_jpegs(encoded: list[torch.Tensor], device: str | torch.device) -> lis
     """
     if not encoded:
         return []
-    codecs = _torchvision_io()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchCodec.*")
+        codecs = _torchvision_io()
         return codecs.decode_jpeg(encoded, mode=codecs.ImageReadMode.RGB, device=device, apply_exif_orientation=True)
 
 
@@ -419,9 +384,6 @@ def encode_image(image: torch.Tensor, suffix: str, jpeg_quality: int = 95, png_c
     array = image.permute(1, 2, 0).numpy()
     options = {"compress_level": png_compression} if suffix == ".png" else {}
     PIL.Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(
-        buffer, format=_PILLOW_FORMATS[suffix], **options
+        buffer, format=PIL.Image.registered_extensions()[suffix], **options
     )
     return buffer.getvalue()
-
-
-_PILLOW_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}

@@ -76,31 +76,14 @@ class UntrustedCache(PermissionError):
 def _owner(uid: int) -> str:
     try:
         import pwd  # POSIX only, like the ownership check itself
-    except ImportError:
-        return f"uid {uid}"
-    try:
+
         return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
+    except (ImportError, KeyError):
         return f"uid {uid}"
 
 
 def _trusted_owner(uid: int) -> bool:
     return uid in (os.geteuid(), 0)
-
-
-def _untrusted(path: Path, status: os.stat_result, fix: str) -> str | None:
-    if not _trusted_owner(status.st_uid):
-        return (
-            f"{path} is owned by {_owner(status.st_uid)}, not by you ({_owner(os.geteuid())}): its owner could "
-            f"replace the native code loaded from it; {fix}"
-        )
-    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return (
-            f"{path} is writable by {'others' if status.st_mode & stat.S_IWOTH else 'its group'} (mode "
-            f"{stat.S_IMODE(status.st_mode):04o}): they could replace the native code loaded from it; "
-            f"`chmod go-w {path}`, or {fix}"
-        )
-    return None
 
 
 def untrusted_reason(root: Path, below: tuple[Path, ...] = ()) -> str | None:
@@ -125,23 +108,30 @@ def untrusted_reason(root: Path, below: tuple[Path, ...] = ()) -> str | None:
             continue
         except OSError as error:  # not a folder, not searchable: nothing can be built or loaded there
             return f"cannot check {path}: {(error.strerror or str(error)).lower()}; {fix}"
-        reason = _untrusted(path, status, fix)
-        if reason is not None:
-            return reason
+        if not _trusted_owner(status.st_uid):
+            return (
+                f"{path} is owned by {_owner(status.st_uid)}, not by you ({_owner(os.geteuid())}): its owner could "
+                f"replace the native code loaded from it; {fix}"
+            )
+        if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return (
+                f"{path} is writable by {'others' if status.st_mode & stat.S_IWOTH else 'its group'} (mode "
+                f"{stat.S_IMODE(status.st_mode):04o}): they could replace the native code loaded from it; "
+                f"`chmod go-w {path}`, or {fix}"
+            )
     for parent in root.resolve().parents:
         try:
             status = parent.stat()
         except OSError:
             continue
+        if not _trusted_owner(status.st_uid):
+            why = f"owned by {_owner(status.st_uid)}"
         # Group or others who can write a folder without the sticky bit can rename what is in it.
-        open_to_others = status.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and not status.st_mode & stat.S_ISVTX
-        if not _trusted_owner(status.st_uid) or open_to_others:
-            why = (
-                f"owned by {_owner(status.st_uid)}"
-                if not _trusted_owner(status.st_uid)
-                else (f"writable by group or others without the sticky bit (mode {stat.S_IMODE(status.st_mode):04o})")
-            )
-            return f"{parent}, a folder above the cache {root}, is {why}: the cache could be swapped for another; {fix}"
+        elif status.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and not status.st_mode & stat.S_ISVTX:
+            why = f"writable by group or others without the sticky bit (mode {stat.S_IMODE(status.st_mode):04o})"
+        else:
+            continue
+        return f"{parent}, a folder above the cache {root}, is {why}: the cache could be swapped for another; {fix}"
     return None
 
 
@@ -150,25 +140,6 @@ def make_private_folders(path: Path) -> None:
     for folder in reversed([path, *path.parents]):
         if not folder.exists():
             folder.mkdir(mode=0o700, exist_ok=True)
-
-
-def _tighten_own(folders: tuple[Path, ...]) -> None:
-    """``chmod go-w`` the folders of the package's own making (``cpu-kernels/``, the fingerprint folder, the
-    default root) that this user owns: earlier versions created them with the umask's mode (0775 under 002)."""
-    for folder in folders:
-        try:
-            status = folder.stat()
-        except OSError:
-            continue
-        if status.st_uid == os.geteuid() and status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            mode = stat.S_IMODE(status.st_mode)
-            folder.chmod(mode & ~0o022)
-            _LOG.warning(
-                "lgs_gpu: made the program cache folder %s private to you (mode %04o -> %04o)",
-                folder,
-                mode,
-                mode & ~0o022,
-            )
 
 
 def compiler_missing_reason() -> str | None:
@@ -248,9 +219,19 @@ class PackageCache:
         return self._trust[folder]
 
     def _tighten(self, root: Path, folder: Path) -> None:
+        """``chmod go-w`` the folders of this package's making that this user owns: earlier versions created
+        them with the umask's mode (0775 under 002). A root the user chose (LGS_GPU_CACHE_DIR) is theirs to set."""
         default_root = not os.environ.get(CACHE_ENVIRONMENT_VARIABLE, "").strip()
-        # A root the user chose (LGS_GPU_CACHE_DIR) is theirs to set; the rest is of this package's making.
-        _tighten_own(((root,) if default_root else ()) + (root / self.subfolder, folder))
+        for own in ((root,) if default_root else ()) + (root / self.subfolder, folder):
+            try:
+                status = own.stat()
+            except OSError:
+                continue
+            if status.st_uid == os.geteuid() and status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                mode = stat.S_IMODE(status.st_mode)
+                own.chmod(mode & ~0o022)
+                message = "lgs_gpu: made the program cache folder %s private to you (mode %04o -> %04o)"
+                _LOG.warning(message, own, mode, mode & ~0o022)
 
     def cached(self, name: str) -> bool:
         """Whether the package ``name`` is built in the cache folder."""
@@ -355,19 +336,14 @@ def _remove_abandoned_parts(folder: Path, suffix: str = ".pt2") -> None:
         if len(fields) != 6 or "-" not in fields[2]:
             continue
         builder_host, _, pid = fields[2].rpartition("-")
-        if builder_host != host or not pid.isdigit() or _alive(int(pid)):
+        if builder_host != host or not pid.isdigit():
             continue
-        part.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
+        try:
+            os.kill(int(pid), 0)  # signal 0: only whether the builder still runs
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except OSError:  # it runs, owned by someone else
+            pass
 
 
 def _load(path: Path) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
