@@ -32,7 +32,7 @@ from ..core.validate import is_integer
 from ..smoothing import lgs_sweep
 from . import evaluate, runs
 from .configs import CalibrationConfig
-from .report import write_outputs
+from .report import pyplot, save_figure, write_outputs
 
 
 def overlap_for(window_size: int) -> int:
@@ -101,8 +101,7 @@ def recommend(settings: list[dict], bare_clean_accuracy: float, budget: float) -
     if not fits:
         return None
 
-    def from_paper(s: dict) -> tuple[int, float]:
-        """How far from the paper's setting: parameters changed, then relative distance."""
+    def from_paper(s: dict) -> tuple[int, float]:  # parameters changed, then relative distance
         pairs = (
             (s["smoothing_factor"], DEFAULT_SMOOTHING_FACTOR),
             (s["threshold"], DEFAULT_THRESHOLD),
@@ -136,19 +135,15 @@ def validate(config: CalibrationConfig) -> None:
 
 def _evaluation(config: CalibrationConfig) -> evaluate.EvaluationConfig:
     """The evaluation whose LaVAN unit (and cache, and conditions) calibration shares."""
+    shared = ("output_dir", "eot_samples", "seed", "batch_size", "device", "threads")
     return evaluate.EvaluationConfig(
         **config.inputs(),
-        output_dir=config.output_dir,
+        **{name: getattr(config, name) for name in shared},
         defenses=["none"],
         attacks=["lavan"],
         lavan_fractions=[config.patch_fraction],
         lavan_iterations=config.iterations,
         bpda_fraction=config.patch_fraction,
-        eot_samples=config.eot_samples,
-        seed=config.seed,
-        batch_size=config.batch_size,
-        device=config.device,
-        threads=config.threads,
     )
 
 
@@ -170,16 +165,14 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
     evaluation = _evaluation(config)
     attack = evaluate.lavan_unit(config.patch_fraction, tuple(evaluation.defenses))  # as evaluate names and caches it
     with runs.session(config, evaluate.conditions(evaluation), shard=False) as run:
-        model, images = run.model, run.images
+        model = run.model
         bare_counts, counts, timing = [0, 0], {}, {"defense_seconds": 0.0, "model_seconds": 0.0}
-        names, skipped, notes = [], list(images.skipped), list(images.notes)
+        batches = []  # what each batch held, as a record would
         work = run.work(
             config.batch_size, [attack], lambda unit: unit.key, f"LaVAN {attack.key} (cached) and sweep", progress
         )
         for batch, labels, identity, _ in work:
-            names += batch.names
-            skipped += batch.skipped
-            notes += batch.notes
+            batches.append({"images": batch.names, "skipped": batch.skipped, "notes": batch.notes})
             if not batch.names:
                 continue
             labels = labels.to(config.device)
@@ -188,20 +181,19 @@ def calibrate(config: CalibrationConfig, progress: bool = True) -> dict:
             for position, part in enumerate((clean, adversarial)):
                 bare_counts[position] += int((model.predict(part, config.batch_size)[0] == labels).sum())
             _sweep_batch(config, model, clean, adversarial, labels, counts, timing)
-        total = len(names)
+        images = run.seen(batches)
+        total = images["count"]
         bare = {"clean": _rate(bare_counts[0], total), "robust": _rate(bare_counts[1], total)}
-        settings = _settings(counts, total)
+        settings = _settings(counts, total, bare["clean"]["accuracy"])
         timing = {key: round(value, 3) for key, value in timing.items()} | {"settings": len(settings)}
-        for setting in settings:
-            setting["clean_cost_points"] = round(100 * (bare["clean"]["accuracy"] - setting["clean_accuracy"]), 4)
         recommended = recommend(settings, bare["clean"]["accuracy"], config.budget)
         adaptive = _adaptive(evaluation, run, recommended, progress) if recommended and config.adaptive else None
         result = {
             "config": asdict(config),
-            "conditions": evaluate.conditions(evaluation),
+            "conditions": run.conditions,
             "model": {"name": model.name, "input_size": model.input_size, "weights": model.weights},
-            "images": {"count": total, "names": names, "skipped": skipped, "notes": notes},
-            "label_source": runs.label_source(images),
+            "images": images,
+            "label_source": runs.label_source(run.images),
             "attack": {"unit": attack.key, "iterations": config.iterations, "view": "bare model (non-adaptive)"},
             "bare": bare,
             "settings": settings,
@@ -234,36 +226,33 @@ def _sweep_batch(config, model, clean, adversarial, labels, counts: dict, timing
             timing["model_seconds"] += started - defended_at
 
 
-def _settings(counts: dict, total: int) -> list[dict]:
+# What describes a grid setting, in the order of its entries and of calibration.csv's first columns.
+_SETTING = ("spec", "smoothing_factor", "threshold", "window_size", "overlap", "n")
+
+
+def _settings(counts: dict, total: int, bare_clean_accuracy: float) -> list[dict]:
     """Every grid setting's clean and robust accuracy from its hits over ``total`` images, in grid order."""
     settings = []
-    for (smoothing_factor, threshold, window_size), (clean_correct, robust_correct) in counts.items():
-        clean_rate, robust_rate = _rate(clean_correct, total), _rate(robust_correct, total)
-        settings.append(
-            {
-                "spec": setting_spec(smoothing_factor, threshold, window_size),
-                "smoothing_factor": smoothing_factor,
-                "threshold": threshold,
-                "window_size": window_size,
-                "overlap": overlap_for(window_size),
-                "n": total,
-                "clean_accuracy": clean_rate["accuracy"],
-                "clean_ci95": clean_rate["ci95"],
-                "robust_accuracy": robust_rate["accuracy"],
-                "robust_ci95": robust_rate["ci95"],
-            }
-        )
+    for (smoothing_factor, threshold, window_size), hits in counts.items():
+        spec = setting_spec(smoothing_factor, threshold, window_size)
+        described = (spec, smoothing_factor, threshold, window_size, overlap_for(window_size), total)
+        setting = dict(zip(_SETTING, described, strict=True))
+        for name, correct in zip(("clean", "robust"), hits, strict=True):
+            rate = _rate(correct, total)
+            setting[f"{name}_accuracy"], setting[f"{name}_ci95"] = rate["accuracy"], rate["ci95"]
+        setting["clean_cost_points"] = round(100 * (bare_clean_accuracy - setting["clean_accuracy"]), 4)
+        settings.append(setting)
     return settings
 
 
 def _adaptive(evaluation, run: runs.Session, spec: str, progress: bool) -> dict:
     """The recommended setting under LaVAN through its exact gradient and through BPDA (cached like evaluate's)."""
-    defense = defenses.get(spec)
-    units = []
-    for view in ("exact", "bpda"):
-        # The patch size is in the key: evaluate's own adaptive units (at its --bpda-fraction) are not these.
-        key = f"{view}-{100 * evaluation.bpda_fraction:g}%-{spec}"
-        units.append(evaluate.lavan_unit(evaluation.bpda_fraction, (spec,), view, spec, key=key))
+    defense, fraction = defenses.get(spec), evaluation.bpda_fraction
+    # The patch size is in the key: evaluate's own adaptive units (at its --bpda-fraction) are not these.
+    units = [
+        evaluate.lavan_unit(fraction, (spec,), view, spec, key=f"{view}-{100 * fraction:g}%-{spec}")
+        for view in ("exact", "bpda")
+    ]
     correct, total = dict.fromkeys(("exact", "bpda"), 0), 0
     work = run.work(
         evaluation.batch_size, units, lambda unit: unit.key, f"exact and BPDA LaVAN through {spec}", progress
@@ -280,8 +269,10 @@ def _adaptive(evaluation, run: runs.Session, spec: str, progress: bool) -> dict:
     return {view: _rate(hits, total) for view, hits in correct.items()}
 
 
-def _interval(rate: float, bounds: list[float]) -> str:
-    return f"{100 * rate:.1f}% [{100 * bounds[0]:.0f}–{100 * bounds[1]:.0f}]"
+def _interval(row: dict, prefix: str = "") -> str:
+    """``row``'s ``<prefix>accuracy`` with its ``<prefix>ci95`` interval, in percent."""
+    rate, (low, high) = row[f"{prefix}accuracy"], row[f"{prefix}ci95"]
+    return f"{100 * rate:.1f}% [{100 * low:.0f}–{100 * high:.0f}]"
 
 
 def markdown(result: dict) -> str:
@@ -293,27 +284,25 @@ def markdown(result: dict) -> str:
         f"Robust accuracy: LaVAN {result['attack']['unit']} ({result['attack']['iterations']} steps) crafted against "
         f"the bare model (non-adaptive). Rates with their 95% Wilson interval, n = {n}.",
         "",
-        f"Bare model: clean {_interval(bare['clean']['accuracy'], bare['clean']['ci95'])}, "
-        f"robust {_interval(bare['robust']['accuracy'], bare['robust']['ci95'])}. "
+        f"Bare model: clean {_interval(bare['clean'])}, robust {_interval(bare['robust'])}. "
         f"Budget: {result['budget_points']:g} points of clean accuracy.",
         "",
     ]
-    recommended = result["recommended"]
+    recommended, by_spec = result["recommended"], {s["spec"]: s for s in result["settings"]}
     if recommended is None:
         lines.append("**No setting of the grid stays within the budget.**")
     else:
-        chosen = next(s for s in result["settings"] if s["spec"] == recommended)
+        chosen = by_spec[recommended]
         lines.append(
-            f"**Recommended: `{recommended}`**: clean {_interval(chosen['clean_accuracy'], chosen['clean_ci95'])}, "
-            f"robust (non-adaptive) {_interval(chosen['robust_accuracy'], chosen['robust_ci95'])}."
+            f"**Recommended: `{recommended}`**: clean {_interval(chosen, 'clean_')}, "
+            f"robust (non-adaptive) {_interval(chosen, 'robust_')}."
         )
         if result["adaptive"]:
             lines += ["", "The same setting against attackers who know it (LaVAN through it):", ""]
             lines += [
-                f"- {name}: accuracy {_interval(row['accuracy'], row['ci95'])}"
-                for name, row in (("exact gradient", result["adaptive"]["exact"]), ("BPDA", result["adaptive"]["bpda"]))
+                f"- {name}: accuracy {_interval(result['adaptive'][view])}"
+                for name, view in (("exact gradient", "exact"), ("BPDA", "bpda"))
             ]
-    by_spec = {s["spec"]: s for s in result["settings"]}
     lines += [
         "",
         "## Pareto front (clean vs robust)",
@@ -324,8 +313,7 @@ def markdown(result: dict) -> str:
     for spec in result["pareto"]:
         s = by_spec[spec]
         lines.append(
-            f"| `{spec}` | {_interval(s['clean_accuracy'], s['clean_ci95'])} | "
-            f"{_interval(s['robust_accuracy'], s['robust_ci95'])} | {s['clean_cost_points']:g} |"
+            f"| `{spec}` | {_interval(s, 'clean_')} | {_interval(s, 'robust_')} | {s['clean_cost_points']:g} |"
         )
     timing = result["timing"]
     lines += [
@@ -339,56 +327,24 @@ def markdown(result: dict) -> str:
 
 def write_calibration(result: dict, folder: Path) -> None:
     """``calibration.json`` / ``.csv`` / ``.md`` and ``calibration.png``, each written atomically."""
-    columns = [
-        "spec",
-        "smoothing_factor",
-        "threshold",
-        "window_size",
-        "overlap",
-        "n",
-        "clean_accuracy",
-        "robust_accuracy",
-        "clean_cost_points",
-    ]
+    columns = [*_SETTING, "clean_accuracy", "robust_accuracy", "clean_cost_points"]
     rows = ([setting.get(column) for column in columns] for setting in result["settings"])
     write_outputs(folder, "calibration", result, columns, rows, markdown(result))
     _plot(result, folder / "calibration.png")
 
 
 def _plot(result: dict, path: Path) -> None:
-    from .report import pyplot, save_figure
+    figure, axes = pyplot().subplots(figsize=(6, 4.5))
+    by_spec, bare, recommended = {s["spec"]: s for s in result["settings"]}, result["bare"], result["recommended"]
 
-    plt = pyplot()
+    def points(settings) -> tuple[list[float], list[float]]:  # clean accuracy across, robust up
+        return [s["clean_accuracy"] for s in settings], [s["robust_accuracy"] for s in settings]
 
-    figure, axes = plt.subplots(figsize=(6, 4.5))
-    settings = result["settings"]
-    axes.scatter(
-        [s["clean_accuracy"] for s in settings],
-        [s["robust_accuracy"] for s in settings],
-        s=14,
-        alpha=0.4,
-        label="grid settings",
-    )
-    front = [next(s for s in settings if s["spec"] == spec) for spec in result["pareto"]]
-    axes.plot(
-        [s["clean_accuracy"] for s in front],
-        [s["robust_accuracy"] for s in front],
-        "o-",
-        color="C1",
-        label="Pareto front",
-    )
-    bare = result["bare"]
+    axes.scatter(*points(result["settings"]), s=14, alpha=0.4, label="grid settings")
+    axes.plot(*points([by_spec[spec] for spec in result["pareto"]]), "o-", color="C1", label="Pareto front")
     axes.scatter([bare["clean"]["accuracy"]], [bare["robust"]["accuracy"]], marker="x", color="k", label="bare model")
-    if result["recommended"]:
-        chosen = next(s for s in settings if s["spec"] == result["recommended"])
-        axes.scatter(
-            [chosen["clean_accuracy"]],
-            [chosen["robust_accuracy"]],
-            marker="*",
-            s=180,
-            color="C3",
-            label=f"recommended {chosen['spec']}",
-        )
+    if recommended:
+        axes.scatter(*points([by_spec[recommended]]), marker="*", s=180, color="C3", label=f"recommended {recommended}")
     budget_line = bare["clean"]["accuracy"] - result["budget_points"] / 100
     axes.axvline(budget_line, color="grey", linestyle="--", linewidth=1, label="clean budget")
     axes.set_xlabel(f"clean accuracy (n = {result['images']['count']})")

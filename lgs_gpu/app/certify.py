@@ -2,12 +2,9 @@
 
 The work is cut into (patch size, batch of images) pieces. Each piece's labels, certificates,
 cases and forward passes are written atomically as a record (``records/patch-2pc/batch-00000.json``)
-as soon as it is done, so an interrupted run resumes where it stopped; ``conditions.json`` keeps
-what the records depend on and a resume under other conditions is refused; each record also
-stores its patch size, mask count and a digest of its images and labels, so a resume after files
-were added to or removed from ``--data`` recomputes the batches whose images changed. Under ``torchrun``
-batch ``b`` goes to rank ``b % N`` and rank 0 merges the records into ``certify.json``,
-``certify.csv`` and ``certify.md``.
+as soon as it is done, so an interrupted run resumes where it stopped; each record depends on its
+patch size, mask count and batch of images (:mod:`.runs`). Under ``torchrun`` batch ``b`` goes to
+rank ``b % N`` and rank 0 merges the records into ``certify.json``, ``certify.csv`` and ``certify.md``.
 
 Per patch size: the model's clean accuracy, PatchCleanser's clean accuracy, its certified
 accuracy (certified and correct), the share of cases I / II / III, the forward passes (masked
@@ -16,32 +13,28 @@ images through the model) and the images and forward passes per second.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .. import data
 from ..certify import PatchCleanser
-from ..core.files import atomic_write_bytes
 from . import runs
 from .configs import CertifyConfig
-from .report import write_outputs
+from .report import markdown_table, write_outputs
 
-_RECORD_FIELDS = (
-    "model",
-    "weights",
-    "data",
-    "imagenet",
-    "imagenet_labels",
-    "limit",
-    "masks_per_axis",
-    "images_per_batch",
-    "device",
-    "threads",
-)
+# What a record holds per image, in the order of certify.csv's columns.
+_COLUMNS = ("labels", "bare_predictions", "predictions", "certified", "cases", "forward_passes")
+# The table's shares of the images, each counting the images ``i`` of the records ``r`` it holds true for.
+_SHARES = {
+    "clean accuracy (model)": lambda r, i: r["bare_predictions"][i] == r["labels"][i],
+    "clean accuracy (PatchCleanser)": lambda r, i: r["predictions"][i] == r["labels"][i],
+    "certified accuracy": lambda r, i: r["certified"][i] and r["predictions"][i] == r["labels"][i],
+    "case I": lambda r, i: r["cases"][i] == 1,
+    "case II": lambda r, i: r["cases"][i] == 2,
+    "case III": lambda r, i: r["cases"][i] == 3,
+}
 
 
 def _key(fraction: float) -> str:
@@ -71,8 +64,7 @@ def _certify_batch(
     cleanser: PatchCleanser, model, images: torch.Tensor, labels: torch.Tensor, names: list[str]
 ) -> dict:
     if not names:  # every file of the batch failed to decode: an empty record keeps the cut
-        empty = ("labels", "bare_predictions", "predictions", "certified", "cases", "forward_passes")
-        return {"images": [], **{column: [] for column in empty}, "model_calls": 0, "seconds": 0.0}
+        return {"images": [], **{column: [] for column in _COLUMNS}, "model_calls": 0, "seconds": 0.0}
     start = time.perf_counter()
     with torch.no_grad():
         bare = model(images).argmax(dim=1)
@@ -94,10 +86,6 @@ def _certify_batch(
 def summarise(fraction: float, cleanser: PatchCleanser, size: int, records: list[dict]) -> dict:
     """One row of the table from a patch size's records."""
     count = sum(len(record["labels"]) for record in records)
-
-    def share(test) -> float:
-        return sum(test(record, i) for record in records for i in range(len(record["labels"]))) / max(count, 1)
-
     geometry = cleanser.geometry_for(size, size)
     seconds = sum(record["seconds"] for record in records)
     passes = sum(sum(record["forward_passes"]) for record in records)
@@ -105,12 +93,10 @@ def summarise(fraction: float, cleanser: PatchCleanser, size: int, records: list
         "patch": f"{100 * fraction:g}% ({geometry.patch_size[0]} px)",
         "masks": f"{geometry.count} of {geometry.mask_size[0]} px, stride {geometry.stride[0]}",
         "images": count,
-        "clean accuracy (model)": share(lambda r, i: r["bare_predictions"][i] == r["labels"][i]),
-        "clean accuracy (PatchCleanser)": share(lambda r, i: r["predictions"][i] == r["labels"][i]),
-        "certified accuracy": share(lambda r, i: r["certified"][i] and r["predictions"][i] == r["labels"][i]),
-        "case I": share(lambda r, i: r["cases"][i] == 1),
-        "case II": share(lambda r, i: r["cases"][i] == 2),
-        "case III": share(lambda r, i: r["cases"][i] == 3),
+        **{
+            name: sum(test(record, i) for record in records for i in range(len(record["labels"]))) / max(count, 1)
+            for name, test in _SHARES.items()
+        },
         "forward passes": passes,
         "model calls": sum(record["model_calls"] for record in records),
         "images / s": count / seconds if seconds else None,
@@ -119,47 +105,23 @@ def summarise(fraction: float, cleanser: PatchCleanser, size: int, records: list
 
 
 def markdown(results: dict) -> str:
-    rows = results["table"]
-    percent = {
-        "clean accuracy (model)",
-        "clean accuracy (PatchCleanser)",
-        "certified accuracy",
-        "case I",
-        "case II",
-        "case III",
-    }
-
-    def cell(key, value):
-        if value is None:
-            return "–"
-        if key in percent:
-            return f"{value:.1%}"
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-    header = list(rows[0]) if rows else []
-    lines = [
-        "# PatchCleanser certification",
-        "",
+    """``certify.md``: the table, one row per patch size (its shares as percentages)."""
+    return (
+        "# PatchCleanser certification\n\n"
         f"Model `{results['model']}`, {results['images']} images, labels: {results['label_source']}; "
-        f"{results['config']['masks_per_axis']} masks per axis.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    lines += ["| " + " | ".join(cell(key, row[key]) for key in header) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+        f"{results['config']['masks_per_axis']} masks per axis.\n\n" + markdown_table(results["table"], _SHARES)
+    )
 
 
 def write_results(results: dict, folder: Path) -> None:
     """``certify.json``, ``certify.csv`` (one row per image and patch) and ``certify.md``, atomically."""
-    columns = ("labels", "bare_predictions", "predictions", "certified", "cases", "forward_passes")
     rows = (
-        [key, name, *(record[column][i] for column in columns)]
+        [key, name, *(record[column][i] for column in _COLUMNS)]
         for key, records in results["records"].items()
         for record in records
         for i, name in enumerate(record["images"])
     )
-    write_outputs(folder, "certify", results, ["patch", "image", *columns], rows, markdown(results))
+    write_outputs(folder, "certify", results, ["patch", "image", *_COLUMNS], rows, markdown(results))
 
 
 def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
@@ -171,10 +133,9 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         0.25
     """
     validate(config)
-    now = {**{name: getattr(config, name) for name in _RECORD_FIELDS}, **runs.numerics()}
-    folder = Path(config.output_dir)
-    with runs.session(config, now) as run:
-        model, images = run.model, run.images
+    keys = [_key(fraction) for fraction in config.patch_fractions]
+    with runs.session(config, runs.conditions(config, "masks_per_axis", "images_per_batch")) as run:
+        model = run.model
         cleansers = {
             fraction: PatchCleanser(
                 model, patch_fraction=fraction, masks_per_axis=config.masks_per_axis, batch_size=config.model_batch_size
@@ -183,37 +144,29 @@ def certify(config: CertifyConfig, progress: bool = True) -> dict | None:
         }
         work = run.work(config.images_per_batch, config.patch_fractions, _key, "certify", progress)
         for batch, labels, identity, fraction in work:
-            path = folder / "records" / _key(fraction) / f"batch-{batch.index:05d}.json"
+            path = runs.record_path(config.output_dir, _key(fraction), batch.index)
             depends_on = {"patch_fraction": fraction, "masks_per_axis": config.masks_per_axis, "images": identity}
-            if runs.read_cached(path, depends_on, runs.read_json, "certify") is None:
+            if runs.read_cached(path, depends_on, "certify") is None:
                 record = _certify_batch(cleansers[fraction], model, batch.images.to(config.device), labels, batch.names)
-                record.update(depends_on=depends_on, skipped=batch.skipped, notes=batch.notes)
-                atomic_write_bytes(path, json.dumps(record).encode())
-        if not run.writes_results():
+                runs.store(path, {**record, "depends_on": depends_on, "skipped": batch.skipped, "notes": batch.notes})
+        gathered = run.gather(keys, config.images_per_batch)
+        if gathered is None:
             return None
-        count = data.batch_count(len(images), config.images_per_batch)
-        records = {
-            _key(fraction): [
-                json.loads((folder / "records" / _key(fraction) / f"batch-{b:05d}.json").read_text())
-                for b in range(count)
-            ]
-            for fraction in config.patch_fractions
-        }
-        first = next(iter(records.values()))  # every patch size holds the same images
+        seen = run.seen(gathered[0])  # every patch size holds the same images
         results = {
             "config": asdict(config),
-            "conditions": now,
+            "conditions": run.conditions,
             "model": model.name,
-            "images": sum(len(record["images"]) for record in first),
-            "names": [name for record in first for name in record["images"]],
-            "skipped": images.skipped + [tuple(item) for record in first for item in record.get("skipped", [])],
-            "notes": images.notes + [tuple(item) for record in first for item in record.get("notes", [])],
-            "label_source": runs.label_source(images),
+            "images": seen["count"],
+            "names": seen["names"],
+            "skipped": seen["skipped"],
+            "notes": seen["notes"],
+            "label_source": runs.label_source(run.images),
             "table": [
-                summarise(fraction, cleansers[fraction], model.input_size, records[_key(fraction)])
-                for fraction in config.patch_fractions
+                summarise(fraction, cleansers[fraction], model.input_size, records)
+                for fraction, records in zip(config.patch_fractions, gathered, strict=True)
             ],
-            "records": records,
+            "records": dict(zip(keys, gathered, strict=True)),
         }
-        write_results(results, folder)
+        write_results(results, Path(config.output_dir))
         return results

@@ -2,22 +2,16 @@
 
 The work is cut into *units* (an attack setting, e.g. LaVAN at 2% or BPDA through JPEG 30) times
 *batches* of images (fixed by index, ``batch_size`` each). For every (unit, batch) the attack's
-adversarial images are cached on disk (``adversarial/<unit>/batch-NNNN.pt``, uint8, as an image
+adversarial images are cached on disk (``adversarial/<unit>/batch-NNNNN.pt``, uint8, as an image
 file would hold them) and a record with every scored defense's top-1 prediction is written
-atomically (``records/<unit>/batch-NNNN.json``). A rerun skips finished records and re-scores
-cached adversarial images without attacking again, so an interrupted run resumes where it
-stopped; the conditions the cached work was made under (config, torch build, CPU, threads) are
-kept in ``conditions.json`` and a resume under other conditions is refused. Each cached file also
-stores what it was made from (the unit's attack, fraction and defense, a digest of its batch's
-images and labels, and the patch): a resume with another ``bpda_fraction`` or another set of
-files in ``--data`` recomputes the units and batches that changed, and a truncated or foreign
-cached file is named and recomputed (:func:`.runs.read_cached`). The attacks step
-along the sign of the gradient, so last-bit differences (oneDNN splits convolutions by thread)
-grow into other patches: each run pins its intra-op threads (``threads``, 1 by default) and the
-same command on the same machine gives the same tables. Seeds derive from (seed, unit, batch),
-so results do not depend on which process ran a batch: under ``torchrun --nproc-per-node N``
-(``torch.distributed``, gloo on CPU, NCCL on GPU) batch ``b`` goes to rank ``b % N``, and rank 0
-merges the records into the tables.
+atomically (``records/<unit>/batch-NNNNN.json``). A rerun skips finished records and re-scores
+cached adversarial images without attacking again; what cached work depends on (the run's
+:func:`conditions`; each file's unit, batch images and patch) is checked as :mod:`.runs` says. The
+attacks step along the sign of the gradient, so last-bit differences (oneDNN splits convolutions by
+thread) grow into other patches: each run pins its intra-op threads (``threads``, 1 by default) and
+the same command on the same machine gives the same tables. Seeds derive from (seed, unit, batch),
+so results do not depend on which process ran a batch: under ``torchrun --nproc-per-node N`` batch
+``b`` goes to rank ``b % N``, and rank 0 merges the records into the tables.
 
 Tables (see :mod:`.report` for the files):
 
@@ -30,7 +24,6 @@ Tables (see :mod:`.report` for the files):
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -38,13 +31,13 @@ from pathlib import Path
 import torch
 
 from .. import attacks, certify, data, defenses
-from ..core.files import atomic_write_bytes
 from ..core.validate import from_unit_float
 from ..models import Classifier
 from . import runs
 from .configs import ATTACKS, EvaluationConfig
 from .evaluate_plan import Unit, folder_name, lavan_unit, plan
 from .evaluate_tables import tables, write_figures
+from .report import write_results
 
 # What calibrate and lgs_gpu.evaluate use: the config, the plan and its units, the run, its tables.
 __all__ = [
@@ -60,31 +53,10 @@ __all__ = [
     "validate",
 ]
 
-# Fields that change the adversarial images or records cached under a unit's key.
-_CACHE_FIELDS = (
-    "model",
-    "weights",
-    "data",
-    "imagenet",
-    "imagenet_labels",
-    "limit",
-    "lavan_iterations",
-    "patch_steps",
-    "eot_samples",
-    "seed",
-    "batch_size",
-    "device",
-    "threads",
-)
-
 
 def conditions(config: EvaluationConfig) -> dict:
-    """What the cached work depends on: the fields above and the numerics of this machine and build."""
-    return {**{name: getattr(config, name) for name in _CACHE_FIELDS}, **runs.numerics()}
-
-
-def _unit_seed(seed: int, unit: str, batch: int) -> int:
-    return zlib.crc32(f"{seed}:{unit}:{batch}".encode())
+    """What the cached work depends on (:func:`.runs.conditions`): the inputs, the attacks' settings, the batches."""
+    return runs.conditions(config, "lavan_iterations", "patch_steps", "eot_samples", "seed", "batch_size")
 
 
 def resolved(spec: str) -> str:
@@ -127,26 +99,11 @@ def validate(config: EvaluationConfig) -> None:
     for fraction in [*config.lavan_fractions, config.patch_fraction, config.bpda_fraction]:
         if not 0 < fraction < 1:
             raise ValueError(f"patch area fractions must be in (0, 1). Got {fraction}")
-    for name, value in (
-        ("lavan_iterations", config.lavan_iterations),
-        ("patch_steps", config.patch_steps),
-        ("patch_images", config.patch_images),
-        ("batch_size", config.batch_size),
-        ("eot_samples", config.eot_samples),
-        ("threads", config.threads),
-    ):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1. Got {value}")
+    for name in ("lavan_iterations", "patch_steps", "patch_images", "batch_size", "eot_samples", "threads"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1. Got {getattr(config, name)}")
     config.check()
     runs.check_output_folder(config.output_dir)
-
-
-def _save_tensor(path: Path, tensors: dict) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(tensors, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _depends_on(unit: Unit, identity: str, patch=None) -> dict:
@@ -167,34 +124,30 @@ def _depends_on(unit: Unit, identity: str, patch=None) -> dict:
     return depends_on
 
 
-def _patch(config: EvaluationConfig, unit: Unit, model: Classifier, images, runtime: runs.Distributed):
+def _patch(config: EvaluationConfig, unit: Unit, run: runs.Session):
     """The universal patch: trained once by rank 0 on the first ``patch_images`` images, cached, loaded by the others."""
     path = Path(config.output_dir) / "adversarial" / folder_name(unit.key) / "patch.pt"
-    if runtime.rank == 0:
-        training = next(images.batches(min(config.patch_images, len(images)), [0], config.decode_workers()))
+    if run.runtime.rank == 0:
+        training = next(run.images.batches(min(config.patch_images, len(run.images)), [0], config.decode_workers()))
         depends_on = _depends_on(unit, runs.batch_identity(training))
-    if runtime.rank == 0 and runs.read_cached(path, depends_on, runs.read_tensors, "evaluate") is None:
-        result = attacks.train_patch(
-            model,
-            training.images.to(config.device),
-            area_fraction=unit.fraction,
-            steps=config.patch_steps,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            progress=True,
-        )
-        _save_tensor(
-            path,
-            {"patch": result.patch.cpu(), "target": result.target, "losses": result.losses, "depends_on": depends_on},
-        )
-    runtime.barrier()
+        if runs.read_cached(path, depends_on, "evaluate") is None:
+            result = attacks.train_patch(
+                run.model,
+                training.images.to(config.device),
+                area_fraction=unit.fraction,
+                steps=config.patch_steps,
+                batch_size=config.batch_size,
+                seed=config.seed,
+                progress=True,
+            )
+            patch = {"patch": result.patch.cpu(), "target": result.target, "losses": result.losses}
+            runs.store(path, {**patch, "depends_on": depends_on})
+    run.runtime.barrier()
     return torch.load(path, weights_only=True)
 
 
 def _attack(config, unit: Unit, model, batch: torch.Tensor, labels: torch.Tensor, seed: int, patch):
-    """Adversarial uint8 images and targets (None for clean) for one batch."""
-    if unit.attack == "clean":
-        return batch, None
+    """Adversarial uint8 images and their targets for one batch."""
     if unit.attack == "patch":
         patched, _ = attacks.apply_patch(batch, patch["patch"].to(batch.device), seed=seed)
         return from_unit_float(patched, torch.uint8), torch.full_like(labels, patch["target"])
@@ -239,27 +192,23 @@ def _score(model: Classifier, adversarial: torch.Tensor, specs: tuple[str, ...],
 def adversarial_batch(config, unit: Unit, model, batch: data.Batch, labels: torch.Tensor, identity: str, patch=None):
     """One batch's uint8 adversarial images and targets (``None`` for clean), attacked once then cached.
 
-    ``labels`` and ``identity``: the batch's, as :func:`.runs.labelled_batches` gives them.
+    ``labels`` and ``identity``: the batch's, as :meth:`.runs.Session.work` gives them.
     The cache (``adversarial/<unit>/batch-NNNNN.pt`` under the output folder) is shared by every
     command that runs the same unit with the same :func:`conditions`: ``lgs-gpu calibrate``
     attacks once and ``evaluate`` in the same folder scores its images without attacking again.
     """
-    cache = Path(config.output_dir) / "adversarial" / folder_name(unit.key) / f"batch-{batch.index:05d}.pt"
     images = batch.images.to(config.device)
+    if unit.attack == "clean":
+        return images, None
+    cache = Path(config.output_dir) / "adversarial" / folder_name(unit.key) / f"batch-{batch.index:05d}.pt"
     depends_on = _depends_on(unit, identity, patch)
-    if unit.attack != "clean":
-        cached = runs.read_cached(cache, depends_on, runs.read_tensors, "evaluate")
-        if cached is not None:
-            return cached["adversarial"].to(config.device), cached["targets"]
-    seed = _unit_seed(config.seed, unit.key, batch.index)
+    cached = runs.read_cached(cache, depends_on, "evaluate")
+    if cached is not None:
+        return cached["adversarial"].to(config.device), cached["targets"]
+    seed = zlib.crc32(f"{config.seed}:{unit.key}:{batch.index}".encode())
     adversarial, targets = _attack(config, unit, model, images, labels.to(config.device), seed, patch)
-    if unit.attack != "clean":
-        _save_tensor(cache, {"adversarial": adversarial.cpu(), "targets": targets.cpu(), "depends_on": depends_on})
+    runs.store(cache, {"adversarial": adversarial.cpu(), "targets": targets.cpu(), "depends_on": depends_on})
     return adversarial, targets
-
-
-def _record_path(config, unit: Unit, index: int) -> Path:
-    return Path(config.output_dir) / "records" / folder_name(unit.key) / f"batch-{index:05d}.json"
 
 
 def run_unit_batch(config, unit, model, batch: data.Batch, labels: torch.Tensor, identity: str, patch) -> dict:
@@ -267,43 +216,43 @@ def run_unit_batch(config, unit, model, batch: data.Batch, labels: torch.Tensor,
 
     The clean unit's record also keeps the batch's files that could not be decoded, and the reader's notes.
     """
-    record_path = _record_path(config, unit, batch.index)
+    path = runs.record_path(config.output_dir, folder_name(unit.key), batch.index)
     depends_on = _depends_on(unit, identity, patch)
-    record = runs.read_cached(record_path, depends_on, runs.read_json, "evaluate")
+    clean = unit.attack == "clean"  # scored with PatchCleanser's certificates; keeps the reader's reports
+    record = runs.read_cached(path, depends_on, "evaluate")
     if record is not None:
         missing = tuple(
             spec
             for spec in unit.scored
             if spec not in record["predictions"] or record.get("resolved", {}).get(spec, spec) != resolved(spec)
         )
-        if missing and batch.names:  # a resume with more defenses: score them on the cached images, attack nothing
-            adversarial, _ = adversarial_batch(config, unit, model, batch, labels, identity, patch)
-            added = _score(model, adversarial, missing, certificates=unit.attack == "clean")
-            for key, values in added.items():
-                record.setdefault(key, {}).update(values)
-            record["resolved"] = {spec: resolved(spec) for spec in unit.scored if resolved(spec) != spec}
-            atomic_write_bytes(record_path, json.dumps(record).encode())
-        return record
-    if batch.names:
-        adversarial, targets = adversarial_batch(config, unit, model, batch, labels, identity, patch)
-        scores = _score(model, adversarial, unit.scored, certificates=unit.attack == "clean")
-    else:  # every file of this batch failed to decode: an empty record keeps the cut
-        targets = None if unit.attack == "clean" else labels
-        scores = {"predictions": {spec: [] for spec in unit.scored}, "confidences": {spec: [] for spec in unit.scored}}
-        if unit.attack == "clean" and any(certify.is_spec(spec) for spec in unit.scored):
-            scores["certified"] = {spec: [] for spec in unit.scored if certify.is_spec(spec)}
-    record = {
-        "unit": unit.key,
-        "depends_on": depends_on,
-        "batch": batch.index,
-        "images": batch.names,
-        "labels": labels.tolist(),
-        "targets": None if targets is None else targets.tolist(),
-        **scores,
-        **({"skipped": batch.skipped, "notes": batch.notes} if unit.attack == "clean" else {}),
-    }
+        if not (missing and batch.names):
+            return record
+        # a resume with more defenses: score them on the cached images, attack nothing
+        adversarial, _ = adversarial_batch(config, unit, model, batch, labels, identity, patch)
+        for key, values in _score(model, adversarial, missing, certificates=clean).items():
+            record.setdefault(key, {}).update(values)
+    else:
+        if batch.names:
+            adversarial, targets = adversarial_batch(config, unit, model, batch, labels, identity, patch)
+            scores = _score(model, adversarial, unit.scored, certificates=clean)
+        else:  # every file of this batch failed to decode: an empty record keeps the cut
+            targets = None if clean else labels
+            scores = {column: {spec: [] for spec in unit.scored} for column in ("predictions", "confidences")}
+            if clean and any(certify.is_spec(spec) for spec in unit.scored):
+                scores["certified"] = {spec: [] for spec in unit.scored if certify.is_spec(spec)}
+        record = {
+            "unit": unit.key,
+            "depends_on": depends_on,
+            "batch": batch.index,
+            "images": batch.names,
+            "labels": labels.tolist(),
+            "targets": None if targets is None else targets.tolist(),
+            **scores,
+            **({"skipped": batch.skipped, "notes": batch.notes} if clean else {}),
+        }
     record["resolved"] = {spec: resolved(spec) for spec in unit.scored if resolved(spec) != spec}
-    atomic_write_bytes(record_path, json.dumps(record).encode())
+    runs.store(path, record)
     return record
 
 
@@ -321,37 +270,25 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> dict | None:
     validate(config)
     units = plan(config)
     with runs.session(config, conditions(config)) as run:
-        model, images = run.model, run.images
-        patches = {
-            unit.key: _patch(config, unit, model, images, run.runtime) for unit in units if unit.attack == "patch"
-        }
+        model = run.model
+        patches = {unit.key: _patch(config, unit, run) for unit in units if unit.attack == "patch"}
         work = run.work(config.batch_size, units, lambda unit: unit.key, "evaluate", progress)
         for batch, labels, identity, unit in work:
             run_unit_batch(config, unit, model, batch, labels, identity, patches.get(unit.key))
-        if not run.writes_results():
+        gathered = run.gather([folder_name(unit.key) for unit in units], config.batch_size)
+        if gathered is None:
             return None
-        count = data.batch_count(len(images), config.batch_size)
-        records = [
-            json.loads(_record_path(config, unit, index).read_text()) for unit in units for index in range(count)
-        ]
-        clean = [record for record in records if record["unit"] == "clean"]
-        from .report import write_results
-
+        records = [record for unit_records in gathered for record in unit_records]
         results = {
             "config": asdict(config),
-            "conditions": conditions(config),
+            "conditions": run.conditions,
             "model": {"name": model.name, "input_size": model.input_size, "weights": model.weights},
-            "images": {
-                "count": sum(len(record["images"]) for record in clean),
-                "names": [name for record in clean for name in record["images"]],
-                "skipped": images.skipped + [tuple(item) for record in clean for item in record.get("skipped", [])],
-                "notes": images.notes + [tuple(item) for record in clean for item in record.get("notes", [])],
-            },
-            "label_source": runs.label_source(images),
+            "images": run.seen(gathered[0]),  # the clean unit's records: the plan's first
+            "label_source": runs.label_source(run.images),
             "units": [asdict(unit) for unit in units],
             "tables": tables(config, units, records),
             "records": records,
         }
         write_results(results, Path(config.output_dir))
-        write_figures(config, units, model, images)
+        write_figures(config, units, model, run.images)
         return results

@@ -67,11 +67,4 @@ def plan(config: EvaluationConfig) -> list[Unit]:
 
 def folder_name(key: str) -> str:
     """A unit key as a folder name: ``lavan-2%`` -> ``lavan-2pc``."""
-    return (
-        key.replace(":", "_")
-        .replace("|", "_")
-        .replace("+", "_plus_")
-        .replace("%", "pc")
-        .replace(",", "_")
-        .replace("@", "_at_")
-    )
+    return key.translate(str.maketrans({":": "_", "|": "_", "+": "_plus_", "%": "pc", ",": "_", "@": "_at_"}))

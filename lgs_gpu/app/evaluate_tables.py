@@ -14,8 +14,8 @@ from .configs import DEFAULT_LGS_SPEC, EvaluationConfig, percent
 from .evaluate_plan import Unit, folder_name
 
 
-def _rates(records: list[dict], unit: str, spec: str) -> tuple[float, float | None, int]:
-    """(accuracy, target rate or None, image count) of ``spec`` on ``unit``'s records."""
+def _rates(records: list[dict], unit: str, spec: str) -> tuple[float, float | None]:
+    """(accuracy, target rate or None) of ``spec`` on ``unit``'s records."""
     correct = hits = count = 0
     has_targets = False
     for record in records:
@@ -27,7 +27,7 @@ def _rates(records: list[dict], unit: str, spec: str) -> tuple[float, float | No
             has_targets = True
             hits += sum(p == target for p, target in zip(predictions, record["targets"], strict=True))
         count += len(predictions)
-    return correct / max(count, 1), (hits / max(count, 1) if has_targets else None), count
+    return correct / max(count, 1), (hits / max(count, 1) if has_targets else None)
 
 
 def tables(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> dict:
@@ -39,22 +39,20 @@ def tables(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> 
     for spec in config.defenses:
         row = {"defense": spec, "clean": _rates(records, "clean", spec)[0]}
         for key in lavan_keys:
-            accuracy, target_rate, _ = _rates(records, key, spec)
-            row[key] = accuracy
-            row[f"{key} target"] = target_rate
+            row[key], row[f"{key} target"] = _rates(records, key, spec)
         table1.append(row)
         if patch_key in keys:
-            accuracy, target_rate, _ = _rates(records, patch_key, spec)
+            accuracy, target_rate = _rates(records, patch_key, spec)
             table2.append(
                 {"defense": spec, "clean": row["clean"], patch_key: accuracy, f"{patch_key} target": target_rate}
             )
     non_adaptive = f"lavan-{percent(config.bpda_fraction)}"
     for unit in units:
         if unit.view == "bpda" and unit.key.startswith("bpda-"):
-            bpda_accuracy, bpda_rate, _ = _rates(records, unit.key, unit.defense)
+            bpda_accuracy, bpda_rate = _rates(records, unit.key, unit.defense)
             row = {"defense": unit.defense, "BPDA success": bpda_rate, "BPDA accuracy": bpda_accuracy}
             if non_adaptive in keys and unit.defense in config.defenses:
-                accuracy, rate, _ = _rates(records, non_adaptive, unit.defense)
+                rate = _rates(records, non_adaptive, unit.defense)[1]
                 row = {"defense": unit.defense, "non-adaptive success": rate, **row}
             table3.append(row)
     adaptive = []
@@ -67,7 +65,7 @@ def tables(config: EvaluationConfig, units: list[Unit], records: list[dict]) -> 
         ]
         for label, key in rows:
             if key in keys and (key != non_adaptive or spec in config.defenses):
-                accuracy, rate, _ = _rates(records, key, spec)
+                accuracy, rate = _rates(records, key, spec)
                 adaptive.append({"defense": spec, "attacker": label, "accuracy": accuracy, "success": rate})
     return {
         "table1": table1,
@@ -117,17 +115,6 @@ def _certified_table(config: EvaluationConfig, units: list[Unit], records: list[
     return rows
 
 
-def _one_per_family(specs: list[str], limit: int = 8) -> list[str]:
-    """The first spec of each defense name, in order (e.g. one LGS, one JPEG), at most ``limit``."""
-    chosen, seen = [], set()
-    for spec in specs:
-        family = spec.split(":")[0].split(",")[0]
-        if family not in seen:
-            seen.add(family)
-            chosen.append(spec)
-    return chosen[:limit]
-
-
 def _first_lgs(specs: list[str]) -> LocalGradientsSmoothing:
     """The LGS module of the first spec that holds one (alone, inside its windows as ``lgs+median:3``, or in a
     chain as ``median:3|lgs``), else the paper's default: the one whose stages Figure 2 shows."""
@@ -155,17 +142,18 @@ def write_figures(config: EvaluationConfig, units: list[Unit], model: Classifier
     if count == 0:  # no image of the first batch could be decoded: nothing to show
         return
     names = class_names()
-    rows = _one_per_family([spec for spec in config.defenses if not certify.is_spec(spec)])  # image defenses
-    defended = {spec: defenses.get(spec)(adversarial) for spec in rows}
-    predictions = {spec: model.predict(defended[spec]) for spec in rows}
+    families = {}  # the first image defense of each name (one LGS, one JPEG, ...), in order
+    for spec in config.defenses:
+        if not certify.is_spec(spec):
+            families.setdefault(spec.split(":")[0].split(",")[0], spec)
+    rows = list(families.values())[:8]
+    panels = {}  # per defense, each image's (defended image, top-1 label, confidence)
+    for spec in rows:
+        defended = defenses.get(spec)(adversarial)
+        labels, confidences = model.predict(defended)
+        panels[spec] = [(defended[i], names[labels[i]], float(confidences[i])) for i in range(count)]
     columns = [
-        {
-            "name": f"{first.names[i]} ({unit.key})",
-            "panels": {
-                spec: (defended[spec][i], names[predictions[spec][0][i]], float(predictions[spec][1][i]))
-                for spec in rows
-            },
-        }
+        {"name": f"{first.names[i]} ({unit.key})", "panels": {spec: panels[spec][i] for spec in rows}}
         for i in range(count)
     ]
     folder = Path(config.output_dir)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -15,13 +15,15 @@ from ..core.extras import optional_import
 from ..core.files import atomic_write_bytes
 
 
-def _as_picture(image: torch.Tensor):
-    """``[C, H, W]`` (uint8 or float in [0, 1]) or ``[H, W]`` to a NumPy array matplotlib shows."""
+def _show(axis, image: torch.Tensor) -> None:
+    """Draw ``[C, H, W]`` (uint8 or float in [0, 1]) or ``[H, W]`` (in gray) on a matplotlib axis, without ticks."""
     image = image.detach().cpu()
     if image.dtype == torch.uint8:
         image = image.float() / 255
     image = image.float().clamp(0, 1)
-    return image.permute(1, 2, 0).numpy() if image.dim() == 3 else image.numpy()
+    picture = image.permute(1, 2, 0).numpy() if image.dim() == 3 else image.numpy()
+    axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+    axis.set(xticks=[], yticks=[])
 
 
 def figure_lgs_stages(rows: list[dict], path: str | Path, dpi: int = 110) -> Path:
@@ -32,17 +34,12 @@ def figure_lgs_stages(rows: list[dict], path: str | Path, dpi: int = 110) -> Pat
             and ``suppressed`` (``[H, W]`` in [0, 1]), and an optional ``note`` under the name.
         path: the PNG to write (atomically).
     """
-    plt = pyplot()
-
     titles = ("input (with patch)", "g: normalised gradient", "ĝ: kept windows", "LGS output")
-    figure, axes = plt.subplots(len(rows), 4, figsize=(12, 3.1 * len(rows)), squeeze=False)
+    figure, axes = pyplot().subplots(len(rows), 4, figsize=(12, 3.1 * len(rows)), squeeze=False)
     for axes_row, row in zip(axes, rows, strict=True):
         panels = (row["image"], row["normalised"], row["suppressed"], row["defended"])
         for column, (axis, panel) in enumerate(zip(axes_row, panels, strict=True)):
-            picture = _as_picture(panel)
-            axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
-            axis.set_xticks([])
-            axis.set_yticks([])
+            _show(axis, panel)
             if axes_row is axes[0]:
                 axis.set_title(titles[column])
         axes_row[0].set_ylabel(row["name"] + ("\n" + row["note"] if row.get("note") else ""), fontsize=9)
@@ -74,16 +71,14 @@ def figure_defended_examples(columns: list[dict], rows: list[str], path: str | P
             confidence)}`` for every spec in ``rows``.
         rows: defense specs, top to bottom.
     """
-    plt = pyplot()
-
-    figure, axes = plt.subplots(len(rows), len(columns), figsize=(2.6 * len(columns), 2.5 * len(rows)), squeeze=False)
+    figure, axes = pyplot().subplots(
+        len(rows), len(columns), figsize=(2.6 * len(columns), 2.5 * len(rows)), squeeze=False
+    )
     for column, entry in enumerate(columns):
         for row, spec in enumerate(rows):
             image, label, confidence = entry["panels"][spec]
             axis = axes[row][column]
-            axis.imshow(_as_picture(image), vmin=0, vmax=1)
-            axis.set_xticks([])
-            axis.set_yticks([])
+            _show(axis, image)
             axis.set_title(f"{label[:22]} ({confidence:.0%})", fontsize=8)
             if column == 0:
                 axis.set_ylabel(spec, fontsize=9)
@@ -91,21 +86,22 @@ def figure_defended_examples(columns: list[dict], rows: list[str], path: str | P
     return save_figure(figure, path, dpi)
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.1%}"
-    return str(value)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """A list of same-keyed dicts as a Markdown table (floats shown as percentages)."""
+def markdown_table(rows: list[dict], percent: Container[str] | None = None) -> str:
+    """A list of same-keyed dicts as a Markdown table: floats as percentages, or only those of the columns
+    ``percent`` and the others with three significant digits."""
     if not rows:
         return "_(not run)_\n"
+
+    def cell(key: str, value) -> str:
+        if value is None:
+            return "–"
+        if not isinstance(value, float):
+            return str(value)
+        return f"{value:.1%}" if percent is None or key in percent else f"{value:.3g}"
+
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(row.get(key)) for key in header) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(key, row.get(key)) for key in header) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

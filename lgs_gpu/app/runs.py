@@ -2,25 +2,24 @@
 
 * :class:`Distributed`: rank and world size under ``torchrun`` (gloo on CPU, NCCL on CUDA);
   :func:`rank_device` gives each rank its own GPU.
-* :func:`numerics` and :func:`check_conditions`: a run's folder keeps the conditions its cached
+* :func:`conditions` and :func:`check_conditions`: a run's folder keeps the conditions its cached
   work was made under in ``conditions.json``, and a resume under other ones is refused: the
   attacks amplify last-bit differences (thread count, CPU, torch build) into other results.
 * :func:`session`: the skeleton every run shares: threads pinned (and restored), the conditions
   checked, the model and images loaded, then this rank's batches with their labels, each with the
-  units of work to run on it, on one progress bar.
-* :func:`load_images`, :func:`check_output_folder`: the data and output checks both commands make.
-* :func:`batch_identity` and :func:`read_cached`: each cached unit of work (a record, a batch of
-  adversarial images, a patch) stores what it was made from (``depends_on``: the attack, its
-  fraction, the defense, and a digest of the batch's images), and a resume reuses it only when
+  units of work to run on it, on one progress bar (:meth:`Session.work`); at the end rank 0 reads
+  every rank's records back (:meth:`Session.gather`).
+* :func:`load_images`, :func:`check_output_folder`: the data and output checks every run makes.
+* :func:`batch_identity`, :func:`read_cached` and :func:`store`: each cached unit of work (a record,
+  a batch of adversarial images, a patch) stores what it was made from (``depends_on``: the attack,
+  its fraction, the defense, and a digest of the batch's images), and a resume reuses it only when
   that matches; a truncated or foreign file is named and recomputed.
-
-What keys cached work has one name per level: ``conditions`` for a whole run folder (what every
-record shares) and ``depends_on`` for one cached file (what is its own); both are stored as is.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -114,6 +113,13 @@ def numerics() -> dict:
     }
 
 
+def conditions(config: RunInputs, *fields: str) -> dict:
+    """What every cached work of a run folder depends on: the run's inputs (not ``workers``: the pixels are the
+    same), the config's ``fields``, its device and threads, and this machine's :func:`numerics`."""
+    names = [name for name in config.inputs() if name != "workers"] + [*fields, "device", "threads"]
+    return {name: getattr(config, name) for name in names} | numerics()
+
+
 def check_conditions(folder: str | Path, now: dict, rank: int) -> None:
     """Refuse to resume into ``folder`` when its cached work was made under other conditions.
 
@@ -173,26 +179,6 @@ def label_source(images: data.ImageSet | data.ImageFiles) -> str:
     return "the model's clean top-1 prediction (no ground truth for these images)"
 
 
-def labelled_batches(
-    images: data.ImageSet | data.ImageFiles,
-    model,
-    batch_size: int,
-    indices: list[int] | None,
-    workers: int,
-    device: str,
-) -> Iterator[tuple[data.Batch, torch.Tensor, str]]:
-    """The batches ``indices`` (all: ``None``) of a run, each with its labels on the CPU (its ground truth, else the
-    model's clean top-1 prediction) and its :func:`batch_identity`, decoded by ``workers`` processes."""
-    for batch in images.batches(batch_size, indices, workers):
-        if batch.labels is not None:
-            labels = batch.labels
-        elif batch.names:
-            labels = model.predict(batch.images.to(device), batch_size)[0].cpu()
-        else:  # every file of the batch failed to decode: nothing to predict
-            labels = torch.empty(0, dtype=torch.long)
-        yield batch, labels, batch_identity(batch, labels)
-
-
 def batch_identity(batch: data.Batch, labels: torch.Tensor | None = None) -> str:
     """A digest of which images a batch holds: their names, decoded pixels and labels.
 
@@ -207,13 +193,32 @@ def batch_identity(batch: data.Batch, labels: torch.Tensor | None = None) -> str
     return digest.hexdigest()[:32]
 
 
-def read_cached(path: Path, depends_on: dict, load, command: str):
-    """What ``load(path)`` read when ``path`` holds whole work made under ``depends_on``, else
-    ``None``: missing, or (said in a warning naming the file, for ``lgs-gpu command``) truncated,
-    malformed or made from other inputs, so the caller recomputes it.
+def record_path(folder: str | Path, key: str, index: int) -> Path:
+    """Where a run in ``folder`` keeps the record of batch ``index`` of the work ``key`` (a folder name)."""
+    return Path(folder) / "records" / key / f"batch-{index:05d}.json"
 
-    ``load`` returns the stored object, whose ``"depends_on"`` entry is compared.
-    """
+
+def load(path: Path) -> Any:
+    """Cached work as :func:`store` wrote it: JSON (a ``.json`` path) or tensors."""
+    return (
+        json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else torch.load(path, weights_only=True)
+    )
+
+
+def store(path: Path, work: dict) -> None:
+    """Write cached work atomically: a record as JSON (a ``.json`` path), tensors as a torch file."""
+    if path.suffix == ".json":
+        atomic_write_bytes(path, json.dumps(work).encode())
+    else:
+        buffer = io.BytesIO()
+        torch.save(work, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_cached(path: Path, depends_on: dict, command: str) -> Any:
+    """What :func:`load` read when ``path`` holds whole work made under ``depends_on`` (its ``"depends_on"``
+    entry), else ``None``: missing, or (said in a warning naming the file, for ``lgs-gpu command``) truncated,
+    malformed or made from other inputs, so the caller recomputes it."""
     if not path.exists():
         return None
     try:
@@ -235,22 +240,15 @@ def read_cached(path: Path, depends_on: dict, load, command: str):
     return None
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def read_tensors(path: Path) -> dict:
-    return torch.load(path, weights_only=True)
-
-
 T = TypeVar("T")
 
 
 @dataclass
 class Session:
-    """A started run: this process's rank among the run's, the model and the images."""
+    """A started run: its config and :func:`conditions`, this process's rank among the run's, the model and the images."""
 
     config: Any  # a RunInputs with output_dir, device, threads
+    conditions: dict
     runtime: Distributed
     model: Any
     images: data.ImageSet | data.ImageFiles
@@ -263,26 +261,46 @@ class Session:
         desc: str,
         progress: bool,
     ) -> Iterator[tuple[data.Batch, torch.Tensor, str, T]]:
-        """This rank's batches, each with its labels and :func:`batch_identity`, and for each batch every unit
-        of work in turn: every unit runs on a batch before the next is decoded, so memory does not grow with
-        the number of images. Counted on one progress bar, by ``name(unit)``."""
+        """This rank's batches, each with its labels on the CPU (its ground truth, else the model's clean top-1
+        prediction) and its :func:`batch_identity`, and for each batch every unit of work in turn: every unit runs
+        on a batch before the next is decoded, so memory does not grow with the number of images. Counted on one
+        progress bar, by ``name(unit)``."""
         count = data.batch_count(len(self.images), batch_size)
         mine = [index for index in range(count) if index % self.runtime.world == self.runtime.rank]
         rank = f" (rank {self.runtime.rank})" if self.runtime.shard else ""
         config = self.config
         with tqdm(total=len(units) * len(mine), desc=desc + rank, unit="batch", disable=not progress) as bar:
-            for batch, labels, identity in labelled_batches(
-                self.images, self.model, batch_size, mine, config.decode_workers(), config.device
-            ):
+            for batch in self.images.batches(batch_size, mine, config.decode_workers()):
+                if batch.labels is not None:
+                    labels = batch.labels
+                elif batch.names:
+                    labels = self.model.predict(batch.images.to(config.device), batch_size)[0].cpu()
+                else:  # every file of the batch failed to decode: nothing to predict
+                    labels = torch.empty(0, dtype=torch.long)
+                identity = batch_identity(batch, labels)
                 for unit in units:
                     bar.set_postfix_str(name(unit))
                     yield batch, labels, identity, unit
                     bar.update()
 
-    def writes_results(self) -> bool:
-        """Wait for every rank's work; whether this one (rank 0) gathers the records and writes the results."""
+    def gather(self, keys: Sequence[str], batch_size: int) -> list[list[dict]] | None:
+        """Wait for every rank's work; then rank 0, which writes the results, reads the records of every batch
+        of each of ``keys`` (:func:`record_path`); the other ranks get ``None``."""
         self.runtime.barrier()
-        return self.runtime.rank == 0
+        if self.runtime.rank != 0:
+            return None
+        count = data.batch_count(len(self.images), batch_size)
+        return [[load(record_path(self.config.output_dir, key, index)) for index in range(count)] for key in keys]
+
+    def seen(self, records: list[dict]) -> dict:
+        """The images the records of one pass over the batches hold, then the files skipped and the reader's
+        notes: the folder's, then each batch's."""
+        return {
+            "count": sum(len(record["images"]) for record in records),
+            "names": [name for record in records for name in record["images"]],
+            "skipped": self.images.skipped + [tuple(item) for record in records for item in record.get("skipped", [])],
+            "notes": self.images.notes + [tuple(item) for record in records for item in record.get("notes", [])],
+        }
 
 
 @contextmanager
@@ -299,7 +317,7 @@ def session(config: RunInputs, conditions: dict, shard: bool = True) -> Iterator
         runtime.barrier()
         model = load_model(config.model, config.weights, config.device)
         images = load_images(config.data, model.input_size, config.imagenet, config.imagenet_labels, config.limit)
-        yield Session(config, runtime, model, images)
+        yield Session(config, conditions, runtime, model, images)
     finally:
         torch.set_num_threads(threads)
         runtime.close()
