@@ -8,11 +8,12 @@ Example:
     torch.Size([2])
 """
 
+from ..core.patch_geometry import patch_side
 from .adaptive import ATTACKER_VIEWS, attacker_view
 from .bpda import BPDA, bpda
 from .lavan import AttackResult, lavan
 from .patch import TOASTER, PatchResult, apply_patch, paste, random_placement, train_patch
-from .placement import border_locations, patch_side, square_masks
+from .placement import border_locations, square_masks
 
 __all__ = [
     "ATTACKER_VIEWS",

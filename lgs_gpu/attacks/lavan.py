@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..core.patch_geometry import patch_side
 from ..core.validate import as_image_batch, to_unit_float
-from ._loop import check_defense_in_loop, cosine_step, defended_logits, random_targets, top1
-from .placement import border_locations, check_locations, patch_side, square_masks
+from ._loop import cosine_step, loop_defense, top1
+from .placement import border_locations, check_locations, square_masks
 
 DEFAULT_ITERATIONS = 1000
 DEFAULT_STEP_SIZE = 0.05
@@ -89,7 +90,7 @@ def lavan(
     sources = torch.as_tensor(sources).long().to(device)
     if sources.shape != (count,):
         raise ValueError(f"sources must have shape [{count}]. Got {tuple(sources.shape)}")
-    check_defense_in_loop(defense)
+    defense = loop_defense(defense)
     if iterations < 1 or eot_samples < 1:
         raise ValueError(f"iterations and eot_samples must be >= 1. Got {iterations} and {eot_samples}")
     side = patch_side(min(height, width), area_fraction) if side is None else int(side)
@@ -97,9 +98,9 @@ def lavan(
         raise ValueError(f"a {side}x{side} patch does not fit in {height}x{width} images")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        classes = defended_logits(model, None, to_unit_float(batch[:1])).shape[-1]
-    if targets is None:
-        targets = random_targets(sources, classes, generator)
+        classes = model(to_unit_float(batch[:1])).shape[-1]
+    if targets is None:  # uniformly random, never the source class
+        targets = (sources.cpu() + torch.randint(1, classes, sources.shape, generator=generator)) % classes
     targets = torch.as_tensor(targets).long().to(device)
     if targets.shape != (count,) or (targets == sources).any():
         raise ValueError(f"targets must be [{count}] classes, none equal to its image's source class")
@@ -115,15 +116,12 @@ def lavan(
     for step in tqdm(range(iterations), desc="LaVAN", unit="step", disable=not progress, leave=False):
         patch.requires_grad_(True)
         adversarial = torch.where(masks, patch, clean)
-        loss = torch.zeros(count, device=device)
+        loss = 0  # summed over the images: each image's gradient is its own loss's
         for _ in range(eot_samples):
-            logits = defended_logits(model, defense, adversarial)
-            loss = (
-                loss
-                + F.cross_entropy(logits, targets, reduction="none")
-                - F.cross_entropy(logits, sources, reduction="none")
-            )
-        (gradient,) = torch.autograd.grad(loss.sum(), patch)
+            logits = model(defense(adversarial))
+            loss += F.cross_entropy(logits, targets, reduction="sum")
+            loss -= F.cross_entropy(logits, sources, reduction="sum")
+        (gradient,) = torch.autograd.grad(loss, patch)
         with torch.no_grad():
             reached = logits.softmax(dim=-1).gather(1, targets[:, None])[:, 0] >= target_confidence
             active &= ~reached

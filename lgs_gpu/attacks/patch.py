@@ -3,9 +3,8 @@ expectation over transformation (EoT).
 
 One square patch for all images, targeted (default: ImageNet class 859, toaster). Each step pastes
 it on every training image at a random location, rotation and scale, and moves it along the sign
-of the averaged gradient of ``CE(target)``. The gradient is taken afresh each step with
-``torch.autograd.grad`` (never accumulated into ``.grad``: a known bug elsewhere lets it pile up
-across steps). At evaluation the patch covers ``area_fraction`` of the image (paper: 10%).
+of the averaged gradient of ``CE(target)``. At evaluation the patch covers ``area_fraction`` of
+the image (paper: 10%).
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..core.patch_geometry import patch_side
 from ..core.validate import as_image_batch, to_unit_float
-from ._loop import check_defense_in_loop, cosine_step, defended_logits
-from .placement import patch_side
+from ._loop import cosine_step, loop_defense
 
 TOASTER = 859
 
@@ -130,7 +129,7 @@ def train_patch(
     count, _, height, width = batch.shape
     if height != width:
         raise ValueError(f"train_patch takes square images. Got {height}x{width}")
-    check_defense_in_loop(defense)
+    defense = loop_defense(defense)
     side = patch_side(height, area_fraction)
     generator = torch.Generator().manual_seed(seed)
     device = batch.device
@@ -143,8 +142,8 @@ def train_patch(
         placement = random_placement(targets.shape[0], height, side, generator, max_rotation, scale_range)
         patch.requires_grad_(True)
         patched, _ = paste(clean[chosen], patch, placement)
-        loss = F.cross_entropy(defended_logits(model, defense, patched), targets)
-        (gradient,) = torch.autograd.grad(loss, patch)  # fresh every step: nothing accumulates
+        loss = F.cross_entropy(model(defense(patched)), targets)
+        (gradient,) = torch.autograd.grad(loss, patch)  # fresh every step: never accumulated into .grad
         with torch.no_grad():
             patch = (patch - cosine_step(step, steps, step_size, final_step_size) * gradient.sign()).clamp(0, 1)
         losses.append(loss.item())

@@ -1,12 +1,8 @@
-"""Where a square patch goes: its side for an area fraction, border-strip locations, masks."""
+"""Where a square patch goes: border-strip locations, validated locations, masks."""
 
 from __future__ import annotations
 
 import torch
-
-from ..core.patch_geometry import patch_side
-
-__all__ = ["border_locations", "check_locations", "patch_side", "square_masks"]
 
 
 def border_locations(

@@ -1,14 +1,17 @@
-"""What every baseline defense shares: the input contract around a batch computation, and checks
-of the parameters with errors that say what is accepted."""
+"""What every baseline defense shares: the input contract around a batch computation, checks of
+the parameters with errors that say what is accepted, scipy's border extension, and the module."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 
 from ..core.tracing import exporting_to_onnx, tracing
+from ..core.transform import ImageDefense, spec_number
 from ..core.validate import as_image_batch, from_unit_float, is_integer, is_real, to_unit_float
 
 
@@ -63,35 +66,43 @@ def odd_window(value: object, name: str = "window") -> int:
     return value
 
 
-ALWAYS_FITS = 15  # windows up to this side are cheap on any image (the paper's are 3 and 5)
-
-
-def largest_window(height: int, width: int) -> int:
-    """The widest window a filter accepts on a ``height x width`` image: ``2 x its larger side + 1``, at least 15.
-
-    Example:
-        >>> largest_window(299, 200), largest_window(2, 2)
-        (599, 15)
-    """
-    return max(2 * max(height, width) + 1, ALWAYS_FITS)
-
-
 def window_fits(window: int, batch: torch.Tensor) -> None:
-    """Refuse a ``window`` wider than :func:`largest_window` of the batch's images (``ValueError``).
+    """Refuse (``ValueError``) a ``window`` wider than ``2 x`` the images' larger side ``+ 1`` (at least 15).
 
-    Past ``2 x the larger side + 1`` the window reaches beyond the image's reflection on both
-    axes: it only repeats pixels, while its cost grows with ``window**2`` (``median:99999`` asked
-    for 120 GB). Not checked while a compiler traces (the sizes are symbolic there).
+    Past that the window reaches beyond the image's reflection on both axes: it only repeats
+    pixels, while its cost grows with ``window**2`` (``median:99999`` asked for 120 GB). Not
+    checked while a compiler traces (the sizes are symbolic there).
     """
     if tracing(batch):
         return
     height, width = batch.shape[-2:]
-    largest = largest_window(height, width)
+    largest = max(2 * max(height, width) + 1, 15)  # windows up to 15 are cheap on any image
     if window > largest:
         raise ValueError(
             f"window {window} is too large for a {height} x {width} image: at most {largest} (2 x its larger side + 1; "
             "a wider window only repeats the image's reflection)"
         )
+
+
+def pad_reflect(x: torch.Tensor, pad: int, dims: tuple[int, ...] = (-2, -1)) -> torch.Tensor:
+    """``x`` extended by ``pad`` on both ends of each of ``dims`` like scipy's ``mode="reflect"``.
+
+    scipy's "reflect" repeats the edge value (``d c b a | a b c d | d c b a``), which ``F.pad``
+    lacks (its "reflect" is scipy's "mirror"); gathering by index also extends an axis shorter
+    than ``pad``, as scipy does.
+
+    Example:
+        >>> pad_reflect(torch.tensor([0, 1, 2]), 2, dims=(-1,)).tolist()
+        [1, 0, 0, 1, 2, 2, 1]
+    """
+    for dim in dims:
+        length = x.shape[dim]
+        # The period as a tensor, not a Python int: for a traced (symbolic) length the ONNX exporter
+        # translates tensor % tensor but not tensor % symbol.
+        period = torch.full((), 2 * length, dtype=torch.long, device=x.device)
+        positions = torch.remainder(torch.arange(-pad, length + pad, device=x.device), period)
+        x = x.index_select(dim, torch.where(positions < length, positions, 2 * length - 1 - positions))
+    return x
 
 
 def positive_real(value: object, name: str, allow_zero: bool = False) -> float:
@@ -104,3 +115,29 @@ def positive_real(value: object, name: str, allow_zero: bool = False) -> float:
     if value != value or abs(value) == math.inf or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {accepted}. Got {value}")
     return value
+
+
+class FunctionDefense(ImageDefense):
+    """A defense module that calls ``_function(x, *arguments)`` with its attributes named in
+    ``_arguments``; its spec gives the first as the main value and the others where they differ
+    from ``__init__``'s defaults."""
+
+    _function: ClassVar[Callable[..., torch.Tensor]]
+    _arguments: ClassVar[tuple[str, ...]]
+
+    @property
+    def spec(self) -> str:
+        main, *keywords = self._arguments
+        defaults = inspect.signature(type(self).__init__).parameters
+        extras = [
+            f"{key}={value if isinstance(value, str) else spec_number(value)}"
+            for key in keywords
+            if (value := getattr(self, key)) != defaults[key].default
+        ]
+        return ",".join([f"{self.name}:{spec_number(getattr(self, main))}", *extras])
+
+    def _defend(self, x: torch.Tensor) -> torch.Tensor:
+        return self._function(x, *[getattr(self, key) for key in self._arguments])
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={getattr(self, key)!r}" for key in self._arguments)

@@ -26,8 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..core.transform import ImageDefense, spec_number
-from ._common import apply_defense, odd_window, positive_real, window_fits
+from ._common import FunctionDefense, apply_defense, odd_window, positive_real, window_fits
 
 PAPER_WINDOWS = (5,)
 STYLES = ("skimage", "textbook")
@@ -97,7 +96,7 @@ def bilateral_filter(
 
     Args:
         x: ``[B, C, H, W]`` or ``[C, H, W]``, float in [0, 1] or uint8; any device.
-        window: odd window side, at most :func:`~lgs_gpu.defenses._common.largest_window` of the image.
+        window: odd window side, at most ``2 x`` the image's larger side ``+ 1`` (or 15).
         sigma_spatial: spatial standard deviation, in pixels.
         sigma_color: colour standard deviation on the [0, 1] scale; ``None`` uses each image's
             standard deviation.
@@ -115,11 +114,13 @@ def bilateral_filter(
     )
 
 
-class BilateralFilter(ImageDefense):
+class BilateralFilter(FunctionDefense):
     """:func:`bilateral_filter` as a module / transform. Example: ``BilateralFilter(5)(torch.rand(1, 3, 8, 8))``."""
 
     name = "bilateral"
     differentiable = True
+    _function = staticmethod(bilateral_filter)
+    _arguments = ("window", "sigma_spatial", "sigma_color", "style")
 
     def __init__(
         self, window: int = 5, sigma_spatial: float = 1.0, sigma_color: float | None = None, style: str = "skimage"
@@ -128,16 +129,3 @@ class BilateralFilter(ImageDefense):
         self.window, self.sigma_spatial, self.sigma_color, self.style = _check(
             window, sigma_spatial, sigma_color, style
         )
-
-    @property
-    def spec(self) -> str:
-        extras = [f"sigma_spatial={spec_number(self.sigma_spatial)}"] if self.sigma_spatial != 1.0 else []
-        extras += [f"sigma_color={spec_number(self.sigma_color)}"] if self.sigma_color is not None else []
-        extras += [f"style={self.style}"] if self.style != "skimage" else []
-        return ",".join([f"bilateral:{self.window}", *extras])
-
-    def _defend(self, x: torch.Tensor) -> torch.Tensor:
-        return bilateral_filter(x, self.window, self.sigma_spatial, self.sigma_color, self.style)
-
-    def extra_repr(self) -> str:
-        return f"window={self.window}, sigma_spatial={self.sigma_spatial}, sigma_color={self.sigma_color}, style={self.style!r}"

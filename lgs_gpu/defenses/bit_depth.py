@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from ..core.transform import ImageDefense
-from ._common import apply_defense, integer_parameter
+from ._common import FunctionDefense, apply_defense, integer_parameter
 
 PAPER_BITS = (1, 2, 3)
-
-
-def _check_bits(bits: object) -> int:
-    return integer_parameter(bits, "bits", 1, 8)
 
 
 def bit_depth(x: torch.Tensor, bits: int = 3) -> torch.Tensor:
@@ -32,26 +27,18 @@ def bit_depth(x: torch.Tensor, bits: int = 3) -> torch.Tensor:
         >>> bit_depth(torch.tensor([[[0.0, 0.2, 0.5, 0.9]]]), bits=1)
         tensor([[[0., 0., 0., 1.]]])
     """
-    levels = 2 ** _check_bits(bits) - 1
+    levels = 2 ** integer_parameter(bits, "bits", 1, 8) - 1
     return apply_defense(x, lambda batch: torch.round(batch * levels) / levels, differentiable=False)
 
 
-class BitDepth(ImageDefense):
+class BitDepth(FunctionDefense):
     """:func:`bit_depth` as a module / transform. Example: ``BitDepth(3)(torch.rand(2, 3, 8, 8))``."""
 
     name = "bitdepth"
     differentiable = False
+    _function = staticmethod(bit_depth)
+    _arguments = ("bits",)
 
     def __init__(self, bits: int = 3) -> None:
         super().__init__()
-        self.bits = _check_bits(bits)
-
-    @property
-    def spec(self) -> str:
-        return f"bitdepth:{self.bits}"
-
-    def _defend(self, x: torch.Tensor) -> torch.Tensor:
-        return bit_depth(x, self.bits)
-
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        self.bits = integer_parameter(bits, "bits", 1, 8)

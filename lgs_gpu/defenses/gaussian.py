@@ -10,43 +10,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..core.transform import ImageDefense, spec_number
-from ._common import apply_defense, odd_window, positive_real, window_fits
-from ._padding import reflect_indices
+from ._common import FunctionDefense, apply_defense, odd_window, pad_reflect, positive_real, window_fits
 
 PAPER_WINDOWS = (5,)
-DEFAULT_SIGMA = 1.0
-
-
-def gaussian_taps(window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The ``window`` normalised 1-D Gaussian taps, computed in float64 like scipy."""
-    offsets = torch.arange(window, dtype=torch.float64) - window // 2
-    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    return (taps / taps.sum()).to(dtype=dtype, device=device)
 
 
 def _gaussian(batch: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
     window_fits(window, batch)
     channels, radius = batch.shape[1], window // 2
-    taps = gaussian_taps(window, sigma, batch.dtype, batch.device)
+    offsets = torch.arange(window, dtype=torch.float64) - radius
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    taps = (taps / taps.sum()).to(batch)  # computed in float64, like scipy
     # Each pass pads only the axis it filters: memory (H + 2r) W + H (W + 2r), not (H + 2r)(W + 2r).
-    tall = batch.index_select(-2, reflect_indices(batch.shape[-2], radius, batch.device))
-    down = F.conv2d(tall, taps.view(1, 1, window, 1).expand(channels, 1, window, 1), groups=channels)
-    wide = down.index_select(-1, reflect_indices(batch.shape[-1], radius, batch.device))
-    return F.conv2d(wide, taps.view(1, 1, 1, window).expand(channels, 1, 1, window), groups=channels)
+    for dim, shape in ((-2, (window, 1)), (-1, (1, window))):
+        padded = pad_reflect(batch, radius, dims=(dim,))
+        batch = F.conv2d(padded, taps.view(1, 1, *shape).expand(channels, 1, *shape), groups=channels)
+    return batch
 
 
 def _check(window: object, sigma: object) -> tuple[int, float]:
     return odd_window(window), positive_real(sigma, "sigma")
 
 
-def gaussian_filter(x: torch.Tensor, window: int = 5, sigma: float = DEFAULT_SIGMA) -> torch.Tensor:
+def gaussian_filter(x: torch.Tensor, window: int = 5, sigma: float = 1.0) -> torch.Tensor:
     """Gaussian blur of each channel with a ``window x window`` kernel of standard deviation ``sigma``.
 
     Args:
         x: ``[B, C, H, W]`` or ``[C, H, W]``, float in [0, 1] or uint8; any device.
         window: odd kernel side (the kernel is truncated at ``window // 2`` pixels), at most
-            :func:`~lgs_gpu.defenses._common.largest_window` of the image.
+            ``2 x`` the image's larger side ``+ 1`` (or 15).
         sigma: standard deviation in pixels.
     Returns:
         Same shape, dtype and device. Differentiable (linear).
@@ -59,22 +51,14 @@ def gaussian_filter(x: torch.Tensor, window: int = 5, sigma: float = DEFAULT_SIG
     return apply_defense(x, lambda batch: _gaussian(batch, window, sigma), differentiable=True)
 
 
-class GaussianFilter(ImageDefense):
+class GaussianFilter(FunctionDefense):
     """:func:`gaussian_filter` as a module / transform. Example: ``GaussianFilter(5)(torch.rand(2, 3, 8, 8))``."""
 
     name = "gaussian"
     differentiable = True
+    _function = staticmethod(gaussian_filter)
+    _arguments = ("window", "sigma")
 
-    def __init__(self, window: int = 5, sigma: float = DEFAULT_SIGMA) -> None:
+    def __init__(self, window: int = 5, sigma: float = 1.0) -> None:
         super().__init__()
         self.window, self.sigma = _check(window, sigma)
-
-    @property
-    def spec(self) -> str:
-        return f"gaussian:{self.window}" + ("" if self.sigma == DEFAULT_SIGMA else f",sigma={spec_number(self.sigma)}")
-
-    def _defend(self, x: torch.Tensor) -> torch.Tensor:
-        return gaussian_filter(x, self.window, self.sigma)
-
-    def extra_repr(self) -> str:
-        return f"window={self.window}, sigma={self.sigma}"

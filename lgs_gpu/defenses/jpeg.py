@@ -11,15 +11,10 @@ from __future__ import annotations
 import torch
 
 from ..core.parameters import OPERATOR_NAMESPACE
-from ..core.transform import ImageDefense
 from ..core.validate import from_unit_float, to_unit_float
-from ._common import apply_defense, integer_parameter, refuse_onnx
+from ._common import FunctionDefense, apply_defense, integer_parameter, refuse_onnx
 
 PAPER_QUALITIES = (80, 60, 40, 30, 20, 10)
-
-
-def _check_quality(quality: object) -> int:
-    return integer_parameter(quality, "quality", 1, 100)
 
 
 def _check_channels(batch: torch.Tensor):
@@ -66,27 +61,19 @@ def jpeg(x: torch.Tensor, quality: int = 30) -> torch.Tensor:
         >>> jpeg(torch.rand(2, 3, 32, 32), quality=30).shape
         torch.Size([2, 3, 32, 32])
     """
-    quality = _check_quality(quality)
+    quality = integer_parameter(quality, "quality", 1, 100)
     refuse_onnx("jpeg", "ONNX has no JPEG encoder or decoder operator")
     return apply_defense(x, lambda batch: _compress(batch, quality), differentiable=False)
 
 
-class JPEG(ImageDefense):
+class JPEG(FunctionDefense):
     """:func:`jpeg` as a module / transform. Example: ``JPEG(30)(torch.rand(2, 3, 32, 32))``."""
 
     name = "jpeg"
     differentiable = False
+    _function = staticmethod(jpeg)
+    _arguments = ("quality",)
 
     def __init__(self, quality: int = 30) -> None:
         super().__init__()
-        self.quality = _check_quality(quality)
-
-    @property
-    def spec(self) -> str:
-        return f"jpeg:{self.quality}"
-
-    def _defend(self, x: torch.Tensor) -> torch.Tensor:
-        return jpeg(x, self.quality)
-
-    def extra_repr(self) -> str:
-        return f"quality={self.quality}"
+        self.quality = integer_parameter(quality, "quality", 1, 100)

@@ -12,35 +12,16 @@ from __future__ import annotations
 import torch
 
 from ..core.tracing import exporting_to_onnx, tracing
-from ..core.transform import ImageDefense
-from ._common import apply_defense, odd_window, window_fits
-from ._padding import pad_reflect
+from ._common import FunctionDefense, apply_defense, odd_window, pad_reflect, window_fits
 
 PAPER_WINDOWS = (3,)
 TILE_VALUES = 1 << 24  # values in one unfolded tile (64 MiB in float32), whatever the window and the batch
 
-# Compare-exchange pairs of a median-of-9 network (Paeth, Graphics Gems, 1990): after these, the
-# element at index 4 is the median of the 9 inputs.
+# Compare-exchange pairs of a median-of-9 network (Paeth, Graphics Gems, 1990): it sorts each row
+# of three, then after the last pair the element at index 4 is the median of the 9 inputs.
 MEDIAN_OF_9_NETWORK = (
-    (1, 2),
-    (4, 5),
-    (7, 8),
-    (0, 1),
-    (3, 4),
-    (6, 7),
-    (1, 2),
-    (4, 5),
-    (7, 8),
-    (0, 3),
-    (5, 8),
-    (4, 7),
-    (3, 6),
-    (1, 4),
-    (2, 5),
-    (4, 7),
-    (4, 2),
-    (6, 4),
-    (4, 2),
+    *((row + low, row + high) for low, high in ((1, 2), (0, 1), (1, 2)) for row in (0, 3, 6)),
+    *((0, 3), (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)),
 )
 
 
@@ -83,7 +64,6 @@ def _median(batch: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def _median_of_stack(padded: torch.Tensor, window: int) -> torch.Tensor:
-    """The median over each ``window x window`` neighbourhood of an already padded block."""
     patches = padded.unfold(-2, window, 1).unfold(-2, window, 1)  # [B, C, h, w, window, window]
     stack = patches.reshape(*patches.shape[:4], window * window)
     if exporting_to_onnx():  # ONNX has no median: the middle of the sorted stack (window**2 is odd), same values
@@ -96,7 +76,7 @@ def median_filter(x: torch.Tensor, window: int = 3) -> torch.Tensor:
 
     Args:
         x: ``[B, C, H, W]`` or ``[C, H, W]``, float in [0, 1] or uint8; any device.
-        window: odd window side, at most :func:`~lgs_gpu.defenses._common.largest_window` of the image.
+        window: odd window side, at most ``2 x`` the image's larger side ``+ 1`` (or 15).
     Returns:
         Same shape, dtype and device. Differentiable (the gradient goes to the selected pixel).
 
@@ -110,22 +90,14 @@ def median_filter(x: torch.Tensor, window: int = 3) -> torch.Tensor:
     return apply_defense(x, lambda batch: _median(batch, window), differentiable=True)
 
 
-class MedianFilter(ImageDefense):
+class MedianFilter(FunctionDefense):
     """:func:`median_filter` as a module / transform. Example: ``MedianFilter(3)(torch.rand(2, 3, 8, 8))``."""
 
     name = "median"
     differentiable = True
+    _function = staticmethod(median_filter)
+    _arguments = ("window",)
 
     def __init__(self, window: int = 3) -> None:
         super().__init__()
         self.window = odd_window(window)
-
-    @property
-    def spec(self) -> str:
-        return f"median:{self.window}"
-
-    def _defend(self, x: torch.Tensor) -> torch.Tensor:
-        return median_filter(x, self.window)
-
-    def extra_repr(self) -> str:
-        return f"window={self.window}"

@@ -212,49 +212,40 @@ def _preset(info: DefenseInfo, model: str, spec: str) -> dict:
 
 
 def _single(spec: str) -> ImageDefense:
-    name, _, rest = spec.partition(":")
-    if "," in name:  # "name,key=value" without a main value
-        name, _, rest = spec.partition(",")
-        rest = "," + rest
+    head, *items = spec.split(",")  # get() has removed all whitespace
+    name, _, main = head.partition(":")
     name, at, model = name.partition("@")
-    if at and not model.strip():
+    if at and not model:
         raise ValueError(f"'@' names a model whose preset to start from, e.g. 'lgs@efficientnet_lite0'. Got {spec!r}")
-    info = _BY_NAME.get(name.strip().lower())
+    info = _BY_NAME.get(name.lower())
     if info is None:
-        raise ValueError(f"unknown defense {name.strip()!r} in spec {spec!r}; accepted: {_accepted_names()}")
+        raise ValueError(f"unknown defense {name!r} in spec {spec!r}; accepted: {_accepted_names()}")
     preset = _preset(info, model, spec) if model else {}
-    items = [item.strip() for item in rest.split(",")] if rest else []
-    positional, keywords = [], {}
-    for index, item in enumerate(items):
-        if index == 0 and not item:  # "name,key=value": no main value
-            continue
+    accepted = "; ".join(f"{k}: {v}" for k, v in info.parameters.items())
+    keywords = {}
+    for index, item in enumerate([main, *items]):  # main may be a key=value too, or empty
         if "=" in item:
             key, _, value = item.partition("=")
-            key = key.strip()
             if key not in info.parameters:
                 raise ValueError(
-                    f"{info.name} has no parameter {key!r} (in {spec!r}); accepted: "
-                    + "; ".join(f"{k}: {v}" for k, v in info.parameters.items())
+                    f"{info.name} has no parameter {key!r} (in {spec!r}); accepted: {accepted}"
                     if info.parameters
                     else f"{info.name} takes no parameters. Got {spec!r}"
                 )
             if key in keywords:
                 raise ValueError(f"{key} given twice in {spec!r}: give each parameter once")
-            keywords[key] = _convert(value.strip())
-        elif index == 0:
-            positional.append(_convert(item))
-        else:
+            keywords[key] = _convert(value)
+        elif index > 0:
             raise ValueError(f"expected key=value after the first parameter in {spec!r}. Got {item!r}")
-    if positional and info.main_parameter is None:
-        raise ValueError(f"{info.name} takes no parameters. Got {spec!r}")
-    if positional:
+    if main and "=" not in main:
+        if info.main_parameter is None:
+            raise ValueError(f"{info.name} takes no parameters. Got {spec!r}")
         if info.main_parameter in keywords:
             raise ValueError(f"{info.main_parameter} given twice in {spec!r}")
-        keywords[info.main_parameter] = positional[0]
+        keywords[info.main_parameter] = _convert(main)
     try:
         return info.factory(**{**preset, **keywords})
     except (TypeError, ValueError) as error:
-        accepted = "; ".join(f"{k}: {v}" for k, v in info.parameters.items())
         raise ValueError(f"bad parameters for {info.name} in {spec!r}: {error}. Accepted: {accepted}") from error
 
 

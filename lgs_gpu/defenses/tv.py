@@ -23,30 +23,11 @@ from __future__ import annotations
 import torch
 
 from ..core.parameters import OPERATOR_NAMESPACE
-from ..core.transform import ImageDefense, spec_number
-from ._common import apply_defense, integer_parameter, positive_real, refuse_onnx
+from ._common import FunctionDefense, apply_defense, integer_parameter, positive_real, refuse_onnx
 
 PAPER_WEIGHTS = (10, 20, 30)
 DEFAULT_MAX_ITERATIONS = 100
 DEFAULT_TOLERANCE = 1e-3
-
-
-def _frame(f: torch.Tensor) -> torch.Tensor:
-    """``[B, C, H + 2, W + 2]``: ``f`` inside scikit-image's fixed border (corners 0, never read)."""
-    height, width = f.shape[-2:]
-    framed = f.new_zeros((*f.shape[:2], height + 2, width + 2))
-    framed[..., 1:-1, 1:-1] = f
-    framed[..., 0, 1:-1] = f[..., min(1, height - 1), :]
-    framed[..., -1, 1:-1] = f[..., height - 1, :]
-    framed[..., 1:-1, 0] = f[..., :, min(1, width - 1)]
-    framed[..., 1:-1, -1] = f[..., :, width - 1]
-    return framed
-
-
-def _checkerboard(height: int, width: int, device: torch.device) -> torch.Tensor:
-    rows = torch.arange(height, device=device)[:, None]
-    cols = torch.arange(width, device=device)[None, :]
-    return (rows + cols) % 2 == 0
 
 
 # An operator, so that tracers keep it as one opaque node: its loop stops on the data (each
@@ -56,11 +37,15 @@ def _tv_bregman(f: torch.Tensor, weight: float, max_iterations: int, tolerance: 
     height, width = f.shape[-2:]
     lam = 2 * weight
     norm = weight + 4 * lam
-    u = _frame(f)
+    # f inside scikit-image's fixed border: row/column 1 at the top/left, the last at the bottom/right
+    # (the corners, never read, are whatever the indexing gives).
+    rows = [min(1, height - 1), *range(height), height - 1]
+    cols = [min(1, width - 1), *range(width), width - 1]
+    u = f[..., rows, :][..., cols].contiguous()
     # d and b live on the same framed grid; their frame stays 0, as in scikit-image
     dx, dy, bx, by = (torch.zeros_like(u) for _ in range(4))
     inner = (..., slice(1, -1), slice(1, -1))
-    red = _checkerboard(height, width, f.device)
+    red = (torch.arange(height, device=f.device)[:, None] + torch.arange(width, device=f.device)) % 2 == 0
     active = torch.ones(f.shape[:2] + (1, 1), dtype=torch.bool, device=f.device)  # per image and channel
     for _ in range(max_iterations):
         previous = u[inner].clone()
@@ -135,26 +120,16 @@ def tv_bregman(
     return apply_defense(x, lambda batch: _tv_bregman(batch, weight, max_iterations, tolerance), differentiable=False)
 
 
-class TVBregman(ImageDefense):
+class TVBregman(FunctionDefense):
     """:func:`tv_bregman` as a module / transform. Example: ``TVBregman(10)(torch.rand(1, 3, 16, 16))``."""
 
     name = "tvm"
     differentiable = False
+    _function = staticmethod(tv_bregman)
+    _arguments = ("weight", "max_iterations", "tolerance")
 
     def __init__(
         self, weight: float = 10.0, max_iterations: int = DEFAULT_MAX_ITERATIONS, tolerance: float = DEFAULT_TOLERANCE
     ) -> None:
         super().__init__()
         self.weight, self.max_iterations, self.tolerance = _check(weight, max_iterations, tolerance)
-
-    @property
-    def spec(self) -> str:
-        extras = [f"max_iterations={self.max_iterations}"] if self.max_iterations != DEFAULT_MAX_ITERATIONS else []
-        extras += [f"tolerance={spec_number(self.tolerance)}"] if self.tolerance != DEFAULT_TOLERANCE else []
-        return ",".join([f"tvm:{spec_number(self.weight)}", *extras])
-
-    def _defend(self, x: torch.Tensor) -> torch.Tensor:
-        return tv_bregman(x, self.weight, self.max_iterations, self.tolerance)
-
-    def extra_repr(self) -> str:
-        return f"weight={self.weight}, max_iterations={self.max_iterations}, tolerance={self.tolerance}"
