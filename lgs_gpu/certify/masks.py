@@ -16,6 +16,7 @@ along it, and :func:`mask_set` warns.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
@@ -94,25 +95,6 @@ def _pair(value: object, name: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def patch_dimensions(
-    image_size: int | tuple[int, int], patch_size: int | tuple[int, int] | None, patch_fraction: float | None
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``((H, W), (patch height, patch width))`` from a patch size or an area fraction (2% by default)."""
-    height, width = _pair(image_size, "image_size")
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be >= 1 along both axes. Got {(height, width)}")
-    if patch_size is not None and patch_fraction is not None:
-        raise ValueError("give patch_size or patch_fraction, not both")
-    if patch_size is None:
-        fraction = 0.02 if patch_fraction is None else patch_fraction
-        return (height, width), (patch_side(height, fraction), patch_side(width, fraction))
-    patch = _pair(patch_size, "patch_size")
-    for side, length, axis in ((patch[0], height, "height"), (patch[1], width, "width")):
-        if not 1 <= side <= length:
-            raise ValueError(f"the patch {axis} must be in 1..{length} (the image {axis}). Got {side}")
-    return (height, width), patch
-
-
 def mask_geometry(
     image_size: int | tuple[int, int],
     patch_size: int | tuple[int, int] | None = None,
@@ -127,24 +109,22 @@ def mask_geometry(
         >>> geometry.count, geometry.mask_size, geometry.stride
         (36, (64, 64), (33, 33))
     """
-    (height, width), (patch_height, patch_width) = patch_dimensions(image_size, patch_size, patch_fraction)
+    height, width = _pair(image_size, "image_size")
+    if height < 1 or width < 1:
+        raise ValueError(f"image_size must be >= 1 along both axes. Got {(height, width)}")
+    if patch_size is not None and patch_fraction is not None:
+        raise ValueError("give patch_size or patch_fraction, not both")
+    if patch_size is None:
+        fraction = 0.02 if patch_fraction is None else patch_fraction
+        patch = patch_side(height, fraction), patch_side(width, fraction)
+    else:
+        patch = _pair(patch_size, "patch_size")
+        for side, length, axis in ((patch[0], height, "height"), (patch[1], width, "width")):
+            if not 1 <= side <= length:
+                raise ValueError(f"the patch {axis} must be in 1..{length} (the image {axis}). Got {side}")
     if not is_integer(masks_per_axis) or masks_per_axis < 1:
         raise ValueError(f"masks_per_axis must be an int >= 1. Got {masks_per_axis!r}")
-    return MaskGeometry(
-        axis_masks(height, patch_height, masks_per_axis), axis_masks(width, patch_width, masks_per_axis)
-    )
-
-
-def masks_of(geometry: MaskGeometry, device: torch.device | str | None = None) -> torch.Tensor:
-    """``[K, H, W]`` boolean masks (True = covered) of a geometry, row-major over (row, column) offsets."""
-    rows = torch.arange(geometry.rows.length, device=device)
-    cols = torch.arange(geometry.cols.length, device=device)
-    row_offsets = torch.tensor(geometry.rows.offsets, device=device)
-    col_offsets = torch.tensor(geometry.cols.offsets, device=device)
-    in_rows = (rows >= row_offsets[:, None]) & (rows < row_offsets[:, None] + geometry.rows.size)  # [R, H]
-    in_cols = (cols >= col_offsets[:, None]) & (cols < col_offsets[:, None] + geometry.cols.size)  # [C, W]
-    masks = in_rows[:, None, :, None] & in_cols[None, :, None, :]  # [R, C, H, W]
-    return masks.reshape(-1, geometry.rows.length, geometry.cols.length)
+    return MaskGeometry(axis_masks(height, patch[0], masks_per_axis), axis_masks(width, patch[1], masks_per_axis))
 
 
 def mask_set(
@@ -178,4 +158,8 @@ def mask_set(
             "image: the certificate is then about a blank image along it (use a smaller patch or more masks)",
             stacklevel=2,
         )
-    return masks_of(geometry, device)
+    rows, cols = geometry.rows, geometry.cols
+    masks = torch.zeros(geometry.count, rows.length, cols.length, dtype=torch.bool, device=device)
+    for index, (top, left) in enumerate(itertools.product(rows.offsets, cols.offsets)):  # row-major
+        masks[index, top : top + rows.size, left : left + cols.size] = True
+    return masks

@@ -15,6 +15,7 @@ maximum, so a patch anywhere could change pixels outside the mask that hides it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import torch
@@ -25,13 +26,12 @@ from .double_masking import PatchCleanser
 NAMES = ("patchcleanser", "pc")
 
 
-def _parts(spec: str) -> list[str]:
-    return [part for part in "".join(spec.split()).lower().replace("@", "|").replace("+", "|").split("|") if part]
-
-
 def is_spec(spec: str) -> bool:
     """Whether a spec string names PatchCleanser anywhere (so it needs the model, not just images)."""
-    return isinstance(spec, str) and any(part.split(":")[0].split(",")[0] in NAMES for part in _parts(spec))
+    if not isinstance(spec, str):
+        return False
+    parts = re.split(r"[@|+]", "".join(spec.split()).lower())
+    return any(re.split("[:,]", part)[0] in NAMES for part in parts)
 
 
 def parse_spec(spec: str) -> dict:
@@ -41,23 +41,18 @@ def parse_spec(spec: str) -> dict:
         >>> parse_spec("pc:2%,masks=4@lgs:1.5")
         {'patch_fraction': 0.02, 'masks_per_axis': 4, 'defense': 'lgs:1.5'}
     """
-    text = "".join(spec.split())
-    head, _, defense = text.partition("@")
+    head, _, defense = "".join(spec.split()).partition("@")
     if any(separator in head for separator in "|+"):
         raise ValueError(
             f"PatchCleanser must see the image first (mask -> defense -> model) to keep its certificate; "
             f"write the defense after '@', e.g. 'patchcleanser:2%@lgs:2.3'. Got {spec!r}"
         )
-    name, _, rest = head.partition(":")
-    if "," in name:
-        name, _, rest = head.partition(",")
-        rest = "," + rest
+    name, rest = re.fullmatch(r"([^:,]*):?(.*)", head).groups()  # "pc:2%,masks=4" or "pc,masks=4"
     if name.lower() not in NAMES:
         raise ValueError(f"a PatchCleanser spec starts with {' or '.join(NAMES)}. Got {spec!r}")
-    items = rest.split(",") if rest else []
     options: dict = {"masks_per_axis": 6}
     accepted = "a size (2% or 0.02), masks=K, patch=PIXELS"
-    for index, item in enumerate(items):
+    for index, item in enumerate(rest.split(",")):
         if not item:
             continue
         key, equals, value = item.partition("=")
@@ -117,19 +112,14 @@ class RandomMask(nn.Module):
     """
 
     differentiable = True
+    spec = "random-mask"
 
     def __init__(self, cleanser: PatchCleanser, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.cleanser = cleanser
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
-    @property
-    def spec(self) -> str:
-        return "random-mask"
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         masks = self.cleanser.masks_for(x.shape[-2], x.shape[-1], x.device)
         choice = torch.randint(0, masks.shape[0], (x.shape[0],), generator=self.generator).to(x.device)
-        value = self.cleanser.mask_value.to(x.device, x.dtype).view(1, -1, 1, 1)
-        masked = torch.where(masks[choice][:, None], value, x)
-        return masked if self.cleanser.defense is None else self.cleanser.defense(masked)
+        return self.cleanser._masked(x, masks[choice])

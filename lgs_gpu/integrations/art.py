@@ -4,23 +4,11 @@
 is an ``art.defences.preprocessor.PreprocessorPyTorch``: give it to an ART PyTorch estimator as
 ``preprocessing_defences=[...]`` and ART's attacks meet the defense, batched, on CPU or CUDA.
 
-How ART differentiates through a preprocessor (ART 1.20.1 source, ``art/``):
-
-* When every preprocessing step is a ``PreprocessorPyTorch`` (the usual case: a tuple
-  ``preprocessing`` becomes ``StandardisationMeanStdPyTorch``), ``PyTorchClassifier.loss_gradient``
-  and ``class_gradient`` (``estimators/classification/pytorch.py`` lines 824 and 625) and the
-  framework attacks (``AdversarialPatchPyTorch`` through ``_predict_framework``, line 356) run
-  ``_apply_preprocessing(..., no_grad=False)`` (``estimators/pytorch.py`` lines 178-193), which
-  calls each step's :meth:`forward` under autograd: the gradient is torch autograd's through
-  ``forward``. ``estimate_forward`` is not called there (ART issue #1526).
-* Otherwise (e.g. a numpy ``StandardisationMeanStd`` object as ``preprocessing``) ART calls
-  ``forward`` under ``no_grad`` and then ``estimate_gradient`` (``estimators/pytorch.py`` lines
-  269-280), which ART implements (``defences/preprocessor/preprocessor.py`` lines 213-243) by
-  backpropagating through ``estimate_forward``; some estimators (randomized smoothing) reach
-  ``estimate_forward`` directly (``estimators/pytorch.py`` lines 248-262).
-
-So the gradient choice lives in :meth:`ARTPreprocessor.forward` itself, and ``estimate_forward``
-and ``estimate_gradient`` go through it: every route gives the gradient asked for.
+ART (1.20) differentiates through a preprocessor by one of two routes: autograd through
+:meth:`~ARTPreprocessor.forward` when every preprocessing step is a ``PreprocessorPyTorch`` (the
+usual case; ``estimate_forward`` is then not called, ART issue #1526), or ``estimate_gradient``,
+which backpropagates through ``estimate_forward``. So the gradient choice lives in ``forward``
+itself and ``estimate_forward`` goes through it: every route gives the gradient asked for.
 
 * ``gradient="exact"`` (default): the defense under autograd (LGS's ``backend="auto"`` picks the
   differentiable torch path when the input requires grad, Triton on CUDA otherwise). Refused
@@ -73,9 +61,7 @@ __all__ = ["GRADIENTS", "MINIMUM_ART_VERSION", "ARTPreprocessor"]
 
 GRADIENTS = ("exact", "bpda")
 MINIMUM_ART_VERSION = (1, 20)
-_BACKENDS_WITHOUT_BACKWARD = ("triton", "compiled")
-_INSTALLED = tuple(int(part) for part in re.findall(r"\d+", art.__version__)[:2])
-if _INSTALLED < MINIMUM_ART_VERSION:
+if tuple(int(part) for part in re.findall(r"\d+", art.__version__)[:2]) < MINIMUM_ART_VERSION:
     raise ImportError(
         f"lgs_gpu.integrations.art needs adversarial-robustness-toolbox >= 1.20. Got {art.__version__}: "
         "pip install -U lgs-gpu[art]"
@@ -116,37 +102,9 @@ def _why_not_differentiable(defense: ImageDefense) -> str | None:
     if not defense.differentiable:
         return "it is not differentiable (no gradient through JPEG, TV, bit depth, or a chain holding one)"
     for module in defense.modules():
-        if isinstance(module, LocalGradientsSmoothing) and module.backend in _BACKENDS_WITHOUT_BACKWARD:
+        if isinstance(module, LocalGradientsSmoothing) and module.backend in ("triton", "compiled"):
             return f"its LGS runs on backend={module.backend!r}, which has no backward pass (use 'auto' or 'torch')"
     return None
-
-
-def _check_gradient(gradient: Any, defense: ImageDefense) -> str:
-    if not isinstance(gradient, str) or gradient.lower() not in GRADIENTS:
-        raise ValueError(f"gradient must be one of {', '.join(map(repr, GRADIENTS))}. Got {gradient!r}")
-    gradient = gradient.lower()
-    reason = _why_not_differentiable(defense) if gradient == "exact" else None
-    if reason is not None:
-        raise ValueError(
-            f"gradient='exact' through {_describe(defense)!r}: {reason}. Use gradient='bpda' (the defense's output "
-            "with the identity's gradient)"
-        )
-    return gradient
-
-
-def _check_clip_values(clip_values: Any) -> tuple[float, float]:
-    accepted = "(low, high): two finite real numbers with low < high, e.g. (0, 1) or (0, 255)"
-    try:
-        low, high = clip_values
-    except (TypeError, ValueError):
-        raise ValueError(f"clip_values must be {accepted}. Got {clip_values!r}") from None
-    for value in (low, high):
-        if not is_real(value):
-            raise TypeError(f"clip_values must be {accepted} (one bound for all pixels). Got {clip_values!r}")
-    low, high = float(low), float(high)
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"clip_values must be {accepted}. Got {clip_values!r}")
-    return low, high
 
 
 class ARTPreprocessor(PreprocessorPyTorch):
@@ -191,8 +149,26 @@ class ARTPreprocessor(PreprocessorPyTorch):
 
     def _check_params(self) -> None:
         """Validate (and normalise) ``gradient`` and ``clip_values``; ART's ``set_params`` calls it."""
-        self.gradient = _check_gradient(self.gradient, self.defense)
-        self.clip_values = _check_clip_values(self.clip_values)
+        gradient, clip_values = self.gradient, self.clip_values
+        if not isinstance(gradient, str) or gradient.lower() not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {', '.join(map(repr, GRADIENTS))}. Got {gradient!r}")
+        reason = _why_not_differentiable(self.defense) if gradient.lower() == "exact" else None
+        if reason is not None:
+            raise ValueError(
+                f"gradient='exact' through {_describe(self.defense)!r}: {reason}. Use gradient='bpda' (the defense's "
+                "output with the identity's gradient)"
+            )
+        self.gradient = gradient.lower()
+        accepted = "(low, high): two finite real numbers with low < high, e.g. (0, 1) or (0, 255)"
+        try:
+            low, high = clip_values
+        except (TypeError, ValueError):
+            raise ValueError(f"clip_values must be {accepted}. Got {clip_values!r}") from None
+        if not (is_real(low) and is_real(high)):
+            raise TypeError(f"clip_values must be {accepted} (one bound for all pixels). Got {clip_values!r}")
+        if not -math.inf < float(low) < float(high) < math.inf:
+            raise ValueError(f"clip_values must be {accepted}. Got {clip_values!r}")
+        self.clip_values = float(low), float(high)
 
     def _defend(self, x: torch.Tensor) -> torch.Tensor:
         """The defense on ``x`` given on the ``clip_values`` scale (to [0, 1] and back)."""
@@ -205,8 +181,7 @@ class ARTPreprocessor(PreprocessorPyTorch):
         """Defend ``x`` (``[B, C, H, W]`` floats on the ``clip_values`` scale); ``y`` passes through.
 
         Under autograd the output carries the gradient chosen at construction: the defense's own
-        (``"exact"``) or the identity (``"bpda"``). ART's PyTorch estimators differentiate
-        through this method.
+        (``"exact"``) or the identity (``"bpda"``).
         """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"forward takes a torch.Tensor [B, C, H, W]. Got {type(x).__name__}")
