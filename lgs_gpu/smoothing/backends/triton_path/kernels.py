@@ -64,16 +64,18 @@ PREFETCH_ROWS = 2
 
 
 @triton.jit
-def _load_row(row_ptr, centre, left, right, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+def _load_row(row_ptr, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
     """One row of one channel at each lane's ``c - 1``, ``c`` and ``c + 1`` (all in bounds: no mask).
 
-    ``left`` / ``right`` are steps from the lane's ``centre`` offset: scalars in strips off the
-    image's border (so the three loads share one address register), per lane where clamped.
-    Converted on load, so that the walk carries 32-bit floats: uint8 by its bits (``v | 2**23``
-    as float32 is ``2**23 + v``: one logic op and one add, not the slow integer-to-float unit);
-    uint8 values stay integers in float32, and so do their Sobel sums and squares (below 2**24),
-    so that arithmetic is exact. (Written out inline: the interpreter pays for every nested call.)
+    ``offsets`` is ``(left, centre, right)`` of :func:`_column_offsets`: ``left`` / ``right`` are steps
+    from the lane's ``centre`` offset, scalars in strips off the image's border (so the three loads
+    share one address register), per lane where clamped. Converted on load, so that the walk carries
+    32-bit floats: uint8 by its bits (``v | 2**23`` as float32 is ``2**23 + v``: one logic op and one
+    add, not the slow integer-to-float unit); uint8 values stay integers in float32, and so do their
+    Sobel sums and squares (below 2**24), so that arithmetic is exact. (Written out inline: the
+    interpreter pays for every nested call.)
     """
+    left, centre, right = offsets
     lane_ptr = row_ptr + centre
     low, mid, high = tl.load(lane_ptr + left), tl.load(lane_ptr), tl.load(lane_ptr + right)
     if IS_UINT8:
@@ -102,73 +104,46 @@ def _squared_sobel(up_difference, difference, down_difference, up_smoothing, dow
 
 
 @triton.jit
-def _start_channel(plane, up, mid, down, after, left, centre, right, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
-    """The walk's state for one channel at its first row: rows up and mid as terms, rows down and the
-    one after it loaded."""
-    low, middle, high = _load_row(plane + up, centre, left, right, IS_UINT8, COMPUTE_F64)
+def _start_channel(plane, rows, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+    """The walk's state for one channel at its first row, from the offsets ``rows = (up, mid, down, after)``:
+    rows up and mid as terms, rows down and the one after it loaded."""
+    up, mid, down, after = rows
+    low, middle, high = _load_row(plane + up, offsets, IS_UINT8, COMPUTE_F64)
     up_d, up_s, _ = _terms(low, middle, high)
-    low, middle, high = _load_row(plane + mid, centre, left, right, IS_UINT8, COMPUTE_F64)
+    low, middle, high = _load_row(plane + mid, offsets, IS_UINT8, COMPUTE_F64)
     d, s, x = _terms(low, middle, high)
-    low, middle, high = _load_row(plane + down, centre, left, right, IS_UINT8, COMPUTE_F64)
-    next_low, next_middle, next_high = _load_row(plane + after, centre, left, right, IS_UINT8, COMPUTE_F64)
+    low, middle, high = _load_row(plane + down, offsets, IS_UINT8, COMPUTE_F64)
+    next_low, next_middle, next_high = _load_row(plane + after, offsets, IS_UINT8, COMPUTE_F64)
     return up_d, up_s, d, s, x, low, middle, high, next_low, next_middle, next_high
 
 
 @triton.jit
-def _step_channel(
-    plane,
-    ahead,
-    left,
-    centre,
-    right,
-    up_d,
-    up_s,
-    d,
-    s,
-    low,
-    middle,
-    high,
-    next_low,
-    next_middle,
-    next_high,
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
-):
-    """One row step of one channel: ``Sx² + Sy²`` of the current row, and the state one row down.
+def _step_channel(plane, ahead, offsets, state, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+    """One row step of one channel: ``Sx² + Sy²`` of the current row, its values, and the state one row down.
 
     The row below arrived as loads (``low, middle, high``, issued two steps earlier) and the one
     after it is on its way (``next_*``); the row two below (offset ``ahead``) is loaded now, so each
     load has two whole steps to arrive and a warp keeps two rows in flight. (The terms and Sobel
     sums of :func:`_terms` / :func:`_squared_sobel`, written out: this runs per row.)
     """
+    up_d, up_s, d, s, x, low, middle, high, next_low, next_middle, next_high = state
     down_d, down_s, down_x = high - low, low + 2 * middle + high, middle
-    ahead_low, ahead_middle, ahead_high = _load_row(plane + ahead, centre, left, right, IS_UINT8, COMPUTE_F64)
+    ahead_low, ahead_middle, ahead_high = _load_row(plane + ahead, offsets, IS_UINT8, COMPUTE_F64)
     sobel_x = up_d + 2 * d + down_d
     sobel_y = down_s - up_s
     squares = sobel_x * sobel_x + sobel_y * sobel_y
-    return squares, d, s, down_d, down_s, down_x, next_low, next_middle, next_high, ahead_low, ahead_middle, ahead_high
+    stepped = (d, s, down_d, down_s, down_x, next_low, next_middle, next_high, ahead_low, ahead_middle, ahead_high)
+    return squares, x, stepped
 
 
 @triton.jit
 def _start_walk(
-    image_ptr,
-    stride_c,
-    up,
-    mid,
-    down,
-    after,
-    left,
-    centre,
-    right,
-    CHANNELS: tl.constexpr,
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
+    image_ptr, stride_c, rows, offsets, CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr
 ):
     """The carried walk's state at its first row: a tuple with each channel's :func:`_start_channel`."""
     states = ()
     for channel in tl.static_range(CHANNELS):
-        plane = image_ptr + channel * stride_c
-        states = states + (_start_channel(plane, up, mid, down, after, left, centre, right, IS_UINT8, COMPUTE_F64),)
+        states = states + (_start_channel(image_ptr + channel * stride_c, rows, offsets, IS_UINT8, COMPUTE_F64),)
     return states
 
 
@@ -177,9 +152,7 @@ def _step_walk(
     image_ptr,
     stride_c,
     ahead,
-    left,
-    centre,
-    right,
+    offsets,
     states,
     CHANNELS: tl.constexpr,
     IS_UINT8: tl.constexpr,
@@ -190,63 +163,33 @@ def _step_walk(
     stepped = ()
     centres = ()
     for channel in tl.static_range(CHANNELS):
-        up_d, up_s, d, s, x, low, middle, high, next_low, next_middle, next_high = states[channel]
-        more, up_d, up_s, d, s, down_x, low, middle, high, next_low, next_middle, next_high = _step_channel(
-            image_ptr + channel * stride_c,
-            ahead,
-            left,
-            centre,
-            right,
-            up_d,
-            up_s,
-            d,
-            s,
-            low,
-            middle,
-            high,
-            next_low,
-            next_middle,
-            next_high,
-            IS_UINT8,
-            COMPUTE_F64,
-        )
+        plane = image_ptr + channel * stride_c
+        more, x, state = _step_channel(plane, ahead, offsets, states[channel], IS_UINT8, COMPUTE_F64)
         if channel == 0:
             squares = more
         else:
             squares += more
         centres = centres + (x,)
-        stepped = stepped + ((up_d, up_s, d, s, down_x, low, middle, high, next_low, next_middle, next_high),)
+        stepped = stepped + (state,)
     return squares, centres, stepped
 
 
 @triton.jit
-def _reloaded_squares(
-    image_ptr,
-    row,
-    channels,
-    height,
-    stride_c,
-    stride_h,
-    left,
-    centre,
-    right,
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
-    WIDE: tl.constexpr,
-):
+def _reloaded_squares(image, row, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr):
     """``Σ_c (Sx² + Sy²)`` of row ``row`` for any number of channels, loading its three rows anew."""
+    image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
     index_type = tl.int64 if WIDE else tl.int32
     up = tl.cast(tl.maximum(row - 1, 0), index_type) * stride_h
     mid = tl.cast(row, index_type) * stride_h
     down = tl.cast(tl.minimum(row + 1, height - 1), index_type) * stride_h
-    squares = tl.zeros(centre.shape, dtype=tl.float64 if COMPUTE_F64 else tl.float32)
+    squares = tl.zeros(offsets[1].shape, dtype=tl.float64 if COMPUTE_F64 else tl.float32)
     for channel in range(channels):  # report: channels
         plane = image_ptr + tl.cast(channel, index_type) * stride_c
-        low, middle, high = _load_row(plane + up, centre, left, right, IS_UINT8, COMPUTE_F64)
+        low, middle, high = _load_row(plane + up, offsets, IS_UINT8, COMPUTE_F64)
         up_d, up_s, _ = _terms(low, middle, high)
-        low, middle, high = _load_row(plane + mid, centre, left, right, IS_UINT8, COMPUTE_F64)
+        low, middle, high = _load_row(plane + mid, offsets, IS_UINT8, COMPUTE_F64)
         mid_d, _, _ = _terms(low, middle, high)
-        low, middle, high = _load_row(plane + down, centre, left, right, IS_UINT8, COMPUTE_F64)
+        low, middle, high = _load_row(plane + down, offsets, IS_UINT8, COMPUTE_F64)
         down_d, down_s, _ = _terms(low, middle, high)
         # Per channel to float: an integer sum over many channels could overflow int32.
         squares += _squared_sobel(up_d, mid_d, down_d, up_s, down_s).to(squares.dtype)
@@ -255,42 +198,26 @@ def _reloaded_squares(
 
 @triton.jit
 def _begin_walk(
-    image_ptr,
-    top,
-    height,
-    stride_c,
-    stride_h,
-    left,
-    centre,
-    right,
-    CHANNELS: tl.constexpr,
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
-    WIDE: tl.constexpr,
+    image, top, offsets, CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr
 ):
     """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, ``top + 1`` and ``top + 2``
     loaded (an empty tuple for images with more than MAX_CARRIED_CHANNELS channels, which reload their
-    rows)."""
+    rows). ``image`` is ``(pointer, channels, height, width, stride_c, stride_h, stride_w)``."""
+    image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     up = tl.cast(tl.maximum(top - 1, 0), index_type) * stride_h
     mid = tl.cast(top, index_type) * stride_h
     down = tl.cast(tl.minimum(top + 1, height - 1), index_type) * stride_h
     after = tl.cast(tl.minimum(top + 2, height - 1), index_type) * stride_h
-    return _start_walk(image_ptr, stride_c, up, mid, down, after, left, centre, right, CHANNELS, IS_UINT8, COMPUTE_F64)
+    return _start_walk(image_ptr, stride_c, (up, mid, down, after), offsets, CHANNELS, IS_UINT8, COMPUTE_F64)
 
 
 @triton.jit
 def _walk_row(
-    image_ptr,
+    image,
     row,
     states,
-    channels,
-    height,
-    stride_c,
-    stride_h,
-    left,
-    centre,
-    right,
+    offsets,
     CHANNELS: tl.constexpr,
     IS_UINT8: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
@@ -298,21 +225,18 @@ def _walk_row(
 ):
     """``m`` of row ``row`` (eq. 5; uint8 in units of 1/255, which the normalisation does not see), the
     row's values of each carried channel (for the output), and the walk's state one row down."""
+    image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
     if CHANNELS > 0:
         ahead = tl.cast(tl.minimum(row + 3, height - 1), index_type) * stride_h  # row + 1 + PREFETCH_ROWS
         squares, centres, states = _step_walk(
-            image_ptr, stride_c, ahead, left, centre, right, states, CHANNELS, IS_UINT8, COMPUTE_F64
+            image_ptr, stride_c, ahead, offsets, states, CHANNELS, IS_UINT8, COMPUTE_F64
         )
         magnitude = tl.sqrt(squares.to(accumulate))
     else:
         centres = ()
-        magnitude = tl.sqrt(
-            _reloaded_squares(
-                image_ptr, row, channels, height, stride_c, stride_h, left, centre, right, IS_UINT8, COMPUTE_F64, WIDE
-            )
-        )
+        magnitude = tl.sqrt(_reloaded_squares(image, row, offsets, IS_UINT8, COMPUTE_F64, WIDE))
     return magnitude, centres, states
 
 
@@ -375,20 +299,9 @@ def _run_boundary(next_start, next_end, bottom, height, n_windows, extent, step,
 
 @triton.jit
 def _statistics_walk(
-    image_ptr,
-    cols,
-    lane,
-    top,
-    bottom,
-    channels,
-    height,
-    width,
-    stride_c,
-    stride_h,
-    stride_w,
-    n_row_windows,
-    row_extent,
-    row_last_start,
+    image,
+    tile,
+    row_windows,
     STEP: tl.constexpr,
     CHANNELS: tl.constexpr,
     IS_UINT8: tl.constexpr,
@@ -398,10 +311,17 @@ def _statistics_walk(
     ROW_SLOTS: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
-    """Walk one tile's rows: per row window (slot), the per-lane sums of ``m``; and the lanes' min / max of ``m``."""
+    """Walk one tile's rows: per row window (slot), the per-lane sums of ``m``; and the lanes' min / max of ``m``.
+
+    ``image``: see :func:`_begin_walk`; ``tile``: ``(cols, lane, top, bottom)``; ``row_windows``:
+    ``(n_row_windows, row_extent, row_last_start)``.
+    """
+    image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
+    cols, lane, top, bottom = tile
+    n_row_windows, row_extent, row_last_start = row_windows
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
-    left, centre, right = _column_offsets(cols, width, stride_w, CLAMPED, index_type)
+    offsets = _column_offsets(cols, width, stride_w, CLAMPED, index_type)
     # Windows [next_end, next_start) cover the current run of rows; slot k is window first + k.
     first = _first_covering(top, row_extent, STEP, n_row_windows)
     next_end = first
@@ -414,26 +334,9 @@ def _statistics_walk(
     column_sums = tl.zeros([ROW_SLOTS, BLOCK_W], dtype=accumulate)
     lowest = tl.full([BLOCK_W], float("inf"), dtype=accumulate)
     highest = tl.full([BLOCK_W], float("-inf"), dtype=accumulate)
-    states = _begin_walk(
-        image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE
-    )
+    states = _begin_walk(image, top, offsets, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
     for row in range(top, bottom):  # report: walk
-        magnitude, _, states = _walk_row(
-            image_ptr,
-            row,
-            states,
-            channels,
-            height,
-            stride_c,
-            stride_h,
-            left,
-            centre,
-            right,
-            CHANNELS,
-            IS_UINT8,
-            COMPUTE_F64,
-            WIDE,
-        )
+        magnitude, _, states = _walk_row(image, row, states, offsets, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
         # min / max propagating NaN (as torch.amin / amax); lanes past the image read its last
         # column: keep them out of the range.
         if CLAMPED:
@@ -486,63 +389,23 @@ def _statistics_kernel(
 ):
     tile = tl.program_id(0)
     image = tl.program_id(1).to(tl.int64)
-    image_ptr = x_ptr + image * stride_b
     band = tile // n_strips
     strip = tile % n_strips
     top = band * BAND_ROWS
     bottom = tl.minimum(top + BAND_ROWS, height)
     cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
     lane = cols < width
+    source = (x_ptr + image * stride_b, channels, height, width, stride_c, stride_h, stride_w)
+    walked = (cols, lane, top, bottom)
+    row_windows = (n_row_windows, row_extent, row_last_start)
     # Strips off the image's first and last column need no clamping: one address per row and channel.
     if (strip > 0) & ((strip + 1) * BLOCK_W < width):
         column_sums, lowest, highest = _statistics_walk(  # report: interior
-            image_ptr,
-            cols,
-            lane,
-            top,
-            bottom,
-            channels,
-            height,
-            width,
-            stride_c,
-            stride_h,
-            stride_w,
-            n_row_windows,
-            row_extent,
-            row_last_start,
-            STEP,
-            CHANNELS,
-            IS_UINT8,
-            COMPUTE_F64,
-            WIDE,
-            False,
-            ROW_SLOTS,
-            BLOCK_W,
+            source, walked, row_windows, STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, False, ROW_SLOTS, BLOCK_W
         )
     else:
         column_sums, lowest, highest = _statistics_walk(  # report: border
-            image_ptr,
-            cols,
-            lane,
-            top,
-            bottom,
-            channels,
-            height,
-            width,
-            stride_c,
-            stride_h,
-            stride_w,
-            n_row_windows,
-            row_extent,
-            row_last_start,
-            STEP,
-            CHANNELS,
-            IS_UINT8,
-            COMPUTE_F64,
-            WIDE,
-            True,
-            ROW_SLOTS,
-            BLOCK_W,
+            source, walked, row_windows, STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, True, ROW_SLOTS, BLOCK_W
         )
 
     # This tile's part of each window's sum: the window's columns of its row sums (slot kc is
@@ -585,12 +448,8 @@ def _window_means(
     high,
     n_strips,
     window_area,
-    n_row_windows,
-    row_extent,
-    row_last_start,
-    n_col_windows,
-    col_extent,
-    col_last_start,
+    row_windows,
+    col_windows,
     STEP: tl.constexpr,
     BAND_ROWS: tl.constexpr,
     STRIP_WIDTH: tl.constexpr,
@@ -604,7 +463,10 @@ def _window_means(
 
     A window's sum is split over the bands and strips it meets (at most MAX_BANDS x MAX_STRIPS);
     mean g = (sum m / area - min m) / (max m - min m), and 0 for a flat image (or one with NaN).
+    ``row_windows`` / ``col_windows``: ``(count, extent, last_start)`` of each axis.
     """
+    n_row_windows, row_extent, row_last_start = row_windows
+    n_col_windows, col_extent, col_last_start = col_windows
     accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
     row_start = _window_start(row_window, STEP, row_last_start)
     col_start = _window_start(col_window, STEP, col_last_start)
@@ -668,12 +530,8 @@ def _means_kernel(
         high,
         n_strips,
         window_area,
-        n_row_windows,
-        row_extent,
-        row_last_start,
-        n_col_windows,
-        col_extent,
-        col_last_start,
+        (n_row_windows, row_extent, row_last_start),
+        (n_col_windows, col_extent, col_last_start),
         STEP,
         BAND_ROWS,
         STRIP_WIDTH,
@@ -689,21 +547,22 @@ def _means_kernel(
 
 @triton.jit
 def _covered(
-    passes_ptr,
+    table,
     row_first,
     row_last,
-    col_first,
-    col_count,
-    first_row_window,
-    first_col_window,
+    lane_windows,
     COL_SLOTS: tl.constexpr,
     MAX_ROW_COVER: tl.constexpr,
     MAX_COL_COVER: tl.constexpr,
 ):
     """Whether any window covering rows' windows ``row_first..row_last`` x each lane's columns passes.
 
-    ``passes_ptr`` is this program's table of its windows' pass flags (see :func:`_suppress_kernel`).
+    ``table`` is ``(passes_ptr, first_row_window, first_col_window)``: this program's table of its
+    windows' pass flags (see :func:`_suppress_kernel`) and the windows of its first slot;
+    ``lane_windows`` is ``(col_first, col_count)``, the windows covering each lane's column.
     """
+    passes_ptr, first_row_window, first_col_window = table
+    col_first, col_count = lane_windows
     covered = col_count < 0
     for a in tl.static_range(MAX_ROW_COVER):
         row_slot = row_first + a - first_row_window
@@ -736,38 +595,15 @@ def _store_row(out_row_ptr, out_col, value, factor, lane, IS_UINT8: tl.constexpr
 
 @triton.jit
 def _suppress_walk(
-    image_ptr,
-    out_image_ptr,
-    map_ptr,
-    normalised_ptr,
-    mask_ptr,
-    tile_passes,
-    first_row_window,
-    first_col_window,
-    plane_base,
-    cols,
-    lane,
-    top,
-    bottom,
-    channels,
-    height,
-    width,
-    stride_c,
-    stride_h,
-    stride_w,
-    out_stride_c,
-    out_stride_h,
-    out_stride_w,
-    lowest,
-    scale,
-    varies,
+    image,
+    out,
+    planes,
+    table,
+    tile,
+    normalisation,
     smoothing_factor,
-    n_row_windows,
-    row_extent,
-    row_last_start,
-    n_col_windows,
-    col_extent,
-    col_last_start,
+    row_windows,
+    col_windows,
     STEP: tl.constexpr,
     CHANNELS: tl.constexpr,
     IS_UINT8: tl.constexpr,
@@ -782,32 +618,32 @@ def _suppress_walk(
     MAX_COL_COVER: tl.constexpr,
     COL_SLOTS: tl.constexpr,
 ):
-    """Walk one tile's rows: recompute ``m``, normalise, collate the passing windows, write the stages."""
+    """Walk one tile's rows: recompute ``m``, normalise, collate the passing windows, write the stages.
+
+    ``image``, ``tile``, ``row_windows``: as :func:`_statistics_walk`; ``out``: ``(pointer, stride_c,
+    stride_h, stride_w)`` of the output image; ``planes``: ``(map_ptr, normalised_ptr, mask_ptr,
+    offset of the image's plane)``; ``table``: see :func:`_covered`; ``normalisation``: ``(min m,
+    1 / (max m - min m), whether the range is not empty)``.
+    """
+    image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
+    out_image_ptr, out_stride_c, out_stride_h, out_stride_w = out
+    map_ptr, normalised_ptr, mask_ptr, plane_base = planes
+    cols, lane, top, bottom = tile
+    lowest, scale, varies = normalisation
+    n_row_windows, row_extent, row_last_start = row_windows
+    n_col_windows, col_extent, col_last_start = col_windows
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
-    left, centre, right = _column_offsets(cols, width, stride_w, CLAMPED, index_type)
+    offsets = _column_offsets(cols, width, stride_w, CLAMPED, index_type)
     out_col = (cols * out_stride_w).to(index_type)
     # The windows covering each lane's column, and each row's (a contiguous run of indices each).
     col_first = _first_covering(cols, col_extent, STEP, n_col_windows)
-    col_count = _last_covering(cols, STEP, col_last_start, n_col_windows) - col_first + 1
+    lane_windows = (col_first, _last_covering(cols, STEP, col_last_start, n_col_windows) - col_first + 1)
     row_first = _first_covering(top, row_extent, STEP, n_row_windows)
     row_last = _last_covering(top, STEP, row_last_start, n_row_windows)
     change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start)
-    covered = _covered(
-        tile_passes,
-        row_first,
-        row_last,
-        col_first,
-        col_count,
-        first_row_window,
-        first_col_window,
-        COL_SLOTS,
-        MAX_ROW_COVER,
-        MAX_COL_COVER,
-    )
-    states = _begin_walk(
-        image_ptr, top, height, stride_c, stride_h, left, centre, right, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE
-    )
+    covered = _covered(table, row_first, row_last, lane_windows, COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
+    states = _begin_walk(image, top, offsets, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
     for row in range(top, bottom):  # report: walk
         if row == change:  # report: cover-change
             # At most one window ends and one starts per row.
@@ -816,34 +652,8 @@ def _suppress_walk(
                 (row_last + 1 < n_row_windows) & (_window_start(row_last + 1, STEP, row_last_start) <= row)
             ).to(tl.int32)
             change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start)
-            covered = _covered(
-                tile_passes,
-                row_first,
-                row_last,
-                col_first,
-                col_count,
-                first_row_window,
-                first_col_window,
-                COL_SLOTS,
-                MAX_ROW_COVER,
-                MAX_COL_COVER,
-            )
-        magnitude, centres, states = _walk_row(
-            image_ptr,
-            row,
-            states,
-            channels,
-            height,
-            stride_c,
-            stride_h,
-            left,
-            centre,
-            right,
-            CHANNELS,
-            IS_UINT8,
-            COMPUTE_F64,
-            WIDE,
-        )
+            covered = _covered(table, row_first, row_last, lane_windows, COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
+        magnitude, centres, states = _walk_row(image, row, states, offsets, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
         normalised = tl.where(varies, (magnitude - lowest) * scale, 0.0)
         suppressed = tl.where(covered, normalised, 0.0)
         plane_offsets = plane_base + (tl.cast(row, index_type) * width + cols)
@@ -864,7 +674,7 @@ def _suppress_walk(
             else:
                 in_row = image_ptr + tl.cast(row, index_type) * stride_h
                 for channel in range(channels):  # report: output-channels
-                    value = tl.load(in_row + tl.cast(channel, index_type) * stride_c + centre)
+                    value = tl.load(in_row + tl.cast(channel, index_type) * stride_c + offsets[1])
                     if not IS_UINT8:
                         value = value.to(accumulate)
                     _store_row(
@@ -939,6 +749,8 @@ def _suppress_kernel(
     # covering `top`, columns from the one covering the strip's first column), kept in a scratch
     # table the walk reads: the window test runs here, with no launch of its own.
     low, high = _image_range(ranges_ptr + image * n_tiles * 2, n_tiles, RANGE_BLOCK, COMPUTE_F64)
+    row_windows = (n_row_windows, row_extent, row_last_start)
+    col_windows = (n_col_windows, col_extent, col_last_start)
     first_row_window = _first_covering(top, row_extent, STEP, n_row_windows)
     first_col_window = _first_covering(strip * BLOCK_W, col_extent, STEP, n_col_windows)
     row_window = first_row_window + tl.arange(0, ROW_SLOTS)
@@ -954,12 +766,8 @@ def _suppress_kernel(
         high,
         n_strips,
         row_extent * col_extent,
-        n_row_windows,
-        row_extent,
-        row_last_start,
-        n_col_windows,
-        col_extent,
-        col_last_start,
+        row_windows,
+        col_windows,
         STEP,
         BAND_ROWS,
         BLOCK_W,
@@ -976,44 +784,23 @@ def _suppress_kernel(
 
     value_range = high - low
     varies = value_range > 0
-    scale = 1 / tl.where(varies, value_range, 1.0)
-    image_ptr = x_ptr + image * stride_b
-    out_image_ptr = out_ptr + image * out_stride_b
-    plane_base = image * height * width
+    normalisation = (low, 1 / tl.where(varies, value_range, 1.0), varies)
+    source = (x_ptr + image * stride_b, channels, height, width, stride_c, stride_h, stride_w)
+    out = (out_ptr + image * out_stride_b, out_stride_c, out_stride_h, out_stride_w)
+    planes = (map_ptr, normalised_ptr, mask_ptr, image * height * width)
+    table = (tile_passes, first_row_window, first_col_window)
+    walked = (cols, lane, top, bottom)
     if (strip > 0) & ((strip + 1) * BLOCK_W < width):  # off the first and last column: no clamping
         _suppress_walk(  # report: interior
-            image_ptr,
-            out_image_ptr,
-            map_ptr,
-            normalised_ptr,
-            mask_ptr,
-            tile_passes,
-            first_row_window,
-            first_col_window,
-            plane_base,
-            cols,
-            lane,
-            top,
-            bottom,
-            channels,
-            height,
-            width,
-            stride_c,
-            stride_h,
-            stride_w,
-            out_stride_c,
-            out_stride_h,
-            out_stride_w,
-            low,
-            scale,
-            varies,
+            source,
+            out,
+            planes,
+            table,
+            walked,
+            normalisation,
             smoothing_factor,
-            n_row_windows,
-            row_extent,
-            row_last_start,
-            n_col_windows,
-            col_extent,
-            col_last_start,
+            row_windows,
+            col_windows,
             STEP,
             CHANNELS,
             IS_UINT8,
@@ -1030,38 +817,15 @@ def _suppress_kernel(
         )
     else:
         _suppress_walk(  # report: border
-            image_ptr,
-            out_image_ptr,
-            map_ptr,
-            normalised_ptr,
-            mask_ptr,
-            tile_passes,
-            first_row_window,
-            first_col_window,
-            plane_base,
-            cols,
-            lane,
-            top,
-            bottom,
-            channels,
-            height,
-            width,
-            stride_c,
-            stride_h,
-            stride_w,
-            out_stride_c,
-            out_stride_h,
-            out_stride_w,
-            low,
-            scale,
-            varies,
+            source,
+            out,
+            planes,
+            table,
+            walked,
+            normalisation,
             smoothing_factor,
-            n_row_windows,
-            row_extent,
-            row_last_start,
-            n_col_windows,
-            col_extent,
-            col_last_start,
+            row_windows,
+            col_windows,
             STEP,
             CHANNELS,
             IS_UINT8,
