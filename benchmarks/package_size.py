@@ -21,8 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ("triton_path/kernels.py",)  # the issue's bound leaves the kernels out
-# The front from a call to its path: the call, the routing table, the operators a traced call goes through
-# (and their names before the tree by layers, for --at).
+# The front from a call to its path: lgs / lgs_map and their argument checks' call, the routing table, the
+# operators a traced call goes through (and their names before the tree by layers, for --at). lgs_stages
+# (smoothing/stages.py) and the checks themselves (core/validate.py) are not counted.
 FRONT = ("front.py", "dispatch.py", "ops.py", "tracing.py", "smoothing/front.py", "smoothing/routing.py",
          "smoothing/operators.py")  # fmt: skip
 

@@ -31,10 +31,11 @@ LAYERS = (
 SHARED_BASE = ("lgs_gpu.core.validate", "lgs_gpu.core.files", "lgs_gpu.core.transform", "lgs_gpu.core.extras", "lgs_gpu.core.torch_internals")
 # Subpackages whose __init__ is their one public front.
 FRONTED = ("lgs_gpu.smoothing", "lgs_gpu.defenses", "lgs_gpu.attacks", "lgs_gpu.certify", "lgs_gpu.integrations")
-# The op layer: the front, the routing that picks a path, and the PyTorch operators; only they use the paths,
-# and the rest of the package reaches LGS through the front (the operators only to register them).
-LGS_OP = ("lgs_gpu.smoothing.front", "lgs_gpu.smoothing.routing", "lgs_gpu.smoothing.operators",
-          "lgs_gpu.smoothing.sweep", "lgs_gpu.smoothing.programs")  # fmt: skip
+# The modules of the op layer that use the paths: the routing that picks and runs one, the PyTorch operators, the
+# sweep and the compiled programs' warmup. The front (lgs, lgs_map, lgs_stages) reaches them only through the
+# routing, and the rest of the package reaches LGS through lgs_gpu.smoothing (the operators only to register them).
+LGS_OP = ("lgs_gpu.smoothing.routing", "lgs_gpu.smoothing.operators", "lgs_gpu.smoothing.sweep",
+          "lgs_gpu.smoothing.programs")  # fmt: skip
 # The only reaches past a front, each with its reason.
 ALLOWED_REACHES = {
     ("lgs_gpu.evaluate", "lgs_gpu.app.evaluate"): "the public import path of the evaluation",
