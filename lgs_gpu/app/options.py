@@ -222,7 +222,7 @@ DEFEND_FLAGS = (
         "--png-level",
         "png_compression",
         int,
-        "PNG zlib level 0-9: 1 encodes ~5x faster, files ~10% larger; lossless at all",
+        "PNG zlib level 0-9, lossless at every level: lower encodes faster into larger files (docs/defend.md)",
         choices=tuple(range(10)),
         metavar="0-9",
     ),
