@@ -342,20 +342,26 @@ def test_programs_are_keyed_by_dtype_extent_and_source(tmp_path):
 
 def test_one_build_when_threads_race_for_a_program(monkeypatch, tmp_path):
     monkeypatch.setenv("LGS_GPU_CACHE_DIR", str(tmp_path))
-    cache = package_cache.PackageCache("race", ())
-    built = []
+    cache = package_cache.PackageCache("race", (), loader=lambda path: path)  # the "program" is its path
+    built, got = [], []
 
     def build(targets):
         built.append(targets)
         targets["p"].write_bytes(b"built")
 
-    monkeypatch.setattr(package_cache, "_load", lambda path: path)
-    threads = [threading.Thread(target=cache.program, args=("p", build)) for _ in range(4)]
+    def ask():
+        try:
+            got.append(cache.program("p", build))
+        except Exception as error:  # a thread's exception would otherwise vanish with the thread
+            got.append(error)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert len(built) == 1 and cache.cached("p")
+    assert got == [cache.folder() / "p.pt2"] * 4  # every thread got the one program, none an error
     assert [path.name for path in cache.folder().iterdir()] == ["p.pt2"]
 
 
