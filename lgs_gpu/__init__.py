@@ -1,6 +1,6 @@
 """lgs_gpu: Local Gradients Smoothing (Naseer et al., WACV 2019) as fused GPU kernels.
 
-The LGS front (:mod:`lgs_gpu.smoothing.front`) is exported here; the baseline defenses live in
+The LGS front (:mod:`lgs_gpu.smoothing`) is exported here; the baseline defenses live in
 :mod:`lgs_gpu.defenses`, the attacks in :mod:`lgs_gpu.attacks`, models and images in
 :mod:`lgs_gpu.models` and :mod:`lgs_gpu.data`, and the evaluation in :mod:`lgs_gpu.evaluate`.
 

@@ -8,7 +8,7 @@ Five paths (:mod:`lgs_gpu.smoothing.backends`) implement one contract; ``backend
   and a fused C++ kernel for the output alone; no autograd. Images under 4 pixels run on torch.
 * ``"reference"``: the literal equations, slow, differentiable; the tests' oracle.
 * ``"auto"``: when no gradient is needed, the first of Triton and the compiled path that is
-  usable for the images' device (:func:`backend_info` says why not); else torch.
+  usable for the images' device (:func:`.programs.backend_info` says why not); else torch.
 
 While a compiler traces a call, ``lgs`` and ``lgs_map`` go through :mod:`.operators` (not for ONNX nor
 a call that needs a gradient); traced calls run Triton through ``wrap_triton`` and the other backends

@@ -5,8 +5,9 @@ Python. It imports only :mod:`lgs_gpu.core.windows` and shares no code with the 
 (:mod:`.torch_path`, :mod:`.compiled_path`, :mod:`.triton_path`), which import nothing from it.
 The symbols and stages are documented in :mod:`lgs_gpu.core.parameters`.
 
-Inputs here are ``[B, C, H, W]`` floating tensors of the compute dtype (validation, dtype
-conversion and dispatch live in :mod:`lgs_gpu.smoothing.front`). Autograd flows through every step.
+Inputs here are ``[B, C, H, W]`` floating tensors of the compute dtype (validation in
+:mod:`lgs_gpu.core.validate`, dtype conversion and dispatch in :mod:`lgs_gpu.smoothing.routing`).
+Autograd flows through every step.
 """
 
 from __future__ import annotations

@@ -903,7 +903,7 @@ def lgs_triton(
     """Run LGS on ``[B, C, H, W]`` images with the Triton kernels.
 
     ``x`` is any accepted dtype (uint8, float16, bfloat16, float32, float64) and any strides;
-    parameters are already validated by :mod:`lgs_gpu.smoothing.front`. Returns ``(output, map)``: the
+    parameters are already validated (:mod:`lgs_gpu.core.validate`). Returns ``(output, map)``: the
     defended images in ``x``'s dtype and memory format, and ``ĝ`` as ``[B, H, W]`` in the
     compute dtype; each is ``None`` unless asked for.
 
