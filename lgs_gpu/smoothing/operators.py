@@ -20,8 +20,6 @@ Example:
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch.library import triton_op
 
@@ -62,11 +60,12 @@ lgs_map.register_fake(_map_like)
 lgs_cpu.register_fake(lambda x, *parameters: torch.empty_like(x) if parameters[-1] == "output" else _map_like(x))
 
 
-def _setup(stage: str, ctx, inputs, output) -> None:
+def _setup(ctx, inputs, output) -> None:
     x, *parameters = inputs
     ctx.save_for_backward(x)
-    ctx.inputs, ctx.stage = len(inputs), stage
-    ctx.parameters = parameters if stage == "output" else [0.0, *parameters]  # lgs_map takes no λ
+    ctx.inputs = len(inputs)
+    ctx.stage = "output" if len(parameters) == 4 else "suppression_map"  # lgs_map takes no λ
+    ctx.parameters = parameters if len(parameters) == 4 else [0.0, *parameters]
 
 
 def _backward(ctx, grad):
@@ -83,5 +82,5 @@ def _backward(ctx, grad):
     return (gradient, *[None] * (ctx.inputs - 1))
 
 
-lgs.register_autograd(_backward, setup_context=partial(_setup, "output"))
-lgs_map.register_autograd(_backward, setup_context=partial(_setup, "suppression_map"))
+lgs.register_autograd(_backward, setup_context=_setup)
+lgs_map.register_autograd(_backward, setup_context=_setup)
