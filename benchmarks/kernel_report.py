@@ -39,7 +39,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +178,7 @@ class Tags:
 
     headers: dict[int, tuple[str, str]]  # line of a for / if header -> (tag, "for" | "if")
     calls: dict[int, str]  # any line of a tagged statement holding a call -> tag
+    else_lines: dict[int, range] = field(default_factory=dict)  # line of a tagged if header with an else -> its lines
 
     def call_sites(self, lines: tuple[int, ...]) -> list[str]:
         """The tags of the call sites an instruction was inlined through, innermost first."""
@@ -195,7 +196,7 @@ def source_tags(source: str) -> Tags:
         match = re.search(r"#\s*report:\s*([\w-]+)", line)
         if match:
             tagged[number] = match.group(1)
-    headers, calls, used = {}, {}, set()
+    headers, calls, else_lines, used = {}, {}, {}, set()
     for node in ast.walk(ast.parse(text)):
         if not isinstance(node, ast.stmt):
             continue
@@ -206,6 +207,9 @@ def source_tags(source: str) -> Tags:
                     kind = "for" if isinstance(node, ast.For) else "if"
                     headers.update({line: (tagged[number], kind) for line in range(node.lineno, header_end + 1)})
                     used.add(number)
+                    if kind == "if" and node.orelse:
+                        arm = range(node.orelse[0].lineno, node.orelse[-1].end_lineno + 1)
+                        else_lines.update({line: arm for line in range(node.lineno, header_end + 1)})
         elif isinstance(node, (ast.Assign, ast.Expr)) and isinstance(node.value, ast.Call | ast.Tuple):
             for number in range(node.lineno, node.end_lineno + 1):
                 if number in tagged:
@@ -214,7 +218,7 @@ def source_tags(source: str) -> Tags:
     unused = sorted(set(tagged) - used)
     if unused:
         raise ValueError(f"'# report:' tags on lines {unused} are on no for / if header or call statement")
-    return Tags(headers, calls)
+    return Tags(headers, calls, else_lines)
 
 
 def recover_call_sites(instructions: list[Instruction], labels: dict[str, int], targets: dict[int, str],
@@ -284,7 +288,16 @@ def regions(instructions: list[Instruction], labels: dict[str, int], targets: di
         else:
             tag, statement = tags.headers.get(branch.lines[0], (None, None)) if branch.lines else (None, None)
             if statement == "if" and branch.predicated:  # a tagged `if`: the code it jumps over
-                found.append((address + 16, target - 16, _qualified(tag, tags.call_sites(branch.lines))))
+                first, last = address + 16, target - 16
+                arm = tags.else_lines.get(branch.lines[0])
+                skipped = [ins for ins in instructions if first <= ins.address <= last and ins.lines]
+                if arm is not None and 2 * sum(any(line in arm for line in ins.lines) for ins in skipped) > len(skipped):
+                    # The compiler placed the else arm first: the if arm runs from the target to where the
+                    # else arm jumps past it.
+                    last = max(labels[label] for at, label in targets.items() if first <= at <= last
+                               and labels.get(label, -1) > target) - 16  # fmt: skip
+                    first = target
+                found.append((first, last, _qualified(tag, tags.call_sites(branch.lines))))
     for first, last in loops:
         nested = [(a, b) for a, b in loops if first <= a and b <= last and (a, b) != (first, last)]
         headers = {}
@@ -380,14 +393,15 @@ def execution_counts(launch) -> dict[str, float]:
     height, width, channels, strips = int(a["height"]), int(a["width"]), int(a["channels"]), int(a["n_strips"])
     block = int(a["BLOCK_W"])
     rows = (int(a["n_row_windows"]), int(a["row_extent"]), int(a["STEP"]), int(a["row_last_start"]))
-    bands = _bands(height, int(a["BAND_ROWS"]))
+    bands = _bands(height, int(a["band_rows"]))
     # The kernels' test: a strip off the image's first and last column walks unclamped.
     interior = sum(1 for strip in range(strips) if strip > 0 and (strip + 1) * block < width)
     per_band = [run_ends(top, bottom, height, rows) if launch.kernel == "_statistics_kernel"
                 else cover_changes(top, bottom, rows) for top, bottom in bands]  # fmt: skip
     branch = "run-end" if launch.kernel == "_statistics_kernel" else "cover-change"
     statistics = launch.kernel == "_statistics_kernel"
-    counts = {} if statistics else {"tile-ranges": tile_ranges}
+    # A statistics tile sums its windows by the product unless its m is not finite: never in the model.
+    counts = {"non-finite": 0} if statistics else {"tile-ranges": tile_ranges}
     reloading = not a["CHANNELS"]  # more channels than the walk carries: a loop over them per row
     for kind, n in (("interior", interior), ("border", strips - interior)):
         walk = images * n * height
@@ -599,7 +613,8 @@ def report(arch: int, batch: int, size: int, dtype: str, channels: int = 3, stag
 
     from lgs_gpu.smoothing.backends.triton_path import kernels as kernels_module
 
-    launches = compile_stages((batch, channels, size, size), dtype, tuple(stages), arch, config=config)
+    launches = compile_stages((batch, channels, size, size), dtype, tuple(stages), arch, config=config,
+                              multiprocessors=device["multiprocessors"])  # fmt: skip
     rows = []
     for launch in launches:
         row = analyse(launch, kernels_module.__file__)
@@ -607,8 +622,8 @@ def report(arch: int, batch: int, size: int, dtype: str, channels: int = 3, stag
         row["prefetch_rows"] = kernels_module.PREFETCH_ROWS if row["walk_warp_iterations"] and carried else 0
         row["prediction"] = predict(row, device)
         row["prediction_previous"] = predict_previous(row, device)
-        for field in ("bytes_in_flight_per_sm", "resident_programs_per_sm", "waves"):
-            row[field] = row["prediction"][field]
+        for name in ("bytes_in_flight_per_sm", "resident_programs_per_sm", "waves"):
+            row[name] = row["prediction"][name]
         rows.append(row)
     total_us = sum(row["prediction"]["predicted_us"] for row in rows)
     at_latency = {key: sum(row["prediction"]["at_latency"][key]["predicted_us"] for row in rows)
@@ -668,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     result = report(args.arch, args.batch, args.size, args.dtype, args.channels, stages)
     uint8 = result if args.dtype == "uint8" else report(args.arch, args.batch, args.size, "uint8", args.channels, stages)
     result["predicted_fraction_of_peak_uint8"] = uint8["predicted_fraction_of_peak"]
+    result["registers_uint8"] = {kernel["name"]: kernel["registers"] for kernel in uint8["kernels"]}
     print(markdown(result), end="")
     if uint8 is not result:
         print("\n" + markdown(uint8), end="")

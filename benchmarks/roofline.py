@@ -51,10 +51,11 @@ class Traffic:
         return image * (self.image_reads + self.image_writes) + pixels * self.plane_bytes_per_pixel
 
 
-def statistics_bytes_per_pixel(height: int, width: int, band_rows: int = 48, strip_width: int = 64,
+def statistics_bytes_per_pixel(height: int, width: int, band_rows: int = 100, strip_width: int = 32,
                                element_bytes: int = 4) -> float:  # fmt: skip
     """The Triton path's window statistics per pixel: each tile's partial window sums, its range
-    and its pass flags, written once and read back (default geometry and tiling)."""
+    and its pass flags, written once and read back (default geometry; the tiling the launcher fits to
+    64 x 3 x 299² images on an H100, :mod:`lgs_gpu.smoothing.backends.triton_path.occupancy`)."""
     rows = axis_windows(height, DEFAULT_WINDOW_SIZE, DEFAULT_OVERLAP)
     cols = axis_windows(width, DEFAULT_WINDOW_SIZE, DEFAULT_OVERLAP)
     tiles = math.ceil(height / band_rows) * math.ceil(width / strip_width)

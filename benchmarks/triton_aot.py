@@ -61,11 +61,12 @@ class Launch:
 class _CompileOnlyDriver:
     """What ``JITFunction.run`` asks of Triton's active driver, for a CUDA target with no GPU."""
 
-    def __init__(self, arch: int) -> None:
+    def __init__(self, arch: int, multiprocessors: int | None = None) -> None:
         from triton.backends.compiler import GPUTarget
 
         self.target = GPUTarget("cuda", arch, 32)
         self.arch = arch
+        self.multiprocessors = multiprocessors
 
     def get_current_target(self):
         return self.target
@@ -77,10 +78,29 @@ class _CompileOnlyDriver:
     def get_current_stream(self, device=None) -> int:
         return 0
 
+    # What the launcher's grid fitting (lgs_gpu/smoothing/backends/triton_path/occupancy.py) reads of the
+    # device: an H100 SXM for sm_90 (kernel_report's device), an A100 for sm_80, unless told the SMs.
+    @property
+    def utils(self):
+        return self
+
+    def get_device_properties(self, device: int) -> dict[str, int]:
+        sms, shared = {80: (108, 166912), 90: (132, 232448)}[self.arch]
+        return {"multiprocessor_count": self.multiprocessors or sms, "max_num_regs": 65536, "max_shared_mem": shared,
+                "warpSize": 32}  # fmt: skip
+
+    def load_binary(self, name, cubin, shared, device):
+        usage = resource_usage(cubin)  # local memory, as the driver counts it: spills and stack, in 4-byte words
+        return None, None, usage["registers"], (usage["spill_bytes"] + usage["stack_bytes"]) // 4, 1024
+
+    def launcher_cls(self, source, metadata) -> None:
+        return None
+
 
 @contextlib.contextmanager
-def compile_only(arch: int = 90) -> Iterator[list[Launch]]:
-    """Inside this block, Triton launches compile for ``sm_<arch>`` and are recorded, not run.
+def compile_only(arch: int = 90, multiprocessors: int | None = None) -> Iterator[list[Launch]]:
+    """Inside this block, Triton launches compile for ``sm_<arch>`` and are recorded, not run; the launcher
+    fits its grid to ``multiprocessors`` SMs (default: an H100 SXM's for sm_90, an A100's for sm_80).
 
     Example:
         >>> with compile_only(90) as launches:  # doctest: +SKIP
@@ -98,6 +118,8 @@ def compile_only(arch: int = 90) -> Iterator[list[Launch]]:
 
     def run(self, *args, grid, warmup, **kwargs):
         compiled = real_run(self, *args, grid=grid, warmup=True, **kwargs)
+        if warmup:  # the launcher compiling to read the registers (its grid fitting): not a launch
+            return compiled
         bound = inspect.signature(self.fn).bind_partial(*args, **{k: v for k, v in kwargs.items() if k in self.arg_names})
         grid_tuple = tuple(grid(bound.arguments) if callable(grid) else grid)
         launches.append(Launch(self.fn.__name__, grid_tuple, dict(bound.arguments), compiled, arch))
@@ -107,7 +129,7 @@ def compile_only(arch: int = 90) -> Iterator[list[Launch]]:
     # creates the real driver (which needs a GPU); triton 3.4 stores a lazy proxy in .active itself.
     state = "_active" if "_active" in vars(driver) else "active"
     saved = vars(driver)[state]
-    driver.set_active(_CompileOnlyDriver(arch))
+    driver.set_active(_CompileOnlyDriver(arch, multiprocessors))
     JITFunction.run = run
     try:
         yield launches
@@ -119,6 +141,7 @@ def compile_only(arch: int = 90) -> Iterator[list[Launch]]:
 def compile_stages(
     shape: tuple[int, int, int, int], dtype: str = "float32", stages: tuple[str, ...] = ("output",),
     arch: int = 90, channels_last: bool = False, window_size: int = 15, overlap: int = 5, config=None,
+    multiprocessors: int | None = None,
 ) -> list[Launch]:
     """The launches of one ``lgs_stages`` call on ``shape`` images, compiled for ``sm_<arch>``."""
     from lgs_gpu.smoothing.backends.triton_path.kernels import stages as launch_stages
@@ -126,7 +149,7 @@ def compile_stages(
     x = torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    with compile_only(arch) as launches:
+    with compile_only(arch, multiprocessors) as launches:
         launch_stages(x, 2.3, 0.1, window_size, overlap, tuple(stages), config)
     return launches
 

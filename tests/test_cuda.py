@@ -114,6 +114,18 @@ def test_other_window_geometries_and_small_tiles(window_size, overlap):
         torch.testing.assert_close(found["window_means"].cpu(), expected.window_means, atol=1e-5, rtol=0)
 
 
+def test_the_launcher_fits_its_bands_to_this_gpu():
+    """The grid fitting reads the compiled kernels' registers here: a silent fallback (a Triton whose
+    loader changed) would leave every launch at 48-row bands."""
+    from lgs_gpu.smoothing.backends.triton_path import occupancy
+
+    for dtype in (torch.float32, torch.uint8):
+        lgs(textured_images((8, 3, 299, 299), dtype, seed=5).cuda(), backend="triton")
+    measured = [value for key, value in occupancy._footprints.items() if key[1].startswith("cuda")]
+    assert len(measured) >= 4 and None not in measured
+    assert all(slots >= torch.cuda.get_device_properties(0).multi_processor_count for slots, _ in measured)
+
+
 def test_one_8192_square_image():
     x = textured_images((1, 3, 8192, 8192), torch.float32, seed=3).cuda()
     # The torch path is bit-identical to the reference (tested on CPU) and fits on the GPU.

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lgs_gpu import LocalGradientsSmoothing, lgs, lgs_map, lgs_sweep
+from lgs_gpu import LocalGradientsSmoothing, lgs, lgs_map, lgs_stages, lgs_sweep
 
 BACKENDS = ["reference", "torch", "triton"]
 
@@ -104,6 +104,17 @@ def test_non_finite_values_only_affect_their_own_image(backend, bad_value):
     clean = lgs(x, backend=backend)
     out = lgs(poisoned, backend=backend)
     assert torch.equal(out[0], clean[0]) and torch.equal(out[2], clean[2])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_infinite_pixel_leaves_the_other_windows_means_as_the_reference_has_them(backend):
+    """m = inf makes the range infinite: the windows holding it get NaN, the others 0. (The Triton
+    statistics multiply their sums by the windows' membership, where 0 x inf would make them all NaN.)"""
+    x = torch.rand(1, 3, 40, 70, generator=torch.Generator().manual_seed(1))
+    x[0, 1, 20, 35] = math.inf
+    expected = lgs_stages(x, backend="reference").window_means
+    assert expected.isnan().any() and (expected == 0).any()
+    torch.testing.assert_close(lgs_stages(x, backend=backend).window_means, expected, equal_nan=True, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,14 +1,15 @@
 """Fused Triton kernels for Local Gradients Smoothing, each beside its launcher.
 
 Two launches read the image (symbols as in :mod:`lgs_gpu.core.parameters`); both tile each image into
-bands of ``BAND_ROWS`` rows x strips of ``BLOCK_W`` columns, one program per tile, and walk the
-tile's rows:
+bands of ``band_rows`` rows x strips of ``BLOCK_W`` columns, one program per tile, and walk the
+tile's rows. The band height is a launch argument: the launcher fits it to what the GPU holds at
+once (:mod:`.occupancy`), so that the grid runs in as few and as full waves as it can.
 
 1. ``_statistics_kernel`` computes the gradient magnitude ``m`` of each row once, keeps a
    per-lane sum of ``m`` over each run of rows covered by the same row windows, adds each finished
-   run into those windows' per-lane sums, and at the end reduces each column window's lanes: the
-   tile's part of the sum of ``m`` over every window meeting it, and the tile's min / max of
-   ``m``. A window's sum is split over the (at most MAX_BANDS x MAX_STRIPS) tiles it meets and
+   run into those windows' per-lane sums, and at the end multiplies them by the strip's window
+   membership: the tile's part of the sum of ``m`` over every window meeting it; and the tile's
+   min / max of ``m``. A window's sum is split over the (at most MAX_BANDS x MAX_STRIPS) tiles it meets and
    added up in a fixed order later, so results are deterministic (no atomics).
 2. ``_suppress_kernel`` first turns the statistics into what it needs (the global reduction that
    forbids a single pass, done per program: no launch of its own): the image's min / max of
@@ -19,8 +20,8 @@ tile's rows:
 3. ``_means_kernel`` (only for the ``window_means`` stage) writes every window's mean of ``g``.
 
 The gradient walk: each row of each channel is loaded once, at every lane's columns ``c - 1``,
-``c`` and ``c + 1`` (two rows ahead of its use, so a load has two row steps to arrive), and reduced
-to its difference ``x[c+1] - x[c-1]`` and smoothing ``x[c-1] + 2 x[c] + x[c+1]``; Sobel x and y
+``c`` and ``c + 1`` (PREFETCH_ROWS rows ahead of its use, so a load has that many row steps to
+arrive), and reduced to its difference ``x[c+1] - x[c-1]`` and smoothing ``x[c-1] + 2 x[c] + x[c+1]``; Sobel x and y
 of row ``r`` are then ``d[r-1] + 2 d[r] + d[r+1]`` and ``s[r+1] - s[r-1]``, from rows carried in
 registers (images of up to :data:`MAX_CARRIED_CHANNELS` channels; more channels reload the three
 rows per channel). Strips away from the image's first and last column address all three loads
@@ -52,15 +53,17 @@ import triton.language as tl
 from ....core.parameters import STAGES
 from ....core.validate import compute_dtype, is_integer
 from ....core.windows import axis_geometry, max_cover
+from .occupancy import BAND_ROWS_RANGE, UNFITTED_BAND_ROWS, fitted_band_rows, footprint
 
 # 2**23 as float32: for 0 <= v < 2**23, adding it leaves round-half-even(v) in the low mantissa bits.
 _MAGIC = tl.constexpr(8388608.0)
 _MAGIC_BITS = tl.constexpr(0x4B000000)  # the bits of 2**23 as float32
 # Images with at most this many channels keep the gradient walk's per-channel state in registers.
 MAX_CARRIED_CHANNELS = 4
-# How many row steps before its use the walk loads a row (see _step_channel): two rows of every
-# carried channel are in flight while a step computes.
-PREFETCH_ROWS = 2
+# How many rows below the current one the walk keeps loaded or in flight (see _step_channel): while a
+# step computes, the loads of the next PREFETCH_ROWS rows of every carried channel are on their way.
+PREFETCH_ROWS = 3
+_PREFETCH = tl.constexpr(PREFETCH_ROWS)
 
 
 @triton.jit
@@ -105,35 +108,39 @@ def _squared_sobel(up_difference, difference, down_difference, up_smoothing, dow
 
 @triton.jit
 def _start_channel(plane, rows, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
-    """The walk's state for one channel at its first row, from the offsets ``rows = (up, mid, down, after)``:
-    rows up and mid as terms, rows down and the one after it loaded."""
-    up, mid, down, after = rows
-    low, middle, high = _load_row(plane + up, offsets, IS_UINT8, COMPUTE_F64)
+    """The walk's state for one channel at its first row, from the offsets ``rows`` of the row above it,
+    the row itself and the PREFETCH_ROWS rows below: the first two as terms, the others loaded."""
+    low, middle, high = _load_row(plane + rows[0], offsets, IS_UINT8, COMPUTE_F64)
     up_d, up_s, _ = _terms(low, middle, high)
-    low, middle, high = _load_row(plane + mid, offsets, IS_UINT8, COMPUTE_F64)
+    low, middle, high = _load_row(plane + rows[1], offsets, IS_UINT8, COMPUTE_F64)
     d, s, x = _terms(low, middle, high)
-    low, middle, high = _load_row(plane + down, offsets, IS_UINT8, COMPUTE_F64)
-    next_low, next_middle, next_high = _load_row(plane + after, offsets, IS_UINT8, COMPUTE_F64)
-    return up_d, up_s, d, s, x, low, middle, high, next_low, next_middle, next_high
+    loaded = ()
+    for below in tl.static_range(_PREFETCH):
+        loaded = loaded + (_load_row(plane + rows[2 + below], offsets, IS_UINT8, COMPUTE_F64),)
+    return (up_d, up_s, d, s, x), loaded
 
 
 @triton.jit
 def _step_channel(plane, ahead, offsets, state, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
     """One row step of one channel: ``Sx² + Sy²`` of the current row, its values, and the state one row down.
 
-    The row below arrived as loads (``low, middle, high``, issued two steps earlier) and the one
-    after it is on its way (``next_*``); the row two below (offset ``ahead``) is loaded now, so each
-    load has two whole steps to arrive and a warp keeps two rows in flight. (The terms and Sobel
-    sums of :func:`_terms` / :func:`_squared_sobel`, written out: this runs per row.)
+    The row below arrived as loads (issued PREFETCH_ROWS steps earlier) and the ones after it are on
+    their way; the row PREFETCH_ROWS + 1 below (offset ``ahead``) is loaded now, so each load has
+    PREFETCH_ROWS whole steps to arrive. (The terms and Sobel sums of :func:`_terms` /
+    :func:`_squared_sobel`, written out: this runs per row.)
     """
-    up_d, up_s, d, s, x, low, middle, high, next_low, next_middle, next_high = state
+    terms, loaded = state
+    up_d, up_s, d, s, x = terms
+    low, middle, high = loaded[0]
     down_d, down_s, down_x = high - low, low + 2 * middle + high, middle
-    ahead_low, ahead_middle, ahead_high = _load_row(plane + ahead, offsets, IS_UINT8, COMPUTE_F64)
+    stepped = ()
+    for below in tl.static_range(1, _PREFETCH):
+        stepped = stepped + (loaded[below],)
+    stepped = stepped + (_load_row(plane + ahead, offsets, IS_UINT8, COMPUTE_F64),)
     sobel_x = up_d + 2 * d + down_d
     sobel_y = down_s - up_s
     squares = sobel_x * sobel_x + sobel_y * sobel_y
-    stepped = (d, s, down_d, down_s, down_x, next_low, next_middle, next_high, ahead_low, ahead_middle, ahead_high)
-    return squares, x, stepped
+    return squares, x, ((d, s, down_d, down_s, down_x), stepped)
 
 
 @triton.jit
@@ -200,16 +207,15 @@ def _reloaded_squares(image, row, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: 
 def _begin_walk(
     image, top, offsets, CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr
 ):
-    """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, ``top + 1`` and ``top + 2``
+    """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, the PREFETCH_ROWS below
     loaded (an empty tuple for images with more than MAX_CARRIED_CHANNELS channels, which reload their
     rows). ``image`` is ``(pointer, channels, height, width, stride_c, stride_h, stride_w)``."""
     image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
-    up = tl.cast(tl.maximum(top - 1, 0), index_type) * stride_h
-    mid = tl.cast(top, index_type) * stride_h
-    down = tl.cast(tl.minimum(top + 1, height - 1), index_type) * stride_h
-    after = tl.cast(tl.minimum(top + 2, height - 1), index_type) * stride_h
-    return _start_walk(image_ptr, stride_c, (up, mid, down, after), offsets, CHANNELS, IS_UINT8, COMPUTE_F64)
+    rows = (tl.cast(tl.maximum(top - 1, 0), index_type) * stride_h,)
+    for below in tl.static_range(_PREFETCH + 1):
+        rows = rows + (tl.cast(tl.minimum(top + below, height - 1), index_type) * stride_h,)
+    return _start_walk(image_ptr, stride_c, rows, offsets, CHANNELS, IS_UINT8, COMPUTE_F64)
 
 
 @triton.jit
@@ -229,7 +235,7 @@ def _walk_row(
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
     if CHANNELS > 0:
-        ahead = tl.cast(tl.minimum(row + 3, height - 1), index_type) * stride_h  # row + 1 + PREFETCH_ROWS
+        ahead = tl.cast(tl.minimum(row + 1 + _PREFETCH, height - 1), index_type) * stride_h
         squares, centres, states = _step_walk(
             image_ptr, stride_c, ahead, offsets, states, CHANNELS, IS_UINT8, COMPUTE_F64
         )
@@ -358,7 +364,7 @@ def _statistics_walk(
     return column_sums, lowest, highest
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["band_rows"])  # one compiled kernel for every band height
 def _statistics_kernel(
     x_ptr,  # *T [B, C, H, W] input, any strides
     partials_ptr,  # *f32|f64 [B, n_tiles, ROW_SLOTS, COL_SLOTS] out: each tile's part of each window's sum of m
@@ -376,23 +382,24 @@ def _statistics_kernel(
     n_col_windows,
     col_extent,
     col_last_start,  # column windows
-    n_strips,  # tiles: bands of BAND_ROWS rows x strips of BLOCK_W columns
+    n_strips,  # tiles: bands of band_rows rows x strips of BLOCK_W columns
+    band_rows,  # rows per tile (a launch argument: the launcher fits the grid to the GPU)
     STEP: tl.constexpr,  # window_size - overlap: the windows' stride on both axes
-    BAND_ROWS: tl.constexpr,  # rows per tile
     CHANNELS: tl.constexpr,  # C when <= MAX_CARRIED_CHANNELS (carried walk), else 0 (reloading walk)
     IS_UINT8: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,  # int64 offsets inside an image (it has 2**31 elements or more)
     ROW_SLOTS: tl.constexpr,  # a power of two >= the row windows meeting one band
     COL_SLOTS: tl.constexpr,  # the most column windows meeting one strip
-    BLOCK_W: tl.constexpr,  # columns per strip (a power of two)
+    BLOCK_W: tl.constexpr,  # columns per strip (a power of two, at least 16)
+    DOT_COLUMNS: tl.constexpr,  # a power of two >= COL_SLOTS, at least 16 (a product's smallest side)
 ):
     tile = tl.program_id(0)
     image = tl.program_id(1).to(tl.int64)
     band = tile // n_strips
     strip = tile % n_strips
-    top = band * BAND_ROWS
-    bottom = tl.minimum(top + BAND_ROWS, height)
+    top = band * band_rows
+    bottom = tl.minimum(top + band_rows, height)
     cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
     lane = cols < width
     source = (x_ptr + image * stride_b, channels, height, width, stride_c, stride_h, stride_w)
@@ -409,15 +416,25 @@ def _statistics_kernel(
         )
 
     # This tile's part of each window's sum: the window's columns of its row sums (slot kc is
-    # column window first_col_window + kc; slot kr row window first covering the band's top + kr).
+    # column window first_col_window + kc; slot kr row window first covering the band's top + kr), as
+    # one product with the strip's window membership: a few hundred FMAs instead of a shuffle tree per
+    # slot. A NaN or infinite m would spread through the product (0 x inf) to windows without it:
+    # such a tile sums each window's lanes instead.
     first_col_window = _first_covering(strip * BLOCK_W, col_extent, STEP, n_col_windows)
     n_tiles = tl.num_programs(0)
     slots = tl.arange(0, ROW_SLOTS)
     partial_base = partials_ptr + ((image * n_tiles + tile) * ROW_SLOTS + slots) * COL_SLOTS
-    for kc in tl.static_range(COL_SLOTS):
-        start = _window_start(first_col_window + kc, STEP, col_last_start)
-        in_window = lane & (cols >= start) & (cols < start + col_extent)
-        tl.store(partial_base + kc, tl.sum(tl.where(in_window[None, :], column_sums, 0.0), axis=1))
+    if tl.min((tl.abs(column_sums) < float("inf")).to(tl.int32)) == 0:  # report: non-finite
+        for kc in tl.static_range(COL_SLOTS):
+            start = _window_start(first_col_window + kc, STEP, col_last_start)
+            in_window = lane & (cols >= start) & (cols < start + col_extent)
+            tl.store(partial_base + kc, tl.sum(tl.where(in_window[None, :], column_sums, 0.0), axis=1))
+    else:
+        col_slot = tl.arange(0, DOT_COLUMNS)
+        starts = _window_start(first_col_window + col_slot, STEP, col_last_start)
+        member = lane[:, None] & (cols[:, None] >= starts[None, :]) & (cols[:, None] < starts[None, :] + col_extent)
+        sums = tl.dot(column_sums, member.to(column_sums.dtype), input_precision="ieee")
+        tl.store(partial_base[:, None] + col_slot[None, :], sums, mask=(col_slot < COL_SLOTS)[None, :])
     range_ptr = ranges_ptr + (image * n_tiles + tile) * 2
     tl.store(range_ptr, tl.reduce(lowest, 0, _nan_minimum))
     tl.store(range_ptr + 1, tl.reduce(highest, 0, _nan_maximum))
@@ -450,8 +467,8 @@ def _window_means(
     window_area,
     row_windows,
     col_windows,
+    band_rows,
     STEP: tl.constexpr,
-    BAND_ROWS: tl.constexpr,
     STRIP_WIDTH: tl.constexpr,
     ROW_SLOTS: tl.constexpr,
     COL_SLOTS: tl.constexpr,
@@ -470,12 +487,12 @@ def _window_means(
     accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
     row_start = _window_start(row_window, STEP, row_last_start)
     col_start = _window_start(col_window, STEP, col_last_start)
-    first_band, last_band = row_start // BAND_ROWS, (row_start + row_extent - 1) // BAND_ROWS
+    first_band, last_band = row_start // band_rows, (row_start + row_extent - 1) // band_rows
     first_strip, last_strip = col_start // STRIP_WIDTH, (col_start + col_extent - 1) // STRIP_WIDTH
     window_sum = tl.zeros(valid.shape, dtype=accumulate)
     for b in tl.static_range(MAX_BANDS):
         band = first_band + b
-        row_slot = row_window - _first_covering(band * BAND_ROWS, row_extent, STEP, n_row_windows)
+        row_slot = row_window - _first_covering(band * band_rows, row_extent, STEP, n_row_windows)
         for s in tl.static_range(MAX_STRIPS):
             strip = first_strip + s
             col_slot = col_window - _first_covering(strip * STRIP_WIDTH, col_extent, STEP, n_col_windows)
@@ -488,7 +505,7 @@ def _window_means(
     return tl.where(varies, (window_sum / window_area - low) / tl.where(varies, value_range, 1.0), 0.0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["band_rows"])
 def _means_kernel(
     partials_ptr,  # *f32|f64 [B, n_tiles, ROW_SLOTS, COL_SLOTS] the statistics kernel's partial window sums
     ranges_ptr,  # *f32|f64 [B, n_tiles, 2] (min m, max m) per tile
@@ -503,8 +520,8 @@ def _means_kernel(
     n_col_windows,
     col_extent,
     col_last_start,
+    band_rows,  # the statistics kernel's tiles
     STEP: tl.constexpr,
-    BAND_ROWS: tl.constexpr,
     STRIP_WIDTH: tl.constexpr,
     ROW_SLOTS: tl.constexpr,
     COL_SLOTS: tl.constexpr,
@@ -532,8 +549,8 @@ def _means_kernel(
         window_area,
         (n_row_windows, row_extent, row_last_start),
         (n_col_windows, col_extent, col_last_start),
+        band_rows,
         STEP,
-        BAND_ROWS,
         STRIP_WIDTH,
         ROW_SLOTS,
         COL_SLOTS,
@@ -682,7 +699,7 @@ def _suppress_walk(
                     )
 
 
-@triton.jit(do_not_specialize=["threshold", "smoothing_factor"])
+@triton.jit(do_not_specialize=["threshold", "smoothing_factor", "band_rows"])
 def _suppress_kernel(
     x_ptr,  # *T [B, C, H, W] input, any strides
     out_ptr,  # *T [B, C, H, W] output, any strides (unused unless WRITE_OUTPUT)
@@ -711,9 +728,9 @@ def _suppress_kernel(
     n_col_windows,
     col_extent,
     col_last_start,
-    n_strips,  # tiles: bands of BAND_ROWS rows x strips of BLOCK_W columns (the statistics kernel's)
+    n_strips,
+    band_rows,  # tiles: bands of band_rows rows x strips of BLOCK_W columns (the statistics kernel's)
     STEP: tl.constexpr,
-    BAND_ROWS: tl.constexpr,
     CHANNELS: tl.constexpr,
     IS_UINT8: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
@@ -740,8 +757,8 @@ def _suppress_kernel(
         smoothing_factor = smoothing_factor.to(tl.int64).to(tl.float64, bitcast=True)
     band = tile // n_strips
     strip = tile % n_strips
-    top = band * BAND_ROWS
-    bottom = tl.minimum(top + BAND_ROWS, height)
+    top = band * band_rows
+    bottom = tl.minimum(top + band_rows, height)
     cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
     lane = cols < width
 
@@ -768,8 +785,8 @@ def _suppress_kernel(
         row_extent * col_extent,
         row_windows,
         col_windows,
+        band_rows,
         STEP,
-        BAND_ROWS,
         BLOCK_W,
         ROW_SLOTS,
         COL_SLOTS,
@@ -858,34 +875,59 @@ def _tiling(window_size: int, overlap: int, tile: int) -> tuple[int, int, int]:
     )
 
 
+def _slot_rows(window_size: int, overlap: int, band_rows: int) -> int:
+    """Rows of a tile's window table: a power of two, at least 16 (the statistics kernel multiplies it)."""
+    return max(16, triton.next_power_of_2(_tiling(window_size, overlap, band_rows)[0]))
+
+
+def _band_range(window_size: int, overlap: int, band_rows: int | None) -> tuple[int, int]:
+    """The band heights a launch may take: ``band_rows`` if fixed, else those of :data:`BAND_ROWS_RANGE`
+    whose window table is no larger than the shortest band's (with small strides, long bands meet many
+    windows, and the table lives in registers).
+
+    Example:
+        >>> _band_range(15, 5, None), _band_range(15, 14, None), _band_range(15, 5, 7)
+        ((16, 128), (16, 17), (7, 7))
+    """
+    if band_rows is not None:
+        return band_rows, band_rows
+    low, high = BAND_ROWS_RANGE
+    limit = _slot_rows(window_size, overlap, low)
+    return low, max(rows for rows in range(low, high + 1) if _slot_rows(window_size, overlap, rows) <= limit)
+
+
 @dataclass(frozen=True)
 class LaunchConfig:
     """Tile sizes of one LGS launch; ``None`` takes :data:`DEFAULT_CONFIG`'s.
 
-    Both image kernels walk bands of rows x strips of columns. Tests under ``TRITON_INTERPRET=1``
-    pass large tiles: the interpreter pays per program and per row step.
+    Both image kernels walk bands of rows x strips of columns. ``band_rows=None`` fits the bands to
+    the GPU (:func:`.occupancy.fitted_band_rows`). Tests under ``TRITON_INTERPRET=1`` pass large
+    tiles: the interpreter pays per program and per row step.
     """
 
-    band_rows: int | None = None  # rows per program
+    band_rows: int | None = None  # rows per program (None: fitted to the GPU's waves)
     strip_width: int | None = None  # columns per program (a power of two)
     num_warps: int | None = None  # warps per program (a power of two)
 
     def resolved(self) -> LaunchConfig:
-        """This config with every ``None`` replaced by the default, checked."""
+        """This config with every ``None`` but ``band_rows`` replaced by the default, checked."""
         values = {name: getattr(DEFAULT_CONFIG, name) if value is None else value for name, value in vars(self).items()}
         for name, value in values.items():
-            if not is_integer(value) or value < 1:
+            if value is not None and (not is_integer(value) or value < 1):
                 raise ValueError(f"LaunchConfig.{name} must be a positive int. Got {value!r}")
-        for name in ("strip_width", "num_warps"):
-            if values[name] & (values[name] - 1):
-                raise ValueError(f"LaunchConfig.{name} must be a power of two. Got {values[name]}")
+        for name, least in (("strip_width", 16), ("num_warps", 1)):
+            if values[name] & (values[name] - 1) or values[name] < least:
+                raise ValueError(f"LaunchConfig.{name} must be a power of two >= {least}. Got {values[name]}")
         return LaunchConfig(**values)
 
 
 # The tile sizes a launcher uses unless told otherwise (chosen with benchmarks/kernel_report.py).
-DEFAULT_CONFIG = LaunchConfig(band_rows=48, strip_width=64, num_warps=1)
+DEFAULT_CONFIG = LaunchConfig(band_rows=None, strip_width=32, num_warps=1)
 MEANS_BLOCK = 32  # rows and columns of windows per program of the window-means kernel
 RANGE_BLOCK = 128  # tile ranges reduced at once
+# ptxas's register cap for the uint8 statistics kernel, where it fits without local memory: left
+# to itself it takes a few more, which costs an SM one resident program.
+UINT8_STATISTICS_REGISTERS = 128
 # CUDA caps grid dimension 1 at 65535: larger batches are launched in chunks.
 MAX_GRID_BATCH = 65535
 
@@ -941,19 +983,8 @@ def stages(
         raise ValueError(f"unknown LGS stage(s) {sorted(unknown)}; accepted: {', '.join(STAGES)}")
     config = (config or LaunchConfig()).resolved()
     if x.shape[0] > MAX_GRID_BATCH:
-        parts = [
-            stages(
-                x[start : start + MAX_GRID_BATCH],
-                smoothing_factor,
-                threshold,
-                window_size,
-                overlap,
-                wanted,
-                config,
-                traced,
-            )
-            for start in range(0, x.shape[0], MAX_GRID_BATCH)
-        ]
+        rest = (smoothing_factor, threshold, window_size, overlap, wanted, config, traced)
+        parts = [stages(x[start : start + MAX_GRID_BATCH], *rest) for start in range(0, x.shape[0], MAX_GRID_BATCH)]
         return {name: torch.cat([part[name] for part in parts]) for name in wanted}
     # Launch on the tensor's GPU, not on whichever is current (a tracer places the launches itself).
     on_device = torch.cuda.device(x.device) if x.is_cuda and not traced else contextlib.nullcontext()
@@ -1008,16 +1039,15 @@ def _launch(
         computed["output"] = torch.empty_like(x)
 
     # One tiling for both image kernels: bands of rows x strips of columns; every constant from the
-    # window parameters and the tiling, none from the image size.
-    band_rows, strip_width = config.band_rows, config.strip_width
+    # window parameters and the tiling's bounds, none from the image size.
+    strip_width = config.strip_width
+    band_range = _band_range(window_size, overlap, config.band_rows)
     n_strips = triton.cdiv(width, strip_width)
-    n_tiles = triton.cdiv(height, band_rows) * n_strips
-    row_slots, max_bands, max_row_cover = _tiling(window_size, overlap, band_rows)
+    row_slots = _slot_rows(window_size, overlap, band_range[1])
+    max_bands, max_row_cover = _tiling(window_size, overlap, band_range[0])[1:]
     col_slots, max_strips, max_col_cover = _tiling(window_size, overlap, strip_width)
-    row_slots = triton.next_power_of_2(row_slots)
     common = dict(
         STEP=step,
-        BAND_ROWS=band_rows,
         CHANNELS=channels if channels <= MAX_CARRIED_CHANNELS else 0,
         IS_UINT8=x.dtype == torch.uint8,
         COMPUTE_F64=compute_f64,
@@ -1026,24 +1056,56 @@ def _launch(
         num_warps=min(config.num_warps, max(1, strip_width // 32)),
     )
     slots = dict(ROW_SLOTS=row_slots, COL_SLOTS=col_slots, MAX_BANDS=max_bands, MAX_STRIPS=max_strips)
+    planes = {"suppression_map": accumulate, "normalised_gradient": accumulate, "window_mask": torch.uint8}
+    for name in wanted & planes.keys():
+        computed[name] = torch.empty((batch, height, width), dtype=planes[name], device=device)
 
-    partials = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=accumulate, device=device)
-    ranges = torch.empty((batch, n_tiles, 2), dtype=accumulate, device=device)
-    statistics[(n_tiles, batch)](
-        x,
-        partials,
-        ranges,
-        channels,
-        height,
-        width,
-        *x.stride(),
-        *row_arguments,
-        *col_arguments,
-        n_strips,
-        ROW_SLOTS=row_slots,
-        COL_SLOTS=col_slots,
+    source = (channels, height, width, *x.stride())
+    windows = (*row_arguments, *col_arguments, n_strips)
+    output = computed.get("output", x)  # unused pointers point at a tensor that is never written
+    parameters = (_scalar_argument(threshold, compute_f64), _scalar_argument(smoothing_factor, compute_f64))
+
+    def arguments(partials: torch.Tensor, ranges: torch.Tensor, passes: torch.Tensor) -> tuple[tuple, tuple]:
+        """The image kernels' arguments but the band height, around these tables."""
+        planes = [computed.get(name, partials) for name in ("suppression_map", "normalised_gradient")]
+        tables = (*planes, computed.get("window_mask", passes), partials, ranges, passes, *parameters)
+        return (x, partials, ranges, *source, *windows), (x, output, *tables, *source, *output.stride(), *windows)
+
+    dot_columns = max(16, triton.next_power_of_2(col_slots))
+    statistics_options = dict(ROW_SLOTS=row_slots, COL_SLOTS=col_slots, DOT_COLUMNS=dot_columns, **common)
+    suppress_options = dict(
+        WRITE_OUTPUT="output" in wanted,
+        WRITE_MAP="suppression_map" in wanted,
+        WRITE_NORMALISED="normalised_gradient" in wanted,
+        WRITE_MASK="window_mask" in wanted,
+        MAX_ROW_COVER=max_row_cover,
+        MAX_COL_COVER=max_col_cover,
+        **slots,
+        RANGE_BLOCK=RANGE_BLOCK,
+        SLOT_COLUMNS=triton.next_power_of_2(col_slots),
         **common,
     )
+    band_rows = config.band_rows or min(UNFITTED_BAND_ROWS, band_range[1])
+    if not traced:  # what the GPU holds of each kernel, as compiled for empty tables of the same types
+        empty = x.new_empty((0,), dtype=accumulate)
+        probes = [(*args, band_rows) for args in arguments(empty, empty, empty.to(torch.uint8))]
+        if x.dtype == torch.uint8:  # capped where the compiler fits the cap without local memory
+            capped = {**statistics_options, "maxnreg": UINT8_STATISTICS_REGISTERS}
+            if (footprint(_statistics_kernel, probes[0], capped, device) or (0, 1))[1] == 0:
+                statistics_options = capped
+        if config.band_rows is None:
+            fits = (
+                footprint(_statistics_kernel, probes[0], statistics_options, device),
+                footprint(_suppress_kernel, probes[1], suppress_options, device),
+            )
+            if None not in fits:
+                band_rows = fitted_band_rows(height, n_strips * batch, tuple(slots for slots, _ in fits), band_range)
+    n_tiles = triton.cdiv(height, band_rows) * n_strips
+    partials = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=accumulate, device=device)
+    ranges = torch.empty((batch, n_tiles, 2), dtype=accumulate, device=device)
+    passes = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=torch.uint8, device=device)
+    statistics_args, suppress_args = arguments(partials, ranges, passes)
+    statistics[(n_tiles, batch)](*statistics_args, band_rows, **statistics_options)
     if "window_means" in wanted:
         means = torch.empty((batch, n_row_windows, n_col_windows), dtype=accumulate, device=device)
         n_col_blocks = triton.cdiv(n_col_windows, MEANS_BLOCK)
@@ -1057,9 +1119,9 @@ def _launch(
             n_col_blocks,
             *row_arguments,
             *col_arguments,
+            band_rows,
             **slots,
             STEP=step,
-            BAND_ROWS=band_rows,
             STRIP_WIDTH=strip_width,
             COMPUTE_F64=compute_f64,
             BLOCK_ROWS=MEANS_BLOCK,
@@ -1069,44 +1131,8 @@ def _launch(
         )
         computed["window_means"] = means
 
-    for name in ("suppression_map", "normalised_gradient"):
-        if name in wanted:
-            computed[name] = torch.empty((batch, height, width), dtype=accumulate, device=device)
-    if "window_mask" in wanted:
-        computed["window_mask"] = torch.empty((batch, height, width), dtype=torch.uint8, device=device)
     if wanted - {"window_means"}:
-        output = computed.get("output", x)  # unused pointers point at a tensor that is never written
-        passes = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=torch.uint8, device=device)
-        suppress[(n_tiles, batch)](
-            x,
-            output,
-            computed.get("suppression_map", partials),
-            computed.get("normalised_gradient", partials),
-            computed.get("window_mask", passes),
-            partials,
-            ranges,
-            passes,
-            _scalar_argument(threshold, compute_f64),
-            _scalar_argument(smoothing_factor, compute_f64),
-            channels,
-            height,
-            width,
-            *x.stride(),
-            *output.stride(),
-            *row_arguments,
-            *col_arguments,
-            n_strips,
-            WRITE_OUTPUT="output" in wanted,
-            WRITE_MAP="suppression_map" in wanted,
-            WRITE_NORMALISED="normalised_gradient" in wanted,
-            WRITE_MASK="window_mask" in wanted,
-            MAX_ROW_COVER=max_row_cover,
-            MAX_COL_COVER=max_col_cover,
-            **slots,
-            RANGE_BLOCK=RANGE_BLOCK,
-            SLOT_COLUMNS=triton.next_power_of_2(col_slots),
-            **common,
-        )
+        suppress[(n_tiles, batch)](*suppress_args, band_rows, **suppress_options)
     if "window_mask" in wanted:
         computed["window_mask"] = computed["window_mask"].view(torch.bool)
     return {name: computed[name] for name in wanted}
