@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
 
 collect_ignore = ["lgs_gpu/__main__.py", "setup.py"]  # running them is their whole effect
 _EXTRAS = {
-    "triton": ["lgs_gpu/smoothing/backends/triton_path/kernels.py"],
+    "triton": [f"lgs_gpu/smoothing/backends/triton_path/{name}.py" for name in ("kernels", "occupancy")],
     "art": ["lgs_gpu/integrations/art.py"],
 }
 for _module, _paths in _EXTRAS.items():

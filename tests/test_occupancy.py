@@ -65,8 +65,14 @@ def test_a_kernel_triton_cannot_load_gives_no_figure(monkeypatch):
 
 
 def test_a_narrow_range_is_kept_and_small_strides_narrow_it():
-    from lgs_gpu.smoothing.backends.triton_path.kernels import _band_range
+    from lgs_gpu.smoothing.backends.triton_path.kernels import _band_range, _slot_rows
 
     low, high = _band_range(15, 14, None)  # a stride of 1: long bands would meet over a hundred windows
     assert (low, high) == (BAND_ROWS_RANGE[0], 17)
     assert low <= fitted_band_rows(299, 64 * 10, (16 * 132, 21 * 132), (low, high)) <= high
+    # The closed form is the longest band whose window table is no larger than the shortest band's.
+    for window_size in range(1, 41):
+        for overlap in range(window_size):
+            limit = _slot_rows(window_size, overlap, low)
+            longest = max(r for r in range(low, BAND_ROWS_RANGE[1] + 1) if _slot_rows(window_size, overlap, r) <= limit)
+            assert _band_range(window_size, overlap, None) == (low, longest), (window_size, overlap)

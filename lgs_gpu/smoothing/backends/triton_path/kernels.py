@@ -891,9 +891,9 @@ def _band_range(window_size: int, overlap: int, band_rows: int | None) -> tuple[
     """
     if band_rows is not None:
         return band_rows, band_rows
-    low, high = BAND_ROWS_RANGE
-    limit = _slot_rows(window_size, overlap, low)
-    return low, max(rows for rows in range(low, high + 1) if _slot_rows(window_size, overlap, rows) <= limit)
+    (low, high), step = BAND_ROWS_RANGE, window_size - overlap
+    limit = _slot_rows(window_size, overlap, low)  # _tiling's first bound, solved for the band
+    return low, min(high, (limit - 1) * step + 1 - window_size)
 
 
 @dataclass(frozen=True)
