@@ -70,13 +70,9 @@ _PREFETCH = tl.constexpr(PREFETCH_ROWS)
 def _load_row(row_ptr, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
     """One row of one channel at each lane's ``c - 1``, ``c`` and ``c + 1`` (all in bounds: no mask).
 
-    ``offsets`` is ``(left, centre, right)`` of :func:`_column_offsets`: ``left`` / ``right`` are steps
-    from the lane's ``centre`` offset, scalars in strips off the image's border (so the three loads
-    share one address register), per lane where clamped. Converted on load, so that the walk carries
-    32-bit floats: uint8 by its bits (``v | 2**23`` as float32 is ``2**23 + v``: one logic op and one
-    add, not the slow integer-to-float unit); uint8 values stay integers in float32, and so do their
-    Sobel sums and squares (below 2**24), so that arithmetic is exact. (Written out inline: the
-    interpreter pays for every nested call.)
+    ``offsets``: ``(left, centre, right)`` of :func:`_column_offsets`. Converted on load: uint8 by its
+    bits (``v | 2**23`` as float32 is ``2**23 + v``: one logic op and one add, not the slow
+    integer-to-float unit), exact integers in float32 as are their Sobel sums and squares (below 2**24).
     """
     left, centre, right = offsets
     lane_ptr = row_ptr + centre
@@ -124,10 +120,8 @@ def _start_channel(plane, rows, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl
 def _step_channel(plane, ahead, offsets, state, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
     """One row step of one channel: ``Sx² + Sy²`` of the current row, its values, and the state one row down.
 
-    The row below arrived as loads (issued PREFETCH_ROWS steps earlier) and the ones after it are on
-    their way; the row PREFETCH_ROWS + 1 below (offset ``ahead``) is loaded now, so each load has
-    PREFETCH_ROWS whole steps to arrive. (The terms and Sobel sums of :func:`_terms` /
-    :func:`_squared_sobel`, written out: this runs per row.)
+    The row below arrived; the row PREFETCH_ROWS + 1 below (offset ``ahead``) is loaded now, PREFETCH_ROWS
+    steps before its use. (:func:`_terms` and :func:`_squared_sobel` written out: this runs per row.)
     """
     terms, loaded = state
     up_d, up_s, d, s, x = terms
@@ -364,6 +358,18 @@ def _statistics_walk(
     return column_sums, lowest, highest
 
 
+@triton.jit
+def _masked_window_sums(
+    partial_base, column_sums, cols, lane, col_windows, STEP: tl.constexpr, COL_SLOTS: tl.constexpr
+):
+    """Each column window's sum of its lanes (``col_windows``: first window, extent, last start), stored."""
+    first_col_window, col_extent, col_last_start = col_windows
+    for kc in tl.static_range(COL_SLOTS):
+        start = _window_start(first_col_window + kc, STEP, col_last_start)
+        in_window = lane & (cols >= start) & (cols < start + col_extent)
+        tl.store(partial_base + kc, tl.sum(tl.where(in_window[None, :], column_sums, 0.0), axis=1))
+
+
 @triton.jit(do_not_specialize=["band_rows"])  # one compiled kernel for every band height
 def _statistics_kernel(
     x_ptr,  # *T [B, C, H, W] input, any strides
@@ -415,20 +421,18 @@ def _statistics_kernel(
             source, walked, row_windows, STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, True, ROW_SLOTS, BLOCK_W
         )
 
-    # This tile's part of each window's sum: the window's columns of its row sums (slot kc is
-    # column window first_col_window + kc; slot kr row window first covering the band's top + kr), as
-    # one product with the strip's window membership: a few hundred FMAs instead of a shuffle tree per
-    # slot. A NaN or infinite m would spread through the product (0 x inf) to windows without it:
-    # such a tile sums each window's lanes instead.
+    # This tile's part of each window's sum (slot kc: column window first_col_window + kc; slot kr: row
+    # window first covering the band's top + kr) as one product with the strip's window membership, but
+    # where m is NaN or infinite: 0 x inf would spread it to windows without it.
     first_col_window = _first_covering(strip * BLOCK_W, col_extent, STEP, n_col_windows)
     n_tiles = tl.num_programs(0)
     slots = tl.arange(0, ROW_SLOTS)
     partial_base = partials_ptr + ((image * n_tiles + tile) * ROW_SLOTS + slots) * COL_SLOTS
-    if tl.min((tl.abs(column_sums) < float("inf")).to(tl.int32)) == 0:  # report: non-finite
-        for kc in tl.static_range(COL_SLOTS):
-            start = _window_start(first_col_window + kc, STEP, col_last_start)
-            in_window = lane & (cols >= start) & (cols < start + col_extent)
-            tl.store(partial_base + kc, tl.sum(tl.where(in_window[None, :], column_sums, 0.0), axis=1))
+    col_windows = (first_col_window, col_extent, col_last_start)
+    if COMPUTE_F64:  # Triton 3.4 has no float64 product
+        _masked_window_sums(partial_base, column_sums, cols, lane, col_windows, STEP, COL_SLOTS)
+    elif tl.min((tl.abs(column_sums) < float("inf")).to(tl.int32)) == 0:  # report: non-finite
+        _masked_window_sums(partial_base, column_sums, cols, lane, col_windows, STEP, COL_SLOTS)
     else:
         col_slot = tl.arange(0, DOT_COLUMNS)
         starts = _window_start(first_col_window + col_slot, STEP, col_last_start)
@@ -881,9 +885,8 @@ def _slot_rows(window_size: int, overlap: int, band_rows: int) -> int:
 
 
 def _band_range(window_size: int, overlap: int, band_rows: int | None) -> tuple[int, int]:
-    """The band heights a launch may take: ``band_rows`` if fixed, else those of :data:`BAND_ROWS_RANGE`
-    whose window table is no larger than the shortest band's (with small strides, long bands meet many
-    windows, and the table lives in registers).
+    """The band heights a launch may take: ``band_rows`` if fixed, else those of :data:`BAND_ROWS_RANGE` whose
+    window table (in registers) is no larger than the shortest band's: small strides meet many windows.
 
     Example:
         >>> _band_range(15, 5, None), _band_range(15, 14, None), _band_range(15, 5, 7)
@@ -900,9 +903,8 @@ def _band_range(window_size: int, overlap: int, band_rows: int | None) -> tuple[
 class LaunchConfig:
     """Tile sizes of one LGS launch; ``None`` takes :data:`DEFAULT_CONFIG`'s.
 
-    Both image kernels walk bands of rows x strips of columns. ``band_rows=None`` fits the bands to
-    the GPU (:func:`.occupancy.fitted_band_rows`). Tests under ``TRITON_INTERPRET=1`` pass large
-    tiles: the interpreter pays per program and per row step.
+    ``band_rows=None`` fits the bands to the GPU (:func:`.occupancy.fitted_band_rows`). Tests under
+    ``TRITON_INTERPRET=1`` pass large tiles: the interpreter pays per program and per row step.
     """
 
     band_rows: int | None = None  # rows per program (None: fitted to the GPU's waves)

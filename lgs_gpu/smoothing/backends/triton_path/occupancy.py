@@ -13,13 +13,11 @@ import math
 import torch
 import triton
 
-# Bands the launcher may fit, in rows: the kernels' slot tables are compiled for this whole range,
-# so that one compiled kernel serves every band height.
+# Bands the launcher may fit, in rows: one compiled kernel serves the whole range.
 BAND_ROWS_RANGE = (16, 128)
 # Where the GPU is unknown (the interpreter, a compiler's trace): bands of this height.
 UNFITTED_BAND_ROWS = 48
-# A wave's fixed cost in row steps: its programs' round trips before the walk and their epilogue
-# (15-25 steps in kernel_report's model of an H100 at 800 ns).
+# A wave's fixed cost in row steps: round trips and epilogue (15-25 in kernel_report's H100 model).
 WAVE_OVERHEAD_ROWS = 20
 # What an SM of sm_80 / sm_90 holds at most (sm_86 / sm_89 hold 48 warps: the slots are then a bound).
 _WARPS_PER_SM, _PROGRAMS_PER_SM, _REGISTER_UNIT = 64, 32, 256
