@@ -1069,8 +1069,8 @@ def _launch(
 
     def arguments(partials: torch.Tensor, ranges: torch.Tensor, passes: torch.Tensor) -> tuple[tuple, tuple]:
         """The image kernels' arguments but the band height, around these tables."""
-        planes = [computed.get(name, partials) for name in ("suppression_map", "normalised_gradient")]
-        tables = (*planes, computed.get("window_mask", passes), partials, ranges, passes, *parameters)
+        maps = [computed.get(name, partials) for name in ("suppression_map", "normalised_gradient")]
+        tables = (*maps, computed.get("window_mask", passes), partials, ranges, passes, *parameters)
         return (x, partials, ranges, *source, *windows), (x, output, *tables, *source, *output.stride(), *windows)
 
     dot_columns = max(16, triton.next_power_of_2(col_slots))
@@ -1088,7 +1088,8 @@ def _launch(
         **common,
     )
     band_rows = config.band_rows or min(UNFITTED_BAND_ROWS, band_range[1])
-    if not traced:  # what the GPU holds of each kernel, as compiled for empty tables of the same types
+    # What the GPU holds of each kernel, as compiled for empty tables of the same types: for the cap, the bands.
+    if not traced and (x.dtype == torch.uint8 or config.band_rows is None):
         empty = x.new_empty((0,), dtype=accumulate)
         probes = [(*args, band_rows) for args in arguments(empty, empty, empty.to(torch.uint8))]
         if x.dtype == torch.uint8:  # capped where the compiler fits the cap without local memory
@@ -1101,7 +1102,7 @@ def _launch(
                 footprint(_suppress_kernel, probes[1], suppress_options, device),
             )
             if None not in fits:
-                band_rows = fitted_band_rows(height, n_strips * batch, tuple(slots for slots, _ in fits), band_range)
+                band_rows = fitted_band_rows(height, n_strips * batch, tuple(count for count, _ in fits), band_range)
     n_tiles = triton.cdiv(height, band_rows) * n_strips
     partials = torch.empty((batch, n_tiles, row_slots, col_slots), dtype=accumulate, device=device)
     ranges = torch.empty((batch, n_tiles, 2), dtype=accumulate, device=device)
