@@ -38,7 +38,7 @@ import math
 import os
 import re
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -300,13 +300,19 @@ def regions(instructions: list[Instruction], labels: dict[str, int], targets: di
                 found.append((first, last, _qualified(tag, tags.call_sites(branch.lines))))
     for first, last in loops:
         nested = [(a, b) for a, b in loops if first <= a and b <= last and (a, b) != (first, last)]
-        headers = {}
+        headers, sites = {}, Counter()
         for ins in instructions:
             if not first <= ins.address <= last or not ins.lines:
                 continue
             tag, statement = tags.headers.get(ins.lines[0], (None, None))
             if statement == "for" and not any(a <= ins.address <= b for a, b in nested):
-                headers.setdefault(ins.lines[0], _qualified(tag, tags.call_sites(ins.lines)))
+                headers.setdefault(ins.lines[0], tag)
+            if not any(a <= ins.address <= b for a, b in nested) and tags.call_sites(ins.lines):
+                sites[tuple(tags.call_sites(ins.lines))] += 1
+        # The call sites the loop's own code names most: its header's code may carry none (the
+        # compiler can drop them from a loop's control, as triton 3.8 does for the suppress walk).
+        if sites:
+            headers = {line: _qualified(tag, list(sites.most_common(1)[0][0])) for line, tag in headers.items()}
         if len(set(headers.values())) != 1:
             raise ValueError(f"the loop at SASS 0x{first:x}-0x{last:x} holds {len(headers)} tagged for headers "
                              f"{sorted(headers)}: tag its for statement '# report: NAME'")  # fmt: skip
@@ -403,9 +409,14 @@ def execution_counts(launch) -> dict[str, float]:
     # A statistics tile sums its windows by the product unless its m is not finite: never in the model.
     counts = {"non-finite": 0} if statistics else {"tile-ranges": tile_ranges}
     reloading = not a["CHANNELS"]  # more channels than the walk carries: a loop over them per row
+    # A walk steps UNROLL rows per iteration (the last may pass the band's bottom) and holds UNROLL copies
+    # of its branch: each copy counts an equal share of the branch's runs.
+    unroll = int(a["UNROLL"])
+    iterations = sum(-(-(bottom - top) // unroll) for top, bottom in bands)
     for kind, n in (("interior", interior), ("border", strips - interior)):
         walk = images * n * height
-        counts |= {kind: images * n * len(bands), f"walk@{kind}": walk, f"{branch}@{kind}": images * n * sum(per_band)}
+        counts |= {kind: images * n * len(bands), f"walk@{kind}": images * n * iterations,
+                   f"{branch}@{kind}": images * n * sum(per_band) / unroll}  # fmt: skip
         if reloading:
             counts[f"channels@{kind}"] = walk * channels
             if not statistics and a["WRITE_OUTPUT"]:
@@ -524,7 +535,7 @@ def _waves_seconds(kernel: dict, resident: int, tail: int, latency_cycles: float
     full = (programs - tail) // (resident * sms)
     rows = kernel["walk_warp_iterations"] / (programs * warps) if kernel["walk_warp_iterations"] else 0
     per_step = kernel["walk_warp_instructions"] / kernel["walk_warp_iterations"] if rows else 0
-    ahead = max(kernel.get("prefetch_rows", 0), 1)
+    ahead = max(kernel.get("prefetch_rows", 0) / kernel.get("walk_unroll", 1), 1)  # iterations a load has to arrive
     round_trips = ROUND_TRIPS.get(kernel["name"], 1)
     total = 0.0
     for count, per_sm in ((full, resident), (1, math.ceil(tail / sms))):
@@ -591,7 +602,7 @@ def predict_previous(kernel: dict, device: dict = DEVICE) -> dict:
     if kernel["walk_warp_iterations"]:
         steps = kernel["walk_warp_iterations"] * share  # row steps one SM's warps take
         per_step = kernel["walk_warp_instructions"] / kernel["walk_warp_iterations"]
-        prefetched = kernel.get("prefetch_rows", 0)
+        prefetched = kernel.get("prefetch_rows", 0) / kernel.get("walk_unroll", 1)  # iterations ahead
         # One warp's row step: the load latency not overlapped by the work done since it was issued.
         step_cycles = max(MEMORY_LATENCY_CYCLES - prefetched * per_step * SINGLE_WARP_CPI, 0) + per_step * SINGLE_WARP_CPI
         bounds["latency"] = (steps * step_cycles / resident + waits) / clock
@@ -619,7 +630,8 @@ def report(arch: int, batch: int, size: int, dtype: str, channels: int = 3, stag
     for launch in launches:
         row = analyse(launch, kernels_module.__file__)
         carried = launch.arguments.get("CHANNELS", 0)
-        row["prefetch_rows"] = kernels_module.PREFETCH_ROWS if row["walk_warp_iterations"] and carried else 0
+        row["prefetch_rows"] = int(launch.arguments["PREFETCH"]) if row["walk_warp_iterations"] and carried else 0
+        row["walk_unroll"] = int(launch.arguments.get("UNROLL", 1))
         row["prediction"] = predict(row, device)
         row["prediction_previous"] = predict_previous(row, device)
         for name in ("bytes_in_flight_per_sm", "resident_programs_per_sm", "waves"):

@@ -47,6 +47,16 @@ def interpreter_config(height: int, width: int):
     return LaunchConfig(band_rows=max(1, height), strip_width=max(16, triton.next_power_of_2(width)), num_warps=1)
 
 
+def lgs_triton(x, smoothing_factor, threshold, window_size, overlap, write_output=True, write_map=False, config=None):
+    """The Triton kernels' ``(output, ĝ)`` (each ``None`` unless asked for), from their launcher ``stages``."""
+    pytest.importorskip("triton")
+    from lgs_gpu.smoothing.backends.triton_path import kernels
+
+    wanted = ("output",) * write_output + ("suppression_map",) * write_map
+    computed = kernels.stages(x, smoothing_factor, threshold, window_size, overlap, wanted, config)
+    return computed.get("output"), computed.get("suppression_map")
+
+
 def small_tiles():
     """Many small tiles: bands of 7 rows x strips of 16 columns, so a 40-px-wide image has interior strips."""
     pytest.importorskip("triton")

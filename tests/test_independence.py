@@ -5,14 +5,12 @@ import torch
 
 from lgs_gpu import lgs
 
-from helpers import interpreter_config, triton_or_skip
+from helpers import interpreter_config, lgs_triton, triton_or_skip
 
 
 def run(x, backend):
     if backend == "triton":
         triton_or_skip()
-        from lgs_gpu.smoothing.backends.triton_path.kernels import lgs_triton
-
         return lgs_triton(x, 2.3, 0.1, 15, 5, config=interpreter_config(*x.shape[2:]))[0]
     return lgs(x, backend=backend)
 

@@ -9,11 +9,11 @@ import torch
 
 from lgs_gpu import lgs, lgs_stages
 
-from helpers import assert_lgs_close, every_access_inside_the_arguments, interpreter_config, small_tiles
+from helpers import assert_lgs_close, every_access_inside_the_arguments, interpreter_config, lgs_triton, small_tiles
 
 pytest.importorskip("triton")
 from lgs_gpu.smoothing.backends.triton_path import kernels  # noqa: E402
-from lgs_gpu.smoothing.backends.triton_path.kernels import LaunchConfig, lgs_triton  # noqa: E402
+from lgs_gpu.smoothing.backends.triton_path.kernels import LaunchConfig  # noqa: E402
 
 
 def view_in_nan_buffer(images: torch.Tensor, pad: int = 3, channels_last: bool = False) -> torch.Tensor:
@@ -108,3 +108,22 @@ def test_offsets_beyond_int32():
     view.copy_(images)
     output, _ = lgs_triton(view, 2.3, 0.1, 15, 5, config=interpreter_config(16, 16))
     assert torch.equal(output, lgs(images, backend="torch"))
+
+
+@pytest.mark.parametrize("band_rows", [10, 6, 7])
+def test_rows_a_uint8_walk_steps_past_its_band_are_left_out(band_rows):
+    """A uint8 walk steps UINT8_PREFETCH_ROWS rows per iteration, so its last one may pass the band's
+    bottom. Past the image's last row it computes a row that is not in the image: here its m (8t) is
+    above every real one (at most √40 t), so counting it in the range would change every normalised
+    value; writing it would write past the image."""
+    assert kernels.UINT8_PREFETCH_ROWS > 1 and 10 % kernels.UINT8_PREFETCH_ROWS  # the last group passes the image
+    t, flat = 40, 100
+    images = torch.full((2, 1, 10, 40), flat, dtype=torch.uint8)
+    images[:, :, -1] = torch.tensor([flat + t, flat + t, flat - t, flat - t] * 10, dtype=torch.uint8)
+    config = LaunchConfig(band_rows=band_rows, strip_width=16, num_warps=1)  # interior and border strips
+    with every_access_inside_the_arguments():
+        result = kernels.stages(images, 2.3, 0.1, 15, 5, config=config)
+    expected = lgs_stages(images, backend="reference")
+    torch.testing.assert_close(result["normalised_gradient"], expected.normalised_gradient[:, 0], atol=1e-6, rtol=0)
+    assert torch.equal(result["window_mask"], expected.window_mask[:, 0])
+    assert_lgs_close(result["output"], lgs(images, backend="reference"))

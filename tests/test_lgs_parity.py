@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from lgs_gpu import lgs, lgs_map
 from lgs_gpu.core.validate import from_unit_float, to_unit_float
 
+import helpers
 from helpers import assert_lgs_close, interpreter_config, mismatch_fraction, triton_or_skip
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]
@@ -30,9 +31,7 @@ def textured_images(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -
 def lgs_triton(*args, **kwargs):
     """The Triton launcher, imported when a test needs it (triton is an optional extra)."""
     triton_or_skip()
-    from lgs_gpu.smoothing.backends.triton_path.kernels import lgs_triton as launch
-
-    return launch(*args, **kwargs)
+    return helpers.lgs_triton(*args, **kwargs)
 
 
 def run_triton(x: torch.Tensor, **params) -> torch.Tensor:

@@ -20,14 +20,16 @@ once (:mod:`.occupancy`), so that the grid runs in as few and as full waves as i
 3. ``_means_kernel`` (only for the ``window_means`` stage) writes every window's mean of ``g``.
 
 The gradient walk: each row of each channel is loaded once, at every lane's columns ``c - 1``,
-``c`` and ``c + 1`` (PREFETCH_ROWS rows ahead of its use, so a load has that many row steps to
-arrive), and reduced to its difference ``x[c+1] - x[c-1]`` and smoothing ``x[c-1] + 2 x[c] + x[c+1]``; Sobel x and y
-of row ``r`` are then ``d[r-1] + 2 d[r] + d[r+1]`` and ``s[r+1] - s[r-1]``, from rows carried in
-registers (images of up to :data:`MAX_CARRIED_CHANNELS` channels; more channels reload the three
-rows per channel). Strips away from the image's first and last column address all three loads
-from one register; strips at the border clamp each lane's columns (replicate padding).
-uint8 images stay exact integers in float32 and are computed in units of 1/255 (the
-normalisation is scale-free); float16 / bfloat16 / float32 in float32; float64 in float64.
+``c`` and ``c + 1`` (PREFETCH_ROWS rows ahead of its use, UINT8_PREFETCH_ROWS for uint8, so a load
+has that many row steps to arrive), and reduced to its difference ``x[c+1] - x[c-1]`` and smoothing
+``x[c-1] + 2 x[c] + x[c+1]``; Sobel x and y of row ``r`` are then ``d[r-1] + 2 d[r] + d[r+1]`` and
+``s[r+1] - s[r-1]``, from rows carried in registers (images of up to :data:`MAX_CARRIED_CHANNELS`
+channels; more channels reload the three rows per channel). A carried uint8 walk steps as many rows
+per iteration as it has in flight (``UNROLL``: its registers rotate without moves), the last one's
+rows past the band computed but not used. Strips away from the image's first and last column address all three loads from one
+register; strips at the border clamp each lane's columns (replicate padding). uint8 images stay
+exact integers (their terms summed in int32, then in float32) and are computed in units of 1/255
+(the normalisation is scale-free); float16 / bfloat16 / float32 in float32; float64 in float64.
 
 DRAM traffic: x read twice and the output written once, plus the tiles' statistics (about 0.25
 byte per pixel; ``traffic`` in ``benchmarks/roofline.py``). No launch copies anything to or from
@@ -57,30 +59,31 @@ from .occupancy import BAND_ROWS_RANGE, UNFITTED_BAND_ROWS, fitted_band_rows, fo
 
 # 2**23 as float32: for 0 <= v < 2**23, adding it leaves round-half-even(v) in the low mantissa bits.
 _MAGIC = tl.constexpr(8388608.0)
-_MAGIC_BITS = tl.constexpr(0x4B000000)  # the bits of 2**23 as float32
+# 1.5 * 2**23 as float32, and its bits: for an integer |v| < 2**22, the bits plus v read as a float32 are
+# 1.5 * 2**23 + v exactly (one integer add and one float add: not the slow integer-to-float unit).
+_SIGNED_MAGIC = tl.constexpr(12582912.0)
+_SIGNED_MAGIC_BITS = tl.constexpr(0x4B400000)
 # Images with at most this many channels keep the gradient walk's per-channel state in registers.
 MAX_CARRIED_CHANNELS = 4
 # How many rows below the current one the walk keeps loaded or in flight (see _step_channel): while a
 # step computes, the loads of the next PREFETCH_ROWS rows of every carried channel are on their way.
+# A uint8 row is a quarter of the bytes, so its walk keeps more rows in flight for the same registers.
 PREFETCH_ROWS = 3
-_PREFETCH = tl.constexpr(PREFETCH_ROWS)
+UINT8_PREFETCH_ROWS = 4
 
 
 @triton.jit
 def _load_row(row_ptr, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
     """One row of one channel at each lane's ``c - 1``, ``c`` and ``c + 1`` (all in bounds: no mask).
 
-    ``offsets``: ``(left, centre, right)`` of :func:`_column_offsets`. Converted on load: uint8 by its
-    bits (``v | 2**23`` as float32 is ``2**23 + v``: one logic op and one add, not the slow
-    integer-to-float unit), exact integers in float32 as are their Sobel sums and squares (below 2**24).
+    ``offsets``: ``(left, centre, right)`` of :func:`_column_offsets`. Converted on load: uint8 to int32
+    (:func:`_terms` converts its terms), the others to the compute dtype.
     """
     left, centre, right = offsets
     lane_ptr = row_ptr + centre
     low, mid, high = tl.load(lane_ptr + left), tl.load(lane_ptr), tl.load(lane_ptr + right)
     if IS_UINT8:
-        low = (low.to(tl.int32) | _MAGIC_BITS).to(tl.float32, bitcast=True) - _MAGIC
-        mid = (mid.to(tl.int32) | _MAGIC_BITS).to(tl.float32, bitcast=True) - _MAGIC
-        high = (high.to(tl.int32) | _MAGIC_BITS).to(tl.float32, bitcast=True) - _MAGIC
+        low, mid, high = low.to(tl.int32), mid.to(tl.int32), high.to(tl.int32)
     elif COMPUTE_F64:
         low, mid, high = low.to(tl.float64), mid.to(tl.float64), high.to(tl.float64)
     else:
@@ -89,9 +92,19 @@ def _load_row(row_ptr, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexp
 
 
 @triton.jit
+def _as_float32(value):
+    """An int32 tensor of values below 2**22 in magnitude as float32, exactly (see ``_SIGNED_MAGIC``)."""
+    return (value + _SIGNED_MAGIC_BITS).to(tl.float32, bitcast=True) - _SIGNED_MAGIC
+
+
+@triton.jit
 def _terms(low, mid, high):
-    """A row's Sobel terms: ``(x[c+1] - x[c-1], x[c-1] + 2 x[c] + x[c+1], x[c])``."""
-    return high - low, low + 2 * mid + high, mid
+    """A row's Sobel terms: ``(x[c+1] - x[c-1], x[c-1] + 2 x[c] + x[c+1], x[c])``; of a uint8 row (as
+    int32), the first two summed as integers and converted once each, ``x[c]`` left to its one use."""
+    if low.dtype == tl.int32:
+        return _as_float32(high - low), _as_float32(low + 2 * mid + high), mid
+    else:
+        return high - low, low + 2 * mid + high, mid
 
 
 @triton.jit
@@ -103,76 +116,21 @@ def _squared_sobel(up_difference, difference, down_difference, up_smoothing, dow
 
 
 @triton.jit
-def _start_channel(plane, rows, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
-    """The walk's state for one channel at its first row, from the offsets ``rows`` of the row above it,
-    the row itself and the PREFETCH_ROWS rows below: the first two as terms, the others loaded."""
-    low, middle, high = _load_row(plane + rows[0], offsets, IS_UINT8, COMPUTE_F64)
-    up_d, up_s, _ = _terms(low, middle, high)
-    low, middle, high = _load_row(plane + rows[1], offsets, IS_UINT8, COMPUTE_F64)
-    d, s, x = _terms(low, middle, high)
-    loaded = ()
-    for below in tl.static_range(_PREFETCH):
-        loaded = loaded + (_load_row(plane + rows[2 + below], offsets, IS_UINT8, COMPUTE_F64),)
-    return (up_d, up_s, d, s, x), loaded
-
-
-@triton.jit
 def _step_channel(plane, ahead, offsets, state, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
     """One row step of one channel: ``Sx² + Sy²`` of the current row, its values, and the state one row down.
 
-    The row below arrived; the row PREFETCH_ROWS + 1 below (offset ``ahead``) is loaded now, PREFETCH_ROWS
-    steps before its use. (:func:`_terms` and :func:`_squared_sobel` written out: this runs per row.)
+    The row below arrived; the row one below those in flight (offset ``ahead``) is loaded now, as many
+    steps before its use as there are rows in flight.
     """
     terms, loaded = state
     up_d, up_s, d, s, x = terms
     low, middle, high = loaded[0]
-    down_d, down_s, down_x = high - low, low + 2 * middle + high, middle
+    down_d, down_s, down_x = _terms(low, middle, high)
     stepped = ()
-    for below in tl.static_range(1, _PREFETCH):
+    for below in tl.static_range(1, len(loaded)):
         stepped = stepped + (loaded[below],)
     stepped = stepped + (_load_row(plane + ahead, offsets, IS_UINT8, COMPUTE_F64),)
-    sobel_x = up_d + 2 * d + down_d
-    sobel_y = down_s - up_s
-    squares = sobel_x * sobel_x + sobel_y * sobel_y
-    return squares, x, ((d, s, down_d, down_s, down_x), stepped)
-
-
-@triton.jit
-def _start_walk(
-    image_ptr, stride_c, rows, offsets, CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr
-):
-    """The carried walk's state at its first row: a tuple with each channel's :func:`_start_channel`."""
-    states = ()
-    for channel in tl.static_range(CHANNELS):
-        states = states + (_start_channel(image_ptr + channel * stride_c, rows, offsets, IS_UINT8, COMPUTE_F64),)
-    return states
-
-
-@triton.jit
-def _step_walk(
-    image_ptr,
-    stride_c,
-    ahead,
-    offsets,
-    states,
-    CHANNELS: tl.constexpr,
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
-):
-    """One row step of every channel: ``Σ_c (Sx² + Sy²)`` of the current row, the row's values per
-    channel (for the output), and the state one row down."""
-    stepped = ()
-    centres = ()
-    for channel in tl.static_range(CHANNELS):
-        plane = image_ptr + channel * stride_c
-        more, x, state = _step_channel(plane, ahead, offsets, states[channel], IS_UINT8, COMPUTE_F64)
-        if channel == 0:
-            squares = more
-        else:
-            squares += more
-        centres = centres + (x,)
-        stepped = stepped + (state,)
-    return squares, centres, stepped
+    return _squared_sobel(up_d, d, down_d, up_s, down_s), x, ((d, s, down_d, down_s, down_x), stepped)
 
 
 @triton.jit
@@ -192,24 +150,41 @@ def _reloaded_squares(image, row, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: 
         mid_d, _, _ = _terms(low, middle, high)
         low, middle, high = _load_row(plane + down, offsets, IS_UINT8, COMPUTE_F64)
         down_d, down_s, _ = _terms(low, middle, high)
-        # Per channel to float: an integer sum over many channels could overflow int32.
         squares += _squared_sobel(up_d, mid_d, down_d, up_s, down_s).to(squares.dtype)
     return squares
 
 
 @triton.jit
 def _begin_walk(
-    image, top, offsets, CHANNELS: tl.constexpr, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr
+    image,
+    top,
+    offsets,
+    CHANNELS: tl.constexpr,
+    PREFETCH: tl.constexpr,
+    IS_UINT8: tl.constexpr,
+    COMPUTE_F64: tl.constexpr,
+    WIDE: tl.constexpr,
 ):
-    """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, the PREFETCH_ROWS below
+    """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, the PREFETCH below
     loaded (an empty tuple for images with more than MAX_CARRIED_CHANNELS channels, which reload their
     rows). ``image`` is ``(pointer, channels, height, width, stride_c, stride_h, stride_w)``."""
     image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     rows = (tl.cast(tl.maximum(top - 1, 0), index_type) * stride_h,)
-    for below in tl.static_range(_PREFETCH + 1):
+    for below in tl.static_range(PREFETCH + 1):
         rows = rows + (tl.cast(tl.minimum(top + below, height - 1), index_type) * stride_h,)
-    return _start_walk(image_ptr, stride_c, rows, offsets, CHANNELS, IS_UINT8, COMPUTE_F64)
+    states = ()
+    for channel in tl.static_range(CHANNELS):
+        plane = image_ptr + channel * stride_c
+        low, middle, high = _load_row(plane + rows[0], offsets, IS_UINT8, COMPUTE_F64)
+        up_d, up_s, _ = _terms(low, middle, high)
+        low, middle, high = _load_row(plane + rows[1], offsets, IS_UINT8, COMPUTE_F64)
+        d, s, x = _terms(low, middle, high)
+        loaded = ()
+        for below in tl.static_range(2, len(rows)):
+            loaded = loaded + (_load_row(plane + rows[below], offsets, IS_UINT8, COMPUTE_F64),)
+        states = states + (((up_d, up_s, d, s, x), loaded),)
+    return states
 
 
 @triton.jit
@@ -219,6 +194,7 @@ def _walk_row(
     states,
     offsets,
     CHANNELS: tl.constexpr,
+    PREFETCH: tl.constexpr,
     IS_UINT8: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
@@ -229,10 +205,18 @@ def _walk_row(
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
     accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
     if CHANNELS > 0:
-        ahead = tl.cast(tl.minimum(row + 1 + _PREFETCH, height - 1), index_type) * stride_h
-        squares, centres, states = _step_walk(
-            image_ptr, stride_c, ahead, offsets, states, CHANNELS, IS_UINT8, COMPUTE_F64
-        )
+        ahead = tl.cast(tl.minimum(row + 1 + PREFETCH, height - 1), index_type) * stride_h
+        stepped, centres = (), ()
+        for channel in tl.static_range(CHANNELS):
+            plane = image_ptr + channel * stride_c
+            more, x, state = _step_channel(plane, ahead, offsets, states[channel], IS_UINT8, COMPUTE_F64)
+            if channel == 0:
+                squares = more
+            else:
+                squares += more
+            centres = centres + (x,)
+            stepped = stepped + (state,)
+        states = stepped
         magnitude = tl.sqrt(squares.to(accumulate))
     else:
         centres = ()
@@ -304,12 +288,13 @@ def _statistics_walk(
     row_windows,
     STEP: tl.constexpr,
     CHANNELS: tl.constexpr,
+    PREFETCH: tl.constexpr,
+    UNROLL: tl.constexpr,
     IS_UINT8: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
     CLAMPED: tl.constexpr,
     ROW_SLOTS: tl.constexpr,
-    BLOCK_W: tl.constexpr,
 ):
     """Walk one tile's rows: per row window (slot), the per-lane sums of ``m``; and the lanes' min / max of ``m``.
 
@@ -330,31 +315,37 @@ def _statistics_walk(
         next_start, next_end, bottom, height, n_row_windows, row_extent, STEP, row_last_start
     )
     slots = tl.arange(0, ROW_SLOTS)
-    run = tl.zeros([BLOCK_W], dtype=accumulate)
-    column_sums = tl.zeros([ROW_SLOTS, BLOCK_W], dtype=accumulate)
-    lowest = tl.full([BLOCK_W], float("inf"), dtype=accumulate)
-    highest = tl.full([BLOCK_W], float("-inf"), dtype=accumulate)
-    states = _begin_walk(image, top, offsets, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
-    for row in range(top, bottom):  # report: walk
-        magnitude, _, states = _walk_row(image, row, states, offsets, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
-        # min / max propagating NaN (as torch.amin / amax); lanes past the image read its last
-        # column: keep them out of the range.
-        if CLAMPED:
-            lowest = tl.minimum(lowest, tl.where(lane, magnitude, float("inf")), propagate_nan=tl.PropagateNan.ALL)
-            highest = tl.maximum(highest, tl.where(lane, magnitude, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
-        else:
-            lowest = tl.minimum(lowest, magnitude, propagate_nan=tl.PropagateNan.ALL)
-            highest = tl.maximum(highest, magnitude, propagate_nan=tl.PropagateNan.ALL)
-        run += magnitude
-        if row + 1 == boundary:  # report: run-end
-            covering = (slots >= next_end - first) & (slots < next_start - first)
-            column_sums += tl.where(covering[:, None], run[None, :], 0.0)
-            run = tl.zeros([BLOCK_W], dtype=accumulate)
-            next_start += (row + 1 == start_row).to(tl.int32)
-            next_end += (row + 1 == end_row).to(tl.int32)
-            start_row, end_row, boundary = _run_boundary(
-                next_start, next_end, bottom, height, n_row_windows, row_extent, STEP, row_last_start
+    run = tl.zeros(cols.shape, dtype=accumulate)
+    column_sums = tl.zeros([ROW_SLOTS, cols.shape[0]], dtype=accumulate)
+    lowest = tl.full(cols.shape, float("inf"), dtype=accumulate)
+    highest = tl.full(cols.shape, float("-inf"), dtype=accumulate)
+    states = _begin_walk(image, top, offsets, CHANNELS, PREFETCH, IS_UINT8, COMPUTE_F64, WIDE)
+    for group in range(top, bottom, UNROLL):  # report: walk
+        rows_left = bottom - group  # the group's steps from this one on are past the band's bottom
+        for step in tl.static_range(UNROLL):
+            row = group + step
+            magnitude, _, states = _walk_row(
+                image, row, states, offsets, CHANNELS, PREFETCH, IS_UINT8, COMPUTE_F64, WIDE
             )
+            # min / max propagating NaN (as torch.amin / amax) over the lanes in the image and the rows in
+            # the band. A row past the band's bottom adds to a run that never ends: no window gets it.
+            counted = (lane & (step < rows_left) if step > 0 else lane) if CLAMPED else step < rows_left
+            if CLAMPED or step > 0:
+                lowest = _nan_minimum(lowest, tl.where(counted, magnitude, float("inf")))
+                highest = _nan_maximum(highest, tl.where(counted, magnitude, float("-inf")))
+            else:
+                lowest = _nan_minimum(lowest, magnitude)
+                highest = _nan_maximum(highest, magnitude)
+            run += magnitude
+            if row + 1 == boundary:  # report: run-end
+                covering = (slots >= next_end - first) & (slots < next_start - first)
+                column_sums += tl.where(covering[:, None], run[None, :], 0.0)
+                run = tl.zeros(cols.shape, dtype=accumulate)
+                next_start += (row + 1 == start_row).to(tl.int32)
+                next_end += (row + 1 == end_row).to(tl.int32)
+                start_row, end_row, boundary = _run_boundary(
+                    next_start, next_end, bottom, height, n_row_windows, row_extent, STEP, row_last_start
+                )
     return column_sums, lowest, highest
 
 
@@ -392,6 +383,8 @@ def _statistics_kernel(
     band_rows,  # rows per tile (a launch argument: the launcher fits the grid to the GPU)
     STEP: tl.constexpr,  # window_size - overlap: the windows' stride on both axes
     CHANNELS: tl.constexpr,  # C when <= MAX_CARRIED_CHANNELS (carried walk), else 0 (reloading walk)
+    PREFETCH: tl.constexpr,  # rows a carried walk keeps in flight below the current one
+    UNROLL: tl.constexpr,  # row steps per iteration of the walk (PREFETCH: no register moves; or 1)
     IS_UINT8: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,  # int64 offsets inside an image (it has 2**31 elements or more)
@@ -414,11 +407,11 @@ def _statistics_kernel(
     # Strips off the image's first and last column need no clamping: one address per row and channel.
     if (strip > 0) & ((strip + 1) * BLOCK_W < width):
         column_sums, lowest, highest = _statistics_walk(  # report: interior
-            source, walked, row_windows, STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, False, ROW_SLOTS, BLOCK_W
+            source, walked, row_windows, STEP, CHANNELS, PREFETCH, UNROLL, IS_UINT8, COMPUTE_F64, WIDE, False, ROW_SLOTS
         )
     else:
         column_sums, lowest, highest = _statistics_walk(  # report: border
-            source, walked, row_windows, STEP, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE, True, ROW_SLOTS, BLOCK_W
+            source, walked, row_windows, STEP, CHANNELS, PREFETCH, UNROLL, IS_UINT8, COMPUTE_F64, WIDE, True, ROW_SLOTS
         )
 
     # This tile's part of each window's sum (slot kc: column window first_col_window + kc; slot kr: row
@@ -604,10 +597,11 @@ def _next_cover_change(row_first, row_last, height, n_windows, extent, step, las
 
 @triton.jit
 def _store_row(out_row_ptr, out_col, value, factor, lane, IS_UINT8: tl.constexpr):
-    """``value * factor`` into one output row (uint8: rounded half-to-even without a conversion unit)."""
+    """``value * factor`` into one output row (uint8, ``value`` as int32: rounded half-to-even without a
+    conversion unit)."""
     if IS_UINT8:
         # value <= 255 and factor in [0, 1]: adding 2**23 leaves the rounded result in the low byte.
-        scaled = value.to(tl.float32) * factor + _MAGIC
+        scaled = _as_float32(value) * factor + _MAGIC
         result = scaled.to(tl.int32, bitcast=True).to(tl.uint8)
     else:
         result = (value * factor).to(out_row_ptr.dtype.element_ty)
@@ -627,6 +621,8 @@ def _suppress_walk(
     col_windows,
     STEP: tl.constexpr,
     CHANNELS: tl.constexpr,
+    PREFETCH: tl.constexpr,
+    UNROLL: tl.constexpr,
     IS_UINT8: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
@@ -664,43 +660,57 @@ def _suppress_walk(
     row_last = _last_covering(top, STEP, row_last_start, n_row_windows)
     change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start)
     covered = _covered(table, row_first, row_last, lane_windows, COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
-    states = _begin_walk(image, top, offsets, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
-    for row in range(top, bottom):  # report: walk
-        if row == change:  # report: cover-change
-            # At most one window ends and one starts per row.
-            row_first += (_window_start(row_first, STEP, row_last_start) + row_extent <= row).to(tl.int32)
-            row_last += (
-                (row_last + 1 < n_row_windows) & (_window_start(row_last + 1, STEP, row_last_start) <= row)
-            ).to(tl.int32)
-            change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start)
-            covered = _covered(table, row_first, row_last, lane_windows, COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
-        magnitude, centres, states = _walk_row(image, row, states, offsets, CHANNELS, IS_UINT8, COMPUTE_F64, WIDE)
-        normalised = tl.where(varies, (magnitude - lowest) * scale, 0.0)
-        suppressed = tl.where(covered, normalised, 0.0)
-        plane_offsets = plane_base + (tl.cast(row, index_type) * width + cols)
-        if WRITE_MAP:
-            tl.store(map_ptr + plane_offsets, suppressed, mask=lane)
-        if WRITE_NORMALISED:
-            tl.store(normalised_ptr + plane_offsets, normalised, mask=lane)
-        if WRITE_MASK:
-            tl.store(mask_ptr + plane_offsets, covered.to(tl.uint8), mask=lane)
-        if WRITE_OUTPUT:
-            factor = 1 - tl.minimum(tl.maximum(smoothing_factor * suppressed, 0.0), 1.0)
-            if IS_UINT8:
-                factor = factor.to(tl.float32)
-            out_row = out_image_ptr + tl.cast(row, index_type) * out_stride_h
-            if CHANNELS > 0:
-                for channel in tl.static_range(CHANNELS):
-                    _store_row(out_row + channel * out_stride_c, out_col, centres[channel], factor, lane, IS_UINT8)
-            else:
-                in_row = image_ptr + tl.cast(row, index_type) * stride_h
-                for channel in range(channels):  # report: output-channels
-                    value = tl.load(in_row + tl.cast(channel, index_type) * stride_c + offsets[1])
-                    if not IS_UINT8:
-                        value = value.to(accumulate)
-                    _store_row(
-                        out_row + tl.cast(channel, index_type) * out_stride_c, out_col, value, factor, lane, IS_UINT8
-                    )
+    states = _begin_walk(image, top, offsets, CHANNELS, PREFETCH, IS_UINT8, COMPUTE_F64, WIDE)
+    for group in range(top, bottom, UNROLL):  # report: walk
+        rows_left = bottom - group  # the group's steps from this one on are past the band's bottom
+        for step in tl.static_range(UNROLL):
+            row = group + step
+            written = lane & (step < rows_left) if step > 0 else lane  # past the bottom: computed, not written
+            if (row == change) & (step < rows_left):  # report: cover-change
+                # At most one window ends and one starts per row.
+                row_first += (_window_start(row_first, STEP, row_last_start) + row_extent <= row).to(tl.int32)
+                row_last += (
+                    (row_last + 1 < n_row_windows) & (_window_start(row_last + 1, STEP, row_last_start) <= row)
+                ).to(tl.int32)
+                change = _next_cover_change(
+                    row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start
+                )
+                covered = _covered(table, row_first, row_last, lane_windows, COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
+            magnitude, centres, states = _walk_row(
+                image, row, states, offsets, CHANNELS, PREFETCH, IS_UINT8, COMPUTE_F64, WIDE
+            )
+            normalised = tl.where(varies, (magnitude - lowest) * scale, 0.0)
+            suppressed = tl.where(covered, normalised, 0.0)
+            plane_offsets = plane_base + (tl.cast(row, index_type) * width + cols)
+            if WRITE_MAP:
+                tl.store(map_ptr + plane_offsets, suppressed, mask=written)
+            if WRITE_NORMALISED:
+                tl.store(normalised_ptr + plane_offsets, normalised, mask=written)
+            if WRITE_MASK:
+                tl.store(mask_ptr + plane_offsets, covered.to(tl.uint8), mask=written)
+            if WRITE_OUTPUT:
+                factor = 1 - tl.minimum(tl.maximum(smoothing_factor * suppressed, 0.0), 1.0)
+                if IS_UINT8:
+                    factor = factor.to(tl.float32)
+                out_row = out_image_ptr + tl.cast(row, index_type) * out_stride_h
+                if CHANNELS > 0:
+                    for channel in tl.static_range(CHANNELS):
+                        _store_row(
+                            out_row + channel * out_stride_c, out_col, centres[channel], factor, written, IS_UINT8
+                        )
+                else:
+                    in_row = image_ptr + tl.cast(row, index_type) * stride_h
+                    for channel in range(channels):  # report: output-channels
+                        value = tl.load(in_row + tl.cast(channel, index_type) * stride_c + offsets[1])
+                        value = value.to(tl.int32 if IS_UINT8 else accumulate)
+                        _store_row(
+                            out_row + tl.cast(channel, index_type) * out_stride_c,
+                            out_col,
+                            value,
+                            factor,
+                            written,
+                            IS_UINT8,
+                        )
 
 
 @triton.jit(do_not_specialize=["threshold", "smoothing_factor", "band_rows"])
@@ -736,6 +746,8 @@ def _suppress_kernel(
     band_rows,  # tiles: bands of band_rows rows x strips of BLOCK_W columns (the statistics kernel's)
     STEP: tl.constexpr,
     CHANNELS: tl.constexpr,
+    PREFETCH: tl.constexpr,
+    UNROLL: tl.constexpr,  # CHANNELS to WIDE: as the statistics kernel's
     IS_UINT8: tl.constexpr,
     COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
@@ -824,6 +836,8 @@ def _suppress_kernel(
             col_windows,
             STEP,
             CHANNELS,
+            PREFETCH,
+            UNROLL,
             IS_UINT8,
             COMPUTE_F64,
             WIDE,
@@ -849,6 +863,8 @@ def _suppress_kernel(
             col_windows,
             STEP,
             CHANNELS,
+            PREFETCH,
+            UNROLL,
             IS_UINT8,
             COMPUTE_F64,
             WIDE,
@@ -927,36 +943,11 @@ class LaunchConfig:
 DEFAULT_CONFIG = LaunchConfig(band_rows=None, strip_width=32, num_warps=1)
 MEANS_BLOCK = 32  # rows and columns of windows per program of the window-means kernel
 RANGE_BLOCK = 128  # tile ranges reduced at once
-# ptxas's register cap for the uint8 statistics kernel, where it fits without local memory: left
-# to itself it takes a few more, which costs an SM one resident program.
-UINT8_STATISTICS_REGISTERS = 128
+# ptxas's register caps for the uint8 kernels, each where it fits without local memory: left to
+# itself it takes a few more, which costs an SM resident programs (and, in suppress, rows in flight).
+UINT8_REGISTER_CAPS = {"statistics": 128, "suppress": 96}
 # CUDA caps grid dimension 1 at 65535: larger batches are launched in chunks.
 MAX_GRID_BATCH = 65535
-
-
-def lgs_triton(
-    x: torch.Tensor,
-    smoothing_factor: float,
-    threshold: float,
-    window_size: int,
-    overlap: int,
-    write_output: bool = True,
-    write_map: bool = False,
-    config: LaunchConfig | None = None,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Run LGS on ``[B, C, H, W]`` images with the Triton kernels.
-
-    ``x`` is any accepted dtype (uint8, float16, bfloat16, float32, float64) and any strides;
-    parameters are already validated (:mod:`lgs_gpu.core.validate`). Returns ``(output, map)``: the
-    defended images in ``x``'s dtype and memory format, and ``ĝ`` as ``[B, H, W]`` in the
-    compute dtype; each is ``None`` unless asked for.
-
-    Example:
-        >>> out, _ = lgs_triton(images.cuda(), 2.3, 0.1, 15, 5)  # doctest: +SKIP
-    """
-    wanted = ("output",) * write_output + ("suppression_map",) * write_map
-    computed = stages(x, smoothing_factor, threshold, window_size, overlap, wanted, config)
-    return computed.get("output"), computed.get("suppression_map")
 
 
 def stages(
@@ -979,7 +970,7 @@ def stages(
     the grids and runtime arguments, so one traced graph serves every batch, height and width.
     """
     if x.dim() != 4:
-        raise ValueError(f"lgs_triton expects [B, C, H, W] images. Got shape {tuple(x.shape)}")
+        raise ValueError(f"the Triton kernels expect [B, C, H, W] images. Got shape {tuple(x.shape)}")
     unknown = set(wanted) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown LGS stage(s) {sorted(unknown)}; accepted: {', '.join(STAGES)}")
@@ -1048,9 +1039,15 @@ def _launch(
     row_slots = _slot_rows(window_size, overlap, band_range[1])
     max_bands, max_row_cover = _tiling(window_size, overlap, band_range[0])[1:]
     col_slots, max_strips, max_col_cover = _tiling(window_size, overlap, strip_width)
+    # A carried uint8 walk steps as many rows per iteration as it keeps in flight: its registers rotate
+    # without moves. Unrolled, a float walk's statistics take 128 registers and fewer programs fit.
+    carried = channels <= MAX_CARRIED_CHANNELS
+    prefetch = UINT8_PREFETCH_ROWS if x.dtype == torch.uint8 else PREFETCH_ROWS
     common = dict(
         STEP=step,
-        CHANNELS=channels if channels <= MAX_CARRIED_CHANNELS else 0,
+        CHANNELS=channels if carried else 0,
+        PREFETCH=prefetch,
+        UNROLL=prefetch if carried and x.dtype == torch.uint8 else 1,
         IS_UINT8=x.dtype == torch.uint8,
         COMPUTE_F64=compute_f64,
         WIDE=_needs_wide_offsets(x, computed.get("output")),
@@ -1093,9 +1090,12 @@ def _launch(
         empty = x.new_empty((0,), dtype=accumulate)
         probes = [(*args, band_rows) for args in arguments(empty, empty, empty.to(torch.uint8))]
         if x.dtype == torch.uint8:  # capped where the compiler fits the cap without local memory
-            capped = {**statistics_options, "maxnreg": UINT8_STATISTICS_REGISTERS}
+            capped = {**statistics_options, "maxnreg": UINT8_REGISTER_CAPS["statistics"]}
             if (footprint(_statistics_kernel, probes[0], capped, device) or (0, 1))[1] == 0:
                 statistics_options = capped
+            capped = {**suppress_options, "maxnreg": UINT8_REGISTER_CAPS["suppress"]}
+            if (footprint(_suppress_kernel, probes[1], capped, device) or (0, 1))[1] == 0:
+                suppress_options = capped
         if config.band_rows is None:
             fits = (
                 footprint(_statistics_kernel, probes[0], statistics_options, device),
