@@ -37,7 +37,8 @@ def compile_in_subprocess(path: Path, *arguments: str, pythonpath: str | None = 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    return compile_in_subprocess(tmp_path_factory.mktemp("aot") / "kernels.json")
+    # Every dtype and code path, fewer stage sets: the whole matrix is the slow test below.
+    return compile_in_subprocess(tmp_path_factory.mktemp("aot") / "kernels.json", "--quick")
 
 
 def expected_launches(configs) -> set[tuple[str, str]]:
@@ -66,11 +67,19 @@ def check_reports(reports: list[dict], configs) -> None:
 def test_every_launch_compiles_for_each_architecture_without_spills(compiled):
     from triton_aot import configurations
 
-    check_reports(compiled["reports"], configurations())
+    check_reports(compiled["reports"], configurations(quick=True))
     # Every dtype, both walks (carried and reloading channels) and both offset widths were compiled.
     variants = " ".join(r["variant"] for r in compiled["reports"])
     for fragment in ("uint8", "float16", "bfloat16", "float32", "float64", "8x6x64x64", "46341", "channels_last"):
         assert fragment in variants
+
+
+@pytest.mark.slow
+def test_the_whole_matrix_compiles_without_spills(tmp_path):
+    """Every dtype x stage set (116 launches; the unrolled uint8 walk takes ptxas about 26 s a variant)."""
+    from triton_aot import configurations
+
+    check_reports(compile_in_subprocess(tmp_path / "all.json")["reports"], configurations())
 
 
 def test_image_kernels_give_every_sm_at_least_four_programs(compiled):
