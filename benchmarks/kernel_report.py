@@ -527,9 +527,9 @@ def occupancy(kernel: dict, device: dict = DEVICE) -> dict:
 
 
 def _waves_seconds(kernel: dict, resident: int, tail: int, latency_cycles: float, device: dict) -> float:
-    """The grid's time wave by wave: each wave's programs walk their rows one step at a time (a step takes
-    a latency over the rows loaded ahead, or the wave's issue slots if longer), after their prologue's
-    round trips and instruction burst and before their epilogue's burst; no wave beats DRAM."""
+    """The grid's time wave by wave: each wave's programs walk their rows one iteration at a time (an
+    iteration takes a latency over the iterations loaded ahead, or the wave's issue slots if longer), after
+    their prologue's round trips and instruction burst and before their epilogue's burst; no wave beats DRAM."""
     sms, clock = device["multiprocessors"], device["clock_hz"]
     programs, warps = kernel["programs"], kernel["warps"]
     full = (programs - tail) // (resident * sms)
