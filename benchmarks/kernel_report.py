@@ -301,14 +301,15 @@ def regions(instructions: list[Instruction], labels: dict[str, int], targets: di
     for first, last in loops:
         nested = [(a, b) for a, b in loops if first <= a and b <= last and (a, b) != (first, last)]
         headers, sites = {}, Counter()
-        for ins in instructions:
-            if not first <= ins.address <= last or not ins.lines:
+        for ins in instructions:  # the loop's own code: not a nested loop's
+            if not first <= ins.address <= last or not ins.lines or any(a <= ins.address <= b for a, b in nested):
                 continue
             tag, statement = tags.headers.get(ins.lines[0], (None, None))
-            if statement == "for" and not any(a <= ins.address <= b for a, b in nested):
+            if statement == "for":
                 headers.setdefault(ins.lines[0], tag)
-            if not any(a <= ins.address <= b for a, b in nested) and tags.call_sites(ins.lines):
-                sites[tuple(tags.call_sites(ins.lines))] += 1
+            named = tuple(tags.call_sites(ins.lines))
+            if named:
+                sites[named] += 1
         # The call sites the loop's own code names most: its header's code may carry none (the
         # compiler can drop them from a loop's control, as triton 3.8 does for the suppress walk).
         if sites:
