@@ -374,6 +374,12 @@ def run_ends(top: int, bottom: int, height: int, rows: tuple[int, int, int, int]
     return runs
 
 
+def windows_met(top: int, bottom: int, rows: tuple[int, int, int, int]) -> int:
+    """How many row windows meet one band: the statistics kernel's ``window-end`` branch stores each once."""
+    count, extent, step, last_start = rows
+    return _last_covering(bottom - 1, step, last_start, count) - _first_covering(top, extent, step, count) + 1
+
+
 def cover_changes(top: int, bottom: int, rows: tuple[int, int, int, int]) -> int:
     """How often the suppress kernel's ``cover-change`` branch runs in one band (its loop, replayed)."""
     count, extent, step, last_start = rows
@@ -407,17 +413,20 @@ def execution_counts(launch) -> dict[str, float]:
                 else cover_changes(top, bottom, rows) for top, bottom in bands]  # fmt: skip
     branch = "run-end" if launch.kernel == "_statistics_kernel" else "cover-change"
     statistics = launch.kernel == "_statistics_kernel"
-    # A statistics tile sums its windows by the product unless its m is not finite: never in the model.
-    counts = {"non-finite": 0} if statistics else {"tile-ranges": tile_ranges}
+    counts = {} if statistics else {"tile-ranges": tile_ranges}
     reloading = not a["CHANNELS"]  # more channels than the walk carries: a loop over them per row
     # A walk steps UNROLL rows per iteration (the last may pass the band's bottom) and holds UNROLL copies
-    # of its branch: each copy counts an equal share of the branch's runs.
+    # of its branch (and the run-end branch ROW_COVER copies of its window-end branch): each copy counts
+    # an equal share of the branch's runs.
     unroll = int(a["UNROLL"])
+    stored = sum(windows_met(top, bottom, rows) for top, bottom in bands) / unroll / int(a.get("ROW_COVER", 1))
     iterations = sum(-(-(bottom - top) // unroll) for top, bottom in bands)
     for kind, n in (("interior", interior), ("border", strips - interior)):
         walk = images * n * height
         counts |= {kind: images * n * len(bands), f"walk@{kind}": images * n * iterations,
                    f"{branch}@{kind}": images * n * sum(per_band) / unroll}  # fmt: skip
+        if statistics:
+            counts[f"window-end@{kind}"] = images * n * stored
         if reloading:
             counts[f"channels@{kind}"] = walk * channels
             if not statistics and a["WRITE_OUTPUT"]:

@@ -51,7 +51,7 @@ class Traffic:
         return image * (self.image_reads + self.image_writes) + pixels * self.plane_bytes_per_pixel
 
 
-def statistics_bytes_per_pixel(height: int, width: int, band_rows: int = 100, strip_width: int = 32,
+def statistics_bytes_per_pixel(height: int, width: int, band_rows: int = 50, strip_width: int = 64,
                                element_bytes: int = 4) -> float:  # fmt: skip
     """The Triton path's window statistics per pixel: each tile's partial window sums, its range
     and its pass flags, written once and read back (default geometry; the tiling the launcher fits to

@@ -112,11 +112,11 @@ def test_offsets_beyond_int32():
 
 @pytest.mark.parametrize("band_rows", [10, 6, 7])
 def test_rows_a_uint8_walk_steps_past_its_band_are_left_out(band_rows):
-    """A uint8 walk steps UINT8_PREFETCH_ROWS rows per iteration, so its last one may pass the band's
+    """A uint8 walk steps PREFETCH_ROWS rows per iteration, so its last one may pass the band's
     bottom. Past the image's last row it computes a row that is not in the image: here its m (8t) is
     above every real one (at most √40 t), so counting it in the range would change every normalised
     value; writing it would write past the image."""
-    assert kernels.UINT8_PREFETCH_ROWS > 1 and 10 % kernels.UINT8_PREFETCH_ROWS  # the last group passes the image
+    assert kernels.PREFETCH_ROWS > 1 and 10 % kernels.PREFETCH_ROWS  # the last group passes the image
     t, flat = 40, 100
     images = torch.full((2, 1, 10, 40), flat, dtype=torch.uint8)
     images[:, :, -1] = torch.tensor([flat + t, flat + t, flat - t, flat - t] * 10, dtype=torch.uint8)

@@ -26,10 +26,10 @@ def test_bytes_follow_the_passes():
 
 
 def test_statistics_bytes_count_each_tile_table():
-    # 299 px, 100-row bands x 32-column strips: 3 x 10 tiles; a band meets at most 100 // 10 + 3 = 13
-    # row windows and a strip 6 column windows; each slot holds a float32 sum and a one-byte flag,
-    # each tile its (min, max); written once, read once.
-    tiles, slots = 3 * 10, 13 * 6
+    # 299 px, 50-row bands x 64-column strips: 6 x 5 tiles; a band meets at most 50 // 10 + 3 = 8
+    # row windows and a strip 64 // 10 + 3 = 9 column windows; each slot holds a float32 sum and a
+    # one-byte flag, each tile its (min, max); written once, read once.
+    tiles, slots = 6 * 5, 8 * 9
     expected = 2 * tiles * (slots * 5 + 8) / (299 * 299)
     assert roofline.statistics_bytes_per_pixel(299, 299) == pytest.approx(expected)
 

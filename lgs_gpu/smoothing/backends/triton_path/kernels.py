@@ -7,10 +7,10 @@ once (:mod:`.occupancy`), so that the grid runs in as few and as full waves as i
 
 1. ``_statistics_kernel`` computes the gradient magnitude ``m`` of each row once, keeps a
    per-lane sum of ``m`` over each run of rows covered by the same row windows, adds each finished
-   run into those windows' per-lane sums, and at the end multiplies them by the strip's window
-   membership: the tile's part of the sum of ``m`` over every window meeting it; and the tile's
-   min / max of ``m``. A window's sum is split over the (at most MAX_BANDS x MAX_STRIPS) tiles it meets and
-   added up in a fixed order later, so results are deterministic (no atomics).
+   run into the open row windows' per-lane sums, and as a row window ends (or the band does) sums its
+   lanes over each column window: the tile's part of the sum of ``m`` over every window meeting it;
+   and the tile's min / max of ``m``. A window's sum is split over the (at most MAX_BANDS x
+   MAX_STRIPS) tiles it meets and added up later in a fixed order: deterministic, no atomics.
 2. ``_suppress_kernel`` first turns the statistics into what it needs (the global reduction that
    forbids a single pass, done per program: no launch of its own): the image's min / max of
    ``m``, and each window over its tile passing γ or not (``mean g = (sum m / area - min) /
@@ -19,17 +19,18 @@ once (:mod:`.occupancy`), so that the grid runs in as few and as full waves as i
    whichever of ``x * (1 - clip(λ ĝ, 0, 1))``, ``ĝ``, ``g`` and the window mask is asked for.
 3. ``_means_kernel`` (only for the ``window_means`` stage) writes every window's mean of ``g``.
 
-The gradient walk: each row of each channel is loaded once, at every lane's columns ``c - 1``,
-``c`` and ``c + 1`` (PREFETCH_ROWS rows ahead of its use, UINT8_PREFETCH_ROWS for uint8, so a load
-has that many row steps to arrive), and reduced to its difference ``x[c+1] - x[c-1]`` and smoothing
-``x[c-1] + 2 x[c] + x[c+1]``; Sobel x and y of row ``r`` are then ``d[r-1] + 2 d[r] + d[r+1]`` and
-``s[r+1] - s[r-1]``, from rows carried in registers (images of up to :data:`MAX_CARRIED_CHANNELS`
-channels; more channels reload the three rows per channel). A carried uint8 walk steps as many rows
-per iteration as it has in flight (``UNROLL``: its registers rotate without moves), the last one's
-rows past the band computed but not used. Strips away from the image's first and last column address all three loads from one
-register; strips at the border clamp each lane's columns (replicate padding). uint8 images stay
-exact integers (their terms summed in int32, then in float32) and are computed in units of 1/255
-(the normalisation is scale-free); float16 / bfloat16 / float32 in float32; float64 in float64.
+The gradient walk: each lane holds two adjacent columns ``c`` and ``c + 1`` (``[BLOCK_W // 2, 2]``
+tensors), so each row of each channel is loaded once, at ``c - 1`` to ``c + 2`` (four loads for two
+pixels; PREFETCH_ROWS rows ahead of its use, so a load has that many row steps to arrive), and
+reduced to its difference ``x[c+1] - x[c-1]`` and smoothing ``x[c-1] + 2 x[c] + x[c+1]``; Sobel x and
+y of row ``r`` are then ``d[r-1] + 2 d[r] + d[r+1]`` and ``s[r+1] - s[r-1]``, from rows carried in
+registers (images of up to :data:`MAX_CARRIED_CHANNELS` channels; more channels reload the three rows
+per channel). A carried uint8 walk steps as many rows per iteration as it has in flight (``UNROLL``:
+its registers rotate without moves), the last one's rows past the band computed but not used. Strips
+away from the image's first and last column address all four loads from one register; strips at the
+border clamp each lane's columns (replicate padding). uint8 images stay exact integers (their Sobel
+sums in int32, then float32) and are computed in units of 1/255 (the normalisation is scale-free);
+float16 / bfloat16 / float32 in float32; float64 in float64.
 
 DRAM traffic: x read twice and the output written once, plus the tiles' statistics (about 0.25
 byte per pixel; ``traffic`` in ``benchmarks/roofline.py``). No launch copies anything to or from
@@ -57,54 +58,46 @@ from ....core.validate import compute_dtype, is_integer
 from ....core.windows import axis_geometry, max_cover
 from .occupancy import BAND_ROWS_RANGE, UNFITTED_BAND_ROWS, fitted_band_rows, footprint
 
-# 2**23 as float32: for 0 <= v < 2**23, adding it leaves round-half-even(v) in the low mantissa bits.
+# 2**23 as float32, and its bits: for an integer 0 <= v < 2**23, the bits plus v read as a float32 are
+# 2**23 + v exactly (an integer add and a float add: not the slow integer-to-float unit); for a float
+# 0 <= v < 2**23, adding it leaves round-half-even(v) in the low mantissa bits.
 _MAGIC = tl.constexpr(8388608.0)
-# 1.5 * 2**23 as float32, and its bits: for an integer |v| < 2**22, the bits plus v read as a float32 are
-# 1.5 * 2**23 + v exactly (one integer add and one float add: not the slow integer-to-float unit).
-_SIGNED_MAGIC = tl.constexpr(12582912.0)
-_SIGNED_MAGIC_BITS = tl.constexpr(0x4B400000)
+_MAGIC_BITS = tl.constexpr(0x4B000000)
 # Images with at most this many channels keep the gradient walk's per-channel state in registers.
 MAX_CARRIED_CHANNELS = 4
 # How many rows below the current one the walk keeps loaded or in flight (see _step_channel): while a
 # step computes, the loads of the next PREFETCH_ROWS rows of every carried channel are on their way.
-# A uint8 row is a quarter of the bytes, so its walk keeps more rows in flight for the same registers.
 PREFETCH_ROWS = 3
-UINT8_PREFETCH_ROWS = 4
 
 
 @triton.jit
-def _load_row(row_ptr, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
-    """One row of one channel at each lane's ``c - 1``, ``c`` and ``c + 1`` (all in bounds: no mask).
+def _load_row(row_ptr, offsets):
+    """One row of one channel: each lane's pair ``(c, c + 1)`` and its neighbours as ``(x[c - 1], x[c]),
+    (x[c], x[c + 1]), (x[c + 1], x[c + 2])``, from four loads (all in bounds: no mask).
 
-    ``offsets``: ``(left, centre, right)`` of :func:`_column_offsets`. Converted on load: uint8 to int32
-    (:func:`_terms` converts its terms), the others to the compute dtype.
+    ``offsets``: see :func:`_column_offsets`. Converted on load: uint8 to int32 (its Sobel sums stay
+    integers: see :func:`_terms`), the others to the compute dtype.
     """
-    left, centre, right = offsets
+    left, centre, right, far = offsets
     lane_ptr = row_ptr + centre
-    low, mid, high = tl.load(lane_ptr + left), tl.load(lane_ptr), tl.load(lane_ptr + right)
-    if IS_UINT8:
-        low, mid, high = low.to(tl.int32), mid.to(tl.int32), high.to(tl.int32)
-    elif COMPUTE_F64:
-        low, mid, high = low.to(tl.float64), mid.to(tl.float64), high.to(tl.float64)
-    else:
-        low, mid, high = low.to(tl.float32), mid.to(tl.float32), high.to(tl.float32)
-    return low, mid, high
+    a, b, c, d = tl.load(lane_ptr + left), tl.load(lane_ptr), tl.load(lane_ptr + right), tl.load(lane_ptr + far)
+    element = row_ptr.dtype.element_ty
+    loaded: tl.constexpr = tl.int32 if element == tl.uint8 else tl.float64 if element == tl.float64 else tl.float32
+    a, b, c, d = a.to(loaded), b.to(loaded), c.to(loaded), d.to(loaded)
+    return tl.join(a, b), tl.join(b, c), tl.join(c, d)
 
 
 @triton.jit
 def _as_float32(value):
-    """An int32 tensor of values below 2**22 in magnitude as float32, exactly (see ``_SIGNED_MAGIC``)."""
-    return (value + _SIGNED_MAGIC_BITS).to(tl.float32, bitcast=True) - _SIGNED_MAGIC
+    """An int32 tensor of values in ``[0, 2**23)`` as float32, exactly (see ``_MAGIC``)."""
+    return (value + _MAGIC_BITS).to(tl.float32, bitcast=True) - _MAGIC
 
 
 @triton.jit
 def _terms(low, mid, high):
-    """A row's Sobel terms: ``(x[c+1] - x[c-1], x[c-1] + 2 x[c] + x[c+1], x[c])``; of a uint8 row (as
-    int32), the first two summed as integers and converted once each, ``x[c]`` left to its one use."""
-    if low.dtype == tl.int32:
-        return _as_float32(high - low), _as_float32(low + 2 * mid + high), mid
-    else:
-        return high - low, low + 2 * mid + high, mid
+    """A row's Sobel terms: ``(x[c+1] - x[c-1], x[c-1] + 2 x[c] + x[c+1], x[c])`` (of a uint8 row, integers:
+    its Sobel sums stay exact and convert once, as ``Σ_c (Sx² + Sy²) <= 4 * 2 * 1020² < 2**23``)."""
+    return high - low, low + 2 * mid + high, mid
 
 
 @triton.jit
@@ -116,7 +109,7 @@ def _squared_sobel(up_difference, difference, down_difference, up_smoothing, dow
 
 
 @triton.jit
-def _step_channel(plane, ahead, offsets, state, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr):
+def _step_channel(plane, ahead, offsets, state):
     """One row step of one channel: ``Sx² + Sy²`` of the current row, its values, and the state one row down.
 
     The row below arrived; the row one below those in flight (offset ``ahead``) is loaded now, as many
@@ -129,28 +122,30 @@ def _step_channel(plane, ahead, offsets, state, IS_UINT8: tl.constexpr, COMPUTE_
     stepped = ()
     for below in tl.static_range(1, len(loaded)):
         stepped = stepped + (loaded[below],)
-    stepped = stepped + (_load_row(plane + ahead, offsets, IS_UINT8, COMPUTE_F64),)
+    stepped = stepped + (_load_row(plane + ahead, offsets),)
     return _squared_sobel(up_d, d, down_d, up_s, down_s), x, ((d, s, down_d, down_s, down_x), stepped)
 
 
 @triton.jit
-def _reloaded_squares(image, row, offsets, IS_UINT8: tl.constexpr, COMPUTE_F64: tl.constexpr, WIDE: tl.constexpr):
+def _reloaded_squares(image, row, offsets, WIDE: tl.constexpr):
     """``Σ_c (Sx² + Sy²)`` of row ``row`` for any number of channels, loading its three rows anew."""
     image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
     index_type = tl.int64 if WIDE else tl.int32
     up = tl.cast(tl.maximum(row - 1, 0), index_type) * stride_h
     mid = tl.cast(row, index_type) * stride_h
     down = tl.cast(tl.minimum(row + 1, height - 1), index_type) * stride_h
-    squares = tl.zeros(offsets[1].shape, dtype=tl.float64 if COMPUTE_F64 else tl.float32)
+    accumulate: tl.constexpr = tl.float64 if image_ptr.dtype.element_ty == tl.float64 else tl.float32
+    squares = tl.zeros([offsets[1].shape[0], 2], dtype=accumulate)
     for channel in range(channels):  # report: channels
         plane = image_ptr + tl.cast(channel, index_type) * stride_c
-        low, middle, high = _load_row(plane + up, offsets, IS_UINT8, COMPUTE_F64)
+        low, middle, high = _load_row(plane + up, offsets)
         up_d, up_s, _ = _terms(low, middle, high)
-        low, middle, high = _load_row(plane + mid, offsets, IS_UINT8, COMPUTE_F64)
+        low, middle, high = _load_row(plane + mid, offsets)
         mid_d, _, _ = _terms(low, middle, high)
-        low, middle, high = _load_row(plane + down, offsets, IS_UINT8, COMPUTE_F64)
+        low, middle, high = _load_row(plane + down, offsets)
         down_d, down_s, _ = _terms(low, middle, high)
-        squares += _squared_sobel(up_d, mid_d, down_d, up_s, down_s).to(squares.dtype)
+        more = _squared_sobel(up_d, mid_d, down_d, up_s, down_s)
+        squares += _as_float32(more) if image_ptr.dtype.element_ty == tl.uint8 else more.to(accumulate)
     return squares
 
 
@@ -161,8 +156,6 @@ def _begin_walk(
     offsets,
     CHANNELS: tl.constexpr,
     PREFETCH: tl.constexpr,
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
 ):
     """The walk's state at row ``top``: rows ``top - 1`` and ``top`` as terms, the PREFETCH below
@@ -176,13 +169,13 @@ def _begin_walk(
     states = ()
     for channel in tl.static_range(CHANNELS):
         plane = image_ptr + channel * stride_c
-        low, middle, high = _load_row(plane + rows[0], offsets, IS_UINT8, COMPUTE_F64)
+        low, middle, high = _load_row(plane + rows[0], offsets)
         up_d, up_s, _ = _terms(low, middle, high)
-        low, middle, high = _load_row(plane + rows[1], offsets, IS_UINT8, COMPUTE_F64)
+        low, middle, high = _load_row(plane + rows[1], offsets)
         d, s, x = _terms(low, middle, high)
         loaded = ()
         for below in tl.static_range(2, len(rows)):
-            loaded = loaded + (_load_row(plane + rows[below], offsets, IS_UINT8, COMPUTE_F64),)
+            loaded = loaded + (_load_row(plane + rows[below], offsets),)
         states = states + (((up_d, up_s, d, s, x), loaded),)
     return states
 
@@ -195,21 +188,19 @@ def _walk_row(
     offsets,
     CHANNELS: tl.constexpr,
     PREFETCH: tl.constexpr,
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
 ):
     """``m`` of row ``row`` (eq. 5; uint8 in units of 1/255, which the normalisation does not see), the
     row's values of each carried channel (for the output), and the walk's state one row down."""
     image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
-    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
+    accumulate: tl.constexpr = tl.float64 if image_ptr.dtype.element_ty == tl.float64 else tl.float32
     if CHANNELS > 0:
         ahead = tl.cast(tl.minimum(row + 1 + PREFETCH, height - 1), index_type) * stride_h
         stepped, centres = (), ()
         for channel in tl.static_range(CHANNELS):
             plane = image_ptr + channel * stride_c
-            more, x, state = _step_channel(plane, ahead, offsets, states[channel], IS_UINT8, COMPUTE_F64)
+            more, x, state = _step_channel(plane, ahead, offsets, states[channel])
             if channel == 0:
                 squares = more
             else:
@@ -217,31 +208,60 @@ def _walk_row(
             centres = centres + (x,)
             stepped = stepped + (state,)
         states = stepped
-        magnitude = tl.sqrt(squares.to(accumulate))
+        magnitude = tl.sqrt(_as_float32(squares) if image_ptr.dtype.element_ty == tl.uint8 else squares.to(accumulate))
     else:
         centres = ()
-        magnitude = tl.sqrt(_reloaded_squares(image, row, offsets, IS_UINT8, COMPUTE_F64, WIDE))
+        magnitude = tl.sqrt(_reloaded_squares(image, row, offsets, WIDE))
     return magnitude, centres, states
 
 
 @triton.jit
-def _column_offsets(cols, width, stride_w, CLAMPED: tl.constexpr, index_type: tl.constexpr):
-    """Each lane's column offset, and the steps from it to columns ``c - 1`` and ``c + 1``.
+def _pair_columns(first, BLOCK_W: tl.constexpr):
+    """A strip's columns ``first..first + BLOCK_W - 1`` as ``[BLOCK_W // 2, 2]``: each lane holds a pair."""
+    even = first + 2 * tl.arange(0, BLOCK_W // 2)
+    return tl.join(even, even + 1)
 
-    In strips at the image's border the three are clamped into the image (replicate padding;
+
+@triton.jit
+def _load_pairs(pointers, mask, other):
+    """``tl.load`` of ``[N, 2]`` pairs as two ``[N]`` loads: each lane keeps its pair, nothing moves between lanes."""
+    first, second = tl.split(pointers)
+    first_mask, second_mask = tl.split(mask)
+    return tl.join(tl.load(first, mask=first_mask, other=other), tl.load(second, mask=second_mask, other=other))
+
+
+@triton.jit
+def _store_pairs(pointers, values, mask):
+    """``tl.store`` of ``[N, 2]`` pairs as two ``[N]`` stores (see :func:`_load_pairs`)."""
+    first, second = tl.split(pointers)
+    first_value, second_value = tl.split(values)
+    first_mask, second_mask = tl.split(mask)
+    tl.store(first, first_value, mask=first_mask)
+    tl.store(second, second_value, mask=second_mask)
+
+
+@triton.jit
+def _column_offsets(cols, width, stride_w, CLAMPED: tl.constexpr, index_type: tl.constexpr):
+    """Each lane's offset of its pair's first column ``c``, and the steps from it to ``c - 1``, ``c + 1``
+    and ``c + 2`` (see :func:`_load_row`).
+
+    In strips at the image's border the four are clamped into the image (replicate padding;
     lanes past the image read its last column) and the steps are per lane; elsewhere the steps
-    are ``∓stride_w`` for every lane, which the compiler folds into the loads' addresses.
+    are ``-1, 1, 2`` times ``stride_w`` for every lane, which the compiler folds into the loads' addresses.
     """
+    even, _ = tl.split(cols)
     if CLAMPED:
-        column = tl.minimum(cols, width - 1)
+        column = tl.minimum(even, width - 1)
         centre = (column * stride_w).to(index_type)
         left = (tl.maximum(column - 1, 0) * stride_w).to(index_type) - centre
-        right = (tl.minimum(column + 1, width - 1) * stride_w).to(index_type) - centre
+        right = (tl.minimum(even + 1, width - 1) * stride_w).to(index_type) - centre
+        far = (tl.minimum(even + 2, width - 1) * stride_w).to(index_type) - centre
     else:
-        centre = (cols * stride_w).to(index_type)
+        centre = (even * stride_w).to(index_type)
         left = -stride_w
         right = stride_w
-    return left, centre, right
+        far = 2 * stride_w
+    return left, centre, right, far
 
 
 @triton.jit
@@ -282,51 +302,66 @@ def _run_boundary(next_start, next_end, bottom, height, n_windows, extent, step,
 
 
 @triton.jit
+def _store_window(partial_row, total, cols, lane, col_windows, STEP: tl.constexpr, COL_SLOTS: tl.constexpr):
+    """One row window's sums over each column window meeting the strip (``total``: its lanes' sums of ``m``),
+    stored at ``partial_row[kc]``; a lane's NaN or infinity reaches only the windows holding it."""
+    first_col_window, col_extent, col_last_start = col_windows
+    for kc in range(COL_SLOTS):  # not static_range: Triton's coalescing pass is superlinear in the IR's size
+        start = _window_start(first_col_window + kc, STEP, col_last_start)
+        in_window = lane & (cols >= start) & (cols < start + col_extent)
+        tl.store(partial_row + kc, tl.sum(tl.sum(tl.where(in_window, total, 0.0), axis=1), axis=0))
+
+
+@triton.jit
 def _statistics_walk(
     image,
     tile,
     row_windows,
+    sums,
     STEP: tl.constexpr,
     CHANNELS: tl.constexpr,
     PREFETCH: tl.constexpr,
     UNROLL: tl.constexpr,
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
     CLAMPED: tl.constexpr,
-    ROW_SLOTS: tl.constexpr,
+    ROW_COVER: tl.constexpr,
+    COL_SLOTS: tl.constexpr,
 ):
-    """Walk one tile's rows: per row window (slot), the per-lane sums of ``m``; and the lanes' min / max of ``m``.
+    """Walk one tile's rows: store each row window's sums of ``m`` over the column windows (slot ``kr``:
+    row window first covering the band's top + kr, at ``partial_base + kr * COL_SLOTS``); return the
+    lanes' min / max of ``m``.
 
     ``image``: see :func:`_begin_walk`; ``tile``: ``(cols, lane, top, bottom)``; ``row_windows``:
-    ``(n_row_windows, row_extent, row_last_start)``.
+    ``(n_row_windows, row_extent, row_last_start)``; ``sums``: ``(partial_base, col_windows)``, the
+    latter as :func:`_store_window` takes them.
     """
     image_ptr, channels, height, width, stride_c, stride_h, stride_w = image
+    partial_base, col_windows = sums
     cols, lane, top, bottom = tile
     n_row_windows, row_extent, row_last_start = row_windows
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
-    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
+    accumulate: tl.constexpr = partial_base.dtype.element_ty  # the tables hold the compute dtype
     offsets = _column_offsets(cols, width, stride_w, CLAMPED, index_type)
-    # Windows [next_end, next_start) cover the current run of rows; slot k is window first + k.
+    # Windows [next_end, next_start) cover the current run of rows, at most ROW_COVER: window next_end + k
+    # sums its runs in totals[k] from its first row to its last (or the band's), then stores them.
     first = _first_covering(top, row_extent, STEP, n_row_windows)
     next_end = first
     next_start = _last_covering(top, STEP, row_last_start, n_row_windows) + 1
     start_row, end_row, boundary = _run_boundary(
         next_start, next_end, bottom, height, n_row_windows, row_extent, STEP, row_last_start
     )
-    slots = tl.arange(0, ROW_SLOTS)
     run = tl.zeros(cols.shape, dtype=accumulate)
-    column_sums = tl.zeros([ROW_SLOTS, cols.shape[0]], dtype=accumulate)
+    totals = ()
+    for _open in tl.static_range(ROW_COVER):
+        totals = totals + (tl.zeros(cols.shape, dtype=accumulate),)
     lowest = tl.full(cols.shape, float("inf"), dtype=accumulate)
     highest = tl.full(cols.shape, float("-inf"), dtype=accumulate)
-    states = _begin_walk(image, top, offsets, CHANNELS, PREFETCH, IS_UINT8, COMPUTE_F64, WIDE)
+    states = _begin_walk(image, top, offsets, CHANNELS, PREFETCH, WIDE)
     for group in range(top, bottom, UNROLL):  # report: walk
         rows_left = bottom - group  # the group's steps from this one on are past the band's bottom
         for step in tl.static_range(UNROLL):
             row = group + step
-            magnitude, _, states = _walk_row(
-                image, row, states, offsets, CHANNELS, PREFETCH, IS_UINT8, COMPUTE_F64, WIDE
-            )
+            magnitude, _, states = _walk_row(image, row, states, offsets, CHANNELS, PREFETCH, WIDE)
             # min / max propagating NaN (as torch.amin / amax) over the lanes in the image and the rows in
             # the band. A row past the band's bottom adds to a run that never ends: no window gets it.
             counted = (lane & (step < rows_left) if step > 0 else lane) if CLAMPED else step < rows_left
@@ -338,27 +373,35 @@ def _statistics_walk(
                 highest = _nan_maximum(highest, magnitude)
             run += magnitude
             if row + 1 == boundary:  # report: run-end
-                covering = (slots >= next_end - first) & (slots < next_start - first)
-                column_sums += tl.where(covering[:, None], run[None, :], 0.0)
+                # The open windows take the run; the oldest is stored where it ends, every one at the
+                # band's bottom; then the others move up a place.
+                ended = row + 1 == end_row
+                stepped = ()
+                for k in tl.static_range(ROW_COVER):
+                    total = tl.where(next_end + k < next_start, totals[k] + run, totals[k])
+                    stored = ((row + 1 == bottom) | ended) if k == 0 else row + 1 == bottom
+                    if (next_end + k < next_start) & stored:  # report: window-end
+                        _store_window(
+                            partial_base + (next_end + k - first) * COL_SLOTS,
+                            total,
+                            cols,
+                            lane,
+                            col_windows,
+                            STEP,
+                            COL_SLOTS,
+                        )
+                    stepped = stepped + (total,)
+                totals = ()
+                for k in tl.static_range(ROW_COVER):
+                    moved = stepped[k + 1] if k + 1 < ROW_COVER else tl.zeros(cols.shape, dtype=accumulate)
+                    totals = totals + (tl.where(ended, moved, stepped[k]),)
                 run = tl.zeros(cols.shape, dtype=accumulate)
                 next_start += (row + 1 == start_row).to(tl.int32)
-                next_end += (row + 1 == end_row).to(tl.int32)
+                next_end += ended.to(tl.int32)
                 start_row, end_row, boundary = _run_boundary(
                     next_start, next_end, bottom, height, n_row_windows, row_extent, STEP, row_last_start
                 )
-    return column_sums, lowest, highest
-
-
-@triton.jit
-def _masked_window_sums(
-    partial_base, column_sums, cols, lane, col_windows, STEP: tl.constexpr, COL_SLOTS: tl.constexpr
-):
-    """Each column window's sum of its lanes (``col_windows``: first window, extent, last start), stored."""
-    first_col_window, col_extent, col_last_start = col_windows
-    for kc in tl.static_range(COL_SLOTS):
-        start = _window_start(first_col_window + kc, STEP, col_last_start)
-        in_window = lane & (cols >= start) & (cols < start + col_extent)
-        tl.store(partial_base + kc, tl.sum(tl.where(in_window[None, :], column_sums, 0.0), axis=1))
+    return lowest, highest
 
 
 @triton.jit(do_not_specialize=["band_rows"])  # one compiled kernel for every band height
@@ -385,13 +428,11 @@ def _statistics_kernel(
     CHANNELS: tl.constexpr,  # C when <= MAX_CARRIED_CHANNELS (carried walk), else 0 (reloading walk)
     PREFETCH: tl.constexpr,  # rows a carried walk keeps in flight below the current one
     UNROLL: tl.constexpr,  # row steps per iteration of the walk (PREFETCH: no register moves; or 1)
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,  # int64 offsets inside an image (it has 2**31 elements or more)
-    ROW_SLOTS: tl.constexpr,  # a power of two >= the row windows meeting one band
+    ROW_SLOTS: tl.constexpr,  # the most row windows meeting one band
     COL_SLOTS: tl.constexpr,  # the most column windows meeting one strip
+    ROW_COVER: tl.constexpr,  # the most row windows covering one row
     BLOCK_W: tl.constexpr,  # columns per strip (a power of two, at least 16)
-    DOT_COLUMNS: tl.constexpr,  # a power of two >= COL_SLOTS, at least 16 (a product's smallest side)
 ):
     tile = tl.program_id(0)
     image = tl.program_id(1).to(tl.int64)
@@ -399,48 +440,35 @@ def _statistics_kernel(
     strip = tile % n_strips
     top = band * band_rows
     bottom = tl.minimum(top + band_rows, height)
-    cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
+    cols = _pair_columns(strip * BLOCK_W, BLOCK_W)
     lane = cols < width
+    n_tiles = tl.num_programs(0)
     source = (x_ptr + image * stride_b, channels, height, width, stride_c, stride_h, stride_w)
     walked = (cols, lane, top, bottom)
     row_windows = (n_row_windows, row_extent, row_last_start)
+    # This tile's part of each window's sum: slot (kr, kc) for row window kr after the first covering the
+    # band's top and column window kc after the first covering the strip's first column.
+    partial_base = partials_ptr + (image * n_tiles + tile) * ROW_SLOTS * COL_SLOTS
+    first_col_window = _first_covering(strip * BLOCK_W, col_extent, STEP, n_col_windows)
+    sums = (partial_base, (first_col_window, col_extent, col_last_start))
     # Strips off the image's first and last column need no clamping: one address per row and channel.
     if (strip > 0) & ((strip + 1) * BLOCK_W < width):
-        column_sums, lowest, highest = _statistics_walk(  # report: interior
-            source, walked, row_windows, STEP, CHANNELS, PREFETCH, UNROLL, IS_UINT8, COMPUTE_F64, WIDE, False, ROW_SLOTS
+        lowest, highest = _statistics_walk(  # report: interior
+            source, walked, row_windows, sums, STEP, CHANNELS, PREFETCH, UNROLL, WIDE, False, ROW_COVER, COL_SLOTS
         )
     else:
-        column_sums, lowest, highest = _statistics_walk(  # report: border
-            source, walked, row_windows, STEP, CHANNELS, PREFETCH, UNROLL, IS_UINT8, COMPUTE_F64, WIDE, True, ROW_SLOTS
+        lowest, highest = _statistics_walk(  # report: border
+            source, walked, row_windows, sums, STEP, CHANNELS, PREFETCH, UNROLL, WIDE, True, ROW_COVER, COL_SLOTS
         )
-
-    # This tile's part of each window's sum (slot kc: column window first_col_window + kc; slot kr: row
-    # window first covering the band's top + kr) as one product with the strip's window membership, but
-    # where m is NaN or infinite: 0 x inf would spread it to windows without it.
-    first_col_window = _first_covering(strip * BLOCK_W, col_extent, STEP, n_col_windows)
-    n_tiles = tl.num_programs(0)
-    slots = tl.arange(0, ROW_SLOTS)
-    partial_base = partials_ptr + ((image * n_tiles + tile) * ROW_SLOTS + slots) * COL_SLOTS
-    col_windows = (first_col_window, col_extent, col_last_start)
-    if COMPUTE_F64:  # Triton 3.4 has no float64 product
-        _masked_window_sums(partial_base, column_sums, cols, lane, col_windows, STEP, COL_SLOTS)
-    elif tl.min((tl.abs(column_sums) < float("inf")).to(tl.int32)) == 0:  # report: non-finite
-        _masked_window_sums(partial_base, column_sums, cols, lane, col_windows, STEP, COL_SLOTS)
-    else:
-        col_slot = tl.arange(0, DOT_COLUMNS)
-        starts = _window_start(first_col_window + col_slot, STEP, col_last_start)
-        member = lane[:, None] & (cols[:, None] >= starts[None, :]) & (cols[:, None] < starts[None, :] + col_extent)
-        sums = tl.dot(column_sums, member.to(column_sums.dtype), input_precision="ieee")
-        tl.store(partial_base[:, None] + col_slot[None, :], sums, mask=(col_slot < COL_SLOTS)[None, :])
     range_ptr = ranges_ptr + (image * n_tiles + tile) * 2
-    tl.store(range_ptr, tl.reduce(lowest, 0, _nan_minimum))
-    tl.store(range_ptr + 1, tl.reduce(highest, 0, _nan_maximum))
+    tl.store(range_ptr, tl.reduce(tl.reduce(lowest, 1, _nan_minimum), 0, _nan_minimum))
+    tl.store(range_ptr + 1, tl.reduce(tl.reduce(highest, 1, _nan_maximum), 0, _nan_maximum))
 
 
 @triton.jit
-def _image_range(image_ranges, n_tiles, RANGE_BLOCK: tl.constexpr, COMPUTE_F64: tl.constexpr):
+def _image_range(image_ranges, n_tiles, RANGE_BLOCK: tl.constexpr):
     """An image's (min m, max m) from its tiles' (NaN if any is NaN, as ``torch.amin`` / ``amax``)."""
-    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
+    accumulate: tl.constexpr = image_ranges.dtype.element_ty
     lowest = tl.full([RANGE_BLOCK], float("inf"), dtype=accumulate)
     highest = tl.full([RANGE_BLOCK], float("-inf"), dtype=accumulate)
     for start in range(0, n_tiles, RANGE_BLOCK):  # report: tile-ranges
@@ -471,7 +499,6 @@ def _window_means(
     COL_SLOTS: tl.constexpr,
     MAX_BANDS: tl.constexpr,
     MAX_STRIPS: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
 ):
     """Mean of ``g`` over windows ``row_window[:, None] x col_window[None, :]`` from the tiles' partial sums.
 
@@ -481,7 +508,7 @@ def _window_means(
     """
     n_row_windows, row_extent, row_last_start = row_windows
     n_col_windows, col_extent, col_last_start = col_windows
-    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
+    accumulate: tl.constexpr = image_partials.dtype.element_ty
     row_start = _window_start(row_window, STEP, row_last_start)
     col_start = _window_start(col_window, STEP, col_last_start)
     first_band, last_band = row_start // band_rows, (row_start + row_extent - 1) // band_rows
@@ -524,14 +551,13 @@ def _means_kernel(
     COL_SLOTS: tl.constexpr,
     MAX_BANDS: tl.constexpr,
     MAX_STRIPS: tl.constexpr,  # the most bands / strips one window meets
-    COMPUTE_F64: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
     RANGE_BLOCK: tl.constexpr,
 ):
     image = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
-    low, high = _image_range(ranges_ptr + image * n_tiles * 2, n_tiles, RANGE_BLOCK, COMPUTE_F64)
+    low, high = _image_range(ranges_ptr + image * n_tiles * 2, n_tiles, RANGE_BLOCK)
     row_window = (block // n_col_blocks) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     col_window = (block % n_col_blocks) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     valid = (row_window < n_row_windows)[:, None] & (col_window < n_col_windows)[None, :]
@@ -553,7 +579,6 @@ def _means_kernel(
         COL_SLOTS,
         MAX_BANDS,
         MAX_STRIPS,
-        COMPUTE_F64,
     )
     window = row_window[:, None] * n_col_windows + col_window[None, :]
     tl.store(means_ptr + image * n_row_windows * n_col_windows + window, means, mask=valid)
@@ -578,11 +603,11 @@ def _covered(
     passes_ptr, first_row_window, first_col_window = table
     col_first, col_count = lane_windows
     covered = col_count < 0
-    for a in tl.static_range(MAX_ROW_COVER):
+    for a in range(MAX_ROW_COVER):  # not static_range: compile time (see _store_window)
         row_slot = row_first + a - first_row_window
         for b in tl.static_range(MAX_COL_COVER):
             valid = (row_first + a <= row_last) & (b < col_count)
-            flag = tl.load(passes_ptr + row_slot * COL_SLOTS + col_first + b - first_col_window, mask=valid, other=0)
+            flag = _load_pairs(passes_ptr + row_slot * COL_SLOTS + col_first + b - first_col_window, valid, 0)
             covered = covered | (flag != 0)
     return covered
 
@@ -596,16 +621,16 @@ def _next_cover_change(row_first, row_last, height, n_windows, extent, step, las
 
 
 @triton.jit
-def _store_row(out_row_ptr, out_col, value, factor, lane, IS_UINT8: tl.constexpr):
+def _store_row(out_row_ptr, out_col, value, factor, lane):
     """``value * factor`` into one output row (uint8, ``value`` as int32: rounded half-to-even without a
     conversion unit)."""
-    if IS_UINT8:
+    if out_row_ptr.dtype.element_ty == tl.uint8:
         # value <= 255 and factor in [0, 1]: adding 2**23 leaves the rounded result in the low byte.
         scaled = _as_float32(value) * factor + _MAGIC
         result = scaled.to(tl.int32, bitcast=True).to(tl.uint8)
     else:
         result = (value * factor).to(out_row_ptr.dtype.element_ty)
-    tl.store(out_row_ptr + out_col, result, mask=lane)
+    _store_pairs(out_row_ptr + out_col, result, lane)
 
 
 @triton.jit
@@ -623,8 +648,6 @@ def _suppress_walk(
     CHANNELS: tl.constexpr,
     PREFETCH: tl.constexpr,
     UNROLL: tl.constexpr,
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
     CLAMPED: tl.constexpr,
     WRITE_OUTPUT: tl.constexpr,
@@ -650,9 +673,9 @@ def _suppress_walk(
     n_row_windows, row_extent, row_last_start = row_windows
     n_col_windows, col_extent, col_last_start = col_windows
     index_type: tl.constexpr = tl.int64 if WIDE else tl.int32
-    accumulate: tl.constexpr = tl.float64 if COMPUTE_F64 else tl.float32
     offsets = _column_offsets(cols, width, stride_w, CLAMPED, index_type)
     out_col = (cols * out_stride_w).to(index_type)
+    pixels = tl.join(offsets[1], offsets[1] + offsets[2])  # each lane's pair, for a reloading walk's output
     # The windows covering each lane's column, and each row's (a contiguous run of indices each).
     col_first = _first_covering(cols, col_extent, STEP, n_col_windows)
     lane_windows = (col_first, _last_covering(cols, STEP, col_last_start, n_col_windows) - col_first + 1)
@@ -660,7 +683,7 @@ def _suppress_walk(
     row_last = _last_covering(top, STEP, row_last_start, n_row_windows)
     change = _next_cover_change(row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start)
     covered = _covered(table, row_first, row_last, lane_windows, COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
-    states = _begin_walk(image, top, offsets, CHANNELS, PREFETCH, IS_UINT8, COMPUTE_F64, WIDE)
+    states = _begin_walk(image, top, offsets, CHANNELS, PREFETCH, WIDE)
     for group in range(top, bottom, UNROLL):  # report: walk
         rows_left = bottom - group  # the group's steps from this one on are past the band's bottom
         for step in tl.static_range(UNROLL):
@@ -676,40 +699,29 @@ def _suppress_walk(
                     row_first, row_last, height, n_row_windows, row_extent, STEP, row_last_start
                 )
                 covered = _covered(table, row_first, row_last, lane_windows, COL_SLOTS, MAX_ROW_COVER, MAX_COL_COVER)
-            magnitude, centres, states = _walk_row(
-                image, row, states, offsets, CHANNELS, PREFETCH, IS_UINT8, COMPUTE_F64, WIDE
-            )
+            magnitude, centres, states = _walk_row(image, row, states, offsets, CHANNELS, PREFETCH, WIDE)
             normalised = tl.where(varies, (magnitude - lowest) * scale, 0.0)
             suppressed = tl.where(covered, normalised, 0.0)
             plane_offsets = plane_base + (tl.cast(row, index_type) * width + cols)
             if WRITE_MAP:
-                tl.store(map_ptr + plane_offsets, suppressed, mask=written)
+                _store_pairs(map_ptr + plane_offsets, suppressed, written)
             if WRITE_NORMALISED:
-                tl.store(normalised_ptr + plane_offsets, normalised, mask=written)
+                _store_pairs(normalised_ptr + plane_offsets, normalised, written)
             if WRITE_MASK:
-                tl.store(mask_ptr + plane_offsets, covered.to(tl.uint8), mask=written)
+                _store_pairs(mask_ptr + plane_offsets, covered.to(tl.uint8), written)
             if WRITE_OUTPUT:
                 factor = 1 - tl.minimum(tl.maximum(smoothing_factor * suppressed, 0.0), 1.0)
-                if IS_UINT8:
-                    factor = factor.to(tl.float32)
                 out_row = out_image_ptr + tl.cast(row, index_type) * out_stride_h
                 if CHANNELS > 0:
                     for channel in tl.static_range(CHANNELS):
-                        _store_row(
-                            out_row + channel * out_stride_c, out_col, centres[channel], factor, written, IS_UINT8
-                        )
+                        _store_row(out_row + channel * out_stride_c, out_col, centres[channel], factor, written)
                 else:
                     in_row = image_ptr + tl.cast(row, index_type) * stride_h
                     for channel in range(channels):  # report: output-channels
-                        value = tl.load(in_row + tl.cast(channel, index_type) * stride_c + offsets[1])
-                        value = value.to(tl.int32 if IS_UINT8 else accumulate)
+                        value = _load_pairs(in_row + tl.cast(channel, index_type) * stride_c + pixels, lane, 0)
+                        value = value.to(tl.int32 if image_ptr.dtype.element_ty == tl.uint8 else lowest.dtype)
                         _store_row(
-                            out_row + tl.cast(channel, index_type) * out_stride_c,
-                            out_col,
-                            value,
-                            factor,
-                            written,
-                            IS_UINT8,
+                            out_row + tl.cast(channel, index_type) * out_stride_c, out_col, value, factor, written
                         )
 
 
@@ -748,8 +760,6 @@ def _suppress_kernel(
     CHANNELS: tl.constexpr,
     PREFETCH: tl.constexpr,
     UNROLL: tl.constexpr,  # CHANNELS to WIDE: as the statistics kernel's
-    IS_UINT8: tl.constexpr,
-    COMPUTE_F64: tl.constexpr,
     WIDE: tl.constexpr,
     WRITE_OUTPUT: tl.constexpr,
     WRITE_MAP: tl.constexpr,
@@ -768,20 +778,20 @@ def _suppress_kernel(
     tile = tl.program_id(0)
     image = tl.program_id(1).to(tl.int64)
     n_tiles = tl.num_programs(0)
-    if COMPUTE_F64:
+    if ranges_ptr.dtype.element_ty == tl.float64:  # float64 compute: λ and γ travel as their bits
         threshold = threshold.to(tl.int64).to(tl.float64, bitcast=True)
         smoothing_factor = smoothing_factor.to(tl.int64).to(tl.float64, bitcast=True)
     band = tile // n_strips
     strip = tile % n_strips
     top = band * band_rows
     bottom = tl.minimum(top + band_rows, height)
-    cols = strip * BLOCK_W + tl.arange(0, BLOCK_W)
+    cols = _pair_columns(strip * BLOCK_W, BLOCK_W)
     lane = cols < width
 
     # The image's range of m, and the pass flags of the windows over this tile (rows from the one
     # covering `top`, columns from the one covering the strip's first column), kept in a scratch
     # table the walk reads: the window test runs here, with no launch of its own.
-    low, high = _image_range(ranges_ptr + image * n_tiles * 2, n_tiles, RANGE_BLOCK, COMPUTE_F64)
+    low, high = _image_range(ranges_ptr + image * n_tiles * 2, n_tiles, RANGE_BLOCK)
     row_windows = (n_row_windows, row_extent, row_last_start)
     col_windows = (n_col_windows, col_extent, col_last_start)
     first_row_window = _first_covering(top, row_extent, STEP, n_row_windows)
@@ -808,7 +818,6 @@ def _suppress_kernel(
         COL_SLOTS,
         MAX_BANDS,
         MAX_STRIPS,
-        COMPUTE_F64,
     )
     tile_passes = passes_ptr + (image * n_tiles + tile) * ROW_SLOTS * COL_SLOTS
     slot = tl.arange(0, ROW_SLOTS)[:, None] * COL_SLOTS + tl.arange(0, SLOT_COLUMNS)[None, :]
@@ -838,8 +847,6 @@ def _suppress_kernel(
             CHANNELS,
             PREFETCH,
             UNROLL,
-            IS_UINT8,
-            COMPUTE_F64,
             WIDE,
             False,
             WRITE_OUTPUT,
@@ -865,8 +872,6 @@ def _suppress_kernel(
             CHANNELS,
             PREFETCH,
             UNROLL,
-            IS_UINT8,
-            COMPUTE_F64,
             WIDE,
             True,
             WRITE_OUTPUT,
@@ -896,7 +901,7 @@ def _tiling(window_size: int, overlap: int, tile: int) -> tuple[int, int, int]:
 
 
 def _slot_rows(window_size: int, overlap: int, band_rows: int) -> int:
-    """Rows of a tile's window table: a power of two, at least 16 (the statistics kernel multiplies it)."""
+    """Rows of a tile's window table: a power of two, at least 16 (a 128-row band's at the default stride)."""
     return max(16, triton.next_power_of_2(_tiling(window_size, overlap, band_rows)[0]))
 
 
@@ -940,12 +945,12 @@ class LaunchConfig:
 
 
 # The tile sizes a launcher uses unless told otherwise (chosen with benchmarks/kernel_report.py).
-DEFAULT_CONFIG = LaunchConfig(band_rows=None, strip_width=32, num_warps=1)
+DEFAULT_CONFIG = LaunchConfig(band_rows=None, strip_width=64, num_warps=1)
 MEANS_BLOCK = 32  # rows and columns of windows per program of the window-means kernel
 RANGE_BLOCK = 128  # tile ranges reduced at once
-# ptxas's register caps for the uint8 kernels, each where it fits without local memory: left to
-# itself it takes a few more, which costs an SM resident programs (and, in suppress, rows in flight).
-UINT8_REGISTER_CAPS = {"statistics": 128, "suppress": 96}
+# ptxas's register cap for the uint8 kernels, where each fits it without local memory: left to itself
+# it takes a few more (sm_90: 141 and 150), which costs an SM resident programs.
+UINT8_REGISTER_CAP = 128
 # CUDA caps grid dimension 1 at 65535: larger batches are launched in chunks.
 MAX_GRID_BATCH = 65535
 
@@ -1042,17 +1047,14 @@ def _launch(
     # A carried uint8 walk steps as many rows per iteration as it keeps in flight: its registers rotate
     # without moves. Unrolled, a float walk's statistics take 128 registers and fewer programs fit.
     carried = channels <= MAX_CARRIED_CHANNELS
-    prefetch = UINT8_PREFETCH_ROWS if x.dtype == torch.uint8 else PREFETCH_ROWS
     common = dict(
         STEP=step,
         CHANNELS=channels if carried else 0,
-        PREFETCH=prefetch,
-        UNROLL=prefetch if carried and x.dtype == torch.uint8 else 1,
-        IS_UINT8=x.dtype == torch.uint8,
-        COMPUTE_F64=compute_f64,
+        PREFETCH=PREFETCH_ROWS,
+        UNROLL=PREFETCH_ROWS if carried and x.dtype == torch.uint8 else 1,
         WIDE=_needs_wide_offsets(x, computed.get("output")),
         BLOCK_W=strip_width,
-        num_warps=min(config.num_warps, max(1, strip_width // 32)),
+        num_warps=min(config.num_warps, max(1, strip_width // 64)),
     )
     slots = dict(ROW_SLOTS=row_slots, COL_SLOTS=col_slots, MAX_BANDS=max_bands, MAX_STRIPS=max_strips)
     planes = {"suppression_map": accumulate, "normalised_gradient": accumulate, "window_mask": torch.uint8}
@@ -1070,8 +1072,7 @@ def _launch(
         tables = (*maps, computed.get("window_mask", passes), partials, ranges, passes, *parameters)
         return (x, partials, ranges, *source, *windows), (x, output, *tables, *source, *output.stride(), *windows)
 
-    dot_columns = max(16, triton.next_power_of_2(col_slots))
-    statistics_options = dict(ROW_SLOTS=row_slots, COL_SLOTS=col_slots, DOT_COLUMNS=dot_columns, **common)
+    statistics_options = dict(ROW_SLOTS=row_slots, COL_SLOTS=col_slots, ROW_COVER=max_row_cover, **common)
     suppress_options = dict(
         WRITE_OUTPUT="output" in wanted,
         WRITE_MAP="suppression_map" in wanted,
@@ -1089,13 +1090,13 @@ def _launch(
     if not traced and (x.dtype == torch.uint8 or config.band_rows is None):
         empty = x.new_empty((0,), dtype=accumulate)
         probes = [(*args, band_rows) for args in arguments(empty, empty, empty.to(torch.uint8))]
-        if x.dtype == torch.uint8:  # capped where the compiler fits the cap without local memory
-            capped = {**statistics_options, "maxnreg": UINT8_REGISTER_CAPS["statistics"]}
-            if (footprint(_statistics_kernel, probes[0], capped, device) or (0, 1))[1] == 0:
-                statistics_options = capped
-            capped = {**suppress_options, "maxnreg": UINT8_REGISTER_CAPS["suppress"]}
-            if (footprint(_suppress_kernel, probes[1], capped, device) or (0, 1))[1] == 0:
-                suppress_options = capped
+        for kernel, options, probe in (
+            (_statistics_kernel, statistics_options, probes[0]),
+            (_suppress_kernel, suppress_options, probes[1]),
+        ):
+            capped = {**options, "maxnreg": UINT8_REGISTER_CAP}  # where it needs no local memory
+            if x.dtype == torch.uint8 and (footprint(kernel, probe, capped, device) or (0, 1))[1] == 0:
+                options.update(maxnreg=UINT8_REGISTER_CAP)
         if config.band_rows is None:
             fits = (
                 footprint(_statistics_kernel, probes[0], statistics_options, device),
@@ -1126,7 +1127,6 @@ def _launch(
             **slots,
             STEP=step,
             STRIP_WIDTH=strip_width,
-            COMPUTE_F64=compute_f64,
             BLOCK_ROWS=MEANS_BLOCK,
             BLOCK_COLS=MEANS_BLOCK,
             RANGE_BLOCK=RANGE_BLOCK,
